@@ -1,0 +1,434 @@
+//! The HTTP API (DESIGN §5): rankings, popular tags, health and metrics.
+//!
+//! [`router`] builds the whole application from its state, so handlers are
+//! tested without a socket. Ranking answers go through the [`cache::Cache`]
+//! and carry `Cache-Control` and `ETag`.
+
+pub mod cache;
+pub mod error;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use self::cache::{Cache, Cached};
+pub use self::error::ApiError;
+use crate::event::{slug, ArticleMeta};
+use crate::ingest::ConsumerState;
+use crate::metrics::Metrics;
+use crate::scoring::{Group, Profiles};
+use crate::store::Store;
+
+/// Largest `limit` accepted.
+pub const MAX_LIMIT: usize = 100;
+/// Largest `offset` accepted.
+pub const MAX_OFFSET: usize = 10_000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Where scores are read.
+    pub store: Arc<dyn Store>,
+    /// Configured ranking profiles.
+    pub profiles: Profiles,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Response cache.
+    pub cache: Arc<Cache>,
+    /// `max-age` sent with cached answers.
+    pub cache_ttl: Duration,
+    /// The consumer's assignment, when this process consumes (for `/readyz`).
+    pub consumer: Option<ConsumerState>,
+}
+
+/// The application: every route, with request metrics.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/rankings", get(list_profiles))
+        .route("/v1/rankings/{profile}", get(ranking))
+        .route("/v1/rankings/{profile}/tags", get(popular_tags))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+async fn record(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let m = &state.metrics;
+    m.http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    response
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Query parameters, checked strictly: unknown names are rejected so typos
+/// do not silently return the default list.
+struct Params {
+    map: HashMap<String, String>,
+}
+
+impl Params {
+    fn new(map: HashMap<String, String>, allowed: &[&str]) -> Result<Params, ApiError> {
+        let mut unknown: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !allowed.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            return Err(ApiError::InvalidParameter(format!(
+                "unknown parameter {}; accepted: {}",
+                unknown.join(", "),
+                allowed.join(", ")
+            )));
+        }
+        Ok(Params { map })
+    }
+
+    fn number(
+        &self,
+        name: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ApiError> {
+        match self.map.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::InvalidParameter(format!("{name} must be between {min} and {max}"))
+                }),
+        }
+    }
+
+    fn name(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.map.get(name) {
+            None => Ok(None),
+            Some(v) => {
+                let s = slug(v);
+                if s.is_empty() || v.len() > 200 {
+                    return Err(ApiError::InvalidParameter(format!(
+                        "{name} must be a non-empty name of at most 200 bytes"
+                    )));
+                }
+                Ok(Some(s))
+            }
+        }
+    }
+
+    fn duration(&self, name: &str) -> Result<Option<Duration>, ApiError> {
+        match self.map.get(name) {
+            None => Ok(None),
+            Some(v) => humantime::parse_duration(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::InvalidParameter(format!(
+                        "{name} must be a positive duration such as 48h or 30m"
+                    ))
+                }),
+        }
+    }
+}
+
+fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
+    state
+        .profiles
+        .iter()
+        .position(|p| p.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown ranking profile {name:?}")))
+}
+
+/// Answers from the cache with `Cache-Control`, `ETag` and `304 Not Modified`.
+async fn cached<F, Fut>(
+    state: &ApiState,
+    key: String,
+    headers: &HeaderMap,
+    compute: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+{
+    let value = state
+        .cache
+        .get_or_compute(key, || async {
+            let v = compute().await?;
+            Ok::<_, ApiError>(Cached::new(
+                serde_json::to_vec(&v).expect("JSON serialises"),
+            ))
+        })
+        .await?;
+    let cache_control = format!("public, max-age={}", state.cache_ttl.as_secs());
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&cache_control).expect("ascii"),
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&value.etag).expect("ascii"),
+    );
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == value.etag || t.trim() == "*")
+        });
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok((h, value.body.clone()).into_response())
+}
+
+async fn list_profiles(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let items: Vec<_> = state
+        .profiles
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "half_life_seconds": p.half_life_ms / 1000.0,
+                "weights": p.weights,
+            })
+        })
+        .collect();
+    Json(json!({ "profiles": items }))
+}
+
+/// One item of a ranking answer.
+#[derive(Debug, Serialize)]
+struct RankedArticle {
+    rank: usize,
+    article_id: String,
+    score: f64,
+    title: Option<String>,
+    url: Option<String>,
+    section: Option<String>,
+    tags: Option<Vec<String>>,
+    published_at: Option<String>,
+    author: Option<String>,
+}
+
+fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>) -> RankedArticle {
+    let meta = meta.unwrap_or_default();
+    let known = !meta.article_id.is_empty();
+    RankedArticle {
+        rank,
+        article_id,
+        score,
+        title: meta.title,
+        url: meta.url,
+        section: meta.section,
+        tags: known.then_some(meta.tags),
+        published_at: meta.published_at_ms.map(rfc3339),
+        author: meta.author,
+    }
+}
+
+async fn ranking(
+    State(state): State<ApiState>,
+    Path(profile): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let p = profile_index(&state, &profile)?;
+    let params = Params::new(
+        query,
+        &["section", "tag", "limit", "offset", "published_within"],
+    )?;
+    let limit = params.number("limit", 10, 1, MAX_LIMIT)?;
+    let offset = params.number("offset", 0, 0, MAX_OFFSET)?;
+    let section = params.name("section")?;
+    let tag = params.name("tag")?;
+    let within = params.duration("published_within")?;
+    let group = match (&section, &tag) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidParameter(
+                "give at most one of section and tag".to_string(),
+            ))
+        }
+        (Some(s), None) => Group::Section(s.clone()),
+        (None, Some(t)) => Group::Tag(t.clone()),
+        (None, None) => Group::All,
+    };
+    let key = format!(
+        "r|{profile}|{group:?}|{limit}|{offset}|{}",
+        within.map(|d| d.as_millis()).unwrap_or(0)
+    );
+    let st = state.clone();
+    cached(&state, key, &headers, move || async move {
+        let at = now_ms();
+        let items = match within {
+            None => {
+                let page = st.store.top(&group, p, offset, limit, at).await?;
+                let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
+                let metas = st.store.articles(&ids).await?;
+                page.items
+                    .into_iter()
+                    .zip(metas)
+                    .enumerate()
+                    .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m))
+                    .collect::<Vec<_>>()
+            }
+            Some(within) => recent(&st, &group, p, offset, limit, at, within).await?,
+        };
+        Ok(json!({
+            "profile": profile,
+            "section": section,
+            "tag": tag,
+            "generated_at": rfc3339(at),
+            "items": items,
+        }))
+    })
+    .await
+}
+
+/// The ranking restricted to articles published within `within` of `at`:
+/// scans the ranking in pages until `offset + limit` qualify or it ends, so
+/// a page is never short while enough articles exist.
+async fn recent(
+    st: &ApiState,
+    group: &Group,
+    profile: usize,
+    offset: usize,
+    limit: usize,
+    at: i64,
+    within: Duration,
+) -> Result<Vec<RankedArticle>, ApiError> {
+    let since = at - within.as_millis() as i64;
+    let want = offset + limit;
+    let page_size = (want * 4).clamp(100, 1000);
+    let mut out = Vec::new();
+    let mut qualifying = 0;
+    let mut start = 0;
+    loop {
+        let page = st.store.top(group, profile, start, page_size, at).await?;
+        let n = page.items.len();
+        let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
+        let metas = st.store.articles(&ids).await?;
+        for (s, m) in page.items.into_iter().zip(metas) {
+            let fresh = m
+                .as_ref()
+                .and_then(|m| m.published_at_ms)
+                .is_some_and(|p| p >= since);
+            if !fresh {
+                continue;
+            }
+            qualifying += 1;
+            if qualifying > offset {
+                out.push(ranked(qualifying, s.member, s.score, m));
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if n < page_size {
+            return Ok(out);
+        }
+        start += n;
+    }
+}
+
+async fn popular_tags(
+    State(state): State<ApiState>,
+    Path(profile): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let p = profile_index(&state, &profile)?;
+    let params = Params::new(query, &["limit", "offset"])?;
+    let limit = params.number("limit", 10, 1, MAX_LIMIT)?;
+    let offset = params.number("offset", 0, 0, MAX_OFFSET)?;
+    let key = format!("t|{profile}|{limit}|{offset}");
+    let st = state.clone();
+    cached(&state, key, &headers, move || async move {
+        let at = now_ms();
+        let page = st.store.top(&Group::Tags, p, offset, limit, at).await?;
+        let items: Vec<_> = page
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| json!({"rank": offset + i + 1, "tag": s.member, "score": s.score}))
+            .collect();
+        Ok(json!({"profile": profile, "generated_at": rfc3339(at), "items": items}))
+    })
+    .await
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness: store unreachable");
+        problems.push("store unreachable");
+    }
+    if let Some(c) = &state.consumer {
+        if !c.is_assigned() {
+            problems.push("consumer has no partitions assigned");
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reasons": problems})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

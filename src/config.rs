@@ -1,0 +1,547 @@
+//! Configuration: built-in defaults < optional TOML file < `POPULARITY__SECTION__KEY`
+//! environment variables (DESIGN §8).
+//!
+//! Everything is validated here, before anything connects: an unknown key or an
+//! invalid value stops the program at start with a message naming the key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::event::{slug, EventType};
+
+/// The built-in defaults, as the TOML an operator would write.
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is missing, of the wrong type, unknown, or out of range.
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `ingest.flush_interval`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The file could not be read or parsed.
+    #[error("invalid configuration: {0}")]
+    Source(String),
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration of one `popularity` process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Kafka connection and topics.
+    pub kafka: KafkaSettings,
+    /// Where scores live.
+    pub store: StoreSettings,
+    /// The HTTP API.
+    pub api: ApiSettings,
+    /// The consumer: flush cadence and filters.
+    pub ingest: IngestSettings,
+    /// Ranking profiles and bounds.
+    pub scoring: ScoringSettings,
+}
+
+/// Kafka connection settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic names.
+    pub topics: TopicSettings,
+    /// Any librdkafka property, passed through (security, timeouts). In the
+    /// environment form underscores stand for dots:
+    /// `POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL=ssl`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Topic names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Behaviour events (page_view, share, engagement).
+    pub events: String,
+    /// Article lifecycle (article_published, article_unpublished).
+    pub articles: String,
+    /// Where invalid messages go, with the reason in headers.
+    pub dead_letter: String,
+}
+
+/// Store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Redis (standalone): durable, shared by every replica.
+    Redis,
+    /// In-process: state rebuilt from the topics at every start.
+    Memory,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `redis` or `memory`.
+    pub backend: Backend,
+    /// `redis://…` or `rediss://…`.
+    pub redis_url: String,
+    /// Replaces `pop` in every key.
+    pub key_prefix: String,
+    /// How long article metadata is kept after its last publication event.
+    #[serde(with = "humantime_serde")]
+    pub metadata_ttl: Duration,
+}
+
+/// HTTP API settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Lifetime of the in-process response cache, also sent as `max-age`.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Longest time between two flushes to the store.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// A flush happens as soon as this many messages are pending.
+    pub max_batch_events: usize,
+    /// Page views and shares by the same visitor of the same article within
+    /// this window count once; engagement is capped per window.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
+    /// Events older than this (by their own time) are not counted.
+    #[serde(with = "humantime_serde")]
+    pub max_event_age: Duration,
+    /// Events further than this in the future are invalid.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Messages larger than this are invalid.
+    pub max_message_bytes: usize,
+}
+
+/// Scoring settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringSettings {
+    /// Ranking profiles; their order is the order of `/v1/rankings`.
+    pub profiles: Vec<ProfileSettings>,
+    /// Most members kept per ranking; the lowest are dropped beyond it.
+    pub max_members: usize,
+}
+
+/// One ranking profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSettings {
+    /// Name used in URLs and keys (a lowercase slug).
+    pub name: String,
+    /// Time for a score to halve.
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// Weight of each event type.
+    pub weights: WeightSettings,
+}
+
+/// Weights of one profile.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WeightSettings {
+    /// Weight of one page view.
+    pub page_view: f64,
+    /// Weight of one share.
+    pub share: f64,
+    /// Weight of one engaged second.
+    pub engaged_second: f64,
+}
+
+impl WeightSettings {
+    /// Weight of one unit of `kind` (a view, a share, an engaged second).
+    pub fn of(&self, kind: EventType) -> f64 {
+        match kind {
+            EventType::PageView => self.page_view,
+            EventType::Share => self.share,
+            EventType::Engagement => self.engaged_second,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `POPULARITY__…` variables
+    /// from `env`, and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        use config::{Config, Environment, File, FileFormat};
+
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Source(format!("cannot read {}: {e}", path.display())))?;
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("POPULARITY__"))
+            .map(|(k, v)| (env_key(&k), v))
+            .collect();
+        builder = builder.add_source(
+            Environment::default()
+                .separator("__")
+                .keep_prefix(true)
+                .source(Some(env)),
+        );
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError::Source(e.to_string()))?;
+        let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.inner().to_string();
+            invalid(key, strip_key_suffix(&message))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads from the process environment.
+    pub fn from_env(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load(file, std::env::vars())
+    }
+
+    /// The built-in defaults alone.
+    pub fn defaults() -> Settings {
+        Settings::load(None, std::iter::empty()).expect("built-in defaults are valid")
+    }
+
+    /// Checks every value that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonempty = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        let positive = |key: &str, d: Duration| {
+            if d.is_zero() {
+                Err(invalid(key, "must be greater than zero"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("kafka.brokers", &self.kafka.brokers)?;
+        nonempty("kafka.group_id", &self.kafka.group_id)?;
+        nonempty("kafka.topics.events", &self.kafka.topics.events)?;
+        nonempty("kafka.topics.articles", &self.kafka.topics.articles)?;
+        nonempty("kafka.topics.dead_letter", &self.kafka.topics.dead_letter)?;
+        if self.kafka.topics.dead_letter == self.kafka.topics.events
+            || self.kafka.topics.dead_letter == self.kafka.topics.articles
+        {
+            return Err(invalid(
+                "kafka.topics.dead_letter",
+                "must differ from the topics it receives from",
+            ));
+        }
+        for key in self.kafka.properties.keys() {
+            if matches!(
+                key.as_str(),
+                "bootstrap.servers"
+                    | "group.id"
+                    | "enable.auto.commit"
+                    | "enable.auto.offset.store"
+            ) {
+                return Err(invalid(
+                    format!("kafka.properties.{key}"),
+                    "is set by popularity itself and cannot be overridden",
+                ));
+            }
+        }
+        if self.store.backend == Backend::Redis {
+            let url = &self.store.redis_url;
+            redis::Client::open(url.as_str()).map_err(|e| {
+                invalid(
+                    "store.redis_url",
+                    format!("{url:?} is not a Redis URL: {e}"),
+                )
+            })?;
+        }
+        let prefix = &self.store.key_prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}', ':', ' ']) {
+            return Err(invalid(
+                "store.key_prefix",
+                format!("{prefix:?} must be non-empty without braces, colons or spaces"),
+            ));
+        }
+        positive("store.metadata_ttl", self.store.metadata_ttl)?;
+        self.api
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("api.listen", format!("{:?}: {e}", self.api.listen)))?;
+        positive("ingest.flush_interval", self.ingest.flush_interval)?;
+        if self.ingest.max_batch_events == 0 {
+            return Err(invalid("ingest.max_batch_events", "must be at least 1"));
+        }
+        if self.ingest.max_message_bytes == 0 {
+            return Err(invalid("ingest.max_message_bytes", "must be at least 1"));
+        }
+        positive("ingest.max_event_age", self.ingest.max_event_age)?;
+        if self.scoring.profiles.is_empty() {
+            return Err(invalid(
+                "scoring.profiles",
+                "at least one profile is needed",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.scoring.profiles.iter().enumerate() {
+            let key = format!("scoring.profiles[{i}]");
+            if p.name.is_empty() || slug(&p.name) != p.name {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} must be a lowercase slug like \"trending\"", p.name),
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", p.name),
+                ));
+            }
+            positive(&format!("{key}.half_life"), p.half_life)?;
+            for (field, w) in [
+                ("page_view", p.weights.page_view),
+                ("share", p.weights.share),
+                ("engaged_second", p.weights.engaged_second),
+            ] {
+                if !w.is_finite() || w < 0.0 {
+                    return Err(invalid(
+                        format!("{key}.weights.{field}"),
+                        format!("{w} must be a finite number >= 0"),
+                    ));
+                }
+            }
+        }
+        if self.scoring.max_members == 0 {
+            return Err(invalid("scoring.max_members", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL` → `popularity__kafka__properties__security.protocol`:
+/// librdkafka property names use dots, which environment names cannot hold.
+fn env_key(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    const PROPS: &str = "popularity__kafka__properties__";
+    match lower.strip_prefix(PROPS) {
+        Some(prop) => format!("{PROPS}{}", prop.replace('_', ".")),
+        None => lower,
+    }
+}
+
+/// serde messages from `config` sometimes repeat the key; the key is reported separately.
+fn strip_key_suffix(message: &str) -> String {
+    match message.find(" for key `") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn err_of(pairs: &[(&str, &str)]) -> String {
+        Settings::load(None, env(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = Settings::defaults();
+        assert_eq!(s.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(s.kafka.group_id, "popularity");
+        assert_eq!(s.kafka.topics.events, "events");
+        assert_eq!(s.kafka.topics.articles, "articles");
+        assert_eq!(s.kafka.topics.dead_letter, "events.dlq");
+        assert_eq!(s.store.backend, Backend::Redis);
+        assert_eq!(s.store.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.store.key_prefix, "pop");
+        assert_eq!(s.api.listen, "0.0.0.0:8080");
+        assert_eq!(s.api.cache_ttl, Duration::from_secs(1));
+        assert_eq!(s.ingest.flush_interval, Duration::from_millis(250));
+        assert_eq!(s.ingest.max_batch_events, 50_000);
+        assert_eq!(s.ingest.dedupe_window, Duration::from_secs(30 * 60));
+        assert_eq!(s.ingest.max_event_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.ingest.max_clock_skew, Duration::from_secs(300));
+        assert_eq!(s.scoring.max_members, 10_000);
+        let profiles: Vec<_> = s
+            .scoring
+            .profiles
+            .iter()
+            .map(|p| (p.name.as_str(), p.half_life.as_secs()))
+            .collect();
+        assert_eq!(
+            profiles,
+            [
+                ("trending", 7_200),
+                ("popular", 86_400),
+                ("weekly", 604_800)
+            ]
+        );
+        for p in &s.scoring.profiles {
+            assert_eq!(
+                p.weights,
+                WeightSettings {
+                    page_view: 1.0,
+                    share: 5.0,
+                    engaged_second: 0.05
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n[ingest]\nflush_interval = \"1s\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&path),
+            env(&[
+                ("POPULARITY__KAFKA__BROKERS", "env:9092"),
+                ("POPULARITY__INGEST__MAX_BATCH_EVENTS", "7"),
+                ("POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL", "ssl"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.group_id, "from-file");
+        assert_eq!(s.kafka.brokers, "env:9092");
+        assert_eq!(s.ingest.flush_interval, Duration::from_secs(1));
+        assert_eq!(s.ingest.max_batch_events, 7);
+        assert_eq!(s.kafka.properties["security.protocol"], "ssl");
+    }
+
+    #[test]
+    fn an_unknown_key_fails_naming_it() {
+        let e = err_of(&[("POPULARITY__INGEST__FLUSH_INTERVALL", "1s")]);
+        assert!(e.contains("ingest") && e.contains("flush_intervall"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_duration_fails_naming_the_key() {
+        let e = err_of(&[("POPULARITY__INGEST__FLUSH_INTERVAL", "soon")]);
+        assert!(e.contains("`ingest.flush_interval`"), "{e}");
+    }
+
+    #[test]
+    fn a_non_numeric_count_fails_naming_the_key() {
+        let e = err_of(&[("POPULARITY__INGEST__MAX_BATCH_EVENTS", "many")]);
+        assert!(e.contains("`ingest.max_batch_events`"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_fail_naming_the_key() {
+        for (k, v, key) in [
+            (
+                "POPULARITY__INGEST__MAX_BATCH_EVENTS",
+                "0",
+                "ingest.max_batch_events",
+            ),
+            (
+                "POPULARITY__INGEST__FLUSH_INTERVAL",
+                "0s",
+                "ingest.flush_interval",
+            ),
+            ("POPULARITY__API__LISTEN", "nowhere", "api.listen"),
+            (
+                "POPULARITY__STORE__REDIS_URL",
+                "http://x",
+                "store.redis_url",
+            ),
+            ("POPULARITY__STORE__KEY_PREFIX", "a{b}", "store.key_prefix"),
+            ("POPULARITY__STORE__BACKEND", "mongo", "store.backend"),
+            (
+                "POPULARITY__SCORING__MAX_MEMBERS",
+                "0",
+                "scoring.max_members",
+            ),
+            (
+                "POPULARITY__KAFKA__TOPICS__DEAD_LETTER",
+                "events",
+                "kafka.topics.dead_letter",
+            ),
+            (
+                "POPULARITY__KAFKA__PROPERTIES__GROUP_ID",
+                "x",
+                "kafka.properties.group.id",
+            ),
+        ] {
+            let e = err_of(&[(k, v)]);
+            assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_profiles_fail_naming_the_profile_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let cases = [
+            ("Trending", "2h", "1.0", "scoring.profiles[0].name"),
+            ("trending", "0s", "1.0", "scoring.profiles[0].half_life"),
+            (
+                "trending",
+                "2h",
+                "-1.0",
+                "scoring.profiles[0].weights.page_view",
+            ),
+        ];
+        for (name, hl, w, key) in cases {
+            std::fs::write(
+                &path,
+                format!(
+                    "[[scoring.profiles]]\nname = \"{name}\"\nhalf_life = \"{hl}\"\n\
+                     weights = {{ page_view = {w}, share = 5.0, engaged_second = 0.05 }}\n"
+                ),
+            )
+            .unwrap();
+            let e = Settings::load(Some(&path), []).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! Decoding and validation of one Kafka message into an [`Event`].
+//!
+//! Every way a message can be wrong has an [`Invalid`] reason; the consumer
+//! sends such messages to the dead-letter topic with that reason, so nothing
+//! is dropped silently.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use prost::Message as _;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::{proto, slug, ArticleMeta, Behaviour, Event, EventType};
+
+/// Longest accepted article, event or visitor id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Most tags accepted on one event.
+pub const MAX_TAGS: usize = 32;
+
+/// How a message's payload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// One JSON object (DESIGN §2).
+    #[default]
+    Json,
+    /// One `popularity.v1.Event`.
+    Protobuf,
+}
+
+impl Encoding {
+    /// The encoding named by a `content-type` header, if it names one.
+    pub fn from_content_type(value: &[u8]) -> Option<Encoding> {
+        let value = std::str::from_utf8(value).ok()?;
+        let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Some(Encoding::Json),
+            "application/x-protobuf"
+            | "application/protobuf"
+            | "application/vnd.google.protobuf" => Some(Encoding::Protobuf),
+            _ => None,
+        }
+    }
+}
+
+/// Why a message was rejected. [`Invalid::code`] is a bounded label; the
+/// `Display` form (`code: detail`) is what the dead-letter header carries.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Invalid {
+    /// Larger than `ingest.max_message_bytes`.
+    #[error("oversized: message of {size} bytes exceeds the limit of {max} bytes")]
+    Oversized {
+        /// Payload size.
+        size: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// Not decodable in its encoding.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// A `type` that is none of the five known ones.
+    #[error("unknown_type: {0:?} is not one of page_view, share, engagement, article_published, article_unpublished")]
+    UnknownType(String),
+    /// A required field is absent or empty.
+    #[error("missing_field: {0} is required")]
+    MissingField(&'static str),
+    /// A field has a value outside its domain.
+    #[error("invalid_field: {field}: {message}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Further in the future than `ingest.max_clock_skew`.
+    #[error("future_timestamp: {field} is {ahead_ms} ms in the future, more than the allowed clock skew")]
+    FutureTimestamp {
+        /// The field.
+        field: &'static str,
+        /// How far ahead of now.
+        ahead_ms: i64,
+    },
+}
+
+impl Invalid {
+    /// Every code, for metric label initialisation.
+    pub const CODES: [&'static str; 6] = [
+        "oversized",
+        "malformed",
+        "unknown_type",
+        "missing_field",
+        "invalid_field",
+        "future_timestamp",
+    ];
+
+    /// A short, bounded name of the reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Invalid::Oversized { .. } => "oversized",
+            Invalid::Malformed(_) => "malformed",
+            Invalid::UnknownType(_) => "unknown_type",
+            Invalid::MissingField(_) => "missing_field",
+            Invalid::InvalidField { .. } => "invalid_field",
+            Invalid::FutureTimestamp { .. } => "future_timestamp",
+        }
+    }
+}
+
+/// Decodes and validates messages. Built once per consumer: it holds the
+/// compiled crawler patterns.
+pub struct Decoder {
+    bots: isbot::Bots,
+    max_bytes: usize,
+    max_skew_ms: i64,
+}
+
+/// What the decoder needs to know about one message besides its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageInfo<'a> {
+    /// Encoding to use (from the header, else the topic's setting).
+    pub encoding: Encoding,
+    /// The message key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The Kafka timestamp of the message, used when the event has no time.
+    pub timestamp_ms: Option<i64>,
+    /// The article-lifecycle topic: an empty payload with a key is a tombstone.
+    pub lifecycle_topic: bool,
+    /// Wall-clock time now, for the clock-skew check.
+    pub now_ms: i64,
+}
+
+/// Decodes one message with a default [`Decoder`] (convenience for tests).
+pub fn decode(payload: &[u8], info: &MessageInfo<'_>) -> Result<Event, Invalid> {
+    Decoder::new(64 * 1024, 300_000).decode(payload, info)
+}
+
+impl Decoder {
+    /// A decoder enforcing `max_bytes` and `max_skew_ms`.
+    pub fn new(max_bytes: usize, max_skew_ms: i64) -> Decoder {
+        Decoder {
+            bots: isbot::Bots::default(),
+            max_bytes,
+            max_skew_ms,
+        }
+    }
+
+    /// True when `user_agent` is a known crawler.
+    pub fn is_bot_agent(&self, user_agent: &str) -> bool {
+        self.bots.is_bot(user_agent)
+    }
+
+    /// Decodes and validates one message.
+    pub fn decode(&self, payload: &[u8], info: &MessageInfo<'_>) -> Result<Event, Invalid> {
+        if payload.len() > self.max_bytes {
+            return Err(Invalid::Oversized {
+                size: payload.len(),
+                max: self.max_bytes,
+            });
+        }
+        if payload.is_empty() {
+            // A tombstone on the compacted lifecycle topic withdraws the article.
+            if info.lifecycle_topic {
+                if let Some(key) = info.key.filter(|k| !k.is_empty()) {
+                    let id = std::str::from_utf8(key).map_err(|_| {
+                        Invalid::Malformed("tombstone key is not UTF-8".to_string())
+                    })?;
+                    return Ok(Event::Unpublished {
+                        article_id: check_id("article_id", Some(id))?,
+                    });
+                }
+            }
+            return Err(Invalid::Malformed("empty message".to_string()));
+        }
+        let raw = match info.encoding {
+            Encoding::Json => serde_json::from_slice::<Raw<'_>>(payload)
+                .map_err(|e| Invalid::Malformed(format!("invalid JSON: {e}")))?,
+            Encoding::Protobuf => Raw::from_proto(
+                proto::Event::decode(payload)
+                    .map_err(|e| Invalid::Malformed(format!("invalid protobuf: {e}")))?,
+            )?,
+        };
+        self.validate(raw, info)
+    }
+
+    fn validate(&self, raw: Raw<'_>, info: &MessageInfo<'_>) -> Result<Event, Invalid> {
+        let kind = raw.kind.as_deref().ok_or(Invalid::MissingField("type"))?;
+        let behaviour = match kind {
+            "page_view" => EventType::PageView,
+            "share" => EventType::Share,
+            "engagement" => EventType::Engagement,
+            "article_published" => return self.published(raw, info).map(Event::Published),
+            "article_unpublished" => {
+                return Ok(Event::Unpublished {
+                    article_id: check_id("article_id", raw.article_id.as_deref())?,
+                })
+            }
+            other => return Err(Invalid::UnknownType(other.to_string())),
+        };
+        let article_id = check_id("article_id", raw.article_id.as_deref())?;
+        let occurred_at_ms = match raw.occurred_at {
+            Some(t) => t.millis("occurred_at")?,
+            None => info
+                .timestamp_ms
+                .ok_or(Invalid::MissingField("occurred_at"))?,
+        };
+        self.check_skew("occurred_at", occurred_at_ms, info.now_ms)?;
+        let engaged_seconds = match behaviour {
+            EventType::Engagement => {
+                let s = raw
+                    .engaged_seconds
+                    .ok_or(Invalid::MissingField("engaged_seconds"))?;
+                if !s.is_finite() || s < 0.0 {
+                    return Err(Invalid::InvalidField {
+                        field: "engaged_seconds",
+                        message: format!("{s} must be a finite number >= 0"),
+                    });
+                }
+                s
+            }
+            _ => 0.0,
+        };
+        let bot = raw.bot.unwrap_or(false)
+            || raw
+                .user_agent
+                .as_deref()
+                .is_some_and(|ua| self.bots.is_bot(ua));
+        Ok(Event::Behaviour(Behaviour {
+            kind: behaviour,
+            event_id: optional_id("event_id", raw.event_id.as_deref())?,
+            article_id,
+            occurred_at_ms,
+            visitor_id: optional_id("visitor_id", raw.visitor_id.as_deref())?,
+            section: raw.section.as_deref().map(slug).filter(|s| !s.is_empty()),
+            tags: tags(raw.tags)?,
+            engaged_seconds,
+            bot,
+        }))
+    }
+
+    fn published(&self, raw: Raw<'_>, info: &MessageInfo<'_>) -> Result<ArticleMeta, Invalid> {
+        let published_at_ms = match raw.published_at {
+            Some(t) => {
+                let ms = t.millis("published_at")?;
+                self.check_skew("published_at", ms, info.now_ms)?;
+                Some(ms)
+            }
+            None => None,
+        };
+        let text = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned).filter(|s| !s.is_empty());
+        Ok(ArticleMeta {
+            article_id: check_id("article_id", raw.article_id.as_deref())?,
+            title: text(raw.title),
+            url: text(raw.url),
+            section: raw.section.as_deref().map(slug).filter(|s| !s.is_empty()),
+            tags: tags(raw.tags)?,
+            published_at_ms,
+            author: text(raw.author),
+        })
+    }
+
+    fn check_skew(&self, field: &'static str, ms: i64, now_ms: i64) -> Result<(), Invalid> {
+        let ahead_ms = ms.saturating_sub(now_ms);
+        if ahead_ms > self.max_skew_ms {
+            return Err(Invalid::FutureTimestamp { field, ahead_ms });
+        }
+        Ok(())
+    }
+}
+
+fn check_id(field: &'static str, value: Option<&str>) -> Result<String, Invalid> {
+    optional_id(field, value)?.ok_or(Invalid::MissingField(field))
+}
+
+fn optional_id(field: &'static str, value: Option<&str>) -> Result<Option<String>, Invalid> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) if v.len() > MAX_ID_BYTES => Err(Invalid::InvalidField {
+            field,
+            message: format!("longer than {MAX_ID_BYTES} bytes"),
+        }),
+        Some(v) if v.chars().any(char::is_control) => Err(Invalid::InvalidField {
+            field,
+            message: "contains control characters".to_string(),
+        }),
+        Some(v) => Ok(Some(v.to_string())),
+    }
+}
+
+fn tags(raw: Option<Vec<Cow<'_, str>>>) -> Result<Vec<String>, Invalid> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_TAGS {
+        return Err(Invalid::InvalidField {
+            field: "tags",
+            message: format!("{} tags, at most {MAX_TAGS} are accepted", raw.len()),
+        });
+    }
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    for t in raw {
+        let s = slug(&t);
+        if !s.is_empty() && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// A time as sent: RFC 3339 text or integer epoch milliseconds.
+#[derive(Debug)]
+enum RawTime<'a> {
+    Text(Cow<'a, str>),
+    Millis(i64),
+    Other(String),
+}
+
+impl RawTime<'_> {
+    fn millis(&self, field: &'static str) -> Result<i64, Invalid> {
+        let bad = |message: String| Invalid::InvalidField { field, message };
+        match self {
+            RawTime::Millis(ms) if *ms > 0 => Ok(*ms),
+            RawTime::Millis(ms) => Err(bad(format!(
+                "{ms} is not a positive epoch-millisecond time"
+            ))),
+            RawTime::Text(s) => {
+                let t =
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| bad(format!("{s:?} is not an RFC 3339 time: {e}")))?;
+                let ms = t.unix_timestamp_nanos() / 1_000_000;
+                i64::try_from(ms)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| bad(format!("{s:?} is before 1970")))
+            }
+            RawTime::Other(v) => Err(bad(format!(
+                "{v} is neither RFC 3339 text nor integer epoch milliseconds"
+            ))),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTime<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 string or integer epoch milliseconds")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RawTime::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawTime::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawTime::Millis(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(RawTime::Other(v.to_string()), RawTime::Millis))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(RawTime::Other(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawTime::Other(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Every field of every event type, borrowed from the payload where it can
+/// be; unknown fields are ignored so producers can add their own.
+#[derive(Debug, Default, Deserialize)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    article_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    occurred_at: Option<RawTime<'a>>,
+    #[serde(borrow)]
+    visitor_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    section: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tags: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    bot: Option<bool>,
+    engaged_seconds: Option<f64>,
+    #[serde(borrow)]
+    title: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    published_at: Option<RawTime<'a>>,
+    #[serde(borrow)]
+    author: Option<Cow<'a, str>>,
+}
+
+impl Raw<'static> {
+    fn from_proto(event: proto::Event) -> Result<Raw<'static>, Invalid> {
+        use proto::event::Payload;
+        fn s(v: String) -> Option<Cow<'static, str>> {
+            (!v.is_empty()).then_some(Cow::Owned(v))
+        }
+        fn ms(v: i64) -> Option<RawTime<'static>> {
+            (v != 0).then_some(RawTime::Millis(v))
+        }
+        fn behaviour(kind: &'static str, b: Option<proto::Behaviour>) -> Raw<'static> {
+            let b = b.unwrap_or_default();
+            Raw {
+                kind: Some(Cow::Borrowed(kind)),
+                event_id: s(b.event_id),
+                article_id: s(b.article_id),
+                occurred_at: ms(b.occurred_at_ms),
+                visitor_id: s(b.visitor_id),
+                section: s(b.section),
+                tags: Some(b.tags.into_iter().map(Cow::Owned).collect()),
+                user_agent: s(b.user_agent),
+                bot: Some(b.bot),
+                ..Raw::default()
+            }
+        }
+        Ok(match event.payload {
+            None => return Err(Invalid::MissingField("type")),
+            Some(Payload::PageView(p)) => behaviour("page_view", p.event),
+            Some(Payload::Share(p)) => behaviour("share", p.event),
+            Some(Payload::Engagement(p)) => Raw {
+                engaged_seconds: Some(p.engaged_seconds),
+                ..behaviour("engagement", p.event)
+            },
+            Some(Payload::ArticlePublished(p)) => Raw {
+                kind: Some(Cow::Borrowed("article_published")),
+                article_id: s(p.article_id),
+                title: s(p.title),
+                url: s(p.url),
+                section: s(p.section),
+                tags: Some(p.tags.into_iter().map(Cow::Owned).collect()),
+                published_at: ms(p.published_at_ms),
+                author: s(p.author),
+                ..Raw::default()
+            },
+            Some(Payload::ArticleUnpublished(p)) => Raw {
+                kind: Some(Cow::Borrowed("article_unpublished")),
+                article_id: s(p.article_id),
+                ..Raw::default()
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_694_494_080_000; // 2023-09-12T04:48:00Z
+
+    fn info(encoding: Encoding) -> MessageInfo<'static> {
+        MessageInfo {
+            encoding,
+            key: None,
+            timestamp_ms: None,
+            lifecycle_topic: false,
+            now_ms: NOW,
+        }
+    }
+
+    fn json(text: &str) -> Result<Event, Invalid> {
+        decode(text.as_bytes(), &info(Encoding::Json))
+    }
+
+    fn behaviour(text: &str) -> Behaviour {
+        match json(text).unwrap() {
+            Event::Behaviour(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_page_view_decodes_with_normalised_section_and_tags() {
+        let b = behaviour(
+            r#"{"type":"page_view","event_id":"e-1","article_id":"a-123","occurred_at":"2023-09-12T04:48:00Z",
+                "visitor_id":"v-9","section":"Special Updates","tags":["International","international"," U.S. "],
+                "user_agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36","extra":1}"#,
+        );
+        assert_eq!(
+            b,
+            Behaviour {
+                kind: EventType::PageView,
+                event_id: Some("e-1".into()),
+                article_id: "a-123".into(),
+                occurred_at_ms: NOW,
+                visitor_id: Some("v-9".into()),
+                section: Some("special-updates".into()),
+                tags: vec!["international".into(), "u-s".into()],
+                engaged_seconds: 0.0,
+                bot: false,
+            }
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_or_epoch_millis() {
+        let a = behaviour(r#"{"type":"share","article_id":"a","occurred_at":1694494080000}"#);
+        let b = behaviour(
+            r#"{"type":"share","article_id":"a","occurred_at":"2023-09-12T06:48:00+02:00"}"#,
+        );
+        assert_eq!(a.occurred_at_ms, NOW);
+        assert_eq!(b.occurred_at_ms, NOW);
+        let c = behaviour(
+            r#"{"type":"share","article_id":"a","occurred_at":"2023-09-12T04:47:59.250Z"}"#,
+        );
+        assert_eq!(c.occurred_at_ms, NOW - 750);
+    }
+
+    #[test]
+    fn a_missing_time_falls_back_to_the_message_timestamp() {
+        let mut i = info(Encoding::Json);
+        i.timestamp_ms = Some(NOW - 5);
+        match decode(br#"{"type":"page_view","article_id":"a"}"#, &i).unwrap() {
+            Event::Behaviour(b) => assert_eq!(b.occurred_at_ms, NOW - 5),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(
+            json(r#"{"type":"page_view","article_id":"a"}"#).unwrap_err(),
+            Invalid::MissingField("occurred_at")
+        );
+    }
+
+    #[test]
+    fn crawlers_are_flagged_as_bots() {
+        let b = behaviour(
+            r#"{"type":"page_view","article_id":"a","occurred_at":1694494080000,
+                "user_agent":"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}"#,
+        );
+        assert!(b.bot);
+        let b = behaviour(
+            r#"{"type":"page_view","article_id":"a","occurred_at":1694494080000,"bot":true}"#,
+        );
+        assert!(b.bot);
+    }
+
+    #[test]
+    fn invalid_messages_name_their_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("{not json", "malformed"),
+            (
+                r#"{"type":"click","article_id":"a","occurred_at":1}"#,
+                "unknown_type",
+            ),
+            (r#"{"article_id":"a","occurred_at":1}"#, "missing_field"),
+            (
+                r#"{"type":"page_view","occurred_at":1694494080000}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"type":"page_view","article_id":"","occurred_at":1694494080000}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"type":"page_view","article_id":"a","occurred_at":"yesterday"}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"type":"page_view","article_id":"a","occurred_at":1.5}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"type":"page_view","article_id":"a","occurred_at":-4}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"type":"page_view","article_id":"a","occurred_at":1694494500001}"#,
+                "future_timestamp",
+            ),
+            (
+                r#"{"type":"engagement","article_id":"a","occurred_at":1694494080000}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"type":"engagement","article_id":"a","occurred_at":1694494080000,"engaged_seconds":-1}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"type":"page_view","article_id":"a","occurred_at":1694494080000,"tags":"x"}"#,
+                "malformed",
+            ),
+            ("", "malformed"),
+        ];
+        for (text, code) in cases {
+            let e = json(text).unwrap_err();
+            assert_eq!(e.code(), *code, "{text}: {e}");
+            assert!(e.to_string().starts_with(code), "{e}");
+        }
+        let big = format!(
+            r#"{{"type":"page_view","article_id":"a","occurred_at":1694494080000,"pad":"{}"}}"#,
+            "x".repeat(70_000)
+        );
+        assert_eq!(json(&big).unwrap_err().code(), "oversized");
+        let too_long_id = format!(
+            r#"{{"type":"share","article_id":"{}","occurred_at":1}}"#,
+            "a".repeat(300)
+        );
+        assert_eq!(json(&too_long_id).unwrap_err().code(), "invalid_field");
+    }
+
+    #[test]
+    fn lifecycle_events_decode() {
+        let e = json(
+            r#"{"type":"article_published","article_id":"a-123","title":"Kim Jong Un Arrives in Russia",
+                "url":"https://example.com/news/a-123","section":"News","tags":["International"],
+                "published_at":"2023-09-12T04:48:00Z","author":"Associated Press"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            Event::Published(ArticleMeta {
+                article_id: "a-123".into(),
+                title: Some("Kim Jong Un Arrives in Russia".into()),
+                url: Some("https://example.com/news/a-123".into()),
+                section: Some("news".into()),
+                tags: vec!["international".into()],
+                published_at_ms: Some(NOW),
+                author: Some("Associated Press".into()),
+            })
+        );
+        assert_eq!(
+            json(r#"{"type":"article_unpublished","article_id":"a-1"}"#).unwrap(),
+            Event::Unpublished {
+                article_id: "a-1".into()
+            }
+        );
+        let mut i = info(Encoding::Json);
+        i.lifecycle_topic = true;
+        i.key = Some(b"a-7");
+        assert_eq!(
+            decode(b"", &i).unwrap(),
+            Event::Unpublished {
+                article_id: "a-7".into()
+            }
+        );
+    }
+
+    #[test]
+    fn protobuf_decodes_to_the_same_events_as_json() {
+        let msg = proto::Event {
+            payload: Some(proto::event::Payload::Engagement(proto::Engagement {
+                event: Some(proto::Behaviour {
+                    event_id: "e-3".into(),
+                    article_id: "a-123".into(),
+                    occurred_at_ms: NOW,
+                    visitor_id: "v-9".into(),
+                    section: "News".into(),
+                    tags: vec!["Politics".into()],
+                    user_agent: String::new(),
+                    bot: false,
+                }),
+                engaged_seconds: 15.0,
+            })),
+        };
+        let from_proto = decode(&msg.encode_to_vec(), &info(Encoding::Protobuf)).unwrap();
+        let from_json = json(
+            r#"{"type":"engagement","event_id":"e-3","article_id":"a-123","occurred_at":1694494080000,
+                "visitor_id":"v-9","section":"News","tags":["Politics"],"engaged_seconds":15}"#,
+        )
+        .unwrap();
+        assert_eq!(from_proto, from_json);
+        let bad = decode(&[0xff, 0xff, 0xff], &info(Encoding::Protobuf)).unwrap_err();
+        assert_eq!(bad.code(), "malformed");
+        let empty_kind = decode(
+            &proto::Event { payload: None }.encode_to_vec(),
+            &info(Encoding::Protobuf),
+        );
+        // An Event with no payload encodes to zero bytes: an empty message.
+        assert_eq!(empty_kind.unwrap_err().code(), "malformed");
+    }
+
+    #[test]
+    fn content_type_headers_select_the_encoding() {
+        assert_eq!(
+            Encoding::from_content_type(b"application/json; charset=utf-8"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type(b"application/x-protobuf"),
+            Some(Encoding::Protobuf)
+        );
+        assert_eq!(Encoding::from_content_type(b"text/plain"), None);
+    }
+}

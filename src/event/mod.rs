@@ -1,0 +1,139 @@
+//! Events: the model (DESIGN §2), decoding from JSON and protobuf, validation
+//! and the filters that decide whether a valid event is counted.
+//!
+//! A message becomes an [`Event`] through [`decode::decode`], which either
+//! returns a valid event or an [`Invalid`] reason that the consumer sends to
+//! the dead-letter topic. Valid behaviour events then pass the [`filter`]s
+//! (bots, stale, duplicates) before they are scored.
+
+pub mod decode;
+pub mod filter;
+
+/// The protobuf messages generated from `proto/popularity/v1/events.proto`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/popularity.v1.rs"));
+}
+
+pub use decode::{decode, Encoding, Invalid};
+
+/// The kinds of behaviour that are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventType {
+    /// One view of an article page.
+    PageView,
+    /// One share to a social network or messenger.
+    Share,
+    /// Seconds of active reading.
+    Engagement,
+}
+
+impl EventType {
+    /// Every behaviour type, in the order used by counters.
+    pub const ALL: [EventType; 3] = [EventType::PageView, EventType::Share, EventType::Engagement];
+
+    /// The wire and label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::PageView => "page_view",
+            EventType::Share => "share",
+            EventType::Engagement => "engagement",
+        }
+    }
+
+    /// Position in [`EventType::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A valid behaviour event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behaviour {
+    /// What happened.
+    pub kind: EventType,
+    /// The producer's id of the event, if it sent one.
+    pub event_id: Option<String>,
+    /// The article it happened to.
+    pub article_id: String,
+    /// When it happened (epoch milliseconds): scores decay from this time.
+    pub occurred_at_ms: i64,
+    /// Who did it, if known; needed for deduplication.
+    pub visitor_id: Option<String>,
+    /// Normalised section, if the event carried one.
+    pub section: Option<String>,
+    /// Normalised tags (empty when the event carried none).
+    pub tags: Vec<String>,
+    /// Engaged seconds (engagement only; 0 otherwise).
+    pub engaged_seconds: f64,
+    /// The producer flagged it or its user agent is a known crawler.
+    pub bot: bool,
+}
+
+/// Metadata of a published article.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ArticleMeta {
+    /// The article's id.
+    pub article_id: String,
+    /// Headline.
+    pub title: Option<String>,
+    /// Canonical URL.
+    pub url: Option<String>,
+    /// Normalised section.
+    pub section: Option<String>,
+    /// Normalised tags.
+    pub tags: Vec<String>,
+    /// Publication time, epoch milliseconds.
+    pub published_at_ms: Option<i64>,
+    /// Byline.
+    pub author: Option<String>,
+}
+
+/// A valid event of any type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// page_view, share or engagement.
+    Behaviour(Behaviour),
+    /// article_published: upserts metadata.
+    Published(ArticleMeta),
+    /// article_unpublished.
+    Unpublished {
+        /// The article withdrawn.
+        article_id: String,
+    },
+}
+
+/// Normalises a section or tag name to a lowercase slug:
+/// `Special Updates` → `special-updates`. Runs of anything but letters and
+/// digits become one `-`; leading and trailing dashes are dropped.
+pub fn slug(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut dash = false;
+    for c in name.chars() {
+        if c.is_alphanumeric() {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.extend(c.to_lowercase());
+        } else {
+            dash = true;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_lowercase_and_dashed() {
+        assert_eq!(slug("Special Updates"), "special-updates");
+        assert_eq!(slug("  News  "), "news");
+        assert_eq!(slug("U.S. & World"), "u-s-world");
+        assert_eq!(slug("already-slug"), "already-slug");
+        assert_eq!(slug("Économie"), "économie");
+        assert_eq!(slug("--"), "");
+    }
+}

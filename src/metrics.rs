@@ -1,0 +1,308 @@
+//! Every metric the service exports (DESIGN §6), named in one place.
+//!
+//! Prefix `popularity_`, base units, `_total` counters, bounded labels only:
+//! event types, outcomes, reasons, routes, status codes, topics and partition
+//! numbers — never article ids.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::event::{EventType, Invalid};
+
+/// Label value of the `type` label for messages that never decoded.
+pub const UNKNOWN_TYPE: &str = "unknown";
+
+/// Outcomes of the `events_total` counter.
+pub const OUTCOMES: [&str; 6] = [
+    "applied",
+    "duplicate",
+    "bot",
+    "stale",
+    "invalid",
+    "dead_lettered",
+];
+
+/// The service's metrics and the registry that exports them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Events by type and outcome.
+    pub events: IntCounterVec,
+    /// Invalid messages by reason.
+    pub invalid: IntCounterVec,
+    /// Flush duration, seconds.
+    pub flush_duration: Histogram,
+    /// Messages per flush.
+    pub flush_size: Histogram,
+    /// Store operation duration by operation, seconds.
+    pub store_duration: HistogramVec,
+    /// Store errors by operation.
+    pub store_errors: IntCounterVec,
+    /// Consumer lag per topic and partition, messages.
+    pub consumer_lag: IntGaugeVec,
+    /// Partitions currently assigned to this consumer.
+    pub partitions_assigned: IntGauge,
+    /// Rebalances seen by this consumer.
+    pub rebalances: IntCounter,
+    /// Time from an event's own timestamp to its being applied, seconds.
+    pub event_to_visible: Histogram,
+    /// HTTP requests by route and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request duration by route, seconds.
+    pub http_duration: HistogramVec,
+    /// Response cache lookups by result (hit, miss).
+    pub cache: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace("popularity"), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help)
+            .namespace("popularity")
+            .buckets(buckets),
+        labels,
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(
+        HistogramOpts::new(name, help)
+            .namespace("popularity")
+            .buckets(buckets),
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (and the label sets
+    /// that are known in advance initialised at zero, so dashboards see them).
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let latency = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0,
+        ];
+        let events = counter(
+            &registry,
+            "events_total",
+            "Events by type and outcome (applied, duplicate, bot, stale, invalid, dead_lettered).",
+            &["type", "outcome"],
+        );
+        for t in EventType::ALL.iter().map(|t| t.as_str()) {
+            for o in ["applied", "duplicate", "bot", "stale"] {
+                events.with_label_values(&[t, o]);
+            }
+        }
+        for o in ["invalid", "dead_lettered"] {
+            events.with_label_values(&[UNKNOWN_TYPE, o]);
+        }
+        let invalid = counter(
+            &registry,
+            "invalid_messages_total",
+            "Messages that failed decoding or validation, by reason.",
+            &["reason"],
+        );
+        for r in Invalid::CODES {
+            invalid.with_label_values(&[r]);
+        }
+        let flush_duration = plain_histogram(
+            &registry,
+            "flush_duration_seconds",
+            "Time to write one flush to the store and commit it.",
+            latency.clone(),
+        );
+        let flush_size = plain_histogram(
+            &registry,
+            "flush_messages",
+            "Messages per flush.",
+            prometheus::exponential_buckets(1.0, 4.0, 10).expect("buckets"),
+        );
+        let store_duration = histogram(
+            &registry,
+            "store_operation_duration_seconds",
+            "Store operation duration by operation.",
+            &["operation"],
+            latency.clone(),
+        );
+        let store_errors = counter(
+            &registry,
+            "store_errors_total",
+            "Store operations that failed, by operation.",
+            &["operation"],
+        );
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new("consumer_lag", "Messages not yet committed, per partition.")
+                .namespace("popularity"),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
+        let partitions_assigned = IntGauge::with_opts(
+            Opts::new(
+                "partitions_assigned",
+                "Partitions assigned to this consumer.",
+            )
+            .namespace("popularity"),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(partitions_assigned.clone()))
+            .expect("unique metric");
+        let rebalances = IntCounter::with_opts(
+            Opts::new("rebalances_total", "Consumer group rebalances seen.")
+                .namespace("popularity"),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rebalances.clone()))
+            .expect("unique metric");
+        let event_to_visible = plain_histogram(
+            &registry,
+            "event_to_visible_seconds",
+            "Time from an event's own timestamp to its being applied to the store.",
+            vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+            ],
+        );
+        let http_requests = counter(
+            &registry,
+            "http_requests_total",
+            "HTTP requests by route and status.",
+            &["route", "status"],
+        );
+        let http_duration = histogram(
+            &registry,
+            "http_request_duration_seconds",
+            "HTTP request duration by route.",
+            &["route"],
+            latency,
+        );
+        let cache = counter(
+            &registry,
+            "cache_requests_total",
+            "Response cache lookups by result (hit, miss).",
+            &["result"],
+        );
+        cache.with_label_values(&["hit"]);
+        cache.with_label_values(&["miss"]);
+        let build = IntGaugeVec::new(
+            Opts::new("build_info", "Build information; always 1.").namespace("popularity"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build)).expect("unique metric");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            events,
+            invalid,
+            flush_duration,
+            flush_size,
+            store_duration,
+            store_errors,
+            consumer_lag,
+            partitions_assigned,
+            rebalances,
+            event_to_visible,
+            http_requests,
+            http_duration,
+            cache,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+
+    /// Times a store operation, counting it as an error when it fails.
+    pub async fn time_store<T, E>(
+        &self,
+        operation: &str,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let timer = self
+            .store_duration
+            .with_label_values(&[operation])
+            .start_timer();
+        let result = f.await;
+        timer.observe_duration();
+        if result.is_err() {
+            self.store_errors.with_label_values(&[operation]).inc();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_contract_metric() {
+        let m = Metrics::new();
+        m.events
+            .with_label_values(&["page_view", "applied"])
+            .inc_by(3);
+        let text = m.render();
+        for name in [
+            "popularity_events_total",
+            "popularity_invalid_messages_total",
+            "popularity_flush_duration_seconds",
+            "popularity_flush_messages",
+            "popularity_store_operation_duration_seconds",
+            "popularity_store_errors_total",
+            "popularity_partitions_assigned",
+            "popularity_rebalances_total",
+            "popularity_event_to_visible_seconds",
+            "popularity_cache_requests_total",
+            "popularity_build_info",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        assert!(text.contains("popularity_events_total{outcome=\"applied\",type=\"page_view\"} 3"));
+    }
+}

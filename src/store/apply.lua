@@ -1,0 +1,77 @@
+-- Applies one flush's increments to one group of rankings, atomically.
+-- Mirrors crate::scoring::plan_landmark and store::memory::MemoryStore::apply.
+--
+-- KEYS[1]            the group's meta hash (landmarks)
+-- KEYS[2 .. n+1]     one ranking zset per profile
+-- KEYS[n+2 .. n+4]   all-time count zsets per event type (only with counts)
+-- ARGV: reference_ms, max_members, floor, rebase_after_half_lives, n,
+--       then n × (profile name, half-life ms),
+--       then member count m and m × (member, n increments relative to reference_ms),
+--       then count rows c and c × (article, page views, shares, engagements).
+local r = tonumber(ARGV[1])
+local max_members = tonumber(ARGV[2])
+local floor = tonumber(ARGV[3])
+local rebase_after = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
+
+local function trim(key)
+  local card = redis.call('ZCARD', key)
+  if card > max_members then
+    redis.call('ZREMRANGEBYRANK', key, 0, card - max_members - 1)
+  end
+end
+
+local factors = {}
+for p = 1, n do
+  local name = ARGV[4 + 2 * p]
+  local h = tonumber(ARGV[5 + 2 * p])
+  local key = KEYS[1 + p]
+  local field = 'landmark:' .. name
+  local l = redis.call('HGET', KEYS[1], field)
+  if not l then
+    l = r
+    redis.call('HSET', KEYS[1], field, ARGV[1])
+  else
+    l = tonumber(l)
+    if (r - l) >= rebase_after * h then
+      redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', 2 ^ ((l - r) / h))
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. floor)
+      l = r
+      redis.call('HSET', KEYS[1], field, ARGV[1])
+    end
+  end
+  factors[p] = 2 ^ ((r - l) / h)
+end
+
+local i = 6 + 2 * n
+local m = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, m do
+  local member = ARGV[i]
+  for p = 1, n do
+    redis.call('ZINCRBY', KEYS[1 + p], tonumber(ARGV[i + p]) * factors[p], member)
+  end
+  i = i + n + 1
+end
+for p = 1, n do
+  trim(KEYS[1 + p])
+end
+
+local c = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, c do
+  local article = ARGV[i]
+  for k = 1, 3 do
+    local v = tonumber(ARGV[i + k])
+    if v > 0 then
+      redis.call('ZINCRBY', KEYS[n + 1 + k], v, article)
+    end
+  end
+  i = i + 4
+end
+if c > 0 then
+  for k = 1, 3 do
+    trim(KEYS[n + 1 + k])
+  end
+end
+return m

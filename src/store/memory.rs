@@ -1,0 +1,255 @@
+//! The in-process store: the semantics of the Redis layout, without Redis.
+//!
+//! Its state lives in the process, so the consumer rebuilds it from the
+//! topics' retained history at every start (see [`crate::ingest`]).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+
+use super::{Page, Scored, Store, StoreError};
+use crate::event::ArticleMeta;
+use crate::scoring::{
+    plan_landmark, to_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
+};
+
+/// A score ordered like a Redis sorted set orders scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(f64);
+
+impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A sorted set with Redis's order: by score, then by member bytes.
+#[derive(Debug, Default)]
+pub(crate) struct SortedSet {
+    scores: HashMap<String, f64>,
+    order: BTreeSet<(Score, String)>,
+}
+
+impl SortedSet {
+    /// ZINCRBY.
+    pub(crate) fn incr(&mut self, member: &str, by: f64) {
+        let old = self.scores.get(member).copied();
+        if let Some(old) = old {
+            self.order.remove(&(Score(old), member.to_string()));
+        }
+        let new = old.unwrap_or(0.0) + by;
+        self.scores.insert(member.to_string(), new);
+        self.order.insert((Score(new), member.to_string()));
+    }
+
+    /// ZUNIONSTORE key 1 key WEIGHTS factor, then ZREMRANGEBYSCORE -inf (floor.
+    fn scale_and_drop_below(&mut self, factor: f64, floor: f64) {
+        let scores = std::mem::take(&mut self.scores);
+        self.order.clear();
+        for (m, v) in scores {
+            let v = v * factor;
+            if v >= floor {
+                self.order.insert((Score(v), m.clone()));
+                self.scores.insert(m, v);
+            }
+        }
+    }
+
+    /// Keeps the `max` highest (ZREMRANGEBYRANK 0 -(max+1)).
+    pub(crate) fn trim(&mut self, max: usize) {
+        while self.order.len() > max {
+            if let Some((_, m)) = self.order.pop_first() {
+                self.scores.remove(&m);
+            }
+        }
+    }
+
+    /// ZREVRANGE offset offset+limit-1 WITHSCORES.
+    fn rev_range(&self, offset: usize, limit: usize) -> impl Iterator<Item = (&str, f64)> {
+        self.order
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .map(|(s, m)| (m.as_str(), s.0))
+    }
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    landmarks: Vec<Option<i64>>,
+    rankings: Vec<SortedSet>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    groups: HashMap<Group, GroupState>,
+    counts: [SortedSet; 3],
+    articles: HashMap<String, (ArticleMeta, Instant)>,
+}
+
+/// The in-process store.
+pub struct MemoryStore {
+    profiles: Profiles,
+    max_members: usize,
+    metadata_ttl: Duration,
+    state: RwLock<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(profiles: Profiles, max_members: usize, metadata_ttl: Duration) -> MemoryStore {
+        MemoryStore {
+            profiles,
+            max_members,
+            metadata_ttl,
+            state: RwLock::new(State::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn apply(&self, batch: &Aggregate) -> Result<(), StoreError> {
+        let r = batch.reference_ms;
+        let n = self.profiles.len();
+        let mut state = self.state.write();
+        for (group, members) in &batch.groups {
+            let g = state
+                .groups
+                .entry(group.clone())
+                .or_insert_with(|| GroupState {
+                    landmarks: vec![None; n],
+                    rankings: (0..n).map(|_| SortedSet::default()).collect(),
+                });
+            for (p, profile) in self.profiles.iter().enumerate() {
+                let h = profile.half_life_ms;
+                let plan = plan_landmark(g.landmarks[p], r, h);
+                if let LandmarkPlan::Rebase { factor, .. } = plan {
+                    g.rankings[p].scale_and_drop_below(factor, SCORE_FLOOR);
+                }
+                let l = plan.landmark();
+                g.landmarks[p] = Some(l);
+                let ranking = &mut g.rankings[p];
+                for (member, incs) in members {
+                    ranking.incr(member, to_landmark(incs[p], r, l, h));
+                }
+                ranking.trim(self.max_members);
+            }
+        }
+        for (article, counts) in &batch.counts {
+            for (i, c) in counts.iter().enumerate() {
+                if *c > 0 {
+                    state.counts[i].incr(article, *c as f64);
+                }
+            }
+        }
+        for set in state.counts.iter_mut() {
+            set.trim(self.max_members);
+        }
+        Ok(())
+    }
+
+    async fn top(
+        &self,
+        group: &Group,
+        profile: usize,
+        offset: usize,
+        limit: usize,
+        at_ms: i64,
+    ) -> Result<Page, StoreError> {
+        let state = self.state.read();
+        let Some(g) = state.groups.get(group) else {
+            return Ok(Page::default());
+        };
+        let (Some(l), Some(ranking)) = (g.landmarks[profile], g.rankings.get(profile)) else {
+            return Ok(Page::default());
+        };
+        let h = self.profiles[profile].half_life_ms;
+        Ok(Page {
+            items: ranking
+                .rev_range(offset, limit)
+                .map(|(m, v)| Scored {
+                    member: m.to_string(),
+                    score: crate::scoring::decayed(v, l, at_ms, h),
+                })
+                .collect(),
+        })
+    }
+
+    async fn put_articles(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
+        let expires = Instant::now() + self.metadata_ttl;
+        let mut state = self.state.write();
+        for a in articles {
+            state
+                .articles
+                .insert(a.article_id.clone(), (a.clone(), expires));
+        }
+        Ok(())
+    }
+
+    async fn remove_articles(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut state = self.state.write();
+        for id in ids {
+            state.articles.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn articles(&self, ids: &[String]) -> Result<Vec<Option<ArticleMeta>>, StoreError> {
+        let now = Instant::now();
+        let state = self.state.read();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                state
+                    .articles
+                    .get(id)
+                    .filter(|(_, expires)| *expires > now)
+                    .map(|(a, _)| a.clone())
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_sets_order_and_trim_like_redis() {
+        let mut s = SortedSet::default();
+        s.incr("b", 1.0);
+        s.incr("a", 1.0);
+        s.incr("c", 2.0);
+        s.incr("d", 0.5);
+        let order: Vec<_> = s.rev_range(0, 10).map(|(m, _)| m.to_string()).collect();
+        // Equal scores: higher member name first, as ZREVRANGE does.
+        assert_eq!(order, ["c", "b", "a", "d"]);
+        s.trim(2);
+        let kept: Vec<_> = s
+            .rev_range(0, 10)
+            .map(|(m, v)| (m.to_string(), v))
+            .collect();
+        assert_eq!(kept, [("c".to_string(), 2.0), ("b".to_string(), 1.0)]);
+        s.scale_and_drop_below(0.5, 0.75);
+        let kept: Vec<_> = s
+            .rev_range(0, 10)
+            .map(|(m, v)| (m.to_string(), v))
+            .collect();
+        assert_eq!(kept, [("c".to_string(), 1.0)]);
+    }
+}

@@ -1,0 +1,288 @@
+//! The Redis store: the layout of DESIGN §4.
+//!
+//! Each flush is one `EVALSHA` of `apply.lua` per group of keys (one hash
+//! tag, so one Cluster slot), all pipelined in one round trip. Reads fetch a
+//! ranking and its landmark in one `MULTI`/`EXEC`, so they are consistent
+//! with any concurrent rebase.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use super::{group_tag, Page, Scored, Store, StoreError};
+use crate::event::{ArticleMeta, EventType};
+use crate::scoring::{decayed, Aggregate, Group, Profiles, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
+
+/// Key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (`pop` by default).
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `pop:{all}:meta`: landmarks (and later fences) of a group.
+    pub fn meta(&self, group: &Group) -> String {
+        format!("{}:{}:meta", self.prefix, group_tag(group))
+    }
+
+    /// `pop:{all}:r:trending`: one ranking.
+    pub fn ranking(&self, group: &Group, profile: &str) -> String {
+        format!("{}:{}:r:{profile}", self.prefix, group_tag(group))
+    }
+
+    /// `pop:{all}:count:page_view`: all-time counted events per article.
+    pub fn count(&self, kind: EventType) -> String {
+        format!("{}:{{all}}:count:{}", self.prefix, kind.as_str())
+    }
+
+    /// `pop:article:<id>`: article metadata.
+    pub fn article(&self, id: &str) -> String {
+        format!("{}:article:{id}", self.prefix)
+    }
+}
+
+/// A Redis-backed store.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    profiles: Profiles,
+    max_members: usize,
+    metadata_ttl: Duration,
+    apply_script: Script,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://` or `rediss://`).
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        profiles: Profiles,
+        max_members: usize,
+        metadata_ttl: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(RedisStore {
+            conn,
+            keys: Keys::new(key_prefix),
+            profiles,
+            max_members,
+            metadata_ttl,
+            apply_script: Script::new(include_str!("apply.lua")),
+        })
+    }
+
+    /// The key names this store uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn invocation(&self, batch: &Aggregate, group: &Group) -> redis::ScriptInvocation<'_> {
+        let mut inv = self.apply_script.prepare_invoke();
+        inv.key(self.keys.meta(group));
+        for p in self.profiles.iter() {
+            inv.key(self.keys.ranking(group, &p.name));
+        }
+        let with_counts = *group == Group::All && !batch.counts.is_empty();
+        if with_counts {
+            for kind in EventType::ALL {
+                inv.key(self.keys.count(kind));
+            }
+        }
+        inv.arg(batch.reference_ms)
+            .arg(self.max_members)
+            .arg(SCORE_FLOOR)
+            .arg(REBASE_AFTER_HALF_LIVES)
+            .arg(self.profiles.len());
+        for p in self.profiles.iter() {
+            inv.arg(&p.name).arg(p.half_life_ms);
+        }
+        let members = &batch.groups[group];
+        inv.arg(members.len());
+        for (member, incs) in members {
+            inv.arg(member);
+            for v in incs {
+                inv.arg(*v);
+            }
+        }
+        if with_counts {
+            inv.arg(batch.counts.len());
+            for (article, c) in &batch.counts {
+                inv.arg(article).arg(c[0]).arg(c[1]).arg(c[2]);
+            }
+        } else {
+            inv.arg(0);
+        }
+        inv
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn apply(&self, batch: &Aggregate) -> Result<(), StoreError> {
+        if batch.groups.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        // Load the script once per connection lifetime; EVALSHA in the pipeline.
+        self.apply_script
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let invocations: Vec<_> = batch
+            .groups
+            .keys()
+            .map(|group| self.invocation(batch, group))
+            .collect();
+        let mut pipe = redis::pipe();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let result: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn top(
+        &self,
+        group: &Group,
+        profile: usize,
+        offset: usize,
+        limit: usize,
+        at_ms: i64,
+    ) -> Result<Page, StoreError> {
+        let p = &self.profiles[profile];
+        let mut conn = self.conn.clone();
+        let stop = offset.saturating_add(limit).saturating_sub(1);
+        let (landmark, items): (Option<String>, Vec<(String, f64)>) = redis::pipe()
+            .atomic()
+            .hget(self.keys.meta(group), format!("landmark:{}", p.name))
+            .zrevrange_withscores(
+                self.keys.ranking(group, &p.name),
+                offset as isize,
+                stop as isize,
+            )
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(landmark) = landmark else {
+            return Ok(Page::default());
+        };
+        let l: i64 = landmark
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("landmark {landmark:?} is not an integer")))?;
+        Ok(Page {
+            items: items
+                .into_iter()
+                .map(|(member, v)| Scored {
+                    member,
+                    score: decayed(v, l, at_ms, p.half_life_ms),
+                })
+                .collect(),
+        })
+    }
+
+    async fn put_articles(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
+        if articles.is_empty() {
+            return Ok(());
+        }
+        let ttl = self.metadata_ttl.as_secs().max(1) as i64;
+        let mut pipe = redis::pipe();
+        for a in articles {
+            let key = self.keys.article(&a.article_id);
+            let tags = serde_json::to_string(&a.tags).expect("tags serialise");
+            let fields: Vec<(&str, String)> = [
+                ("title", a.title.clone()),
+                ("url", a.url.clone()),
+                ("section", a.section.clone()),
+                ("tags", Some(tags)),
+                ("published_at", a.published_at_ms.map(|v| v.to_string())),
+                ("author", a.author.clone()),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            // A republication replaces every field: absent ones must not linger.
+            pipe.del(&key).ignore();
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, ttl).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn remove_articles(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.article(id)).collect();
+        let mut conn = self.conn.clone();
+        conn.del::<_, ()>(keys).await.map_err(unavailable)
+    }
+
+    async fn articles(&self, ids: &[String]) -> Result<Vec<Option<ArticleMeta>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.keys.article(id));
+        }
+        let mut conn = self.conn.clone();
+        let maps: Vec<std::collections::HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .zip(maps)
+            .map(|(id, mut m)| {
+                if m.is_empty() {
+                    return None;
+                }
+                Some(ArticleMeta {
+                    article_id: id.clone(),
+                    title: m.remove("title"),
+                    url: m.remove("url"),
+                    section: m.remove("section"),
+                    tags: m
+                        .get("tags")
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .unwrap_or_default(),
+                    published_at_ms: m.get("published_at").and_then(|v| v.parse().ok()),
+                    author: m.remove("author"),
+                })
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
