@@ -205,25 +205,33 @@ impl Settings {
                 .map_err(|e| ConfigError::Source(format!("cannot read {}: {e}", path.display())))?;
             builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env
+        // librdkafka property names hold dots, which `config` would read as
+        // nesting: those variables are merged after deserialisation.
+        let (properties, env): (Vec<_>, Vec<_>) = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("POPULARITY__"))
-            .map(|(k, v)| (env_key(&k), v))
-            .collect();
+            .partition(|(k, _)| k.starts_with(PROPERTIES_ENV));
+        let env: config::Map<String, String> = env.into_iter().collect();
         builder = builder.add_source(
-            Environment::default()
+            Environment::with_prefix("popularity")
+                .prefix_separator("__")
                 .separator("__")
-                .keep_prefix(true)
                 .source(Some(env)),
         );
         let merged = builder
             .build()
             .map_err(|e| ConfigError::Source(e.to_string()))?;
-        let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let mut settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
             let message = e.inner().to_string();
             invalid(key, strip_key_suffix(&message))
         })?;
+        for (k, v) in properties {
+            let name = k[PROPERTIES_ENV.len()..]
+                .to_ascii_lowercase()
+                .replace('_', ".");
+            settings.kafka.properties.insert(name, v);
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -352,16 +360,9 @@ impl Settings {
     }
 }
 
-/// `POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL` → `popularity__kafka__properties__security.protocol`:
-/// librdkafka property names use dots, which environment names cannot hold.
-fn env_key(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    const PROPS: &str = "popularity__kafka__properties__";
-    match lower.strip_prefix(PROPS) {
-        Some(prop) => format!("{PROPS}{}", prop.replace('_', ".")),
-        None => lower,
-    }
-}
+/// Environment form of `kafka.properties.*`: underscores after it stand for
+/// dots (`POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL` → `security.protocol`).
+const PROPERTIES_ENV: &str = "POPULARITY__KAFKA__PROPERTIES__";
 
 /// serde messages from `config` sometimes repeat the key; the key is reported separately.
 fn strip_key_suffix(message: &str) -> String {
@@ -437,7 +438,8 @@ mod tests {
         let path = dir.path().join("p.toml");
         std::fs::write(
             &path,
-            "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n[ingest]\nflush_interval = \"1s\"\n",
+            "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n\
+             [kafka.properties]\n\"sasl.mechanism\" = \"PLAIN\"\n[ingest]\nflush_interval = \"1s\"\n",
         )
         .unwrap();
         let s = Settings::load(
@@ -455,6 +457,7 @@ mod tests {
         assert_eq!(s.ingest.flush_interval, Duration::from_secs(1));
         assert_eq!(s.ingest.max_batch_events, 7);
         assert_eq!(s.kafka.properties["security.protocol"], "ssl");
+        assert_eq!(s.kafka.properties["sasl.mechanism"], "PLAIN");
     }
 
     #[test]

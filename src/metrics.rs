@@ -24,6 +24,9 @@ pub const OUTCOMES: [&str; 6] = [
     "dead_lettered",
 ];
 
+/// Operations of the `store_*` metrics.
+pub const STORE_OPERATIONS: [&str; 4] = ["apply", "put_articles", "remove_articles", "articles"];
+
 /// The service's metrics and the registry that exports them.
 #[derive(Clone)]
 pub struct Metrics {
@@ -161,6 +164,10 @@ impl Metrics {
             "Store operations that failed, by operation.",
             &["operation"],
         );
+        for op in STORE_OPERATIONS {
+            store_duration.with_label_values(&[op]);
+            store_errors.with_label_values(&[op]);
+        }
         let consumer_lag = IntGaugeVec::new(
             Opts::new("consumer_lag", "Messages not yet committed, per partition.")
                 .namespace("popularity"),

@@ -231,7 +231,10 @@ mod tests {
         );
         assert_eq!(f.judge(&e(NOW - 26 * MIN, 1.0), NOW), Verdict::Duplicate);
         // A new window.
-        assert_eq!(f.judge(&e(NOW, 5000.0), NOW), Verdict::Count(3600.0));
+        assert_eq!(
+            f.judge(&e(NOW + MIN, 5000.0), NOW + MIN),
+            Verdict::Count(3600.0)
+        );
     }
 
     #[test]
