@@ -1,0 +1,275 @@
+//! Real parts for the integration tests: a `redis-server` on a random port, a
+//! dev broker with random topic names, a producer, and the service on port 0.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use popularity::app::{App, Role};
+use popularity::config::{Backend, Settings};
+use popularity::devbroker::DevBroker;
+use rand::Rng;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Half-lives of the default profiles, milliseconds.
+pub const TRENDING_H: f64 = 2.0 * 3600.0 * 1000.0;
+pub const POPULAR_H: f64 = 24.0 * 3600.0 * 1000.0;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn random_name(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::rng().random::<u32>())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A `redis-server` child process, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            let mut server = RedisServer {
+                child,
+                url: format!("redis://127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break; // port taken between probe and bind: try another
+                }
+                let ok = redis::Client::open(server.url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok();
+                if ok {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start redis-server");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A dev broker, its topics and a producer.
+pub struct Kafka {
+    pub broker: DevBroker,
+    pub events: String,
+    pub articles: String,
+    pub dead_letter: String,
+    pub producer: FutureProducer,
+}
+
+impl Kafka {
+    pub fn start(partitions: i32) -> Kafka {
+        let events = random_name("events");
+        let articles = random_name("articles");
+        let dead_letter = random_name("dlq");
+        let broker = DevBroker::start(&[&events, &articles, &dead_letter], partitions).unwrap();
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap_servers())
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create()
+            .unwrap();
+        Kafka {
+            broker,
+            events,
+            articles,
+            dead_letter,
+            producer,
+        }
+    }
+
+    /// Sends `payload` keyed by `key` with optional headers, waiting for the ack.
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8], content_type: Option<&str>) {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(ct) = content_type {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(ct),
+            }));
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produce");
+    }
+
+    pub async fn send_json(&self, topic: &str, key: &str, value: &serde_json::Value) {
+        self.send(topic, key, value.to_string().as_bytes(), None)
+            .await;
+    }
+}
+
+/// Settings pointing at the test's own broker, Redis and topics.
+pub fn settings(kafka: &Kafka, redis: Option<&RedisServer>) -> Settings {
+    let mut s = Settings::defaults();
+    s.kafka.brokers = kafka.broker.bootstrap_servers().to_string();
+    s.kafka.group_id = random_name("group");
+    s.kafka.topics.events = kafka.events.clone();
+    s.kafka.topics.articles = kafka.articles.clone();
+    s.kafka.topics.dead_letter = kafka.dead_letter.clone();
+    s.api.listen = "127.0.0.1:0".to_string();
+    s.api.cache_ttl = Duration::ZERO;
+    s.ingest.flush_interval = Duration::from_millis(50);
+    match redis {
+        Some(r) => {
+            s.store.backend = Backend::Redis;
+            s.store.redis_url = r.url.clone();
+            s.store.key_prefix = random_name("t");
+        }
+        None => s.store.backend = Backend::Memory,
+    }
+    s.validate().unwrap();
+    s
+}
+
+/// The service running in this process.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub store: Arc<dyn popularity::store::Store>,
+}
+
+pub async fn spawn_app(settings: Settings) -> TestApp {
+    let app = App::build(settings, Role::All).await.expect("build");
+    let base = format!("http://{}", app.local_addr());
+    let store = app.store();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        shutdown,
+        handle: Some(handle),
+        store,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample line of `/metrics`, e.g.
+    /// `popularity_events_total{outcome="applied",type="page_view"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.text("/metrics").await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `series` reaches `value`.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.metric(series).await;
+            if v >= value {
+                assert_eq!(v, value, "{series} overshot");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} is {v}, waited for {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("stops within 30 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `Σ w · 2^(−(T − t)/H)`: DESIGN §3, computed directly.
+pub fn direct_score(events: &[(i64, f64)], at_ms: i64, half_life_ms: f64) -> f64 {
+    events
+        .iter()
+        .map(|(t, w)| w * (-((at_ms - t) as f64) / half_life_ms).exp2())
+        .sum()
+}
+
+pub fn parse_time(s: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn rel_err(got: f64, want: f64) -> f64 {
+    ((got - want) / want).abs()
+}

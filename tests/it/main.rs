@@ -1,0 +1,752 @@
+//! End-to-end tests: real `redis-server`, real Kafka-protocol broker, the
+//! service on port 0. Expected scores come from the formula of DESIGN §3,
+//! computed here from the events the test produced.
+
+mod helpers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use helpers::*;
+use popularity::scoring::{Aggregate, Group};
+use popularity::store::memory::MemoryStore;
+use popularity::store::redis::RedisStore;
+use popularity::store::Store;
+use prost::Message as _;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+struct Article {
+    id: &'static str,
+    section: &'static str,
+    tags: &'static [&'static str],
+}
+
+const ARTICLES: &[Article] = &[
+    Article {
+        id: "a1",
+        section: "news",
+        tags: &["politics", "europe"],
+    },
+    Article {
+        id: "a2",
+        section: "news",
+        tags: &["politics"],
+    },
+    Article {
+        id: "a3",
+        section: "news",
+        tags: &["sport"],
+    },
+    Article {
+        id: "a4",
+        section: "business",
+        tags: &["markets", "europe"],
+    },
+    Article {
+        id: "a5",
+        section: "business",
+        tags: &["markets"],
+    },
+];
+
+async fn publish_articles(kafka: &Kafka, app: &TestApp) {
+    for (i, a) in ARTICLES.iter().enumerate() {
+        let tags: Vec<String> = a.tags.iter().map(|t| t.to_uppercase()).collect();
+        kafka
+            .send_json(
+                &kafka.articles,
+                a.id,
+                &json!({"type":"article_published","article_id":a.id,"title":format!("Title {}", a.id),
+                        "url":format!("https://example.com/{}", a.id),"section":a.section.to_uppercase(),
+                        "tags":tags,"published_at":now_ms() - (i as i64 + 1) * HOUR,"author":"Desk"}),
+            )
+            .await;
+    }
+    let ids: Vec<String> = ARTICLES.iter().map(|a| a.id.to_string()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while app
+        .store
+        .articles(&ids)
+        .await
+        .unwrap()
+        .iter()
+        .any(Option::is_none)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metadata never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Events produced by a test: per article, the (time, weight) pairs of the
+/// trending and popular profiles (the default weights are the same).
+#[derive(Default)]
+struct Truth {
+    by_article: BTreeMap<String, Vec<(i64, f64)>>,
+}
+
+impl Truth {
+    fn add(&mut self, article: &str, at: i64, weight: f64) {
+        self.by_article
+            .entry(article.to_string())
+            .or_default()
+            .push((at, weight));
+    }
+
+    /// Expected (member, score) for a ranking, highest first.
+    fn expected(&self, at: i64, h: f64, keep: impl Fn(&str) -> Vec<String>) -> Vec<(String, f64)> {
+        let mut sums: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+        for (article, events) in &self.by_article {
+            for member in keep(article) {
+                sums.entry(member).or_default().extend(events);
+            }
+        }
+        let mut out: Vec<_> = sums
+            .into_iter()
+            .map(|(m, e)| (m, direct_score(&e, at, h)))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        out
+    }
+}
+
+fn article(id: &str) -> Option<&'static Article> {
+    ARTICLES.iter().find(|a| a.id == id)
+}
+
+/// Checks an answer's items against the expected ranking, in order, to 1e-9.
+fn check_items(body: &serde_json::Value, member_field: &str, expected: &[(String, f64)]) {
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), expected.len().min(100), "{body}");
+    for (i, (item, (member, score))) in items.iter().zip(expected).enumerate() {
+        assert_eq!(item["rank"], i + 1);
+        assert_eq!(
+            item[member_field],
+            member.as_str(),
+            "rank {}: {body}",
+            i + 1
+        );
+        let got = item["score"].as_f64().unwrap();
+        assert!(rel_err(got, *score) <= 1e-9, "{member}: {got} vs {score}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(6);
+    let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    publish_articles(&kafka, &app).await;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut truth = Truth::default();
+    let now = now_ms();
+    let ids = ["a1", "a2", "a3", "a4", "a5", "a6"]; // a6 was never published
+    let n = 400;
+    for i in 0..n {
+        let id = ids[rng.random_range(0..ids.len())];
+        let at = now - rng.random_range(0..6 * HOUR);
+        let (kind, weight, extra) = match rng.random_range(0..3) {
+            0 => ("page_view", 1.0, json!({})),
+            1 => ("share", 5.0, json!({"network":"whatsapp"})),
+            _ => {
+                let s = rng.random_range(1..120) as f64;
+                ("engagement", 0.05 * s, json!({"engaged_seconds": s}))
+            }
+        };
+        truth.add(id, at, weight);
+        let mut e = json!({"type":kind,"event_id":format!("e{i}"),"article_id":id,"visitor_id":format!("v{i}")});
+        // Half the events carry their section and tags; the rest rely on metadata.
+        if i % 2 == 0 {
+            if let Some(a) = article(id) {
+                e["section"] = json!(a.section);
+                e["tags"] = json!(a.tags);
+            }
+        }
+        // Times in both accepted forms.
+        e["occurred_at"] = if i % 3 == 0 {
+            json!(
+                time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
+                    .unwrap()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            )
+        } else {
+            json!(at)
+        };
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        if i % 5 == 0 {
+            // Some producers speak protobuf.
+            kafka
+                .send(
+                    &kafka.events,
+                    id,
+                    &to_proto(&e).encode_to_vec(),
+                    Some("application/x-protobuf"),
+                )
+                .await;
+        } else {
+            kafka.send_json(&kafka.events, id, &e).await;
+        }
+    }
+    let mut total = 0.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while total < n as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {total} of {n} applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        total = 0.0;
+        for t in ["page_view", "share", "engagement"] {
+            total += app
+                .metric(&format!(
+                    "popularity_events_total{{outcome=\"applied\",type=\"{t}\"}}"
+                ))
+                .await;
+        }
+    }
+    assert_eq!(total, n as f64);
+    // Applied is counted at read time; wait for the flush to reach the store.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let all = |a: &str| vec![a.to_string()];
+    for (profile, h) in [("trending", TRENDING_H), ("popular", POPULAR_H)] {
+        let (status, body) = app.get(&format!("/v1/rankings/{profile}?limit=100")).await;
+        assert_eq!(status, 200, "{body}");
+        let at = parse_time(body["generated_at"].as_str().unwrap());
+        check_items(&body, "article_id", &truth.expected(at, h, all));
+        assert_eq!(body["profile"], profile);
+    }
+
+    // Per section: a section from the event or, failing that, from metadata.
+    let (_, body) = app
+        .get("/v1/rankings/trending?section=News&limit=100")
+        .await;
+    let at = parse_time(body["generated_at"].as_str().unwrap());
+    let in_section = |s: &'static str| {
+        move |a: &str| {
+            article(a)
+                .filter(|x| x.section == s)
+                .map(|x| vec![x.id.to_string()])
+                .unwrap_or_default()
+        }
+    };
+    check_items(
+        &body,
+        "article_id",
+        &truth.expected(at, TRENDING_H, in_section("news")),
+    );
+    assert_eq!(body["section"], "news");
+    let first = &body["items"][0];
+    let meta = article(first["article_id"].as_str().unwrap()).unwrap();
+    assert_eq!(first["title"], format!("Title {}", meta.id));
+    assert_eq!(first["section"], meta.section);
+    assert_eq!(first["url"], format!("https://example.com/{}", meta.id));
+    assert_eq!(first["author"], "Desk");
+
+    // Per tag.
+    let (_, body) = app.get("/v1/rankings/trending?tag=europe&limit=100").await;
+    let at = parse_time(body["generated_at"].as_str().unwrap());
+    let with_tag = |tag: &'static str| {
+        move |a: &str| {
+            article(a)
+                .filter(|x| x.tags.contains(&tag))
+                .map(|x| vec![x.id.to_string()])
+                .unwrap_or_default()
+        }
+    };
+    check_items(
+        &body,
+        "article_id",
+        &truth.expected(at, TRENDING_H, with_tag("europe")),
+    );
+
+    // Popular tags rank tags by the events of their articles.
+    let (_, body) = app.get("/v1/rankings/trending/tags?limit=100").await;
+    let at = parse_time(body["generated_at"].as_str().unwrap());
+    let tags_of = |a: &str| {
+        article(a)
+            .map(|x| x.tags.iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default()
+    };
+    check_items(&body, "tag", &truth.expected(at, TRENDING_H, tags_of));
+
+    // The unpublished article is ranked overall with null metadata.
+    let (_, body) = app.get("/v1/rankings/weekly?limit=100").await;
+    let a6 = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["article_id"] == "a6")
+        .unwrap();
+    assert!(a6["title"].is_null() && a6["section"].is_null() && a6["tags"].is_null());
+
+    // Pagination continues the same order.
+    let (_, page2) = app.get("/v1/rankings/weekly?limit=2&offset=2").await;
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(page2["items"][0]["article_id"], items[2]["article_id"]);
+    assert_eq!(page2["items"][0]["rank"], 3);
+    app.stop().await;
+}
+
+/// The protobuf form of a JSON behaviour event built by the tests.
+fn to_proto(e: &serde_json::Value) -> popularity::event::proto::Event {
+    use popularity::event::proto::{self, event::Payload};
+    let at = match &e["occurred_at"] {
+        serde_json::Value::String(s) => parse_time(s),
+        v => v.as_i64().unwrap(),
+    };
+    let b = proto::Behaviour {
+        event_id: e["event_id"].as_str().unwrap_or("").into(),
+        article_id: e["article_id"].as_str().unwrap_or("").into(),
+        occurred_at_ms: at,
+        visitor_id: e["visitor_id"].as_str().unwrap_or("").into(),
+        section: e["section"].as_str().unwrap_or("").into(),
+        tags: e["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default(),
+        user_agent: e["user_agent"].as_str().unwrap_or("").into(),
+        bot: e["bot"].as_bool().unwrap_or(false),
+    };
+    let payload = match e["type"].as_str().unwrap() {
+        "page_view" => Payload::PageView(proto::PageView { event: Some(b) }),
+        "share" => Payload::Share(proto::Share {
+            event: Some(b),
+            network: String::new(),
+        }),
+        _ => Payload::Engagement(proto::Engagement {
+            event: Some(b),
+            engaged_seconds: e["engaged_seconds"].as_f64().unwrap(),
+        }),
+    };
+    proto::Event {
+        payload: Some(payload),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_bots_and_stale_events_are_not_counted() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(3);
+    let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    let now = now_ms();
+    let ev = |kind: &str, visitor: &str, at: i64| json!({"type":kind,"article_id":"x1","visitor_id":visitor,"occurred_at":at,"section":"news"});
+    let mut counted: Vec<(i64, f64)> = Vec::new();
+    // Counted: first view of v1, first share of v1, first view of v2.
+    for (e, w) in [
+        (ev("page_view", "v1", now - 20 * MIN), Some(1.0)),
+        (ev("page_view", "v1", now - 10 * MIN), None), // duplicate within 30 min
+        (ev("share", "v1", now - 9 * MIN), Some(5.0)),
+        (ev("share", "v1", now - 8 * MIN), None), // duplicate
+        (ev("page_view", "v2", now - 5 * MIN), Some(1.0)),
+        (ev("page_view", "v3", now - 8 * 24 * 60 * MIN), None), // stale: older than 7 days
+    ] {
+        if let Some(w) = w {
+            counted.push((e["occurred_at"].as_i64().unwrap(), w));
+        }
+        kafka.send_json(&kafka.events, "x1", &e).await;
+    }
+    let mut bot = ev("page_view", "v4", now - MIN);
+    bot["user_agent"] =
+        json!("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
+    kafka.send_json(&kafka.events, "x1", &bot).await;
+    let mut flagged = ev("page_view", "v5", now - MIN);
+    flagged["bot"] = json!(true);
+    kafka.send_json(&kafka.events, "x1", &flagged).await;
+    // Engagement: summed, capped at 3600 s per visitor and article per window.
+    let mut e1 = ev("engagement", "v6", now - 3 * MIN);
+    e1["engaged_seconds"] = json!(3000);
+    let mut e2 = ev("engagement", "v6", now - 2 * MIN);
+    e2["engaged_seconds"] = json!(1000);
+    kafka.send_json(&kafka.events, "x1", &e1).await;
+    kafka.send_json(&kafka.events, "x1", &e2).await;
+    counted.push((now - 3 * MIN, 0.05 * 3000.0));
+    counted.push((now - 2 * MIN, 0.05 * 600.0));
+
+    let m = |t: &str, o: &str| format!("popularity_events_total{{outcome=\"{o}\",type=\"{t}\"}}");
+    app.wait_metric(&m("engagement", "applied"), 2.0).await;
+    assert_eq!(app.metric(&m("page_view", "applied")).await, 2.0);
+    assert_eq!(app.metric(&m("share", "applied")).await, 1.0);
+    assert_eq!(app.metric(&m("page_view", "duplicate")).await, 1.0);
+    assert_eq!(app.metric(&m("share", "duplicate")).await, 1.0);
+    assert_eq!(app.metric(&m("page_view", "stale")).await, 1.0);
+    assert_eq!(app.metric(&m("page_view", "bot")).await, 2.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, body) = app.get("/v1/rankings/trending?section=news").await;
+    let at = parse_time(body["generated_at"].as_str().unwrap());
+    check_items(
+        &body,
+        "article_id",
+        &[("x1".to_string(), direct_score(&counted, at, TRENDING_H))],
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    let now = now_ms();
+    let good = |i: i64| json!({"type":"page_view","article_id":"g","visitor_id":format!("v{i}"),"occurred_at":now - i * MIN});
+    let bad: Vec<(Vec<u8>, Option<&str>, &str)> = vec![
+        (b"{not json".to_vec(), None, "malformed"),
+        (vec![0xff, 0x01, 0x02], Some("application/x-protobuf"), "malformed"),
+        (br#"{"type":"click","article_id":"g","occurred_at":1}"#.to_vec(), None, "unknown_type"),
+        (format!(r#"{{"type":"page_view","occurred_at":{now}}}"#).into_bytes(), None, "missing_field"),
+        (format!(r#"{{"type":"page_view","article_id":"g","occurred_at":{}}}"#, now + 3_600_000).into_bytes(), None, "future_timestamp"),
+        (format!(r#"{{"type":"page_view","article_id":"g","occurred_at":{now},"pad":"{}"}}"#, "x".repeat(70_000)).into_bytes(), None, "oversized"),
+        (format!(r#"{{"type":"engagement","article_id":"g","occurred_at":{now},"engaged_seconds":-3}}"#).into_bytes(), None, "invalid_field"),
+    ];
+    let mut weights = Vec::new();
+    for (i, (payload, ct, _)) in bad.iter().enumerate() {
+        let e = good(i as i64);
+        weights.push((e["occurred_at"].as_i64().unwrap(), 1.0));
+        kafka.send_json(&kafka.events, "g", &e).await;
+        kafka.send(&kafka.events, "g", payload, *ct).await;
+    }
+    let e = good(50);
+    weights.push((e["occurred_at"].as_i64().unwrap(), 1.0));
+    kafka.send_json(&kafka.events, "g", &e).await;
+
+    app.wait_metric(
+        "popularity_events_total{outcome=\"dead_lettered\",type=\"unknown\"}",
+        bad.len() as f64,
+    )
+    .await;
+    app.wait_metric(
+        "popularity_events_total{outcome=\"applied\",type=\"page_view\"}",
+        weights.len() as f64,
+    )
+    .await;
+    assert_eq!(
+        app.metric("popularity_invalid_messages_total{reason=\"malformed\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metric("popularity_invalid_messages_total{reason=\"oversized\"}")
+            .await,
+        1.0
+    );
+
+    // Read the dead-letter topic back.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("group.id", random_name("dlq-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&kafka.dead_letter, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < bad.len() {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let headers: HashMap<String, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(headers["x-source-topic"], kafka.events);
+        assert_eq!(headers["x-source-partition"], "0");
+        let offset: usize = headers["x-source-offset"].parse().unwrap();
+        // Bad message i was produced at offset 2i + 1, between two good ones.
+        let i = (offset - 1) / 2;
+        assert_eq!(offset, 2 * i + 1);
+        assert_eq!(
+            m.payload().unwrap(),
+            &bad[i].0[..],
+            "the original payload is kept"
+        );
+        assert!(
+            headers["x-error"].starts_with(bad[i].2),
+            "{}: {}",
+            bad[i].2,
+            headers["x-error"]
+        );
+        assert!(
+            headers["x-error"].len() > bad[i].2.len() + 5,
+            "a reason, not just a code"
+        );
+        seen.push(i);
+    }
+    seen.sort();
+    assert_eq!(seen, (0..bad.len()).collect::<Vec<_>>());
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, body) = app.get("/v1/rankings/trending").await;
+    let at = parse_time(body["generated_at"].as_str().unwrap());
+    check_items(
+        &body,
+        "article_id",
+        &[("g".to_string(), direct_score(&weights, at, TRENDING_H))],
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_api_parameters_get_400_with_a_message_and_unknown_profiles_404() {
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, None)).await;
+    for (path, needle) in [
+        (
+            "/v1/rankings/trending?limit=0",
+            "limit must be between 1 and 100",
+        ),
+        (
+            "/v1/rankings/trending?limit=101",
+            "limit must be between 1 and 100",
+        ),
+        (
+            "/v1/rankings/trending?limit=ten",
+            "limit must be between 1 and 100",
+        ),
+        (
+            "/v1/rankings/trending?offset=-1",
+            "offset must be between 0 and 10000",
+        ),
+        (
+            "/v1/rankings/trending?section=news&tag=x",
+            "at most one of section and tag",
+        ),
+        ("/v1/rankings/trending?section=", "section must be"),
+        (
+            "/v1/rankings/trending?published_within=soon",
+            "published_within must be",
+        ),
+        ("/v1/rankings/trending?limt=5", "unknown parameter limt"),
+        (
+            "/v1/rankings/trending/tags?limit=1000",
+            "limit must be between 1 and 100",
+        ),
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{path}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    }
+    let (status, body) = app.get("/v1/rankings/hourly").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _) = app.get("/v1/nothing").await;
+    assert_eq!(status, 404);
+    let (status, body) = app.get("/v1/rankings").await;
+    assert_eq!(status, 200);
+    let names: Vec<_> = body["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [json!("trending"), json!("popular"), json!("weekly")]
+    );
+    assert_eq!(body["profiles"][0]["half_life_seconds"], 7200.0);
+    assert_eq!(body["profiles"][0]["weights"]["share"], 5.0);
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert!(
+        app.metric(
+            "popularity_http_requests_total{route=\"/v1/rankings/{profile}\",status=\"400\"}"
+        )
+        .await
+            >= 7.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_cache_control_and_etag_and_identical_queries_hit_the_cache() {
+    let kafka = Kafka::start(1);
+    let mut s = settings(&kafka, None);
+    s.api.cache_ttl = Duration::from_secs(5);
+    let app = spawn_app(s).await;
+    let url = format!("{}/v1/rankings/trending?limit=5", app.base);
+    let r = app.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=5");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let first = r.text().await.unwrap();
+    let r = app.http.get(&url).send().await.unwrap();
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(r.text().await.unwrap(), first, "served from the cache");
+    let r = app
+        .http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(
+        app.metric("popularity_cache_requests_total{result=\"miss\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("popularity_cache_requests_total{result=\"hit\"}")
+            .await,
+        2.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_needs_a_reachable_store_and_an_assigned_consumer() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(2);
+    let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    // The first group assignment takes a few seconds in the dev broker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = app.get("/readyz").await;
+        if status == 200 {
+            assert_eq!(body["status"], "ready");
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.metric("popularity_partitions_assigned").await, 4.0);
+    drop(redis);
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reasons"][0], "store unreachable");
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200, "liveness checks no dependency");
+    let (status, body) = app.get("/v1/rankings/trending").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        !body.to_string().contains("redis"),
+        "no internals in the body: {body}"
+    );
+}
+
+/// Random flushes applied to both backends must give the same rankings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_redis_stores_give_the_same_rankings() {
+    let redis = RedisServer::start();
+    let mut s = popularity::config::Settings::defaults();
+    s.scoring.max_members = 25;
+    // A short half-life so the stream crosses rebases.
+    s.scoring.profiles[0].half_life = Duration::from_secs(60);
+    let profiles = popularity::scoring::profiles(&s.scoring);
+    let ttl = Duration::from_secs(3600);
+    let redis_store = RedisStore::connect(&redis.url, &random_name("d"), profiles.clone(), 25, ttl)
+        .await
+        .unwrap();
+    let memory = MemoryStore::new(profiles.clone(), 25, ttl);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let kinds = popularity::event::EventType::ALL;
+    let sections = ["news", "business", "sport"];
+    let tags = ["a", "b", "c", "d"];
+    let mut r = 1_700_000_000_000i64;
+    for _ in 0..60 {
+        // Two hours between flushes: 120 half-lives of the first profile.
+        r += rng.random_range(0..2 * HOUR);
+        let mut agg = Aggregate::new(profiles.clone(), r);
+        for _ in 0..rng.random_range(1..300) {
+            let id = format!("art{}", rng.random_range(0..60));
+            let section = sections[rng.random_range(0..3)];
+            let t: Vec<String> = (0..rng.random_range(0..3))
+                .map(|_| tags[rng.random_range(0..4)].to_string())
+                .collect();
+            let kind = kinds[rng.random_range(0..3)];
+            let units = if kind == popularity::event::EventType::Engagement {
+                rng.random_range(1.0..100.0)
+            } else {
+                1.0
+            };
+            agg.add(
+                kind,
+                &id,
+                Some(section),
+                &t,
+                r - rng.random_range(0..3 * HOUR),
+                units,
+            );
+        }
+        redis_store.apply(&agg).await.unwrap();
+        memory.apply(&agg).await.unwrap();
+    }
+    let at = r + HOUR;
+    let mut groups = vec![Group::All, Group::Tags];
+    groups.extend(sections.iter().map(|s| Group::Section(s.to_string())));
+    groups.extend(tags.iter().map(|t| Group::Tag(t.to_string())));
+    let mut compared = 0;
+    for g in &groups {
+        for p in 0..profiles.len() {
+            let a = redis_store.top(g, p, 0, 100, at).await.unwrap();
+            let b = memory.top(g, p, 0, 100, at).await.unwrap();
+            assert_eq!(a.items.len(), b.items.len(), "{g:?} {p}");
+            assert!(a.items.len() <= 25, "trimmed to max_members");
+            for (x, y) in a.items.iter().zip(&b.items) {
+                assert_eq!(x.member, y.member, "{g:?} profile {p}");
+                assert!(
+                    rel_err(x.score, y.score) <= 1e-9,
+                    "{g:?} {p} {}: {} vs {}",
+                    x.member,
+                    x.score,
+                    y.score
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 200, "only {compared} members compared");
+}
+
+#[test]
+fn a_bad_config_value_fails_at_start_naming_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["serve", "--role", "api"])
+        .env("POPULARITY__INGEST__FLUSH_INTERVAL", "whenever")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`ingest.flush_interval`"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[api]\nlisten = \"0.0.0.0:8080\"\ncache_tll = \"1s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api") && err.contains("cache_tll"), "{err}");
+}
