@@ -58,8 +58,11 @@ struct Worker {
     decoder: Decoder,
     filters: Filters,
     commits: bool,
-    meta_cache: HashMap<String, (Instant, Option<(Option<String>, Vec<String>)>)>,
+    meta_cache: HashMap<String, (Instant, Option<Placement>)>,
 }
+
+/// Where an article is ranked besides overall: its section and tags.
+type Placement = (Option<String>, Vec<String>);
 
 /// An invalid message on its way to the dead-letter topic.
 struct DeadLetter {
