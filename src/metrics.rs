@@ -25,7 +25,7 @@ pub const OUTCOMES: [&str; 6] = [
 ];
 
 /// Operations of the `store_*` metrics.
-pub const STORE_OPERATIONS: [&str; 4] = ["apply", "put_articles", "remove_articles", "articles"];
+pub const STORE_OPERATIONS: [&str; 4] = ["apply", "publish", "unpublish", "articles"];
 
 /// The service's metrics and the registry that exports them.
 #[derive(Clone)]
@@ -119,11 +119,11 @@ impl Metrics {
         let events = counter(
             &registry,
             "events_total",
-            "Events by type and outcome (applied, duplicate, bot, stale, invalid, dead_lettered).",
+            "Events by type and outcome (applied, duplicate, bot, stale, unpublished, invalid, dead_lettered).",
             &["type", "outcome"],
         );
         for t in EventType::ALL.iter().map(|t| t.as_str()) {
-            for o in ["applied", "duplicate", "bot", "stale"] {
+            for o in &OUTCOMES[..5] {
                 events.with_label_values(&[t, o]);
             }
         }

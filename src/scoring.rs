@@ -190,6 +190,11 @@ impl Aggregate {
         self.events += 1;
     }
 
+    /// Events of `kind` folded in.
+    pub fn counted(&self, kind: EventType) -> u64 {
+        self.counts.values().map(|c| c[kind.index()]).sum()
+    }
+
     /// True when nothing was folded in.
     pub fn is_empty(&self) -> bool {
         self.events == 0

@@ -22,11 +22,12 @@ use serde_json::json;
 
 use self::cache::{Cache, Cached};
 pub use self::error::ApiError;
+use crate::event::EventType;
 use crate::event::{slug, ArticleMeta};
 use crate::ingest::ConsumerState;
 use crate::metrics::Metrics;
 use crate::scoring::{Group, Profiles};
-use crate::store::Store;
+use crate::store::{ArticleState, Cursor, Store};
 
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: usize = 100;
@@ -56,6 +57,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rankings", get(list_profiles))
         .route("/v1/rankings/{profile}", get(ranking))
         .route("/v1/rankings/{profile}/tags", get(popular_tags))
+        .route("/v1/index", get(news_index))
+        .route("/v1/articles/{id}", get(article))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -315,7 +318,7 @@ async fn ranking(
                     .into_iter()
                     .zip(metas)
                     .enumerate()
-                    .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m))
+                    .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m.live()))
                     .collect::<Vec<_>>()
             }
             Some(within) => recent(&st, &group, p, offset, limit, at, within).await?,
@@ -355,6 +358,7 @@ async fn recent(
         let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
         let metas = st.store.articles(&ids).await?;
         for (s, m) in page.items.into_iter().zip(metas) {
+            let m = m.live();
             let fresh = m
                 .as_ref()
                 .and_then(|m| m.published_at_ms)
@@ -399,6 +403,156 @@ async fn popular_tags(
             .map(|(i, s)| json!({"rank": offset + i + 1, "tag": s.member, "score": s.score}))
             .collect();
         Ok(json!({"profile": profile, "generated_at": rfc3339(at), "items": items}))
+    })
+    .await
+}
+
+/// Metadata fields of an article as the API shows them.
+fn article_fields(m: &ArticleMeta) -> serde_json::Value {
+    json!({
+        "article_id": m.article_id,
+        "title": m.title,
+        "url": m.url,
+        "section": m.section,
+        "tags": m.tags,
+        "published_at": m.published_at_ms.map(rfc3339),
+        "author": m.author,
+    })
+}
+
+async fn news_index(
+    State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::new(query, &["section", "limit", "before"])?;
+    let limit = params.number("limit", 20, 1, MAX_LIMIT)?;
+    let section = params.name("section")?;
+    let before = match params.map.get("before") {
+        None => None,
+        Some(b) => Some(parse_before(b).ok_or_else(|| {
+            ApiError::InvalidParameter(
+                "before must be a next_before cursor, an RFC 3339 time or epoch milliseconds"
+                    .to_string(),
+            )
+        })?),
+    };
+    let key = format!("i|{section:?}|{limit}|{before:?}");
+    let st = state.clone();
+    cached(&state, key, &headers, move || async move {
+        let at = now_ms();
+        // One more than asked tells whether another page exists.
+        let mut rows = st
+            .store
+            .index(section.as_deref(), before.as_ref(), limit + 1)
+            .await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let ids: Vec<String> = rows.iter().map(|c| c.article_id.clone()).collect();
+        let metas = st.store.articles(&ids).await?;
+        let items: Vec<_> = rows
+            .iter()
+            .zip(metas)
+            .map(|(c, m)| {
+                let mut v = article_fields(&m.live().unwrap_or_else(|| ArticleMeta {
+                    article_id: c.article_id.clone(),
+                    ..ArticleMeta::default()
+                }));
+                v["published_at"] = json!(rfc3339(c.published_at_ms));
+                v
+            })
+            .collect();
+        let next = rows.last().filter(|_| more).map(Cursor::encode);
+        Ok(json!({
+            "section": section,
+            "generated_at": rfc3339(at),
+            "items": items,
+            "next_before": next,
+        }))
+    })
+    .await
+}
+
+/// A `before` parameter: a cursor, an RFC 3339 time, or epoch milliseconds.
+fn parse_before(s: &str) -> Option<Cursor> {
+    if let Some(c) = Cursor::decode(s) {
+        return Some(c);
+    }
+    let ms = s.parse::<i64>().ok().or_else(|| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    })?;
+    // An empty id sorts before every id: only strictly older articles follow.
+    Some(Cursor {
+        published_at_ms: ms,
+        article_id: String::new(),
+    })
+}
+
+async fn article(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if id.is_empty() || id.len() > crate::event::decode::MAX_ID_BYTES {
+        return Err(ApiError::InvalidParameter(
+            "article id is empty or too long".to_string(),
+        ));
+    }
+    let key = format!("a|{id}");
+    let st = state.clone();
+    cached(&state, key, &headers, move || async move {
+        let at = now_ms();
+        let meta = st.store.articles(std::slice::from_ref(&id)).await?.pop();
+        let meta = match meta {
+            Some(ArticleState::Withdrawn) => {
+                return Err(ApiError::NotFound(format!(
+                    "article {id:?} was unpublished"
+                )))
+            }
+            Some(ArticleState::Live(m)) => Some(m),
+            _ => None,
+        };
+        let overall = st.store.position(&Group::All, &id, at).await?;
+        let section = meta.as_ref().and_then(|m| m.section.clone());
+        let in_section = match &section {
+            Some(s) => {
+                st.store
+                    .position(&Group::Section(s.clone()), &id, at)
+                    .await?
+            }
+            None => vec![None; st.profiles.len()],
+        };
+        let counts = st.store.counts(&id).await?;
+        if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; 3] {
+            return Err(ApiError::NotFound(format!("unknown article {id:?}")));
+        }
+        let profiles: Vec<_> = st
+            .profiles
+            .iter()
+            .zip(overall.iter().zip(&in_section))
+            .map(|(p, (o, s))| {
+                json!({
+                    "profile": p.name,
+                    "score": o.map_or(0.0, |(v, _)| v),
+                    "rank_overall": o.map(|(_, r)| r),
+                    "rank_in_section": s.map(|(_, r)| r),
+                })
+            })
+            .collect();
+        let mut v = article_fields(&meta.unwrap_or_else(|| ArticleMeta {
+            article_id: id.clone(),
+            ..ArticleMeta::default()
+        }));
+        v["generated_at"] = json!(rfc3339(at));
+        v["profiles"] = json!(profiles);
+        v["counts"] = EventType::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), json!(counts[k.index()])))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        Ok(v)
     })
     .await
 }

@@ -239,14 +239,15 @@ impl Decoder {
     }
 
     fn published(&self, raw: Raw<'_>, info: &MessageInfo<'_>) -> Result<ArticleMeta, Invalid> {
+        // Without a publication time the message's own time stands in, so
+        // every published article has a place in the News Index.
         let published_at_ms = match raw.published_at {
-            Some(t) => {
-                let ms = t.millis("published_at")?;
-                self.check_skew("published_at", ms, info.now_ms)?;
-                Some(ms)
-            }
-            None => None,
+            Some(t) => Some(t.millis("published_at")?),
+            None => info.timestamp_ms,
         };
+        if let Some(ms) = published_at_ms {
+            self.check_skew("published_at", ms, info.now_ms)?;
+        }
         let text = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned).filter(|s| !s.is_empty());
         Ok(ArticleMeta {
             article_id: check_id("article_id", raw.article_id.as_deref())?,

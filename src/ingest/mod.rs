@@ -31,7 +31,7 @@ use crate::event::filter::{Filters, Verdict};
 use crate::event::{ArticleMeta, Behaviour, Encoding, Event, EventType, Invalid};
 use crate::metrics::{Metrics, UNKNOWN_TYPE};
 use crate::scoring::{Aggregate, Profiles};
-use crate::store::Store;
+use crate::store::{ArticleState, Store};
 
 /// How long a consumer keeps article metadata it looked up or saw published.
 const METADATA_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -58,11 +58,28 @@ struct Worker {
     decoder: Decoder,
     filters: Filters,
     commits: bool,
-    meta_cache: HashMap<String, (Instant, Option<Placement>)>,
+    meta_cache: HashMap<String, (Instant, Known)>,
 }
 
-/// Where an article is ranked besides overall: its section and tags.
-type Placement = (Option<String>, Vec<String>);
+/// What the consumer knows of an article, for events that lack its section or tags.
+enum Known {
+    /// No metadata: ranked overall only.
+    Unknown,
+    /// Published in this section with these tags.
+    Live(Option<String>, Vec<String>),
+    /// Unpublished: its events are not counted.
+    Withdrawn,
+}
+
+impl From<ArticleState> for Known {
+    fn from(s: ArticleState) -> Known {
+        match s {
+            ArticleState::Unknown => Known::Unknown,
+            ArticleState::Live(a) => Known::Live(a.section, a.tags),
+            ArticleState::Withdrawn => Known::Withdrawn,
+        }
+    }
+}
 
 /// An invalid message on its way to the dead-letter topic.
 struct DeadLetter {
@@ -262,12 +279,13 @@ impl Worker {
             }
             Ok(Event::Behaviour(b)) => {
                 let verdict = self.filters.judge(&b, now);
-                self.metrics
-                    .events
-                    .with_label_values(&[b.kind.as_str(), verdict.outcome()])
-                    .inc();
-                if let Verdict::Count(units) = verdict {
-                    pending.counted.push(counted(b, units));
+                match verdict {
+                    Verdict::Count(units) => pending.counted.push(counted(b, units)),
+                    v => self
+                        .metrics
+                        .events
+                        .with_label_values(&[b.kind.as_str(), v.outcome()])
+                        .inc(),
                 }
             }
             Ok(e) => pending.lifecycle.push(e),
@@ -325,7 +343,7 @@ impl Worker {
         // 2. Article lifecycle, so events of this flush see fresh metadata.
         self.apply_lifecycle(pending).await?;
         // 3. Scores.
-        let aggregate = self.aggregate(pending).await?;
+        let (aggregate, withdrawn) = self.aggregate(pending).await?;
         if !aggregate.is_empty() {
             let m = &self.metrics;
             m.time_store("apply", self.store.apply(&aggregate)).await?;
@@ -335,6 +353,16 @@ impl Worker {
                 h.observe(((applied - c.at_ms) as f64 / 1000.0).max(0.0));
             }
             h.flush();
+        }
+        let m = &self.metrics;
+        for kind in EventType::ALL {
+            let applied = aggregate.counted(kind);
+            m.events
+                .with_label_values(&[kind.as_str(), "applied"])
+                .inc_by(applied);
+            m.events
+                .with_label_values(&[kind.as_str(), "unpublished"])
+                .inc_by(withdrawn[kind.index()]);
         }
         pending.counted.clear();
         // 4. Offsets, as a resume hint for the next owner of each partition.
@@ -430,34 +458,34 @@ impl Worker {
             }
         }
         let m = &self.metrics;
-        m.time_store("put_articles", self.store.put_articles(&published))
+        m.time_store("publish", self.store.publish(&published))
             .await?;
-        m.time_store("remove_articles", self.store.remove_articles(&removed))
+        m.time_store("unpublish", self.store.unpublish(&removed))
             .await?;
         let now = Instant::now();
-        for a in &published {
-            self.meta_cache.insert(
-                a.article_id.clone(),
-                (now, Some((a.section.clone(), a.tags.clone()))),
-            );
+        for a in published {
+            self.meta_cache
+                .insert(a.article_id.clone(), (now, ArticleState::Live(a).into()));
         }
-        for id in &removed {
-            self.meta_cache.remove(id);
+        for id in removed {
+            self.meta_cache.insert(id, (now, Known::Withdrawn));
         }
         pending.lifecycle.clear();
         Ok(())
     }
 
     /// Fills in sections and tags from metadata, then folds the counted events.
-    async fn aggregate(&mut self, pending: &Pending) -> anyhow::Result<Aggregate> {
+    /// Also returns, per event type, how many events were of withdrawn articles.
+    async fn aggregate(&mut self, pending: &Pending) -> anyhow::Result<(Aggregate, [u64; 3])> {
         let now = Instant::now();
         if self.meta_cache.len() > METADATA_CACHE_MAX {
             self.meta_cache.clear();
         }
+        // Every event's article is looked up (cached): a withdrawn article's
+        // events are not counted even when they carry section and tags.
         let mut missing: Vec<String> = pending
             .counted
             .iter()
-            .filter(|c| c.section.is_none() || c.tags.is_empty())
             .filter(|c| {
                 self.meta_cache
                     .get(&c.article_id)
@@ -472,29 +500,30 @@ impl Worker {
                 .metrics
                 .time_store("articles", self.store.articles(&missing))
                 .await?;
-            for (id, meta) in missing.into_iter().zip(found) {
-                self.meta_cache
-                    .insert(id, (now, meta.map(|a| (a.section, a.tags))));
+            for (id, state) in missing.into_iter().zip(found) {
+                self.meta_cache.insert(id, (now, state.into()));
             }
         }
         let mut agg = Aggregate::new(self.profiles.clone(), now_ms());
+        let mut withdrawn = [0u64; 3];
         for c in &pending.counted {
-            let known = self
-                .meta_cache
-                .get(&c.article_id)
-                .and_then(|(_, m)| m.as_ref());
-            let section = c
-                .section
-                .as_deref()
-                .or_else(|| known.and_then(|(s, _)| s.as_deref()));
+            let (known_section, known_tags) = match self.meta_cache.get(&c.article_id) {
+                Some((_, Known::Withdrawn)) => {
+                    withdrawn[c.kind.index()] += 1;
+                    continue;
+                }
+                Some((_, Known::Live(s, t))) => (s.as_deref(), t.as_slice()),
+                _ => (None, &[][..]),
+            };
+            let section = c.section.as_deref().or(known_section);
             let tags = if c.tags.is_empty() {
-                known.map(|(_, t)| t.as_slice()).unwrap_or(&[])
+                known_tags
             } else {
                 &c.tags
             };
             agg.add(c.kind, &c.article_id, section, tags, c.at_ms, c.units);
         }
-        Ok(agg)
+        Ok((agg, withdrawn))
     }
 }
 

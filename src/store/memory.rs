@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::{Page, Scored, Store, StoreError};
+use super::{ArticleState, Cursor, Page, Scored, Store, StoreError};
 use crate::event::ArticleMeta;
 use crate::scoring::{
     plan_landmark, to_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
@@ -73,6 +73,30 @@ impl SortedSet {
         }
     }
 
+    /// ZADD (replacing the score).
+    fn set(&mut self, member: &str, score: f64) {
+        self.remove(member);
+        self.scores.insert(member.to_string(), score);
+        self.order.insert((Score(score), member.to_string()));
+    }
+
+    /// ZREM.
+    fn remove(&mut self, member: &str) {
+        if let Some(old) = self.scores.remove(member) {
+            self.order.remove(&(Score(old), member.to_string()));
+        }
+    }
+
+    /// ZSCORE and 1-based ZREVRANK.
+    fn position(&self, member: &str) -> Option<(f64, usize)> {
+        let score = *self.scores.get(member)?;
+        let above = self
+            .order
+            .range((Score(score), member.to_string())..)
+            .count();
+        Some((score, above))
+    }
+
     /// ZREVRANGE offset offset+limit-1 WITHSCORES.
     fn rev_range(&self, offset: usize, limit: usize) -> impl Iterator<Item = (&str, f64)> {
         self.order
@@ -95,6 +119,9 @@ struct State {
     groups: HashMap<Group, GroupState>,
     counts: [SortedSet; 3],
     articles: HashMap<String, (ArticleMeta, Instant)>,
+    /// News Index per section (`None`: every section), scored by publication time.
+    index: HashMap<Option<String>, SortedSet>,
+    withdrawn: HashMap<String, Instant>,
 }
 
 /// The in-process store.
@@ -186,38 +213,133 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn put_articles(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
-        let expires = Instant::now() + self.metadata_ttl;
+    async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let expires = now + self.metadata_ttl;
         let mut state = self.state.write();
         for a in articles {
-            state
-                .articles
-                .insert(a.article_id.clone(), (a.clone(), expires));
+            let id = &a.article_id;
+            let old_section = state.articles.get(id).and_then(|(m, _)| m.section.clone());
+            if old_section.is_some() && old_section != a.section {
+                if let Some(ix) = state.index.get_mut(&old_section) {
+                    ix.remove(id);
+                }
+            }
+            if let Some(ms) = a.published_at_ms {
+                let mut targets = vec![None];
+                if a.section.is_some() {
+                    targets.push(a.section.clone());
+                }
+                for t in targets {
+                    let ix = state.index.entry(t).or_default();
+                    ix.set(id, ms as f64);
+                    ix.trim(self.max_members);
+                }
+            }
+            state.withdrawn.remove(id);
+            state.articles.insert(id.clone(), (a.clone(), expires));
         }
         Ok(())
     }
 
-    async fn remove_articles(&self, ids: &[String]) -> Result<(), StoreError> {
-        let mut state = self.state.write();
+    async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut guard = self.state.write();
+        let state = &mut *guard;
         for id in ids {
-            state.articles.remove(id);
+            let meta = state
+                .articles
+                .remove(id)
+                .filter(|(_, expires)| *expires > now)
+                .map(|(m, _)| m)
+                .unwrap_or_default();
+            let mut groups = vec![Group::All];
+            groups.extend(meta.section.iter().map(|s| Group::Section(s.clone())));
+            groups.extend(meta.tags.iter().map(|t| Group::Tag(t.clone())));
+            for g in groups {
+                if let Some(gs) = state.groups.get_mut(&g) {
+                    gs.rankings.iter_mut().for_each(|r| r.remove(id));
+                }
+            }
+            state.counts.iter_mut().for_each(|c| c.remove(id));
+            for key in [None, meta.section.clone()] {
+                if let Some(ix) = state.index.get_mut(&key) {
+                    ix.remove(id);
+                }
+            }
+            state.withdrawn.insert(id.clone(), now + self.metadata_ttl);
         }
         Ok(())
     }
 
-    async fn articles(&self, ids: &[String]) -> Result<Vec<Option<ArticleMeta>>, StoreError> {
+    async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError> {
         let now = Instant::now();
         let state = self.state.read();
         Ok(ids
             .iter()
             .map(|id| {
-                state
-                    .articles
-                    .get(id)
-                    .filter(|(_, expires)| *expires > now)
-                    .map(|(a, _)| a.clone())
+                if state.withdrawn.get(id).is_some_and(|e| *e > now) {
+                    return ArticleState::Withdrawn;
+                }
+                match state.articles.get(id) {
+                    Some((a, expires)) if *expires > now => ArticleState::Live(a.clone()),
+                    _ => ArticleState::Unknown,
+                }
             })
             .collect())
+    }
+
+    async fn index(
+        &self,
+        section: Option<&str>,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Cursor>, StoreError> {
+        let state = self.state.read();
+        let Some(ix) = state.index.get(&section.map(str::to_string)) else {
+            return Ok(Vec::new());
+        };
+        Ok(ix
+            .order
+            .iter()
+            .rev()
+            .map(|(s, m)| Cursor {
+                published_at_ms: s.0 as i64,
+                article_id: m.clone(),
+            })
+            .filter(|c| before.is_none_or(|b| c.is_after(b)))
+            .take(limit)
+            .collect())
+    }
+
+    async fn position(
+        &self,
+        group: &Group,
+        member: &str,
+        at_ms: i64,
+    ) -> Result<Vec<Option<(f64, usize)>>, StoreError> {
+        let state = self.state.read();
+        let n = self.profiles.len();
+        let Some(g) = state.groups.get(group) else {
+            return Ok(vec![None; n]);
+        };
+        Ok((0..n)
+            .map(|p| {
+                let l = g.landmarks[p]?;
+                let (v, rank) = g.rankings[p].position(member)?;
+                let h = self.profiles[p].half_life_ms;
+                Some((crate::scoring::decayed(v, l, at_ms, h), rank))
+            })
+            .collect())
+    }
+
+    async fn counts(&self, id: &str) -> Result<[u64; 3], StoreError> {
+        let state = self.state.read();
+        let mut out = [0u64; 3];
+        for (i, c) in state.counts.iter().enumerate() {
+            out[i] = c.position(id).map_or(0, |(v, _)| v as u64);
+        }
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

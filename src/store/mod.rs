@@ -62,17 +62,96 @@ pub trait Store: Send + Sync + 'static {
         at_ms: i64,
     ) -> Result<Page, StoreError>;
 
-    /// Upserts article metadata (it expires after the configured TTL).
-    async fn put_articles(&self, articles: &[ArticleMeta]) -> Result<(), StoreError>;
+    /// Upserts article metadata (it expires after the configured TTL) and
+    /// places each article in the News Index of its section, moving it when
+    /// its section changed; a republished article is live again.
+    async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError>;
 
-    /// Forgets the metadata of withdrawn articles.
-    async fn remove_articles(&self, ids: &[String]) -> Result<(), StoreError>;
+    /// Withdraws articles: removes them from every article ranking they are
+    /// known to be in (overall, their section, their tags), from the index
+    /// and the counts, forgets their metadata, and remembers the withdrawal
+    /// (for the metadata TTL) so that late events do not bring them back.
+    async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError>;
 
-    /// Metadata of each id, `None` where unknown or expired.
-    async fn articles(&self, ids: &[String]) -> Result<Vec<Option<ArticleMeta>>, StoreError>;
+    /// What is known of each id.
+    async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError>;
+
+    /// The News Index: ids and publication times, newest first (ties by id
+    /// descending), strictly after `before` in that order, at most `limit`.
+    async fn index(
+        &self,
+        section: Option<&str>,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Cursor>, StoreError>;
+
+    /// Score (decayed to `at_ms`) and 1-based rank of `member` in `group`,
+    /// per profile; `None` where it is not ranked.
+    async fn position(
+        &self,
+        group: &Group,
+        member: &str,
+        at_ms: i64,
+    ) -> Result<Vec<Option<(f64, usize)>>, StoreError>;
+
+    /// All-time counted events of an article, per [`crate::event::EventType::index`].
+    async fn counts(&self, id: &str) -> Result<[u64; 3], StoreError>;
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What the store knows of an article.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArticleState {
+    /// Never published, or its metadata expired.
+    Unknown,
+    /// Published, with its metadata.
+    Live(ArticleMeta),
+    /// Unpublished: its events are not counted.
+    Withdrawn,
+}
+
+impl ArticleState {
+    /// The metadata of a live article.
+    pub fn live(self) -> Option<ArticleMeta> {
+        match self {
+            ArticleState::Live(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// A position in the News Index: publication time, then article id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Publication time, epoch milliseconds.
+    pub published_at_ms: i64,
+    /// Article id.
+    pub article_id: String,
+}
+
+impl Cursor {
+    /// The opaque text form used as `next_before`: `<ms>.<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.published_at_ms, self.article_id)
+    }
+
+    /// Parses [`Cursor::encode`]'s form.
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (ms, id) = s.split_once('.')?;
+        Some(Cursor {
+            published_at_ms: ms.parse().ok()?,
+            article_id: id.to_string(),
+        })
+        .filter(|c| !c.article_id.is_empty())
+    }
+
+    /// True when `self` comes strictly after `c` in the index order (older,
+    /// or as old with a smaller id).
+    pub fn is_after(&self, c: &Cursor) -> bool {
+        (self.published_at_ms, &self.article_id) < (c.published_at_ms, &c.article_id)
+    }
 }
 
 /// The key group (Redis Cluster hash tag) of a group of rankings.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::{group_tag, Page, Scored, Store, StoreError};
+use super::{group_tag, ArticleState, Cursor, Page, Scored, Store, StoreError};
 use crate::event::{ArticleMeta, EventType};
 use crate::scoring::{decayed, Aggregate, Group, Profiles, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
 
@@ -44,10 +44,25 @@ impl Keys {
         format!("{}:{{all}}:count:{}", self.prefix, kind.as_str())
     }
 
+    /// `pop:{idx}:all` or `pop:{idx}:s:<section>`: the News Index.
+    pub fn index(&self, section: Option<&str>) -> String {
+        match section {
+            None => format!("{}:{{idx}}:all", self.prefix),
+            Some(s) => format!("{}:{{idx}}:s:{s}", self.prefix),
+        }
+    }
+
     /// `pop:article:<id>`: article metadata.
     pub fn article(&self, id: &str) -> String {
         format!("{}:article:{id}", self.prefix)
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A Redis-backed store.
@@ -205,14 +220,24 @@ impl Store for RedisStore {
         })
     }
 
-    async fn put_articles(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
+    async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
         if articles.is_empty() {
             return Ok(());
         }
-        let ttl = self.metadata_ttl.as_secs().max(1) as i64;
-        let mut pipe = redis::pipe();
+        let mut conn = self.conn.clone();
+        // The previous section, to move the article out of its old index.
+        let mut read = redis::pipe();
         for a in articles {
-            let key = self.keys.article(&a.article_id);
+            read.hget(self.keys.article(&a.article_id), "section");
+        }
+        let old: Vec<Option<String>> = read.query_async(&mut conn).await.map_err(unavailable)?;
+        let ttl = self.metadata_ttl.as_secs().max(1) as i64;
+        let horizon = now_ms() - self.metadata_ttl.as_millis() as i64;
+        let max = self.max_members as isize;
+        let mut pipe = redis::pipe();
+        for (a, old_section) in articles.iter().zip(old) {
+            let id = &a.article_id;
+            let key = self.keys.article(id);
             let tags = serde_json::to_string(&a.tags).expect("tags serialise");
             let fields: Vec<(&str, String)> = [
                 ("title", a.title.clone()),
@@ -225,25 +250,62 @@ impl Store for RedisStore {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-            // A republication replaces every field: absent ones must not linger.
+            // A republication replaces every field (and a withdrawal): nothing lingers.
             pipe.del(&key).ignore();
             pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, ttl).ignore();
+            if old_section.is_some() && old_section != a.section {
+                pipe.zrem(self.keys.index(old_section.as_deref()), id)
+                    .ignore();
+            }
+            if let Some(ms) = a.published_at_ms {
+                let mut targets = vec![self.keys.index(None)];
+                targets.extend(a.section.as_deref().map(|s| self.keys.index(Some(s))));
+                for ix in targets {
+                    pipe.zadd(&ix, id, ms).ignore();
+                    pipe.zrembyscore(&ix, "-inf", format!("({horizon}"))
+                        .ignore();
+                    pipe.zremrangebyrank(&ix, 0, -(max + 1)).ignore();
+                }
+            }
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let states = self.articles(ids).await?;
+        let ttl = self.metadata_ttl.as_secs().max(1) as i64;
+        let mut pipe = redis::pipe();
+        for (id, state) in ids.iter().zip(states) {
+            let meta = state.live().unwrap_or_default();
+            let mut groups = vec![Group::All];
+            groups.extend(meta.section.iter().map(|s| Group::Section(s.clone())));
+            groups.extend(meta.tags.iter().map(|t| Group::Tag(t.clone())));
+            for g in &groups {
+                for p in self.profiles.iter() {
+                    pipe.zrem(self.keys.ranking(g, &p.name), id).ignore();
+                }
+            }
+            for kind in EventType::ALL {
+                pipe.zrem(self.keys.count(kind), id).ignore();
+            }
+            pipe.zrem(self.keys.index(None), id).ignore();
+            if let Some(s) = &meta.section {
+                pipe.zrem(self.keys.index(Some(s)), id).ignore();
+            }
+            let key = self.keys.article(id);
+            pipe.del(&key).ignore();
+            pipe.hset(&key, "withdrawn", 1).ignore();
             pipe.expire(&key, ttl).ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
-    async fn remove_articles(&self, ids: &[String]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| self.keys.article(id)).collect();
-        let mut conn = self.conn.clone();
-        conn.del::<_, ()>(keys).await.map_err(unavailable)
-    }
-
-    async fn articles(&self, ids: &[String]) -> Result<Vec<Option<ArticleMeta>>, StoreError> {
+    async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -259,9 +321,12 @@ impl Store for RedisStore {
             .zip(maps)
             .map(|(id, mut m)| {
                 if m.is_empty() {
-                    return None;
+                    return ArticleState::Unknown;
                 }
-                Some(ArticleMeta {
+                if m.contains_key("withdrawn") {
+                    return ArticleState::Withdrawn;
+                }
+                ArticleState::Live(ArticleMeta {
                     article_id: id.clone(),
                     title: m.remove("title"),
                     url: m.remove("url"),
@@ -275,6 +340,97 @@ impl Store for RedisStore {
                 })
             })
             .collect())
+    }
+
+    async fn index(
+        &self,
+        section: Option<&str>,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Cursor>, StoreError> {
+        let key = self.keys.index(section);
+        let mut conn = self.conn.clone();
+        let rows: Vec<(String, f64)> = match before {
+            None => conn
+                .zrevrange_withscores(&key, 0, limit as isize - 1)
+                .await
+                .map_err(unavailable)?,
+            Some(c) => {
+                // Members as old as the cursor sort by id: skip those at or
+                // above it, so pages neither repeat nor miss an article.
+                let ms = c.published_at_ms;
+                let ties: usize = conn.zcount(&key, ms, ms).await.map_err(unavailable)?;
+                redis::cmd("ZREVRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(ms)
+                    .arg("-inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit + ties)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(article_id, ms)| Cursor {
+                published_at_ms: ms as i64,
+                article_id,
+            })
+            .filter(|c| before.is_none_or(|b| c.is_after(b)))
+            .take(limit)
+            .collect())
+    }
+
+    async fn position(
+        &self,
+        group: &Group,
+        member: &str,
+        at_ms: i64,
+    ) -> Result<Vec<Option<(f64, usize)>>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().hgetall(self.keys.meta(group));
+        for p in self.profiles.iter() {
+            let key = self.keys.ranking(group, &p.name);
+            pipe.zscore(&key, member).zrevrank(&key, member);
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+        let mut it = values.into_iter();
+        let meta: std::collections::HashMap<String, String> =
+            redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
+        let mut out = Vec::with_capacity(self.profiles.len());
+        for p in self.profiles.iter() {
+            let score: Option<f64> =
+                redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
+            let rank: Option<usize> =
+                redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
+            let landmark = meta
+                .get(&format!("landmark:{}", p.name))
+                .and_then(|l| l.parse::<i64>().ok());
+            out.push(match (score, rank, landmark) {
+                (Some(v), Some(r), Some(l)) => Some((decayed(v, l, at_ms, p.half_life_ms), r + 1)),
+                _ => None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn counts(&self, id: &str) -> Result<[u64; 3], StoreError> {
+        let mut pipe = redis::pipe();
+        for kind in EventType::ALL {
+            pipe.zscore(self.keys.count(kind), id);
+        }
+        let mut conn = self.conn.clone();
+        let v: Vec<Option<f64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut out = [0u64; 3];
+        for (o, c) in out.iter_mut().zip(v) {
+            *o = c.unwrap_or(0.0) as u64;
+        }
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -76,8 +76,8 @@ async fn publish_articles(kafka: &Kafka, app: &TestApp) {
         .articles(&ids)
         .await
         .unwrap()
-        .iter()
-        .any(Option::is_none)
+        .into_iter()
+        .any(|a| a.live().is_none())
     {
         assert!(
             std::time::Instant::now() < deadline,
