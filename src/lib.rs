@@ -17,15 +17,28 @@
 //! - [`shutdown`]: SIGTERM/SIGINT to one cancellation token.
 //! - [`app`]: builds the parts for a role and runs them.
 //! - [`devbroker`]: librdkafka's mock cluster as a local Kafka-protocol broker.
+//! - [`newsroom`], [`loadgen`], [`demo`]: synthetic traffic, producing it, and
+//!   the zero-dependency demo.
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod devbroker;
 pub mod event;
 pub mod ingest;
+pub mod loadgen;
 pub mod metrics;
+pub mod newsroom;
 pub mod scoring;
 pub mod shutdown;
 pub mod store;
+
+/// Wall-clock time, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use popularity::app::{App, Role};
 use popularity::config::Settings;
 use popularity::devbroker::DevBroker;
+use popularity::newsroom::{Newsroom, Shape, WireFormat};
 
 /// Event-driven popularity rankings for news sites.
 #[derive(Parser)]
@@ -28,6 +29,21 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         role: Role,
     },
+    /// Zero-dependency demo: embedded broker, in-process store, synthetic
+    /// newsroom, API and web page.
+    Demo {
+        /// HTTP address of the API and web page.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Use this Redis (redis://…) instead of the in-process store.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Behaviour events per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+    },
+    /// Produce realistic traffic to a Kafka cluster (progress on stderr).
+    Loadgen(LoadgenArgs),
     /// Run a local Kafka-protocol broker for development (in memory; drops a
     /// partition's oldest data past 5 MiB). Prints `bootstrap.servers=HOST:PORT` first.
     DevBroker {
@@ -41,6 +57,61 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct LoadgenArgs {
+    /// TOML configuration file, for brokers, topics and Kafka properties.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Bootstrap servers (overrides the configuration).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Messages per second; 0 for as fast as possible.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Stop after this long (e.g. 60s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Articles published at the start.
+    #[arg(long, default_value_t = 200)]
+    articles: usize,
+    /// Zipf exponent of article popularity.
+    #[arg(long, default_value_t = 1.1)]
+    zipf_exponent: f64,
+    /// Popularity ranks swapped per 1,000 events (drift).
+    #[arg(long, default_value_t = 5)]
+    drift: usize,
+    /// Publish a new article every N events (0: never).
+    #[arg(long, default_value_t = 500)]
+    publish_every: usize,
+    /// Distinct visitors.
+    #[arg(long, default_value_t = 50_000)]
+    visitors: usize,
+    /// Fraction of shares.
+    #[arg(long, default_value_t = 0.04)]
+    shares: f64,
+    /// Fraction of engagement events.
+    #[arg(long, default_value_t = 0.15)]
+    engagement: f64,
+    /// Fraction of crawler traffic.
+    #[arg(long, default_value_t = 0.02)]
+    bots: f64,
+    /// Fraction of repeated events.
+    #[arg(long, default_value_t = 0.02)]
+    duplicates: f64,
+    /// Fraction of malformed messages.
+    #[arg(long, default_value_t = 0.001)]
+    invalid: f64,
+    /// Encoding of behaviour events.
+    #[arg(long, value_enum, default_value = "json")]
+    format: WireFormat,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[tokio::main]
@@ -61,6 +132,70 @@ async fn main() -> anyhow::Result<()> {
             let app = App::build(settings, role).await?;
             tracing::info!(address = %app.local_addr(), ?role, "popularity serving");
             app.run(shutdown).await
+        }
+        Command::Demo {
+            listen,
+            redis,
+            rate,
+        } => {
+            let options = popularity::demo::DemoOptions {
+                listen,
+                redis_url: redis,
+                rate,
+            };
+            popularity::demo::run(options, shutdown).await
+        }
+        Command::Loadgen(a) => {
+            let mut settings = Settings::from_env(a.config.as_deref())?;
+            if let Some(b) = a.brokers {
+                settings.kafka.brokers = b;
+            }
+            let shape = Shape {
+                articles: a.articles,
+                zipf_exponent: a.zipf_exponent,
+                drift_per_1000: a.drift,
+                publish_every: a.publish_every,
+                visitors: a.visitors,
+                shares: a.shares,
+                engagement: a.engagement,
+                bots: a.bots,
+                duplicates: a.duplicates,
+                invalid: a.invalid,
+                format: a.format,
+                seed: a.seed,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let mut newsroom = Newsroom::new(shape, now);
+            let producer = popularity::loadgen::producer(&settings.kafka)?;
+            let limits = popularity::loadgen::Limits {
+                rate: (a.rate > 0.0).then_some(a.rate),
+                duration: a.duration,
+                count: a.count,
+                progress: true,
+            };
+            let sent = popularity::loadgen::run(
+                &producer,
+                &settings.kafka,
+                &mut newsroom,
+                limits,
+                &shutdown,
+            )
+            .await;
+            eprintln!(
+                "loadgen: done: {} delivered, {} failed in {:.1}s ({:.0}/s)",
+                sent.delivered,
+                sent.failed,
+                sent.elapsed.as_secs_f64(),
+                sent.delivered as f64 / sent.elapsed.as_secs_f64().max(1e-9)
+            );
+            anyhow::ensure!(
+                sent.failed == 0,
+                "{} messages were not delivered",
+                sent.failed
+            );
+            Ok(())
         }
         Command::DevBroker {
             port,

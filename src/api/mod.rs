@@ -26,6 +26,7 @@ use crate::event::EventType;
 use crate::event::{slug, ArticleMeta};
 use crate::ingest::ConsumerState;
 use crate::metrics::Metrics;
+use crate::now_ms;
 use crate::scoring::{Group, Profiles};
 use crate::store::{ArticleState, Cursor, Store};
 
@@ -83,13 +84,6 @@ async fn record(State(state): State<ApiState>, req: Request, next: Next) -> Resp
         .with_label_values(&[&route, response.status().as_str()])
         .inc();
     response
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn rfc3339(ms: i64) -> String {

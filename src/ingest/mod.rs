@@ -25,6 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::now_ms;
+
 use crate::config::{Backend, Settings};
 use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::filter::{Filters, Verdict};
@@ -110,13 +112,6 @@ struct Pending {
     dead: Vec<DeadLetter>,
     /// Highest offset read per (topic, partition).
     offsets: HashMap<(String, i32), i64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Ingest {

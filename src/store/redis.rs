@@ -13,6 +13,7 @@ use redis::{AsyncCommands, Script};
 
 use super::{group_tag, ArticleState, Cursor, Page, Scored, Store, StoreError};
 use crate::event::{ArticleMeta, EventType};
+use crate::now_ms;
 use crate::scoring::{decayed, Aggregate, Group, Profiles, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
 
 /// Key names under one prefix.
@@ -56,13 +57,6 @@ impl Keys {
     pub fn article(&self, id: &str) -> String {
         format!("{}:article:{id}", self.prefix)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A Redis-backed store.

@@ -1,0 +1,98 @@
+//! `popularity demo`: the whole service on one machine with nothing
+//! installed: the dev broker, the memory store (or Redis), a synthetic
+//! newsroom producing traffic, and the API with its web page.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::now_ms;
+
+use crate::app::{App, Role};
+use crate::config::{Backend, Settings};
+use crate::devbroker::DevBroker;
+use crate::loadgen::{self, Limits};
+use crate::newsroom::{Newsroom, Shape};
+
+/// Demo options.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// HTTP address.
+    pub listen: String,
+    /// Use this Redis instead of the memory store.
+    pub redis_url: Option<String>,
+    /// Behaviour events per second.
+    pub rate: f64,
+}
+
+/// Runs the demo until `shutdown`.
+pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut settings = Settings::defaults();
+    let t = &settings.kafka.topics;
+    // Few partitions: the dev broker keeps at most 5 MiB per partition, and
+    // the memory store re-reads history only at start.
+    let broker = DevBroker::start(&[&t.events, &t.articles, &t.dead_letter], 3)?;
+    settings.kafka.brokers = broker.bootstrap_servers().to_string();
+    settings.api.listen = options.listen.clone();
+    match &options.redis_url {
+        Some(url) => {
+            settings.store.backend = Backend::Redis;
+            settings.store.redis_url = url.clone();
+            settings.store.key_prefix = "demo".to_string();
+        }
+        None => settings.store.backend = Backend::Memory,
+    }
+    settings.validate()?;
+
+    // Publish the first articles before the service starts, so the memory
+    // store's consumer finds the topics populated.
+    let producer = loadgen::producer(&settings.kafka)?;
+    let mut newsroom = Newsroom::new(Shape::default(), now_ms());
+    let first = Shape::default().articles as u64;
+    loadgen::run(
+        &producer,
+        &settings.kafka,
+        &mut newsroom,
+        Limits {
+            count: Some(first),
+            ..Limits::default()
+        },
+        &shutdown,
+    )
+    .await;
+
+    let app = App::build(settings.clone(), Role::All).await?;
+    let addr = app.local_addr();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    println!("popularity demo");
+    println!("  web page:   http://{addr}/");
+    println!("  rankings:   http://{addr}/v1/rankings/trending?limit=5");
+    println!("  by section: http://{addr}/v1/rankings/popular?section=business");
+    println!("  tags:       http://{addr}/v1/rankings/trending/tags");
+    println!("  index:      http://{addr}/v1/index?section=news");
+    println!("  metrics:    http://{addr}/metrics");
+    println!(
+        "  kafka:      bootstrap.servers={} (in-memory dev broker)",
+        broker.bootstrap_servers()
+    );
+    println!("Ctrl-C stops it.");
+
+    let traffic = loadgen::run(
+        &producer,
+        &settings.kafka,
+        &mut newsroom,
+        Limits {
+            rate: Some(options.rate),
+            ..Limits::default()
+        },
+        &shutdown,
+    );
+    let sent = traffic.await;
+    tracing::info!(delivered = sent.delivered, "demo traffic stopped");
+    let result = tokio::time::timeout(Duration::from_secs(30), server).await;
+    drop(broker);
+    match result {
+        Ok(joined) => joined?,
+        Err(_) => anyhow::bail!("the service did not stop within 30 s"),
+    }
+}

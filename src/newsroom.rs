@@ -1,0 +1,432 @@
+//! A synthetic newsroom: articles published over time in sections with tags,
+//! Zipf-distributed readership whose favourites drift, returning visitors,
+//! shares, engagement, bots, duplicates and a few malformed messages.
+//!
+//! Pure generation, no I/O: [`Newsroom::next`] returns the next message to
+//! produce. The demo and `popularity loadgen` send them to Kafka.
+
+use prost::Message as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use serde_json::json;
+
+use crate::event::proto;
+
+/// Sections and the tags their articles carry.
+pub const SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "news",
+        &[
+            "international",
+            "politics",
+            "elections",
+            "climate",
+            "health",
+        ],
+    ),
+    ("business", &["markets", "technology", "energy", "economy"]),
+    ("opinion", &["editorial", "columns", "letters"]),
+    ("special-updates", &["live", "breaking", "investigation"]),
+    ("lifestyle", &["food", "travel", "culture", "health"]),
+    ("sport", &["football", "tennis", "olympics"]),
+];
+
+const HEADLINE_WORDS: &[&str] = &[
+    "Leaders", "Markets", "Storm", "Council", "Election", "Rally", "Talks", "Budget", "Summit",
+    "Festival", "Record", "Coach", "Report", "Court", "Vote", "Strike", "Museum", "Recipe",
+];
+const VERBS: &[&str] = &[
+    "Arrive in",
+    "Rise after",
+    "Hits",
+    "Weighs",
+    "Signals",
+    "Returns to",
+    "Faces",
+    "Opens",
+    "Ends",
+];
+const PLACES: &[&str] = &[
+    "Seoul", "Lisbon", "Nairobi", "Lima", "Oslo", "Hanoi", "Quebec", "Porto", "Accra", "Busan",
+];
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+const CRAWLER: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// Wire encoding of generated behaviour events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WireFormat {
+    /// JSON objects.
+    Json,
+    /// `popularity.v1.Event` with `content-type: application/x-protobuf`.
+    Protobuf,
+}
+
+/// The shape of the traffic.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Articles published at the start.
+    pub articles: usize,
+    /// Zipf exponent of article popularity.
+    pub zipf_exponent: f64,
+    /// Popularity ranks that change places per 1,000 events.
+    pub drift_per_1000: usize,
+    /// A new article is published every this many events (0: never).
+    pub publish_every: usize,
+    /// Distinct visitors (returning visitors are drawn from this pool).
+    pub visitors: usize,
+    /// Fraction of behaviour events that are shares.
+    pub shares: f64,
+    /// Fraction that are engagement.
+    pub engagement: f64,
+    /// Fraction sent by crawlers.
+    pub bots: f64,
+    /// Fraction that repeat a recent event (same visitor, article, type).
+    pub duplicates: f64,
+    /// Fraction of malformed messages.
+    pub invalid: f64,
+    /// Encoding of behaviour events.
+    pub format: WireFormat,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            articles: 200,
+            zipf_exponent: 1.1,
+            drift_per_1000: 5,
+            publish_every: 500,
+            visitors: 50_000,
+            shares: 0.04,
+            engagement: 0.15,
+            bots: 0.02,
+            duplicates: 0.02,
+            invalid: 0.001,
+            format: WireFormat::Json,
+            seed: 1,
+        }
+    }
+}
+
+/// Which topic a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// Behaviour events.
+    Events,
+    /// Article lifecycle.
+    Articles,
+}
+
+/// One message to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Destination.
+    pub topic: Topic,
+    /// Kafka key (the article id).
+    pub key: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// `content-type` header, when not JSON.
+    pub content_type: Option<&'static str>,
+}
+
+struct Article {
+    id: String,
+    section: usize,
+    tags: Vec<&'static str>,
+}
+
+/// The generator.
+pub struct Newsroom {
+    shape: Shape,
+    rng: StdRng,
+    articles: Vec<Article>,
+    /// Popularity order: `order[rank]` is an index into `articles`.
+    order: Vec<usize>,
+    zipf: Zipf<f64>,
+    zipf_n: usize,
+    produced: u64,
+    last: Option<serde_json::Value>,
+    backlog: Vec<Outgoing>,
+}
+
+impl Newsroom {
+    /// A newsroom whose first articles were published over the 48 hours before `now_ms`.
+    pub fn new(shape: Shape, now_ms: i64) -> Newsroom {
+        let mut n = Newsroom {
+            rng: StdRng::seed_from_u64(shape.seed),
+            articles: Vec::new(),
+            order: Vec::new(),
+            zipf: Zipf::new(1.0, 1.0).expect("valid Zipf"),
+            zipf_n: 0,
+            produced: 0,
+            last: None,
+            backlog: Vec::new(),
+            shape,
+        };
+        for _ in 0..n.shape.articles.max(1) {
+            let at = now_ms - n.rng.random_range(0..48 * 3_600_000);
+            let m = n.publish(at);
+            n.backlog.push(m);
+        }
+        // Publish oldest first so the index reads naturally.
+        n.backlog.reverse();
+        n
+    }
+
+    /// Number of messages returned so far.
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    fn publish(&mut self, at_ms: i64) -> Outgoing {
+        let idx = self.articles.len();
+        let section = self.rng.random_range(0..SECTIONS.len());
+        let pool = SECTIONS[section].1;
+        let mut tags: Vec<&'static str> = (0..self.rng.random_range(1..=2))
+            .map(|_| pool[self.rng.random_range(0..pool.len())])
+            .collect();
+        tags.dedup();
+        let id = format!("a-{}", 1000 + idx);
+        let title = format!(
+            "{} {} {}",
+            HEADLINE_WORDS[self.rng.random_range(0..HEADLINE_WORDS.len())],
+            VERBS[self.rng.random_range(0..VERBS.len())],
+            PLACES[self.rng.random_range(0..PLACES.len())]
+        );
+        let payload = json!({
+            "type": "article_published",
+            "article_id": id,
+            "title": title,
+            "url": format!("https://news.example.com/{}/{id}", SECTIONS[section].0),
+            "section": SECTIONS[section].0,
+            "tags": tags,
+            "published_at": at_ms,
+            "author": "Newsroom Desk",
+        });
+        self.articles.push(Article {
+            id: id.clone(),
+            section,
+            tags,
+        });
+        // A new article enters somewhere in the top third: news breaks.
+        let rank = self.rng.random_range(0..=self.order.len() / 3);
+        self.order.insert(rank, idx);
+        Outgoing {
+            topic: Topic::Articles,
+            key: id,
+            payload: payload.to_string().into_bytes(),
+            content_type: None,
+        }
+    }
+
+    /// The next message at wall-clock time `now_ms`.
+    pub fn next(&mut self, now_ms: i64) -> Outgoing {
+        self.produced += 1;
+        if let Some(m) = self.backlog.pop() {
+            return m;
+        }
+        let every = self.shape.publish_every as u64;
+        if every > 0 && self.produced % every == 0 {
+            return self.publish(now_ms);
+        }
+        if self
+            .rng
+            .random_bool(self.shape.drift_per_1000.min(1000) as f64 / 1000.0)
+            && self.order.len() > 1
+        {
+            let a = self.rng.random_range(0..self.order.len());
+            let b = self.rng.random_range(0..self.order.len());
+            self.order.swap(a, b);
+        }
+        if self.rng.random_bool(self.shape.invalid.clamp(0.0, 1.0)) {
+            return self.malformed();
+        }
+        let event = match &self.last {
+            Some(last) if self.rng.random_bool(self.shape.duplicates.clamp(0.0, 1.0)) => {
+                let mut e = last.clone();
+                e["occurred_at"] = json!(now_ms);
+                e
+            }
+            _ => self.behaviour(now_ms),
+        };
+        self.last = Some(event.clone());
+        let key = event["article_id"].as_str().unwrap_or_default().to_string();
+        let (payload, content_type) = match self.shape.format {
+            WireFormat::Json => (event.to_string().into_bytes(), None),
+            WireFormat::Protobuf => (
+                to_proto(&event).encode_to_vec(),
+                Some("application/x-protobuf"),
+            ),
+        };
+        Outgoing {
+            topic: Topic::Events,
+            key,
+            payload,
+            content_type,
+        }
+    }
+
+    fn behaviour(&mut self, now_ms: i64) -> serde_json::Value {
+        let n = self.order.len();
+        if self.zipf_n != n {
+            let s = self.shape.zipf_exponent.max(0.01);
+            self.zipf = Zipf::new(n as f64, s).expect("valid Zipf");
+            self.zipf_n = n;
+        }
+        let rank = (self.zipf.sample(&mut self.rng) as usize).clamp(1, n) - 1;
+        let a = &self.articles[self.order[rank]];
+        let visitor = self.rng.random_range(0..self.shape.visitors.max(1));
+        let roll: f64 = self.rng.random();
+        let bot = self.rng.random_bool(self.shape.bots.clamp(0.0, 1.0));
+        let mut e = json!({
+            "event_id": format!("e-{}", self.produced),
+            "article_id": a.id,
+            "occurred_at": now_ms - self.rng.random_range(0..2_000),
+            "visitor_id": format!("v-{visitor}"),
+            "user_agent": if bot { CRAWLER } else { BROWSER },
+        });
+        // Most producers leave section and tags to the article's metadata.
+        if self.rng.random_bool(0.3) {
+            e["section"] = json!(SECTIONS[a.section].0);
+            e["tags"] = json!(a.tags);
+        }
+        if roll < self.shape.shares {
+            e["type"] = json!("share");
+            e["network"] =
+                json!(["whatsapp", "facebook", "x", "email"][self.rng.random_range(0..4)]);
+        } else if roll < self.shape.shares + self.shape.engagement {
+            e["type"] = json!("engagement");
+            e["engaged_seconds"] = json!(self.rng.random_range(5..300));
+        } else {
+            e["type"] = json!("page_view");
+        }
+        e
+    }
+
+    fn malformed(&mut self) -> Outgoing {
+        let payload: Vec<u8> = match self.rng.random_range(0..4) {
+            0 => b"{\"type\":\"page_view\",\"article_id\":".to_vec(),
+            1 => br#"{"type":"click","article_id":"a-1000","occurred_at":1}"#.to_vec(),
+            2 => br#"{"type":"page_view","occurred_at":1}"#.to_vec(),
+            _ => br#"{"type":"engagement","article_id":"a-1000","occurred_at":1,"engaged_seconds":-5}"#.to_vec(),
+        };
+        Outgoing {
+            topic: Topic::Events,
+            key: "malformed".to_string(),
+            payload,
+            content_type: None,
+        }
+    }
+}
+
+/// The protobuf form of a generated behaviour event.
+fn to_proto(e: &serde_json::Value) -> proto::Event {
+    use proto::event::Payload;
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let b = proto::Behaviour {
+        event_id: s("event_id"),
+        article_id: s("article_id"),
+        occurred_at_ms: e["occurred_at"].as_i64().unwrap_or_default(),
+        visitor_id: s("visitor_id"),
+        section: s("section"),
+        tags: e["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        user_agent: s("user_agent"),
+        bot: false,
+    };
+    let payload = match e["type"].as_str() {
+        Some("share") => Payload::Share(proto::Share {
+            event: Some(b),
+            network: s("network"),
+        }),
+        Some("engagement") => Payload::Engagement(proto::Engagement {
+            event: Some(b),
+            engaged_seconds: e["engaged_seconds"].as_f64().unwrap_or_default(),
+        }),
+        _ => Payload::PageView(proto::PageView { event: Some(b) }),
+    };
+    proto::Event {
+        payload: Some(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::decode::{Decoder, MessageInfo};
+    use crate::event::{Encoding, Event};
+
+    fn decode_all(
+        shape: Shape,
+    ) -> (
+        usize,
+        usize,
+        usize,
+        std::collections::HashMap<String, usize>,
+    ) {
+        let now = 1_700_000_000_000;
+        let mut n = Newsroom::new(shape, now);
+        let d = Decoder::new(65_536, 300_000);
+        let (mut published, mut invalid, mut behaviour) = (0, 0, 0);
+        let mut views = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            let m = n.next(now);
+            let info = MessageInfo {
+                encoding: if m.content_type.is_some() {
+                    Encoding::Protobuf
+                } else {
+                    Encoding::Json
+                },
+                key: Some(m.key.as_bytes()),
+                timestamp_ms: Some(now),
+                lifecycle_topic: m.topic == Topic::Articles,
+                now_ms: now,
+            };
+            match d.decode(&m.payload, &info) {
+                Ok(Event::Published(_)) => published += 1,
+                Ok(Event::Behaviour(b)) => {
+                    behaviour += 1;
+                    *views.entry(b.article_id).or_insert(0) += 1;
+                }
+                Ok(_) => {}
+                Err(_) => invalid += 1,
+            }
+        }
+        (published, invalid, behaviour, views)
+    }
+
+    #[test]
+    fn traffic_is_valid_but_for_the_malformed_fraction_and_skewed() {
+        for format in [WireFormat::Json, WireFormat::Protobuf] {
+            let shape = Shape {
+                invalid: 0.01,
+                format,
+                ..Shape::default()
+            };
+            let (published, invalid, behaviour, views) = decode_all(shape);
+            assert!(published >= 200 && published < 260, "{published}");
+            assert!(
+                (100..=320).contains(&invalid),
+                "{invalid} invalid of 20,000 at 1%"
+            );
+            assert_eq!(published + invalid + behaviour, 20_000);
+            let mut counts: Vec<usize> = views.values().copied().collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            // Zipf: the favourite gets far more than the median article.
+            assert!(
+                counts[0] > 10 * counts[counts.len() / 2],
+                "{:?}",
+                &counts[..5]
+            );
+        }
+    }
+}
