@@ -229,7 +229,7 @@ impl Newsroom {
             return m;
         }
         let every = self.shape.publish_every as u64;
-        if every > 0 && self.produced % every == 0 {
+        if every > 0 && self.produced.is_multiple_of(every) {
             return self.publish(now_ms);
         }
         if self
@@ -413,7 +413,7 @@ mod tests {
                 ..Shape::default()
             };
             let (published, invalid, behaviour, views) = decode_all(shape);
-            assert!(published >= 200 && published < 260, "{published}");
+            assert!((200..260).contains(&published), "{published}");
             assert!(
                 (100..=320).contains(&invalid),
                 "{invalid} invalid of 20,000 at 1%"
