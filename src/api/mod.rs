@@ -60,12 +60,37 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rankings/{profile}/tags", get(popular_tags))
         .route("/v1/index", get(news_index))
         .route("/v1/articles/{id}", get(article))
+        .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
+        .route(
+            "/assets/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
+        )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
+}
+
+/// The web page, compiled into the binary: no CDN, nothing to deploy.
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const STYLE_CSS: &str = include_str!("../../assets/style.css");
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn record(State(state): State<ApiState>, req: Request, next: Next) -> Response {

@@ -2,6 +2,7 @@
 //! service on port 0. Expected scores come from the formula of DESIGN §3,
 //! computed here from the events the test produced.
 
+mod browser;
 mod helpers;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,157 @@
+//! The web page in headless Chromium, against a running `popularity demo`:
+//! every widget shows items that the API returns. Writes docs/screenshot.png.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::free_port;
+
+fn chromium(args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,900",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium must be installed (apt-get install -y chromium)");
+    assert!(out.status.success(), "chromium failed: {:?}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The values of `attr="…"` inside `<section id="{id}">…</section>`.
+fn widget_values(dom: &str, id: &str, attr: &str) -> Vec<String> {
+    let start = dom
+        .find(&format!("<section id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no widget {id} in the page"));
+    let end = start + dom[start..].find("</section>").unwrap();
+    let needle = format!("{attr}=\"");
+    dom[start..end]
+        .match_indices(&needle)
+        .map(|(i, _)| {
+            let rest = &dom[start + i + needle.len()..end];
+            rest[..rest.find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+async fn api_values(http: &reqwest::Client, url: &str, field: &str) -> Vec<String> {
+    let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[field].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
+    let port = free_port();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rate",
+            "300",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(demo.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "popularity demo");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api_values(
+        &http,
+        &format!("{base}/v1/rankings/trending?limit=5"),
+        "article_id",
+    )
+    .await
+    .len()
+        < 5
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the demo never ranked five articles"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let dom = chromium(&["--dump-dom", &format!("{base}/")]);
+    // The API a moment later, with room for lists that moved meanwhile.
+    let top = api_values(
+        &http,
+        &format!("{base}/v1/rankings/trending?limit=50"),
+        "article_id",
+    )
+    .await;
+    let reads = api_values(
+        &http,
+        &format!("{base}/v1/rankings/trending?limit=50&published_within=24h"),
+        "article_id",
+    )
+    .await;
+    let index = api_values(&http, &format!("{base}/v1/index?limit=50"), "article_id").await;
+    let tags = api_values(
+        &http,
+        &format!("{base}/v1/rankings/trending/tags?limit=50"),
+        "tag",
+    )
+    .await;
+    for (widget, attr, api, want) in [
+        ("most-popular", "data-article-id", &top, 5),
+        ("popular-reads", "data-article-id", &reads, 1),
+        ("news-index", "data-article-id", &index, 8),
+        ("popular-tags", "data-tag", &tags, 3),
+    ] {
+        let shown = widget_values(&dom, widget, attr);
+        assert!(shown.len() >= want, "{widget} shows {shown:?}");
+        for v in &shown {
+            assert!(
+                api.contains(v),
+                "{widget} shows {v}, which the API does not return: {api:?}"
+            );
+        }
+    }
+    assert!(dom.contains("ago"), "Popular Reads shows relative times");
+
+    let shot = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot.png");
+    chromium(&[&format!("--screenshot={shot}"), &format!("{base}/")]);
+    assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
+
+    Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = demo.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "demo did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "demo exited with {status}");
+}
