@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod model;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use serde_json::json;
 
 use self::cache::{Cache, Cached};
 pub use self::error::ApiError;
+use self::model::*;
 use crate::event::EventType;
 use crate::event::{slug, ArticleMeta};
 use crate::ingest::ConsumerState;
@@ -60,6 +62,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rankings/{profile}/tags", get(popular_tags))
         .route("/v1/index", get(news_index))
         .route("/v1/articles/{id}", get(article))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
+        )
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
         .route(
             "/assets/app.js",
@@ -204,15 +210,16 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
 }
 
 /// Answers from the cache with `Cache-Control`, `ETag` and `304 Not Modified`.
-async fn cached<F, Fut>(
+async fn cached<T, F, Fut>(
     state: &ApiState,
     key: String,
     headers: &HeaderMap,
     compute: F,
 ) -> Result<Response, ApiError>
 where
+    T: Serialize,
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
     let value = state
         .cache
@@ -250,51 +257,77 @@ where
     Ok((h, value.body.clone()).into_response())
 }
 
-async fn list_profiles(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let items: Vec<_> = state
-        .profiles
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "half_life_seconds": p.half_life_ms / 1000.0,
-                "weights": p.weights,
+/// The configured ranking profiles.
+#[utoipa::path(get, path = "/v1/rankings", tag = "rankings",
+    responses((status = 200, description = "Profiles", body = ProfilesResponse)))]
+async fn list_profiles(State(state): State<ApiState>) -> Json<ProfilesResponse> {
+    Json(ProfilesResponse {
+        profiles: state
+            .profiles
+            .iter()
+            .map(|p| ProfileView {
+                name: p.name.clone(),
+                half_life_seconds: p.half_life_ms / 1000.0,
+                weights: p.weights,
             })
-        })
-        .collect();
-    Json(json!({ "profiles": items }))
+            .collect(),
+    })
 }
 
-/// One item of a ranking answer.
-#[derive(Debug, Serialize)]
-struct RankedArticle {
-    rank: usize,
-    article_id: String,
-    score: f64,
-    title: Option<String>,
-    url: Option<String>,
-    section: Option<String>,
-    tags: Option<Vec<String>>,
-    published_at: Option<String>,
-    author: Option<String>,
-}
-
-fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>) -> RankedArticle {
-    let meta = meta.unwrap_or_default();
-    let known = !meta.article_id.is_empty();
-    RankedArticle {
-        rank,
-        article_id,
-        score,
-        title: meta.title,
-        url: meta.url,
-        section: meta.section,
-        tags: known.then_some(meta.tags),
-        published_at: meta.published_at_ms.map(rfc3339),
-        author: meta.author,
+fn article_view(article_id: String, meta: Option<ArticleMeta>) -> ArticleView {
+    match meta {
+        Some(m) => ArticleView {
+            article_id,
+            title: m.title,
+            url: m.url,
+            section: m.section,
+            tags: Some(m.tags),
+            published_at: m.published_at_ms.map(rfc3339),
+            author: m.author,
+        },
+        None => ArticleView {
+            article_id,
+            title: None,
+            url: None,
+            section: None,
+            tags: None,
+            published_at: None,
+            author: None,
+        },
     }
 }
 
+fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>) -> RankedArticle {
+    let v = article_view(article_id, meta);
+    RankedArticle {
+        rank,
+        article_id: v.article_id,
+        score,
+        title: v.title,
+        url: v.url,
+        section: v.section,
+        tags: v.tags,
+        published_at: v.published_at,
+        author: v.author,
+    }
+}
+
+/// Most Popular / Popular Reads: articles by decayed score.
+#[utoipa::path(get, path = "/v1/rankings/{profile}", tag = "rankings",
+    params(
+        ("profile" = String, Path, description = "Ranking profile, e.g. trending"),
+        ("section" = Option<String>, Query, description = "Only this section (normalised to a slug)"),
+        ("tag" = Option<String>, Query, description = "Only this tag; at most one of section and tag"),
+        ("limit" = Option<usize>, Query, description = "1 to 100, default 10"),
+        ("offset" = Option<usize>, Query, description = "0 to 10000, default 0"),
+        ("published_within" = Option<String>, Query, description = "Only articles published this recently, e.g. 48h"),
+    ),
+    responses(
+        (status = 200, description = "The ranking", body = RankingResponse),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
 async fn ranking(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
@@ -338,17 +371,17 @@ async fn ranking(
                     .zip(metas)
                     .enumerate()
                     .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m.live()))
-                    .collect::<Vec<_>>()
+                    .collect()
             }
             Some(within) => recent(&st, &group, p, offset, limit, at, within).await?,
         };
-        Ok(json!({
-            "profile": profile,
-            "section": section,
-            "tag": tag,
-            "generated_at": rfc3339(at),
-            "items": items,
-        }))
+        Ok(RankingResponse {
+            profile,
+            section,
+            tag,
+            generated_at: rfc3339(at),
+            items,
+        })
     })
     .await
 }
@@ -400,6 +433,19 @@ async fn recent(
     }
 }
 
+/// Popular Tags: tags by the decayed score of their articles' events.
+#[utoipa::path(get, path = "/v1/rankings/{profile}/tags", tag = "rankings",
+    params(
+        ("profile" = String, Path, description = "Ranking profile"),
+        ("limit" = Option<usize>, Query, description = "1 to 100, default 10"),
+        ("offset" = Option<usize>, Query, description = "0 to 10000, default 0"),
+    ),
+    responses(
+        (status = 200, description = "The tags", body = TagsResponse),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
 async fn popular_tags(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
@@ -415,30 +461,36 @@ async fn popular_tags(
     cached(&state, key, &headers, move || async move {
         let at = now_ms();
         let page = st.store.top(&Group::Tags, p, offset, limit, at).await?;
-        let items: Vec<_> = page
-            .items
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| json!({"rank": offset + i + 1, "tag": s.member, "score": s.score}))
-            .collect();
-        Ok(json!({"profile": profile, "generated_at": rfc3339(at), "items": items}))
+        Ok(TagsResponse {
+            profile,
+            generated_at: rfc3339(at),
+            items: page
+                .items
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| RankedTag {
+                    rank: offset + i + 1,
+                    tag: s.member,
+                    score: s.score,
+                })
+                .collect(),
+        })
     })
     .await
 }
 
-/// Metadata fields of an article as the API shows them.
-fn article_fields(m: &ArticleMeta) -> serde_json::Value {
-    json!({
-        "article_id": m.article_id,
-        "title": m.title,
-        "url": m.url,
-        "section": m.section,
-        "tags": m.tags,
-        "published_at": m.published_at_ms.map(rfc3339),
-        "author": m.author,
-    })
-}
-
+/// News Index: the latest published articles, newest first.
+#[utoipa::path(get, path = "/v1/index", tag = "index",
+    params(
+        ("section" = Option<String>, Query, description = "Only this section"),
+        ("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
+        ("before" = Option<String>, Query, description = "A next_before cursor, an RFC 3339 time or epoch milliseconds"),
+    ),
+    responses(
+        (status = 200, description = "A page of the index", body = IndexResponse),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
 async fn news_index(
     State(state): State<ApiState>,
     Query(query): Query<HashMap<String, String>>,
@@ -469,25 +521,20 @@ async fn news_index(
         rows.truncate(limit);
         let ids: Vec<String> = rows.iter().map(|c| c.article_id.clone()).collect();
         let metas = st.store.articles(&ids).await?;
-        let items: Vec<_> = rows
+        let items = rows
             .iter()
             .zip(metas)
-            .map(|(c, m)| {
-                let mut v = article_fields(&m.live().unwrap_or_else(|| ArticleMeta {
-                    article_id: c.article_id.clone(),
-                    ..ArticleMeta::default()
-                }));
-                v["published_at"] = json!(rfc3339(c.published_at_ms));
-                v
+            .map(|(c, m)| ArticleView {
+                published_at: Some(rfc3339(c.published_at_ms)),
+                ..article_view(c.article_id.clone(), m.live())
             })
             .collect();
-        let next = rows.last().filter(|_| more).map(Cursor::encode);
-        Ok(json!({
-            "section": section,
-            "generated_at": rfc3339(at),
-            "items": items,
-            "next_before": next,
-        }))
+        Ok(IndexResponse {
+            section,
+            generated_at: rfc3339(at),
+            items,
+            next_before: rows.last().filter(|_| more).map(Cursor::encode),
+        })
     })
     .await
 }
@@ -509,6 +556,15 @@ fn parse_before(s: &str) -> Option<Cursor> {
     })
 }
 
+/// An article: metadata, score and ranks per profile, all-time counts.
+#[utoipa::path(get, path = "/v1/articles/{id}", tag = "articles",
+    params(("id" = String, Path, description = "Article id")),
+    responses(
+        (status = 200, description = "The article", body = ArticleResponse),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 404, description = "Unknown or unpublished article", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
 async fn article(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -523,8 +579,7 @@ async fn article(
     let st = state.clone();
     cached(&state, key, &headers, move || async move {
         let at = now_ms();
-        let meta = st.store.articles(std::slice::from_ref(&id)).await?.pop();
-        let meta = match meta {
+        let meta = match st.store.articles(std::slice::from_ref(&id)).await?.pop() {
             Some(ArticleState::Withdrawn) => {
                 return Err(ApiError::NotFound(format!(
                     "article {id:?} was unpublished"
@@ -534,47 +589,51 @@ async fn article(
             _ => None,
         };
         let overall = st.store.position(&Group::All, &id, at).await?;
-        let section = meta.as_ref().and_then(|m| m.section.clone());
-        let in_section = match &section {
-            Some(s) => {
-                st.store
-                    .position(&Group::Section(s.clone()), &id, at)
-                    .await?
-            }
+        let in_section = match meta.as_ref().and_then(|m| m.section.clone()) {
+            Some(s) => st.store.position(&Group::Section(s), &id, at).await?,
             None => vec![None; st.profiles.len()],
         };
         let counts = st.store.counts(&id).await?;
         if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; 3] {
             return Err(ApiError::NotFound(format!("unknown article {id:?}")));
         }
-        let profiles: Vec<_> = st
+        let profiles = st
             .profiles
             .iter()
             .zip(overall.iter().zip(&in_section))
-            .map(|(p, (o, s))| {
-                json!({
-                    "profile": p.name,
-                    "score": o.map_or(0.0, |(v, _)| v),
-                    "rank_overall": o.map(|(_, r)| r),
-                    "rank_in_section": s.map(|(_, r)| r),
-                })
+            .map(|(p, (o, s))| ArticleScore {
+                profile: p.name.clone(),
+                score: o.map_or(0.0, |(v, _)| v),
+                rank_overall: o.map(|(_, r)| r),
+                rank_in_section: s.map(|(_, r)| r),
             })
             .collect();
-        let mut v = article_fields(&meta.unwrap_or_else(|| ArticleMeta {
-            article_id: id.clone(),
-            ..ArticleMeta::default()
-        }));
-        v["generated_at"] = json!(rfc3339(at));
-        v["profiles"] = json!(profiles);
-        v["counts"] = EventType::ALL
-            .iter()
-            .map(|k| (k.as_str().to_string(), json!(counts[k.index()])))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        Ok(v)
+        let count = |k: EventType| counts[k.index()];
+        Ok(ArticleResponse {
+            article: article_view(id, meta),
+            generated_at: rfc3339(at),
+            profiles,
+            counts: Counts {
+                page_view: count(EventType::PageView),
+                share: count(EventType::Share),
+                engagement: count(EventType::Engagement),
+            },
+        })
     })
     .await
 }
+
+/// The OpenAPI 3 document of this API, generated from the handlers and types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "popularity",
+        description = "What are people reading right now: rankings, tags, News Index and article pages."
+    ),
+    paths(list_profiles, ranking, popular_tags, news_index, article),
+    components(schemas(Weights))
+)]
+pub struct ApiDoc;
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     let mut problems = Vec::new();

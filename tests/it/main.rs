@@ -1075,3 +1075,99 @@ async fn article_lifecycle_news_index_article_pages_and_recent_reads_on_both_sto
         app.stop().await;
     }
 }
+
+/// The response schema the OpenAPI document gives for `path` and `status`,
+/// as a standalone JSON Schema (its `$ref`s resolve against `components`).
+fn response_schema(doc: &serde_json::Value, path: &str, status: u16) -> serde_json::Value {
+    let schema = &doc["paths"][path]["get"]["responses"][status.to_string()]["content"]
+        ["application/json"]["schema"];
+    assert!(!schema.is_null(), "no schema for {path} {status}");
+    json!({"allOf": [schema], "components": doc["components"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_real_responses() {
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, None)).await;
+    let now = now_ms();
+    kafka
+        .send_json(
+            &kafka.articles,
+            "o1",
+            &json!({"type":"article_published","article_id":"o1","title":"T","section":"news","tags":["x"],"published_at":now - MIN}),
+        )
+        .await;
+    for (i, id) in ["o1", "o1", "o2"].iter().enumerate() {
+        kafka
+            .send_json(&kafka.events, id, &json!({"type":"share","article_id":id,"visitor_id":format!("v{i}"),"occurred_at":now}))
+            .await;
+    }
+    app.wait_metric(
+        "popularity_events_total{outcome=\"applied\",type=\"share\"}",
+        3.0,
+    )
+    .await;
+
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let calls: &[(&str, &str, u16)] = &[
+        ("/v1/rankings", "/v1/rankings", 200),
+        (
+            "/v1/rankings/{profile}",
+            "/v1/rankings/trending?limit=5",
+            200,
+        ),
+        (
+            "/v1/rankings/{profile}",
+            "/v1/rankings/trending?section=news&published_within=1h",
+            200,
+        ),
+        (
+            "/v1/rankings/{profile}",
+            "/v1/rankings/trending?limit=0",
+            400,
+        ),
+        ("/v1/rankings/{profile}", "/v1/rankings/nope", 404),
+        (
+            "/v1/rankings/{profile}/tags",
+            "/v1/rankings/popular/tags",
+            200,
+        ),
+        (
+            "/v1/rankings/{profile}/tags",
+            "/v1/rankings/popular/tags?limit=x",
+            400,
+        ),
+        ("/v1/index", "/v1/index?limit=1", 200),
+        ("/v1/index", "/v1/index?before=yesterday", 400),
+        ("/v1/articles/{id}", "/v1/articles/o1", 200),
+        ("/v1/articles/{id}", "/v1/articles/o2", 200),
+        ("/v1/articles/{id}", "/v1/articles/o3", 404),
+    ];
+    let mut covered = std::collections::HashSet::new();
+    for (template, url, want) in calls {
+        let (status, body) = app.get(url).await;
+        assert_eq!(status, *want, "{url}: {body}");
+        let schema = response_schema(&doc, template, status);
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{url}: {errors:?}\n{body}");
+        covered.insert(*template);
+    }
+    // Every documented route was exercised, and a wrong body is caught.
+    let documented: std::collections::HashSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(documented, covered);
+    let schema = response_schema(&doc, "/v1/rankings/{profile}", 200);
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(!validator.is_valid(&json!({"profile": "trending", "items": [{"rank": "first"}]})));
+    app.stop().await;
+}

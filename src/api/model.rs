@@ -1,0 +1,184 @@
+//! The JSON bodies of the API, as types: handlers build them and the
+//! OpenAPI document (`/openapi.json`) is generated from them.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::config::WeightSettings;
+
+/// `GET /v1/rankings`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfilesResponse {
+    /// Configured ranking profiles, in configuration order.
+    pub profiles: Vec<ProfileView>,
+}
+
+/// One ranking profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileView {
+    /// Name used in URLs.
+    pub name: String,
+    /// Time for a score to halve.
+    pub half_life_seconds: f64,
+    /// Weight per event type.
+    #[schema(value_type = Weights)]
+    pub weights: WeightSettings,
+}
+
+/// Weights of one profile.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct Weights {
+    /// Weight of one page view.
+    pub page_view: f64,
+    /// Weight of one share.
+    pub share: f64,
+    /// Weight of one engaged second.
+    pub engaged_second: f64,
+}
+
+/// `GET /v1/rankings/{profile}`: Most Popular / Popular Reads.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RankingResponse {
+    /// The profile asked for.
+    pub profile: String,
+    /// Section filter (a slug), if any.
+    pub section: Option<String>,
+    /// Tag filter (a slug), if any.
+    pub tag: Option<String>,
+    /// Time the scores are decayed to (RFC 3339).
+    pub generated_at: String,
+    /// Highest score first.
+    pub items: Vec<RankedArticle>,
+}
+
+/// One article of a ranking; metadata fields are null when unknown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RankedArticle {
+    /// 1-based position in the ranking (after `offset`).
+    pub rank: usize,
+    /// Article id.
+    pub article_id: String,
+    /// Decayed score at `generated_at`.
+    pub score: f64,
+    /// Headline.
+    pub title: Option<String>,
+    /// Canonical URL.
+    pub url: Option<String>,
+    /// Section slug.
+    pub section: Option<String>,
+    /// Tag slugs.
+    pub tags: Option<Vec<String>>,
+    /// Publication time (RFC 3339).
+    pub published_at: Option<String>,
+    /// Byline.
+    pub author: Option<String>,
+}
+
+/// `GET /v1/rankings/{profile}/tags`: Popular Tags.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagsResponse {
+    /// The profile asked for.
+    pub profile: String,
+    /// Time the scores are decayed to (RFC 3339).
+    pub generated_at: String,
+    /// Highest score first.
+    pub items: Vec<RankedTag>,
+}
+
+/// One tag of the Popular Tags ranking.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RankedTag {
+    /// 1-based position.
+    pub rank: usize,
+    /// Tag slug.
+    pub tag: String,
+    /// Decayed score at `generated_at`: the sum over the events of the tag's articles.
+    pub score: f64,
+}
+
+/// An article's metadata; fields are null when unknown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArticleView {
+    /// Article id.
+    pub article_id: String,
+    /// Headline.
+    pub title: Option<String>,
+    /// Canonical URL.
+    pub url: Option<String>,
+    /// Section slug.
+    pub section: Option<String>,
+    /// Tag slugs.
+    pub tags: Option<Vec<String>>,
+    /// Publication time (RFC 3339).
+    pub published_at: Option<String>,
+    /// Byline.
+    pub author: Option<String>,
+}
+
+/// `GET /v1/index`: News Index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexResponse {
+    /// Section filter, if any.
+    pub section: Option<String>,
+    /// Time of the answer (RFC 3339).
+    pub generated_at: String,
+    /// Newest first.
+    pub items: Vec<ArticleView>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<String>,
+}
+
+/// `GET /v1/articles/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArticleResponse {
+    /// Metadata.
+    #[serde(flatten)]
+    pub article: ArticleView,
+    /// Time the scores are decayed to (RFC 3339).
+    pub generated_at: String,
+    /// Score and ranks per profile.
+    pub profiles: Vec<ArticleScore>,
+    /// All-time counted events per type.
+    pub counts: Counts,
+}
+
+/// An article's standing under one profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArticleScore {
+    /// Profile name.
+    pub profile: String,
+    /// Decayed score (0 when unranked).
+    pub score: f64,
+    /// 1-based rank among all articles, null when unranked.
+    pub rank_overall: Option<usize>,
+    /// 1-based rank in its section, null when unranked or without section.
+    pub rank_in_section: Option<usize>,
+}
+
+/// All-time counted events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counts {
+    /// Page views.
+    pub page_view: u64,
+    /// Shares.
+    pub share: u64,
+    /// Engagement events.
+    pub engagement: u64,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_parameter`, `not_found` or `unavailable`.
+    pub code: String,
+    /// A message for the developer calling the API.
+    pub message: String,
+}
