@@ -141,6 +141,10 @@ pub struct IngestSettings {
     pub max_clock_skew: Duration,
     /// Messages larger than this are invalid.
     pub max_message_bytes: usize,
+    /// On SIGTERM, the longest time spent flushing what was read before
+    /// leaving the group (keep it inside the pod's termination grace period).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
 }
 
 /// Scoring settings.
@@ -318,6 +322,7 @@ impl Settings {
             return Err(invalid("ingest.max_message_bytes", "must be at least 1"));
         }
         positive("ingest.max_event_age", self.ingest.max_event_age)?;
+        positive("ingest.shutdown_deadline", self.ingest.shutdown_deadline)?;
         if self.scoring.profiles.is_empty() {
             return Err(invalid(
                 "scoring.profiles",

@@ -64,18 +64,15 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let app = App::build(settings.clone(), Role::All).await?;
     let addr = app.local_addr();
     let server = tokio::spawn(app.run(shutdown.clone()));
-    println!("popularity demo");
-    println!("  web page:   http://{addr}/");
-    println!("  rankings:   http://{addr}/v1/rankings/trending?limit=5");
-    println!("  by section: http://{addr}/v1/rankings/popular?section=business");
-    println!("  tags:       http://{addr}/v1/rankings/trending/tags");
-    println!("  index:      http://{addr}/v1/index?section=news");
-    println!("  metrics:    http://{addr}/metrics");
-    println!(
-        "  kafka:      bootstrap.servers={} (in-memory dev broker)",
+    // One write, and a closed stdout is no reason to stop the demo.
+    let banner = format!(
+        "popularity demo\n  web page:   http://{addr}/\n  rankings:   http://{addr}/v1/rankings/trending?limit=5\n  \
+         by section: http://{addr}/v1/rankings/popular?section=business\n  tags:       http://{addr}/v1/rankings/trending/tags\n  \
+         index:      http://{addr}/v1/index?section=news\n  metrics:    http://{addr}/metrics\n  \
+         kafka:      bootstrap.servers={} (in-memory dev broker)\nCtrl-C stops it.\n",
         broker.bootstrap_servers()
     );
-    println!("Ctrl-C stops it.");
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     let traffic = loadgen::run(
         &producer,
@@ -90,6 +87,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let sent = traffic.await;
     tracing::info!(delivered = sent.delivered, "demo traffic stopped");
     let result = tokio::time::timeout(Duration::from_secs(30), server).await;
+    // Clients before the broker they talk to, so they do not report it gone.
+    drop(producer);
     drop(broker);
     match result {
         Ok(joined) => joined?,

@@ -25,7 +25,7 @@ pub const OUTCOMES: [&str; 6] = [
 ];
 
 /// Operations of the `store_*` metrics.
-pub const STORE_OPERATIONS: [&str; 4] = ["apply", "publish", "unpublish", "articles"];
+pub const STORE_OPERATIONS: [&str; 5] = ["apply", "publish", "unpublish", "articles", "fences"];
 
 /// The service's metrics and the registry that exports them.
 #[derive(Clone)]
@@ -49,6 +49,12 @@ pub struct Metrics {
     pub partitions_assigned: IntGauge,
     /// Rebalances seen by this consumer.
     pub rebalances: IntCounter,
+    /// Partitions paused because the store is failing.
+    pub partitions_paused: IntGauge,
+    /// Flush attempts that failed and were retried.
+    pub store_retries: IntCounter,
+    /// Group writes refused because another consumer had moved a fence.
+    pub fence_conflicts: IntCounter,
     /// Time from an event's own timestamp to its being applied, seconds.
     pub event_to_visible: Histogram,
     /// HTTP requests by route and status.
@@ -196,6 +202,39 @@ impl Metrics {
         registry
             .register(Box::new(rebalances.clone()))
             .expect("unique metric");
+        let partitions_paused = IntGauge::with_opts(
+            Opts::new(
+                "partitions_paused",
+                "Partitions paused while the store is failing.",
+            )
+            .namespace("popularity"),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(partitions_paused.clone()))
+            .expect("unique metric");
+        let store_retries = IntCounter::with_opts(
+            Opts::new(
+                "store_retries_total",
+                "Flush attempts that failed and were retried.",
+            )
+            .namespace("popularity"),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_retries.clone()))
+            .expect("unique metric");
+        let fence_conflicts = IntCounter::with_opts(
+            Opts::new(
+                "fence_conflicts_total",
+                "Group writes refused because another consumer had moved a fence.",
+            )
+            .namespace("popularity"),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(fence_conflicts.clone()))
+            .expect("unique metric");
         let event_to_visible = plain_histogram(
             &registry,
             "event_to_visible_seconds",
@@ -249,6 +288,9 @@ impl Metrics {
             consumer_lag,
             partitions_assigned,
             rebalances,
+            partitions_paused,
+            store_retries,
+            fence_conflicts,
             event_to_visible,
             http_requests,
             http_duration,

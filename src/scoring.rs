@@ -132,7 +132,22 @@ pub struct Aggregate {
     pub counts: HashMap<String, [u64; 3]>,
     /// Number of events folded in.
     pub events: usize,
+    /// Fences to check and advance, per group (see [`Fence`]).
+    pub fences: HashMap<Group, Vec<Fence>>,
     profiles: Profiles,
+}
+
+/// The last applied offset of one Kafka partition in one group: checked and
+/// advanced atomically with the group's increments, so that no event is
+/// applied twice however consumers crash, restart or lose partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// `topic/partition`.
+    pub source: String,
+    /// The value the writer believes is stored (`None`: no fence yet).
+    pub expected: Option<i64>,
+    /// The value after this write: the highest offset of the flush.
+    pub new: i64,
 }
 
 impl Aggregate {
@@ -143,6 +158,7 @@ impl Aggregate {
             groups: HashMap::new(),
             counts: HashMap::new(),
             events: 0,
+            fences: HashMap::new(),
             profiles,
         }
     }
@@ -157,12 +173,31 @@ impl Aggregate {
         at_ms: i64,
         units: f64,
     ) {
+        self.add_where(kind, article_id, section, tags, at_ms, units, |_| true);
+    }
+
+    /// Like [`Aggregate::add`], for the groups `admit` accepts only (the
+    /// others already hold this event). All-time counts go with [`Group::All`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_where(
+        &mut self,
+        kind: EventType,
+        article_id: &str,
+        section: Option<&str>,
+        tags: &[String],
+        at_ms: i64,
+        units: f64,
+        mut admit: impl FnMut(&Group) -> bool,
+    ) {
         let incs: Vec<f64> = self
             .profiles
             .iter()
             .map(|p| p.weights.of(kind) * units * growth(at_ms, self.reference_ms, p.half_life_ms))
             .collect();
         let mut bump = |group: Group, member: &str| {
+            if !admit(&group) {
+                return false;
+            }
             let members = self.groups.entry(group).or_default();
             match members.get_mut(member) {
                 Some(v) => v.iter_mut().zip(&incs).for_each(|(a, b)| *a += b),
@@ -170,8 +205,9 @@ impl Aggregate {
                     members.insert(member.to_string(), incs.clone());
                 }
             }
+            true
         };
-        bump(Group::All, article_id);
+        let counted = bump(Group::All, article_id);
         if let Some(s) = section {
             bump(Group::Section(s.to_string()), article_id);
         }
@@ -179,18 +215,26 @@ impl Aggregate {
             bump(Group::Tag(tag.clone()), article_id);
             bump(Group::Tags, tag);
         }
-        match self.counts.get_mut(article_id) {
-            Some(c) => c[kind.index()] += 1,
-            None => {
-                let mut c = [0; 3];
-                c[kind.index()] = 1;
-                self.counts.insert(article_id.to_string(), c);
+        if counted {
+            match self.counts.get_mut(article_id) {
+                Some(c) => c[kind.index()] += 1,
+                None => {
+                    let mut c = [0; 3];
+                    c[kind.index()] = 1;
+                    self.counts.insert(article_id.to_string(), c);
+                }
             }
         }
         self.events += 1;
     }
 
-    /// Events of `kind` folded in.
+    /// Requires the store to find `fence` on `group` before applying, and to
+    /// advance it in the same atomic write.
+    pub fn fence(&mut self, group: Group, fence: Fence) {
+        self.fences.entry(group).or_default().push(fence);
+    }
+
+    /// Events of `kind` folded in (into the overall ranking).
     pub fn counted(&self, kind: EventType) -> u64 {
         self.counts.values().map(|c| c[kind.index()]).sum()
     }

@@ -645,6 +645,9 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         if !c.is_assigned() {
             problems.push("consumer has no partitions assigned");
         }
+        if !c.store_ok() {
+            problems.push("consumer cannot write to the store");
+        }
     }
     if problems.is_empty() {
         (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()

@@ -2,7 +2,7 @@
 //! consumer context that reports rebalances, assignment and lag.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -58,9 +58,26 @@ pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
 pub struct ConsumerState {
     assigned: Arc<Mutex<HashSet<(String, i32)>>>,
     has_assignment: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+    store_ok: Arc<AtomicBool>,
 }
 
 impl ConsumerState {
+    /// Changes whenever the assignment changes: cached fences are then stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// False while flushes to the store are failing.
+    pub fn store_ok(&self) -> bool {
+        self.store_ok.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the last flush reached the store.
+    pub fn set_store_ok(&self, ok: bool) {
+        self.store_ok.store(ok, Ordering::Relaxed);
+    }
+
     /// True once the consumer holds at least one partition.
     pub fn is_assigned(&self) -> bool {
         self.has_assignment.load(Ordering::Relaxed)
@@ -108,6 +125,7 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.metrics.rebalances.inc();
+        self.state.generation.fetch_add(1, Ordering::AcqRel);
         let mut assigned = self.state.assigned.lock();
         match rebalance {
             Rebalance::Assign(tpl) => {

@@ -1,10 +1,21 @@
 //! The consumer: Kafka → decode → validate → filter → aggregate → store → commit.
 //!
-//! Delivery guarantee: at-least-once. Offsets are committed only after the
-//! store acknowledged the flush holding every message up to them, and after
-//! every invalid message among them was acknowledged by the dead-letter
-//! topic. A crash between the store's acknowledgement and the commit replays
-//! that flush (see DESIGN §4 for the fences that will make this exact).
+//! Delivery guarantee: effectively once. Every group of rankings keeps, per
+//! Kafka partition, a fence: the last offset applied to it, checked and
+//! advanced in the same atomic write as the increments (DESIGN §4). The
+//! consumer reads a group's fences before its first write after an
+//! assignment change, skips events at or below them, and when a write is
+//! refused (another consumer moved the fence) or its outcome is unknown (the
+//! connection dropped after the script was sent), it re-reads the fences and
+//! tries again. So a crash, restart, rebalance or zombie never applies an
+//! event twice, and since offsets are committed only after the store
+//! acknowledged everything up to them (and invalid messages reached the
+//! dead-letter topic), nothing is lost. Commits are a resume hint; fences are
+//! the truth.
+//!
+//! When the store fails, the pending flush is kept and retried with capped
+//! exponential backoff while the partitions are paused (memory stays
+//! bounded and the consumer stays in its group); nothing is committed.
 //!
 //! With the `memory` store the process holds the only copy of the state, so
 //! the consumer commits nothing, joins no group and reads every partition of
@@ -14,7 +25,7 @@ mod kafka;
 
 pub use kafka::ConsumerState;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +43,7 @@ use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::filter::{Filters, Verdict};
 use crate::event::{ArticleMeta, Behaviour, Encoding, Event, EventType, Invalid};
 use crate::metrics::{Metrics, UNKNOWN_TYPE};
-use crate::scoring::{Aggregate, Profiles};
+use crate::scoring::{Aggregate, Fence, Group, Profiles};
 use crate::store::{ArticleState, Store};
 
 /// How long a consumer keeps article metadata it looked up or saw published.
@@ -61,6 +72,16 @@ struct Worker {
     filters: Filters,
     commits: bool,
     meta_cache: HashMap<String, (Instant, Known)>,
+    /// Fences as last read or written, per group: `topic/partition` → offset.
+    fences: HashMap<Group, HashMap<String, i64>>,
+    /// The assignment generation the fences were read under.
+    fence_generation: u64,
+    state: ConsumerState,
+    /// Partitions paused while the store is failing.
+    paused: bool,
+    backoff: Duration,
+    /// Asynchronous while running, synchronous for the last flush.
+    commit_mode: CommitMode,
 }
 
 /// What the consumer knows of an article, for events that lack its section or tags.
@@ -95,6 +116,9 @@ struct DeadLetter {
 
 /// A counted behaviour event waiting for the flush.
 struct Counted {
+    /// `topic/partition` it came from.
+    source: Arc<str>,
+    offset: i64,
     kind: EventType,
     article_id: String,
     section: Option<String>,
@@ -112,6 +136,29 @@ struct Pending {
     dead: Vec<DeadLetter>,
     /// Highest offset read per (topic, partition).
     offsets: HashMap<(String, i32), i64>,
+    /// `topic/partition` names, made once per partition.
+    sources: HashMap<(String, i32), Arc<str>>,
+}
+
+impl Pending {
+    /// Forgets what was flushed, keeping the partition names.
+    fn clear(&mut self) {
+        let sources = std::mem::take(&mut self.sources);
+        *self = Pending {
+            sources,
+            ..Pending::default()
+        };
+    }
+
+    fn source(&mut self, topic: &str, partition: i32) -> Arc<str> {
+        if let Some(s) = self.sources.get(&(topic.to_string(), partition)) {
+            return s.clone();
+        }
+        let s: Arc<str> = format!("{topic}/{partition}").into();
+        self.sources
+            .insert((topic.to_string(), partition), s.clone());
+        s
+    }
 }
 
 impl Ingest {
@@ -133,6 +180,7 @@ impl Ingest {
             metrics: metrics.clone(),
             state: state.clone(),
         };
+        state.set_store_ok(true);
         let consumer: StreamConsumer<kafka::Context> =
             kafka::consumer_config(&settings.kafka, commits)
                 .create_with_context(context)
@@ -182,11 +230,18 @@ impl Ingest {
             profiles,
             commits,
             meta_cache: HashMap::new(),
+            fences: HashMap::new(),
+            fence_generation: 0,
+            state,
+            paused: false,
+            backoff: RETRY_MIN,
+            commit_mode: CommitMode::Async,
         };
         Ok(Ingest { consumer, worker })
     }
 
-    /// Consumes until `shutdown`, then flushes, commits and leaves the group.
+    /// Consumes until `shutdown`, then flushes (within
+    /// `ingest.shutdown_deadline`), commits and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Ingest {
             consumer,
@@ -196,35 +251,56 @@ impl Ingest {
         let mut tick = tokio::time::interval(worker.settings.ingest.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let max_batch = worker.settings.ingest.max_batch_events;
+        // Set while the store is failing: the next attempt is not before then.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
+            let retry = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let due = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    if pending.messages > 0 {
-                        worker.flush(&consumer, &mut pending, &shutdown).await;
-                    }
-                }
+                _ = retry => true,
+                _ = tick.tick() => retry_at.is_none() && pending.messages > 0,
                 msg = consumer.recv() => match msg {
                     Ok(m) => {
                         worker.read(&m, &mut pending);
                         drop(m);
-                        if pending.messages >= max_batch {
-                            worker.flush(&consumer, &mut pending, &shutdown).await;
-                        }
+                        retry_at.is_none() && pending.messages >= max_batch
                     }
-                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka consumer error");
+                        false
+                    }
                 },
+            };
+            if due {
+                retry_at = worker.flush(&consumer, &mut pending).await;
             }
         }
-        if pending.messages > 0 {
-            // Shutting down: one last flush, not retried forever.
-            let done = CancellationToken::new();
-            let deadline = Duration::from_secs(10);
-            let _ =
-                tokio::time::timeout(deadline, worker.flush(&consumer, &mut pending, &done)).await;
+        // Shutting down: stop fetching, flush what was read, commit
+        // synchronously so the group sees the final offsets, leave.
+        worker.commit_mode = CommitMode::Sync;
+        let deadline = tokio::time::Instant::now() + worker.settings.ingest.shutdown_deadline;
+        while pending.messages > 0 {
+            match worker.flush(&consumer, &mut pending).await {
+                None => break,
+                Some(t) if t < deadline => tokio::time::sleep_until(t).await,
+                Some(_) => {
+                    tracing::error!(
+                        messages = pending.messages,
+                        "store still failing at the shutdown deadline; these messages were \
+                         not committed and will be read again"
+                    );
+                    break;
+                }
+            }
         }
         consumer.unsubscribe();
+        drop(consumer);
         tracing::info!("consumer stopped");
         Ok(())
     }
@@ -275,7 +351,10 @@ impl Worker {
             Ok(Event::Behaviour(b)) => {
                 let verdict = self.filters.judge(&b, now);
                 match verdict {
-                    Verdict::Count(units) => pending.counted.push(counted(b, units)),
+                    Verdict::Count(units) => {
+                        let source = pending.source(topic, m.partition());
+                        pending.counted.push(counted(b, units, source, offset));
+                    }
                     v => self
                         .metrics
                         .events
@@ -298,80 +377,156 @@ impl Worker {
             .inc();
     }
 
-    /// Writes `pending` and commits it, retrying with backoff until it
-    /// succeeds or `stop` is cancelled (then `pending` is kept).
+    /// One attempt to write `pending` and commit it. Returns when to try
+    /// again after a failure (the partitions are then paused), or `None`
+    /// once everything pending is applied and committed.
     async fn flush(
         &mut self,
         consumer: &StreamConsumer<kafka::Context>,
         pending: &mut Pending,
-        stop: &CancellationToken,
-    ) {
+    ) -> Option<tokio::time::Instant> {
         let started = Instant::now();
-        let mut backoff = RETRY_MIN;
-        loop {
-            match self.try_flush(consumer, pending).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "flush failed");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                }
+        let mut result = self.try_flush(consumer, pending).await;
+        // Refused writes re-read the fences and go again at once: another
+        // consumer applied some of these events, the rest must still be applied.
+        for _ in 0..3 {
+            match &result {
+                Err(FlushError::Conflict(_)) => result = self.try_flush(consumer, pending).await,
+                _ => break,
             }
         }
-        self.metrics
-            .flush_duration
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.flush_size.observe(pending.messages as f64);
-        *pending = Pending::default();
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .flush_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.flush_size.observe(pending.messages as f64);
+                pending.clear();
+                self.backoff = RETRY_MIN;
+                self.state.set_store_ok(true);
+                if self.paused {
+                    self.set_paused(consumer, false);
+                }
+                None
+            }
+            Err(e) => {
+                let wait = self.backoff;
+                self.backoff = (self.backoff * 2).min(RETRY_MAX);
+                self.metrics.store_retries.inc();
+                if matches!(e, FlushError::Store(_)) {
+                    self.state.set_store_ok(false);
+                }
+                tracing::warn!(error = %e, retry_in = ?wait, pending = pending.messages, "flush failed; partitions paused");
+                // Paused partitions stop fetching, so memory stays bounded;
+                // polling goes on, so the group keeps this member.
+                self.set_paused(consumer, true);
+                Some(tokio::time::Instant::now() + wait)
+            }
+        }
+    }
+
+    fn set_paused(&mut self, consumer: &StreamConsumer<kafka::Context>, paused: bool) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let result = if paused {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => {
+                self.paused = paused;
+                let n = if paused { assignment.count() as i64 } else { 0 };
+                self.metrics.partitions_paused.set(n);
+            }
+            Err(e) => tracing::warn!(error = %e, paused, "pausing or resuming partitions failed"),
+        }
     }
 
     async fn try_flush(
         &mut self,
         consumer: &StreamConsumer<kafka::Context>,
         pending: &mut Pending,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), FlushError> {
         // 1. Invalid messages reach the dead-letter topic before their offsets are committed.
-        self.send_dead_letters(pending).await?;
+        self.send_dead_letters(pending)
+            .await
+            .map_err(FlushError::DeadLetter)?;
         // 2. Article lifecycle, so events of this flush see fresh metadata.
         self.apply_lifecycle(pending).await?;
-        // 3. Scores.
+        // 3. Scores, fenced per group and partition.
         let (aggregate, withdrawn) = self.aggregate(pending).await?;
         if !aggregate.is_empty() {
-            let m = &self.metrics;
-            m.time_store("apply", self.store.apply(&aggregate)).await?;
-            let applied = now_ms();
-            let h = m.event_to_visible.local();
-            for c in &pending.counted {
-                h.observe(((applied - c.at_ms) as f64 / 1000.0).max(0.0));
+            let outcome = self
+                .metrics
+                .time_store("apply", self.store.apply(&aggregate))
+                .await;
+            let applied = match outcome {
+                Ok(a) => a,
+                Err(e) => {
+                    // Unknown outcome (the reply may have been lost): the
+                    // fences in the store tell what was applied.
+                    self.fences.clear();
+                    return Err(e.into());
+                }
+            };
+            for (group, fences) in &aggregate.fences {
+                if applied.conflicts.contains(group) {
+                    self.fences.remove(group);
+                } else {
+                    let known = self.fences.entry(group.clone()).or_default();
+                    for f in fences {
+                        known.insert(f.source.clone(), f.new);
+                    }
+                }
             }
-            h.flush();
+            if !applied.conflicts.contains(&Group::All) {
+                self.observe_applied(&aggregate, pending);
+            }
+            if !applied.conflicts.is_empty() {
+                self.metrics
+                    .fence_conflicts
+                    .inc_by(applied.conflicts.len() as u64);
+                return Err(FlushError::Conflict(applied.conflicts.len()));
+            }
         }
-        let m = &self.metrics;
         for kind in EventType::ALL {
-            let applied = aggregate.counted(kind);
-            m.events
-                .with_label_values(&[kind.as_str(), "applied"])
-                .inc_by(applied);
-            m.events
+            self.metrics
+                .events
                 .with_label_values(&[kind.as_str(), "unpublished"])
                 .inc_by(withdrawn[kind.index()]);
         }
-        pending.counted.clear();
         // 4. Offsets, as a resume hint for the next owner of each partition.
         if self.commits && !pending.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), offset) in &pending.offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
+                    .map_err(|e| FlushError::Kafka(e.to_string()))?;
             }
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            if let Err(e) = consumer.commit(&tpl, self.commit_mode) {
                 // Not fatal: the store holds the data; the next commit covers these offsets.
                 tracing::warn!(error = %e, "offset commit failed");
             }
         }
         Ok(())
+    }
+
+    /// Counts the events newly applied to the overall ranking, and their
+    /// event-to-visible latency.
+    fn observe_applied(&self, aggregate: &Aggregate, pending: &Pending) {
+        for kind in EventType::ALL {
+            self.metrics
+                .events
+                .with_label_values(&[kind.as_str(), "applied"])
+                .inc_by(aggregate.counted(kind));
+        }
+        let applied_at = now_ms();
+        let h = self.metrics.event_to_visible.local();
+        for c in &pending.counted {
+            h.observe(((applied_at - c.at_ms) as f64 / 1000.0).max(0.0));
+        }
+        h.flush();
     }
 
     async fn send_dead_letters(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
@@ -430,7 +585,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn apply_lifecycle(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+    async fn apply_lifecycle(&mut self, pending: &mut Pending) -> Result<(), FlushError> {
         if pending.lifecycle.is_empty() {
             return Ok(());
         }
@@ -469,9 +624,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Fills in sections and tags from metadata, then folds the counted events.
-    /// Also returns, per event type, how many events were of withdrawn articles.
-    async fn aggregate(&mut self, pending: &Pending) -> anyhow::Result<(Aggregate, [u64; 3])> {
+    /// Fills in sections and tags from metadata, reads the fences of the
+    /// groups it has not seen since the last assignment change, then folds
+    /// in every counted event each group does not hold yet. Also returns,
+    /// per event type, how many events were of withdrawn articles.
+    async fn aggregate(&mut self, pending: &Pending) -> Result<(Aggregate, [u64; 3]), FlushError> {
         let now = Instant::now();
         if self.meta_cache.len() > METADATA_CACHE_MAX {
             self.meta_cache.clear();
@@ -499,8 +656,14 @@ impl Worker {
                 self.meta_cache.insert(id, (now, state.into()));
             }
         }
-        let mut agg = Aggregate::new(self.profiles.clone(), now_ms());
+        let generation = self.state.generation();
+        if generation != self.fence_generation {
+            self.fences.clear();
+            self.fence_generation = generation;
+        }
+        let mut events = Vec::with_capacity(pending.counted.len());
         let mut withdrawn = [0u64; 3];
+        let mut unknown_groups: HashSet<Group> = HashSet::new();
         for c in &pending.counted {
             let (known_section, known_tags) = match self.meta_cache.get(&c.article_id) {
                 Some((_, Known::Withdrawn)) => {
@@ -516,14 +679,101 @@ impl Worker {
             } else {
                 &c.tags
             };
-            agg.add(c.kind, &c.article_id, section, tags, c.at_ms, c.units);
+            for g in groups_of(section, tags) {
+                if !self.fences.contains_key(&g) {
+                    unknown_groups.insert(g);
+                }
+            }
+            events.push((c, section, tags));
+        }
+        if !unknown_groups.is_empty() {
+            let groups: Vec<Group> = unknown_groups.into_iter().collect();
+            let read = self
+                .metrics
+                .time_store("fences", self.store.fences(&groups))
+                .await?;
+            self.fences.extend(groups.into_iter().zip(read));
+        }
+        let mut agg = Aggregate::new(self.profiles.clone(), now_ms());
+        let mut touched: HashMap<Group, HashSet<Arc<str>>> = HashMap::new();
+        for (c, section, tags) in events {
+            let fences = &self.fences;
+            agg.add_where(
+                c.kind,
+                &c.article_id,
+                section,
+                tags,
+                c.at_ms,
+                c.units,
+                |g| {
+                    let fence = fences.get(g).and_then(|f| f.get(&*c.source)).copied();
+                    let admit = fence.is_none_or(|f| c.offset > f);
+                    if admit && !touched.get(g).is_some_and(|s| s.contains(&c.source)) {
+                        touched
+                            .entry(g.clone())
+                            .or_default()
+                            .insert(c.source.clone());
+                    }
+                    admit
+                },
+            );
+        }
+        let highest: HashMap<&str, i64> = pending
+            .offsets
+            .iter()
+            .filter_map(|(tp, o)| pending.sources.get(tp).map(|s| (&**s, *o)))
+            .collect();
+        for (group, sources) in touched {
+            for source in sources {
+                let expected = self
+                    .fences
+                    .get(&group)
+                    .and_then(|f| f.get(&*source))
+                    .copied();
+                agg.fence(
+                    group.clone(),
+                    Fence {
+                        new: highest[&*source],
+                        source: source.to_string(),
+                        expected,
+                    },
+                );
+            }
         }
         Ok((agg, withdrawn))
     }
 }
 
-fn counted(b: Behaviour, units: f64) -> Counted {
+/// The groups an event with this section and tags is ranked in.
+fn groups_of<'a>(section: Option<&'a str>, tags: &'a [String]) -> impl Iterator<Item = Group> + 'a {
+    [Group::All]
+        .into_iter()
+        .chain(section.map(|s| Group::Section(s.to_string())))
+        .chain(tags.iter().map(|t| Group::Tag(t.clone())))
+        .chain((!tags.is_empty()).then_some(Group::Tags))
+}
+
+/// Why a flush attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum FlushError {
+    /// The store failed or its answer is unknown.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Some groups were refused: another consumer moved their fences.
+    #[error("{0} groups refused by their fences")]
+    Conflict(usize),
+    /// Dead letters were not delivered.
+    #[error("dead-letter topic: {0:#}")]
+    DeadLetter(anyhow::Error),
+    /// Kafka refused an offset list.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+fn counted(b: Behaviour, units: f64, source: Arc<str>, offset: i64) -> Counted {
     Counted {
+        source,
+        offset,
         kind: b.kind,
         article_id: b.article_id,
         section: b.section,

@@ -1,18 +1,36 @@
 -- Applies one flush's increments to one group of rankings, atomically.
 -- Mirrors crate::scoring::plan_landmark and store::memory::MemoryStore::apply.
 --
--- KEYS[1]            the group's meta hash (landmarks)
+-- KEYS[1]            the group's meta hash (landmarks, fences)
 -- KEYS[2 .. n+1]     one ranking zset per profile
 -- KEYS[n+2 .. n+4]   all-time count zsets per event type (only with counts)
--- ARGV: reference_ms, max_members, floor, rebase_after_half_lives, n,
+-- ARGV: reference_ms, max_members, floor, rebase_after_half_lives, n, f,
 --       then n × (profile name, half-life ms),
+--       then f × (fence field, expected offset or '', new offset),
 --       then member count m and m × (member, n increments relative to reference_ms),
 --       then count rows c and c × (article, page views, shares, engagements).
+-- Returns m, or {'conflict', field, stored value} when a fence differs from
+-- what the writer expected: then nothing is written.
 local r = tonumber(ARGV[1])
 local max_members = tonumber(ARGV[2])
 local floor = tonumber(ARGV[3])
 local rebase_after = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
+local f = tonumber(ARGV[6])
+
+local i = 7 + 2 * n
+for _ = 1, f do
+  local stored = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  if stored ~= ARGV[i + 1] then
+    return {'conflict', ARGV[i], stored}
+  end
+  i = i + 3
+end
+i = 7 + 2 * n
+for _ = 1, f do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
 
 local function trim(key)
   local card = redis.call('ZCARD', key)
@@ -23,8 +41,8 @@ end
 
 local factors = {}
 for p = 1, n do
-  local name = ARGV[4 + 2 * p]
-  local h = tonumber(ARGV[5 + 2 * p])
+  local name = ARGV[5 + 2 * p]
+  local h = tonumber(ARGV[6 + 2 * p])
   local key = KEYS[1 + p]
   local field = 'landmark:' .. name
   local l = redis.call('HGET', KEYS[1], field)
@@ -43,7 +61,6 @@ for p = 1, n do
   factors[p] = 2 ^ ((r - l) / h)
 end
 
-local i = 6 + 2 * n
 local m = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, m do

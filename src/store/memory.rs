@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::{ArticleState, Cursor, Page, Scored, Store, StoreError};
+use super::{Applied, ArticleState, Cursor, Page, Scored, Store, StoreError};
 use crate::event::ArticleMeta;
 use crate::scoring::{
     plan_landmark, to_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
@@ -112,6 +112,7 @@ impl SortedSet {
 struct GroupState {
     landmarks: Vec<Option<i64>>,
     rankings: Vec<SortedSet>,
+    fences: HashMap<String, i64>,
 }
 
 #[derive(Debug, Default)]
@@ -146,9 +147,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn apply(&self, batch: &Aggregate) -> Result<(), StoreError> {
+    async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
         let r = batch.reference_ms;
         let n = self.profiles.len();
+        let mut applied = Applied::default();
         let mut state = self.state.write();
         for (group, members) in &batch.groups {
             let g = state
@@ -157,7 +159,19 @@ impl Store for MemoryStore {
                 .or_insert_with(|| GroupState {
                     landmarks: vec![None; n],
                     rankings: (0..n).map(|_| SortedSet::default()).collect(),
+                    fences: HashMap::new(),
                 });
+            let fences = batch.fences.get(group).map(Vec::as_slice).unwrap_or(&[]);
+            if fences
+                .iter()
+                .any(|f| g.fences.get(&f.source).copied() != f.expected)
+            {
+                applied.conflicts.push(group.clone());
+                continue;
+            }
+            for f in fences {
+                g.fences.insert(f.source.clone(), f.new);
+            }
             for (p, profile) in self.profiles.iter().enumerate() {
                 let h = profile.half_life_ms;
                 let plan = plan_landmark(g.landmarks[p], r, h);
@@ -173,17 +187,34 @@ impl Store for MemoryStore {
                 ranking.trim(self.max_members);
             }
         }
-        for (article, counts) in &batch.counts {
-            for (i, c) in counts.iter().enumerate() {
-                if *c > 0 {
-                    state.counts[i].incr(article, *c as f64);
+        // Counts travel with the overall group, as in Redis.
+        if batch.groups.contains_key(&Group::All) && !applied.conflicts.contains(&Group::All) {
+            for (article, counts) in &batch.counts {
+                for (i, c) in counts.iter().enumerate() {
+                    if *c > 0 {
+                        state.counts[i].incr(article, *c as f64);
+                    }
                 }
             }
+            for set in state.counts.iter_mut() {
+                set.trim(self.max_members);
+            }
         }
-        for set in state.counts.iter_mut() {
-            set.trim(self.max_members);
-        }
-        Ok(())
+        Ok(applied)
+    }
+
+    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        let state = self.state.read();
+        Ok(groups
+            .iter()
+            .map(|g| {
+                state
+                    .groups
+                    .get(g)
+                    .map(|s| s.fences.clone())
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 
     async fn top(

@@ -13,6 +13,8 @@
 pub mod memory;
 pub mod redis;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::event::ArticleMeta;
@@ -28,6 +30,17 @@ pub enum StoreError {
     #[error("unexpected store data: {0}")]
     Corrupt(String),
 }
+
+/// The outcome of [`Store::apply`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Groups not written because a fence differed from the expected value
+    /// (another consumer applied those offsets): re-read and retry them.
+    pub conflicts: Vec<Group>,
+}
+
+/// The prefix of fence fields in a group's meta hash.
+pub const FENCE_PREFIX: &str = "fence:";
 
 /// A member of a ranking with its decayed score.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +61,13 @@ pub struct Page {
 /// The operations every backend provides.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies one flush's increments and counts atomically per group.
-    async fn apply(&self, batch: &Aggregate) -> Result<(), StoreError>;
+    /// Applies one flush's increments and counts atomically per group,
+    /// each group only if its fences are as the batch expects (see
+    /// [`crate::scoring::Fence`]). Groups refused for that are returned.
+    async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError>;
+
+    /// The fences of each group: `topic/partition` → last applied offset.
+    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError>;
 
     /// Members `offset..offset+limit` of `group` under profile number
     /// `profile`, with scores decayed to `at_ms`.

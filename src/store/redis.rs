@@ -5,13 +5,16 @@
 //! ranking and its landmark in one `MULTI`/`EXEC`, so they are consistent
 //! with any concurrent rebase.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::{group_tag, ArticleState, Cursor, Page, Scored, Store, StoreError};
+use super::{
+    group_tag, Applied, ArticleState, Cursor, Page, Scored, Store, StoreError, FENCE_PREFIX,
+};
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
 use crate::scoring::{decayed, Aggregate, Group, Profiles, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
@@ -118,13 +121,20 @@ impl RedisStore {
                 inv.key(self.keys.count(kind));
             }
         }
+        let fences = batch.fences.get(group).map(Vec::as_slice).unwrap_or(&[]);
         inv.arg(batch.reference_ms)
             .arg(self.max_members)
             .arg(SCORE_FLOOR)
             .arg(REBASE_AFTER_HALF_LIVES)
-            .arg(self.profiles.len());
+            .arg(self.profiles.len())
+            .arg(fences.len());
         for p in self.profiles.iter() {
             inv.arg(&p.name).arg(p.half_life_ms);
+        }
+        for f in fences {
+            inv.arg(format!("{FENCE_PREFIX}{}", f.source))
+                .arg(f.expected.map(|e| e.to_string()).unwrap_or_default())
+                .arg(f.new);
         }
         let members = &batch.groups[group];
         inv.arg(members.len());
@@ -148,31 +158,64 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn apply(&self, batch: &Aggregate) -> Result<(), StoreError> {
+    async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
         if batch.groups.is_empty() {
-            return Ok(());
+            return Ok(Applied::default());
         }
         let mut conn = self.conn.clone();
-        // Load the script once per connection lifetime; EVALSHA in the pipeline.
+        // Loaded on every flush: a restarted Redis has an empty script cache.
         self.apply_script
             .prepare_invoke()
             .load_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let invocations: Vec<_> = batch
-            .groups
-            .keys()
-            .map(|group| self.invocation(batch, group))
-            .collect();
+        let groups: Vec<&Group> = batch.groups.keys().collect();
+        let invocations: Vec<_> = groups.iter().map(|g| self.invocation(batch, g)).collect();
         let mut pipe = redis::pipe();
         for inv in &invocations {
             pipe.invoke_script(inv);
         }
-        let result: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(unavailable(e)),
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut applied = Applied::default();
+        for (group, reply) in groups.into_iter().zip(replies) {
+            match reply {
+                redis::Value::Int(_) => {}
+                redis::Value::Array(v) => {
+                    tracing::info!(?group, reply = ?v, "fence conflict");
+                    applied.conflicts.push(group.clone());
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unexpected script reply {other:?}"
+                    )))
+                }
+            }
         }
+        Ok(applied)
+    }
+
+    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for g in groups {
+            pipe.hgetall(self.keys.meta(g));
+        }
+        let mut conn = self.conn.clone();
+        let metas: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| {
+                        let source = k.strip_prefix(FENCE_PREFIX)?.to_string();
+                        Some((source, v.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     async fn top(
@@ -308,7 +351,7 @@ impl Store for RedisStore {
             pipe.hgetall(self.keys.article(id));
         }
         let mut conn = self.conn.clone();
-        let maps: Vec<std::collections::HashMap<String, String>> =
+        let maps: Vec<HashMap<String, String>> =
             pipe.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(ids
             .iter()
@@ -394,7 +437,7 @@ impl Store for RedisStore {
         let values: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
         let mut it = values.into_iter();
-        let meta: std::collections::HashMap<String, String> =
+        let meta: HashMap<String, String> =
             redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
         let mut out = Vec::with_capacity(self.profiles.len());
         for p in self.profiles.iter() {

@@ -73,9 +73,8 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(demo.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let mut stdout = BufReader::new(demo.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
     assert_eq!(first.trim(), "popularity demo");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -154,4 +153,5 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "demo exited with {status}");
+    drop(stdout);
 }
