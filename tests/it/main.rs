@@ -3,6 +3,7 @@
 //! computed here from the events the test produced.
 
 mod browser;
+mod faults;
 mod helpers;
 
 use std::collections::{BTreeMap, HashMap};

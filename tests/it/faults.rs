@@ -1,0 +1,829 @@
+//! Fault tests: consumers killed, stopped, added and removed, Redis stopped
+//! and connections dropped mid-stream. Each compares every ranking with the
+//! scores computed here from all produced events, and prints its figures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use popularity::event::proto::{self, event::Payload};
+use popularity::scoring::Group;
+use popularity::store::redis::RedisStore;
+use popularity::store::Store;
+use prost::Message as _;
+use rand::{Rng, SeedableRng};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+const SECTIONS: [&str; 4] = ["news", "business", "sport", "culture"];
+const TAGS: [&str; 5] = ["red", "green", "blue", "gold", "grey"];
+const ARTICLES: usize = 40;
+
+fn section_of(a: usize) -> &'static str {
+    SECTIONS[a % SECTIONS.len()]
+}
+
+fn tags_of(a: usize) -> Vec<&'static str> {
+    vec![TAGS[a % TAGS.len()], TAGS[(a / 2) % TAGS.len()]]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Events produced by a test, per article: (time, kind index, units).
+#[derive(Default)]
+pub struct Produced {
+    events: Vec<Vec<(i64, usize, f64)>>,
+    total: u64,
+}
+
+/// A stream of valid events (protobuf, every visitor distinct so nothing is
+/// a duplicate), keyed by article, paced at `rate` per second.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    n: usize,
+    rate: f64,
+    seed: u64,
+    poison_every: Option<usize>,
+) -> Produced {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Produced {
+        events: vec![Vec::new(); ARTICLES],
+        total: 0,
+    };
+    let started = Instant::now();
+    let now = now_ms();
+    let mut in_flight = Vec::new();
+    for i in 0..n {
+        if let Some(every) = poison_every {
+            if i % every == every - 1 {
+                let (payload, ct) = poison(i / every);
+                let mut r = FutureRecord::to(topic).key("poison").payload(&payload);
+                if let Some(ct) = ct {
+                    r = r.headers(OwnedHeaders::new().insert(Header {
+                        key: "content-type",
+                        value: Some(ct),
+                    }));
+                }
+                in_flight.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+            }
+        }
+        let a = rng.random_range(0..ARTICLES);
+        let at = now - rng.random_range(0..2 * 3_600_000);
+        let kind = rng.random_range(0..3);
+        let units = if kind == 2 {
+            rng.random_range(1..600) as f64
+        } else {
+            1.0
+        };
+        let b = proto::Behaviour {
+            event_id: format!("e{i}"),
+            article_id: format!("f{a:02}"),
+            occurred_at_ms: at,
+            visitor_id: format!("v{seed}-{i}"),
+            section: section_of(a).to_string(),
+            tags: tags_of(a).into_iter().map(str::to_string).collect(),
+            user_agent: String::new(),
+            bot: false,
+        };
+        let payload = match kind {
+            0 => Payload::PageView(proto::PageView { event: Some(b) }),
+            1 => Payload::Share(proto::Share {
+                event: Some(b),
+                network: String::new(),
+            }),
+            _ => Payload::Engagement(proto::Engagement {
+                event: Some(b),
+                engaged_seconds: units,
+            }),
+        };
+        let bytes = proto::Event {
+            payload: Some(payload),
+        }
+        .encode_to_vec();
+        let key = format!("f{a:02}");
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some("application/x-protobuf"),
+        });
+        loop {
+            let r = FutureRecord::to(topic)
+                .key(&key)
+                .payload(&bytes)
+                .headers(headers.clone());
+            match producer.send_result(r) {
+                Ok(d) => {
+                    in_flight.push(d);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        out.events[a].push((at, kind, units));
+        out.total += 1;
+        if in_flight.len() >= 5_000 {
+            for d in in_flight.drain(..) {
+                d.await.unwrap().unwrap();
+            }
+        }
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    for d in in_flight {
+        d.await.unwrap().unwrap();
+    }
+    out
+}
+
+/// The `k`-th poison message: each kind of invalid input in turn.
+fn poison(k: usize) -> (Vec<u8>, Option<&'static str>) {
+    let now = now_ms();
+    match k % 6 {
+        0 => (b"{\"type\":".to_vec(), None),
+        1 => (vec![0xff, 0xfe, 0x01], Some("application/x-protobuf")),
+        2 => (
+            br#"{"type":"click","article_id":"x","occurred_at":1}"#.to_vec(),
+            None,
+        ),
+        3 => (
+            format!(r#"{{"type":"page_view","occurred_at":{now}}}"#).into_bytes(),
+            None,
+        ),
+        4 => (
+            format!(
+                r#"{{"type":"page_view","article_id":"x","occurred_at":{}}}"#,
+                now + 86_400_000
+            )
+            .into_bytes(),
+            None,
+        ),
+        _ => (
+            format!(
+                r#"{{"type":"page_view","article_id":"x","occurred_at":{now},"pad":"{}"}}"#,
+                "x".repeat(70_000)
+            )
+            .into_bytes(),
+            None,
+        ),
+    }
+}
+
+/// What a test found: figures to print and assert on.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub produced: u64,
+    pub lost: u64,
+    pub doubled: u64,
+    pub max_rel_err: f64,
+    pub compared: usize,
+}
+
+/// Waits until the store holds as many counted events as were produced
+/// (and a little longer, to see any excess), then compares every ranking.
+pub async fn verify(store: &RedisStore, produced: &Produced, timeout: Duration) -> Verdict {
+    let ids: Vec<String> = (0..ARTICLES).map(|a| format!("f{a:02}")).collect();
+    let deadline = Instant::now() + timeout;
+    let mut last = 0;
+    let mut stable_since = Instant::now();
+    loop {
+        let mut total = 0;
+        for id in &ids {
+            total += store.counts(id).await.unwrap().iter().sum::<u64>();
+        }
+        if total != last {
+            last = total;
+            stable_since = Instant::now();
+        }
+        if (total >= produced.total && stable_since.elapsed() > Duration::from_secs(2))
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut v = Verdict {
+        produced: produced.total,
+        ..Verdict::default()
+    };
+    for (a, id) in ids.iter().enumerate() {
+        let got = store.counts(id).await.unwrap();
+        let mut want = [0u64; 3];
+        for (_, k, _) in &produced.events[a] {
+            want[*k] += 1;
+        }
+        for k in 0..3 {
+            v.lost += want[k].saturating_sub(got[k]);
+            v.doubled += got[k].saturating_sub(want[k]);
+        }
+    }
+    let settings = popularity::config::Settings::defaults();
+    let profiles = popularity::scoring::profiles(&settings.scoring);
+    let at = now_ms();
+    // Expected score of each article per profile, from the definition.
+    let article_scores: Vec<Vec<f64>> = profiles
+        .iter()
+        .map(|p| {
+            produced
+                .events
+                .iter()
+                .map(|evs| {
+                    let weighted: Vec<(i64, f64)> = evs
+                        .iter()
+                        .map(|(t, k, u)| {
+                            (*t, p.weights.of(popularity::event::EventType::ALL[*k]) * u)
+                        })
+                        .collect();
+                    direct_score(&weighted, at, p.half_life_ms)
+                })
+                .collect()
+        })
+        .collect();
+    let mut groups: Vec<(Group, Box<dyn Fn(usize) -> Vec<String>>)> = vec![
+        (Group::All, Box::new(|a| vec![format!("f{a:02}")])),
+        (
+            Group::Tags,
+            Box::new(|a| tags_of(a).into_iter().map(str::to_string).collect()),
+        ),
+    ];
+    for s in SECTIONS {
+        groups.push((
+            Group::Section(s.to_string()),
+            Box::new(move |a| {
+                if section_of(a) == s {
+                    vec![format!("f{a:02}")]
+                } else {
+                    vec![]
+                }
+            }),
+        ));
+    }
+    for t in TAGS {
+        groups.push((
+            Group::Tag(t.to_string()),
+            Box::new(move |a| {
+                if tags_of(a).contains(&t) {
+                    vec![format!("f{a:02}")]
+                } else {
+                    vec![]
+                }
+            }),
+        ));
+    }
+    for (p, scores) in article_scores.iter().enumerate() {
+        for (group, members_of) in &groups {
+            let mut want: BTreeMap<String, f64> = BTreeMap::new();
+            for (a, s) in scores.iter().enumerate() {
+                if produced.events[a].is_empty() {
+                    continue;
+                }
+                for m in members_of(a) {
+                    *want.entry(m).or_default() += s;
+                }
+            }
+            let page = store.top(group, p, 0, 1000, at).await.unwrap();
+            let got: HashMap<String, f64> = page
+                .items
+                .into_iter()
+                .map(|s| (s.member, s.score))
+                .collect();
+            assert_eq!(got.len(), want.len(), "{group:?}: members differ");
+            for (m, w) in &want {
+                let g = got.get(m).copied().unwrap_or(0.0);
+                v.max_rel_err = v.max_rel_err.max(rel_err(g, *w));
+                v.compared += 1;
+            }
+        }
+    }
+    v
+}
+
+/// A `popularity serve --role consumer` child process.
+pub struct Consumer {
+    pub child: Child,
+    pub metrics_url: String,
+}
+
+pub fn consumer_env(
+    kafka: &Kafka,
+    redis_url: &str,
+    prefix: &str,
+    group: &str,
+) -> Vec<(String, String)> {
+    vec![
+        (
+            "POPULARITY__KAFKA__BROKERS".into(),
+            kafka.broker.bootstrap_servers().into(),
+        ),
+        ("POPULARITY__KAFKA__GROUP_ID".into(), group.into()),
+        (
+            "POPULARITY__KAFKA__TOPICS__EVENTS".into(),
+            kafka.events.clone(),
+        ),
+        (
+            "POPULARITY__KAFKA__TOPICS__ARTICLES".into(),
+            kafka.articles.clone(),
+        ),
+        (
+            "POPULARITY__KAFKA__TOPICS__DEAD_LETTER".into(),
+            kafka.dead_letter.clone(),
+        ),
+        // A dead member leaves the group quickly, so restarts rebalance fast.
+        (
+            "POPULARITY__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS".into(),
+            "6000".into(),
+        ),
+        (
+            "POPULARITY__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS".into(),
+            "500".into(),
+        ),
+        ("POPULARITY__STORE__REDIS_URL".into(), redis_url.into()),
+        ("POPULARITY__STORE__KEY_PREFIX".into(), prefix.into()),
+        ("POPULARITY__INGEST__FLUSH_INTERVAL".into(), "100ms".into()),
+        ("POPULARITY__INGEST__MAX_BATCH_EVENTS".into(), "5000".into()),
+    ]
+}
+
+impl Consumer {
+    pub fn start(env: &[(String, String)]) -> Consumer {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_popularity"))
+            .args(["serve", "--role", "consumer"])
+            .envs(env.iter().cloned())
+            .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Consumer {
+            child,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and returns how long the process took to exit cleanly.
+    pub fn terminate(mut self) -> Duration {
+        let started = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "consumer exited with {status}");
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "consumer ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn partitions(&self) -> Option<i64> {
+        let text = reqwest::get(&self.metrics_url)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("popularity_partitions_assigned "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn report(name: &str, v: &Verdict, extra: &str) {
+    println!(
+        "faults: {name}: events produced {}, {extra}, lost {}, doubled {}, max relative error {:.1e} over {} scores",
+        v.produced, v.lost, v.doubled, v.max_rel_err, v.compared
+    );
+}
+
+fn assert_exact(v: &Verdict) {
+    assert_eq!(v.lost, 0, "events lost: {v:?}");
+    assert_eq!(v.doubled, 0, "events doubled: {v:?}");
+    assert!(v.max_rel_err <= 1e-9, "scores off: {v:?}");
+    assert!(v.compared > 100, "too little compared: {v:?}");
+}
+
+fn fast_producer(kafka: &Kafka) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("linger.ms", "10")
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap()
+}
+
+async fn store_for(redis_url: &str, prefix: &str) -> RedisStore {
+    let s = popularity::config::Settings::defaults();
+    RedisStore::connect(
+        redis_url,
+        prefix,
+        popularity::scoring::profiles(&s.scoring),
+        s.scoring.max_members,
+        s.store.metadata_ttl,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("k9");
+    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 200_000, 12_000.0, 9, None).await });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    let mut kills = 0;
+    while kills < 10 {
+        let c = Consumer::start(&env);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1500..4000))).await;
+        c.kill9();
+        kills += 1;
+    }
+    let produced = stream.await.unwrap();
+    let store = store_for(&redis.url, &prefix).await;
+    // What the killed consumers had applied: the kills interrupted real work.
+    let mut before = 0;
+    for a in 0..ARTICLES {
+        before += store
+            .counts(&format!("f{a:02}"))
+            .await
+            .unwrap()
+            .iter()
+            .sum::<u64>();
+    }
+    assert!(before > 0, "the killed consumers applied nothing");
+    let last = Consumer::start(&env);
+    let v = verify(&store, &produced, Duration::from_secs(180)).await;
+    drop(last);
+    report(
+        "kill -9",
+        &v,
+        &format!("kills {kills}, applied before the last start {before}"),
+    );
+    assert_exact(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("term");
+    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 60_000, 3_000.0, 5, None).await });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let c = Consumer::start(&env);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1500..3500))).await;
+        let took = c.terminate();
+        assert!(
+            took < Duration::from_secs(20),
+            "exit took {took:?}, past the 20 s deadline"
+        );
+        slowest = slowest.max(took);
+    }
+    let produced = stream.await.unwrap();
+    let last = Consumer::start(&env);
+    let store = store_for(&redis.url, &prefix).await;
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(last);
+    report(
+        "SIGTERM",
+        &v,
+        &format!("terminations 10, slowest exit {slowest:?}"),
+    );
+    assert_exact(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_consumers_with_one_killed_and_one_added_stay_exact() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("grp");
+    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 90_000, 6_000.0, 3, None).await });
+    let a = Consumer::start(&env);
+    let b = Consumer::start(&env);
+    let c = Consumer::start(&env);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    b.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = Consumer::start(&env);
+    let produced = stream.await.unwrap();
+    let store = store_for(&redis.url, &prefix).await;
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    // Each of the 12 partitions (two topics of six) belongs to one live member.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let owned = loop {
+        let mut sum = 0;
+        let mut each = Vec::new();
+        for m in [&a, &c, &d] {
+            let p = m.partitions().await.unwrap_or(-1);
+            each.push(p);
+            sum += p;
+        }
+        if sum == 12 && each.iter().all(|p| *p > 0) {
+            break each;
+        }
+        assert!(Instant::now() < deadline, "partitions per member: {each:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    report(
+        "3 consumers, 1 killed, 1 added",
+        &v,
+        &format!("partitions per live member {owned:?}"),
+    );
+    assert_exact(&v);
+}
+
+/// A TCP relay to Redis that, `drops` times, lets a script call through and
+/// then cuts the connection before the reply comes back.
+async fn flaky_relay(target: String, drops: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            let done = counter.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let cut = Arc::new(AtomicBool::new(false));
+                let cut2 = cut.clone();
+                let back = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if cut2.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let script = buf[..n].windows(7).any(|w| w == b"EVALSHA");
+                    // Every third script call, while drops remain.
+                    if script
+                        && seen.fetch_add(1, Ordering::SeqCst) % 3 == 2
+                        && done.load(Ordering::SeqCst) < drops
+                    {
+                        cut.store(true, Ordering::SeqCst);
+                        let _ = sw.write_all(&buf[..n]).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        done.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    (format!("redis://{addr}"), done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropped_between_script_and_reply_double_nothing() {
+    let redis = RedisServer::start();
+    let target = redis.url.trim_start_matches("redis://").to_string();
+    let (relay_url, dropped) = flaky_relay(target, 5).await;
+    let kafka = Kafka::start(6);
+    let prefix = random_name("drop");
+    let env = consumer_env(&kafka, &relay_url, &prefix, &random_name("g"));
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let produced = produce(&producer, &kafka.events, 40_000, 2_000.0, 7, None).await;
+    let store = store_for(&redis.url, &prefix).await;
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(consumer);
+    let drops = dropped.load(Ordering::SeqCst);
+    report("dropped connections", &v, &format!("replies cut {drops}"));
+    assert!(drops >= 3, "the relay cut only {drops} replies");
+    assert_exact(&v);
+}
+
+/// A `redis-server` with an append-only file that fsyncs every write, on a
+/// fixed port and directory so it can be stopped and started again.
+struct DurableRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl DurableRedis {
+    fn start() -> DurableRedis {
+        let mut r = DurableRedis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.up();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--maxmemory-policy",
+                "noeviction",
+            ])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        for line in out.lines() {
+            if line.unwrap().contains("Ready to accept connections") {
+                break;
+            }
+        }
+        self.child = Some(child);
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for DurableRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_for_30_seconds_mid_stream_loses_and_doubles_nothing() {
+    let mut redis = DurableRedis::start();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("outage");
+    let env = consumer_env(&kafka, &redis.url(), &prefix, &random_name("g"));
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 60_000, 1_000.0, 11, None).await });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    redis.down();
+    let down_at = Instant::now();
+    // While Redis is away the consumer pauses its partitions and is not ready.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let text = reqwest::get(&consumer.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let paused: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("popularity_partitions_paused "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(paused > 0, "partitions not paused during the outage");
+    let ready = reqwest::get(consumer.metrics_url.replace("/metrics", "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_at.elapsed())).await;
+    redis.up();
+    let produced = stream.await.unwrap();
+    let store = store_for(&redis.url(), &prefix).await;
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(consumer);
+    report(
+        "Redis down 30 s",
+        &v,
+        &format!("partitions paused during the outage {paused}"),
+    );
+    assert_exact(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("poison");
+    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let produced = produce(&producer, &kafka.events, 30_000, 10_000.0, 13, Some(1000)).await;
+    let store = store_for(&redis.url, &prefix).await;
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    // Read the dead-letter topic back: 30 messages, each with its reason.
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("group.id", random_name("dlq"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&kafka.dead_letter]).unwrap();
+    let mut reasons: HashMap<String, usize> = HashMap::new();
+    while reasons.values().sum::<usize>() < 30 {
+        let m = tokio::time::timeout(Duration::from_secs(60), reader.recv())
+            .await
+            .expect("dead letters")
+            .unwrap();
+        let h = m.headers().unwrap();
+        let get = |k: &str| {
+            h.iter()
+                .find(|x| x.key == k)
+                .map(|x| String::from_utf8_lossy(x.value.unwrap()).into_owned())
+                .unwrap()
+        };
+        assert_eq!(get("x-source-topic"), kafka.events);
+        assert!(get("x-source-offset").parse::<i64>().is_ok());
+        let code = get("x-error").split(':').next().unwrap().to_string();
+        *reasons.entry(code).or_default() += 1;
+    }
+    drop(consumer);
+    report("poison 1/1000", &v, &format!("dead letters {reasons:?}"));
+    for (code, n) in [
+        ("malformed", 10),
+        ("unknown_type", 5),
+        ("missing_field", 5),
+        ("future_timestamp", 5),
+        ("oversized", 5),
+    ] {
+        assert_eq!(
+            reasons.get(code).copied().unwrap_or(0),
+            n,
+            "{code}: {reasons:?}"
+        );
+    }
+    assert_exact(&v);
+}
