@@ -179,6 +179,9 @@ fn poison(k: usize) -> (Vec<u8>, Option<&'static str>) {
     }
 }
 
+/// The members an article contributes to in one group.
+type MembersOf = Box<dyn Fn(usize) -> Vec<String>>;
+
 /// What a test found: figures to print and assert on.
 #[derive(Debug, Default)]
 pub struct Verdict {
@@ -249,7 +252,7 @@ pub async fn verify(store: &RedisStore, produced: &Produced, timeout: Duration) 
                 .collect()
         })
         .collect();
-    let mut groups: Vec<(Group, Box<dyn Fn(usize) -> Vec<String>>)> = vec![
+    let mut groups: Vec<(Group, MembersOf)> = vec![
         (Group::All, Box::new(|a| vec![format!("f{a:02}")])),
         (
             Group::Tags,
