@@ -7,9 +7,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
+use rdkafka::TopicPartitionList;
 
 use crate::config::KafkaSettings;
 use crate::metrics::Metrics;
@@ -60,6 +64,9 @@ pub struct ConsumerState {
     has_assignment: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
     store_ok: Arc<AtomicBool>,
+    revoking: Arc<Mutex<Option<Revocation>>>,
+    revoke_signal: Arc<tokio::sync::Notify>,
+    closing: Arc<AtomicBool>,
 }
 
 impl ConsumerState {
@@ -122,32 +129,133 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+impl Context {
+    /// Bookkeeping after the assignment changed: fences go stale, metrics and
+    /// readiness follow.
+    fn record(&self, added: &[(String, i32)], removed: &[(String, i32)]) {
         self.metrics.rebalances.inc();
         self.state.generation.fetch_add(1, Ordering::AcqRel);
         let mut assigned = self.state.assigned.lock();
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                for e in tpl.elements() {
-                    assigned.insert((e.topic().to_string(), e.partition()));
-                }
-            }
-            Rebalance::Revoke(tpl) => {
-                for e in tpl.elements() {
-                    assigned.remove(&(e.topic().to_string(), e.partition()));
-                    let _ = self
-                        .metrics
-                        .consumer_lag
-                        .remove_label_values(&[e.topic(), &e.partition().to_string()]);
-                }
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        assigned.extend(added.iter().cloned());
+        for (topic, partition) in removed {
+            assigned.remove(&(topic.clone(), *partition));
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[topic, &partition.to_string()]);
         }
         self.metrics.partitions_assigned.set(assigned.len() as i64);
         self.state
             .has_assignment
             .store(!assigned.is_empty(), Ordering::Relaxed);
         tracing::info!(partitions = assigned.len(), "assignment changed");
+    }
+}
+
+/// Partitions the group took away, waiting for the consumer loop to flush
+/// and commit what it read from them before it hands them over.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// The partitions.
+    pub partitions: Vec<(String, i32)>,
+    cooperative: bool,
+}
+
+impl ConsumerState {
+    /// A revocation waiting to be completed, if any.
+    pub fn take_revocation(&self) -> Option<Revocation> {
+        self.revoking.lock().take()
+    }
+
+    /// From now on revocations complete at once: the loop has flushed for
+    /// the last time and is leaving the group.
+    pub fn set_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Resolves when a revocation is waiting.
+    pub async fn revoked(&self) {
+        self.revoke_signal.notified().await
+    }
+}
+
+/// Hands revoked partitions over (after the loop flushed and committed).
+pub fn complete_revocation(consumer: &StreamConsumer<Context>, r: &Revocation) {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in &r.partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    let result = if r.cooperative {
+        consumer.incremental_unassign(&tpl)
+    } else {
+        consumer.unassign()
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "handing over revoked partitions failed");
+    }
+    consumer.context().record(&[], &r.partitions);
+}
+
+fn elements(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for Context {
+    /// Assignments take effect at once. Revocations are deferred to the
+    /// consumer loop, which flushes and commits what it read from the
+    /// revoked partitions and then hands them over
+    /// ([`complete_revocation`]); the group waits for that.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "taking assigned partitions failed");
+                }
+                self.record(&elements(tpl), &[]);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+                if self.state.closing.load(Ordering::Acquire) =>
+            {
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "giving up partitions failed");
+                }
+                self.record(&[], &elements(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                *self.state.revoking.lock() = Some(Revocation {
+                    partitions: elements(tpl),
+                    cooperative,
+                });
+                self.state.revoke_signal.notify_one();
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; giving up the assignment");
+                let removed: Vec<_> = self.state.assigned.lock().iter().cloned().collect();
+                let _ = consumer.unassign();
+                self.record(&[], &removed);
+            }
+        }
     }
 }

@@ -150,6 +150,26 @@ impl Pending {
         };
     }
 
+    /// Drops what was read from `partitions` (their new owner reads it again).
+    fn forget(&mut self, partitions: &[(String, i32)]) {
+        let gone: HashSet<&str> = partitions
+            .iter()
+            .filter_map(|tp| self.sources.get(tp).map(|s| &**s))
+            .collect();
+        let before = self.counted.len() + self.dead.len();
+        self.counted.retain(|c| !gone.contains(&*c.source));
+        self.dead.retain(|d| {
+            !partitions
+                .iter()
+                .any(|(t, p)| *t == d.topic && *p == d.partition)
+        });
+        for tp in partitions {
+            self.offsets.remove(tp);
+        }
+        let dropped = before - self.counted.len() - self.dead.len();
+        self.messages = self.messages.saturating_sub(dropped);
+    }
+
     fn source(&mut self, topic: &str, partition: i32) -> Arc<str> {
         if let Some(s) = self.sources.get(&(topic.to_string(), partition)) {
             return s.clone();
@@ -263,6 +283,10 @@ impl Ingest {
             let due = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = worker.state.revoked() => {
+                    worker.hand_over(&consumer, &mut pending).await;
+                    false
+                }
                 _ = retry => true,
                 _ = tick.tick() => retry_at.is_none() && pending.messages > 0,
                 msg = consumer.recv() => match msg {
@@ -298,6 +322,11 @@ impl Ingest {
                     break;
                 }
             }
+        }
+        // A revocation that arrived meanwhile was covered by the flush above.
+        worker.state.set_closing();
+        if let Some(r) = worker.state.take_revocation() {
+            kafka::complete_revocation(&consumer, &r);
         }
         consumer.unsubscribe();
         drop(consumer);
@@ -375,6 +404,29 @@ impl Worker {
             .events
             .with_label_values(&[UNKNOWN_TYPE, "invalid"])
             .inc();
+    }
+
+    /// Completes a revocation: flushes and commits synchronously what was
+    /// read, then hands the partitions over. If the store is failing, what
+    /// was read from the revoked partitions is dropped instead: it was not
+    /// committed, so their next owner reads it again.
+    async fn hand_over(
+        &mut self,
+        consumer: &StreamConsumer<kafka::Context>,
+        pending: &mut Pending,
+    ) {
+        let Some(revocation) = self.state.take_revocation() else {
+            return;
+        };
+        if pending.messages > 0 {
+            let mode = std::mem::replace(&mut self.commit_mode, CommitMode::Sync);
+            let failed = self.flush(consumer, pending).await.is_some();
+            self.commit_mode = mode;
+            if failed {
+                pending.forget(&revocation.partitions);
+            }
+        }
+        kafka::complete_revocation(consumer, &revocation);
     }
 
     /// One attempt to write `pending` and commit it. Returns when to try
