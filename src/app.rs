@@ -32,6 +32,7 @@ pub struct App {
     router: axum::Router,
     ingest: Option<Ingest>,
     store: Arc<dyn Store>,
+    metrics: Metrics,
 }
 
 impl App {
@@ -80,7 +81,7 @@ impl App {
             store: store.clone(),
             profiles,
             metrics: metrics.clone(),
-            cache: Arc::new(Cache::new(settings.api.cache_ttl, metrics)),
+            cache: Arc::new(Cache::new(settings.api.cache_ttl, metrics.clone())),
             cache_ttl: settings.api.cache_ttl,
             consumer,
         };
@@ -92,6 +93,7 @@ impl App {
             router: api::router(state),
             ingest,
             store,
+            metrics,
         })
     }
 
@@ -100,6 +102,11 @@ impl App {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// This application's metrics.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// The store this application reads and writes.

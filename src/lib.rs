@@ -19,10 +19,12 @@
 //! - [`devbroker`]: librdkafka's mock cluster as a local Kafka-protocol broker.
 //! - [`newsroom`], [`loadgen`], [`demo`]: synthetic traffic, producing it, and
 //!   the zero-dependency demo.
+//! - [`bench`]: the one-run benchmark against the limits and a naive baseline.
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod devbroker;

@@ -89,6 +89,8 @@ pub struct Shape {
     pub format: WireFormat,
     /// Random seed.
     pub seed: u64,
+    /// Events happened up to this long before they are sent (client delay).
+    pub time_jitter_ms: i64,
 }
 
 impl Default for Shape {
@@ -106,6 +108,7 @@ impl Default for Shape {
             invalid: 0.001,
             format: WireFormat::Json,
             seed: 1,
+            time_jitter_ms: 2_000,
         }
     }
 }
@@ -284,7 +287,7 @@ impl Newsroom {
         let mut e = json!({
             "event_id": format!("e-{}", self.produced),
             "article_id": a.id,
-            "occurred_at": now_ms - self.rng.random_range(0..2_000),
+            "occurred_at": now_ms - self.rng.random_range(0..=self.shape.time_jitter_ms),
             "visitor_id": format!("v-{visitor}"),
             "user_agent": if bot { CRAWLER } else { BROWSER },
         });

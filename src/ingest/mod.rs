@@ -63,7 +63,8 @@ pub struct Ingest {
 /// Everything the consumer loop changes, apart from the consumer itself
 /// (messages borrow the consumer while they are read).
 struct Worker {
-    producer: FutureProducer,
+    /// The dead-letter producer (none in the in-memory benchmark pipeline).
+    producer: Option<FutureProducer>,
     store: Arc<dyn Store>,
     metrics: Metrics,
     settings: Arc<Settings>,
@@ -100,6 +101,84 @@ impl From<ArticleState> for Known {
             ArticleState::Unknown => Known::Unknown,
             ArticleState::Live(a) => Known::Live(a.section, a.tags),
             ArticleState::Withdrawn => Known::Withdrawn,
+        }
+    }
+}
+
+/// The consumer's processing without Kafka: decode → validate → filter →
+/// aggregate → store, exactly as [`Ingest`] does it, fed from memory.
+/// Benchmarks use it to measure what one replica can do in front of a real
+/// cluster; invalid messages are counted and dropped (there is no
+/// dead-letter topic).
+pub struct Pipeline {
+    worker: Worker,
+    pending: Pending,
+}
+
+impl Pipeline {
+    /// A pipeline writing to `store`.
+    pub fn new(settings: Arc<Settings>, store: Arc<dyn Store>, metrics: Metrics) -> Pipeline {
+        let profiles = crate::scoring::profiles(&settings.scoring);
+        let state = ConsumerState::default();
+        Pipeline {
+            worker: Worker::new(settings, store, metrics, profiles, state, None, false),
+            pending: Pending::default(),
+        }
+    }
+
+    /// Reads one message.
+    pub fn read(&mut self, m: Incoming<'_>) {
+        self.worker.read(m, &mut self.pending);
+    }
+
+    /// Messages read since the last flush.
+    pub fn pending(&self) -> usize {
+        self.pending.messages
+    }
+
+    /// Writes what was read to the store (one attempt).
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        match self.worker.flush(None, &mut self.pending).await {
+            None => Ok(()),
+            Some(_) => anyhow::bail!("the store refused the flush"),
+        }
+    }
+}
+
+/// One message as the pipeline reads it: from Kafka, or from memory in
+/// benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Topic it was read from.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Payload (empty for a tombstone).
+    pub payload: &'a [u8],
+    /// Value of the `content-type` header, if any.
+    pub content_type: Option<&'a [u8]>,
+    /// Kafka timestamp, epoch milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl<'a> Incoming<'a> {
+    fn from_kafka(m: &'a BorrowedMessage<'a>) -> Incoming<'a> {
+        Incoming {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload().unwrap_or_default(),
+            content_type: m.headers().and_then(|hs| {
+                hs.iter()
+                    .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+                    .and_then(|h| h.value)
+            }),
+            timestamp_ms: m.timestamp().to_millis(),
         }
     }
 }
@@ -233,30 +312,15 @@ impl Ingest {
         let producer: FutureProducer = kafka::producer_config(&settings.kafka)
             .create()
             .context("creating the dead-letter producer")?;
-        let ingest = &settings.ingest;
-        let worker = Worker {
-            producer,
+        let worker = Worker::new(
+            settings,
             store,
             metrics,
-            decoder: Decoder::new(
-                ingest.max_message_bytes,
-                ingest.max_clock_skew.as_millis() as i64,
-            ),
-            filters: Filters::new(
-                ingest.max_event_age.as_millis() as i64,
-                ingest.dedupe_window.as_millis() as i64,
-            ),
-            settings,
             profiles,
-            commits,
-            meta_cache: HashMap::new(),
-            fences: HashMap::new(),
-            fence_generation: 0,
             state,
-            paused: false,
-            backoff: RETRY_MIN,
-            commit_mode: CommitMode::Async,
-        };
+            Some(producer),
+            commits,
+        );
         Ok(Ingest { consumer, worker })
     }
 
@@ -291,7 +355,7 @@ impl Ingest {
                 _ = tick.tick() => retry_at.is_none() && pending.messages > 0,
                 msg = consumer.recv() => match msg {
                     Ok(m) => {
-                        worker.read(&m, &mut pending);
+                        worker.read(Incoming::from_kafka(&m), &mut pending);
                         drop(m);
                         retry_at.is_none() && pending.messages >= max_batch
                     }
@@ -302,7 +366,7 @@ impl Ingest {
                 },
             };
             if due {
-                retry_at = worker.flush(&consumer, &mut pending).await;
+                retry_at = worker.flush(Some(&consumer), &mut pending).await;
             }
         }
         // Shutting down: stop fetching, flush what was read, commit
@@ -310,7 +374,7 @@ impl Ingest {
         worker.commit_mode = CommitMode::Sync;
         let deadline = tokio::time::Instant::now() + worker.settings.ingest.shutdown_deadline;
         while pending.messages > 0 {
-            match worker.flush(&consumer, &mut pending).await {
+            match worker.flush(Some(&consumer), &mut pending).await {
                 None => break,
                 Some(t) if t < deadline => tokio::time::sleep_until(t).await,
                 Some(_) => {
@@ -336,12 +400,47 @@ impl Ingest {
 }
 
 impl Worker {
+    fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        profiles: Profiles,
+        state: ConsumerState,
+        producer: Option<FutureProducer>,
+        commits: bool,
+    ) -> Worker {
+        let ingest = &settings.ingest;
+        Worker {
+            producer,
+            store,
+            metrics,
+            decoder: Decoder::new(
+                ingest.max_message_bytes,
+                ingest.max_clock_skew.as_millis() as i64,
+            ),
+            filters: Filters::new(
+                ingest.max_event_age.as_millis() as i64,
+                ingest.dedupe_window.as_millis() as i64,
+            ),
+            settings,
+            profiles,
+            commits,
+            meta_cache: HashMap::new(),
+            fences: HashMap::new(),
+            fence_generation: 0,
+            state,
+            paused: false,
+            backoff: RETRY_MIN,
+            commit_mode: CommitMode::Async,
+        }
+    }
+
     /// Decodes one message into `pending`.
-    fn read(&mut self, m: &BorrowedMessage<'_>, pending: &mut Pending) {
-        let topic = m.topic();
+    fn read(&mut self, m: Incoming<'_>, pending: &mut Pending) {
+        let topic = m.topic;
         pending.messages += 1;
-        let key = (topic.to_string(), m.partition());
-        let offset = m.offset();
+        let key = (topic.to_string(), m.partition);
+        let offset = m.offset;
         pending
             .offsets
             .entry(key)
@@ -349,31 +448,27 @@ impl Worker {
             .or_insert(offset);
         let lifecycle_topic = topic == self.settings.kafka.topics.articles;
         let encoding = m
-            .headers()
-            .and_then(|hs| {
-                hs.iter()
-                    .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                    .and_then(|h| h.value.and_then(Encoding::from_content_type))
-            })
+            .content_type
+            .and_then(Encoding::from_content_type)
             .unwrap_or(Encoding::Json);
         let now = now_ms();
         let info = MessageInfo {
             encoding,
-            key: m.key(),
-            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key,
+            timestamp_ms: m.timestamp_ms,
             lifecycle_topic,
             now_ms: now,
         };
-        let payload = m.payload().unwrap_or_default();
+        let payload = m.payload;
         match self.decoder.decode(payload, &info) {
             Err(invalid) => {
                 self.count_invalid(&invalid);
                 pending.dead.push(DeadLetter {
-                    key: m.key().map(<[u8]>::to_vec),
+                    key: m.key.map(<[u8]>::to_vec),
                     payload: payload.to_vec(),
                     reason: invalid.to_string(),
                     topic: topic.to_string(),
-                    partition: m.partition(),
+                    partition: m.partition,
                     offset,
                 });
             }
@@ -381,7 +476,7 @@ impl Worker {
                 let verdict = self.filters.judge(&b, now);
                 match verdict {
                     Verdict::Count(units) => {
-                        let source = pending.source(topic, m.partition());
+                        let source = pending.source(topic, m.partition);
                         pending.counted.push(counted(b, units, source, offset));
                     }
                     v => self
@@ -420,7 +515,7 @@ impl Worker {
         };
         if pending.messages > 0 {
             let mode = std::mem::replace(&mut self.commit_mode, CommitMode::Sync);
-            let failed = self.flush(consumer, pending).await.is_some();
+            let failed = self.flush(Some(consumer), pending).await.is_some();
             self.commit_mode = mode;
             if failed {
                 pending.forget(&revocation.partitions);
@@ -434,7 +529,7 @@ impl Worker {
     /// once everything pending is applied and committed.
     async fn flush(
         &mut self,
-        consumer: &StreamConsumer<kafka::Context>,
+        consumer: Option<&StreamConsumer<kafka::Context>>,
         pending: &mut Pending,
     ) -> Option<tokio::time::Instant> {
         let started = Instant::now();
@@ -477,10 +572,11 @@ impl Worker {
         }
     }
 
-    fn set_paused(&mut self, consumer: &StreamConsumer<kafka::Context>, paused: bool) {
-        let Ok(assignment) = consumer.assignment() else {
+    fn set_paused(&mut self, consumer: Option<&StreamConsumer<kafka::Context>>, paused: bool) {
+        let Some(Ok(assignment)) = consumer.map(|c| c.assignment()) else {
             return;
         };
+        let consumer = consumer.expect("an assignment comes from a consumer");
         let result = if paused {
             consumer.pause(&assignment)
         } else {
@@ -498,7 +594,7 @@ impl Worker {
 
     async fn try_flush(
         &mut self,
-        consumer: &StreamConsumer<kafka::Context>,
+        consumer: Option<&StreamConsumer<kafka::Context>>,
         pending: &mut Pending,
     ) -> Result<(), FlushError> {
         // 1. Invalid messages reach the dead-letter topic before their offsets are committed.
@@ -550,7 +646,7 @@ impl Worker {
                 .inc_by(withdrawn[kind.index()]);
         }
         // 4. Offsets, as a resume hint for the next owner of each partition.
-        if self.commits && !pending.offsets.is_empty() {
+        if let Some(consumer) = consumer.filter(|_| self.commits && !pending.offsets.is_empty()) {
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), offset) in &pending.offsets {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
@@ -586,6 +682,11 @@ impl Worker {
             return Ok(());
         }
         let topic = &self.settings.kafka.topics.dead_letter;
+        let Some(producer) = &self.producer else {
+            // The in-memory pipeline has no dead-letter topic: count and drop.
+            pending.dead.clear();
+            return Ok(());
+        };
         let sends = pending.dead.iter().map(|d| {
             let partition = d.partition.to_string();
             let offset = d.offset.to_string();
@@ -612,7 +713,7 @@ impl Worker {
             if let Some(k) = &d.key {
                 record = record.key(k);
             }
-            self.producer.send(record, Duration::from_secs(30))
+            producer.send(record, Duration::from_secs(30))
         });
         let results = futures::future::join_all(sends).await;
         let mut failed = Vec::new();

@@ -420,6 +420,41 @@ impl Drop for Consumer {
     }
 }
 
+/// Counted events in the store so far.
+async fn applied(store: &RedisStore) -> u64 {
+    let mut total = 0;
+    for a in 0..ARTICLES {
+        total += store
+            .counts(&format!("f{a:02}"))
+            .await
+            .unwrap()
+            .iter()
+            .sum::<u64>();
+    }
+    total
+}
+
+/// Waits until the store holds at least `min_more` events beyond `since`,
+/// so that a fault lands while a consumer is really working. False when the
+/// stream ran dry first.
+async fn wait_progress(
+    store: &RedisStore,
+    since: u64,
+    min_more: u64,
+    stream_done: impl Fn() -> bool,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if applied(store).await >= since + min_more {
+            return true;
+        }
+        if stream_done() || Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn report(name: &str, v: &Verdict, extra: &str) {
     println!(
         "faults: {name}: events produced {}, {extra}, lost {}, doubled {}, max relative error {:.1e} over {} scores",
@@ -465,36 +500,33 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let producer = fast_producer(&kafka);
     let topic = kafka.events.clone();
     let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 200_000, 12_000.0, 9, None).await });
+        tokio::spawn(async move { produce(&producer, &topic, 200_000, 2_500.0, 9, None).await });
+    let store = store_for(&redis.url, &prefix).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     let mut kills = 0;
+    let mut applied_at_kills = Vec::new();
     while kills < 10 {
         let c = Consumer::start(&env);
-        tokio::time::sleep(Duration::from_millis(rng.random_range(1500..4000))).await;
+        // Kill while it works: after it applied something, at a random moment.
+        let since = applied(&store).await;
+        if !wait_progress(&store, since, 500, 200_000).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
         c.kill9();
         kills += 1;
+        applied_at_kills.push(applied(&store).await);
     }
     let produced = stream.await.unwrap();
-    let store = store_for(&redis.url, &prefix).await;
-    // What the killed consumers had applied: the kills interrupted real work.
-    let mut before = 0;
-    for a in 0..ARTICLES {
-        before += store
-            .counts(&format!("f{a:02}"))
-            .await
-            .unwrap()
-            .iter()
-            .sum::<u64>();
-    }
-    assert!(before > 0, "the killed consumers applied nothing");
     let last = Consumer::start(&env);
     let v = verify(&store, &produced, Duration::from_secs(180)).await;
     drop(last);
     report(
         "kill -9",
         &v,
-        &format!("kills {kills}, applied before the last start {before}"),
+        &format!("kills {kills} (events applied at each: {applied_at_kills:?})"),
     );
+    assert_eq!(kills, 10, "every event was applied before ten kills");
     assert_exact(&v);
 }
 
@@ -507,29 +539,36 @@ async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
     let producer = fast_producer(&kafka);
     let topic = kafka.events.clone();
     let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 60_000, 3_000.0, 5, None).await });
+        tokio::spawn(async move { produce(&producer, &topic, 100_000, 1_500.0, 5, None).await });
+    let store = store_for(&redis.url, &prefix).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut slowest = Duration::ZERO;
-    for _ in 0..10 {
+    let mut stops = 0;
+    while stops < 10 {
         let c = Consumer::start(&env);
-        tokio::time::sleep(Duration::from_millis(rng.random_range(1500..3500))).await;
+        let since = applied(&store).await;
+        if !wait_progress(&store, since, 300, 100_000).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
         let took = c.terminate();
         assert!(
             took < Duration::from_secs(20),
             "exit took {took:?}, past the 20 s deadline"
         );
         slowest = slowest.max(took);
+        stops += 1;
     }
     let produced = stream.await.unwrap();
     let last = Consumer::start(&env);
-    let store = store_for(&redis.url, &prefix).await;
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     drop(last);
     report(
         "SIGTERM",
         &v,
-        &format!("terminations 10, slowest exit {slowest:?}"),
+        &format!("terminations {stops}, slowest exit {slowest:?}"),
     );
+    assert_eq!(stops, 10, "every event was applied before ten terminations");
     assert_exact(&v);
 }
 

@@ -1,0 +1,114 @@
+//! Micro-benchmarks of the consumer's pure steps: decoding (JSON and
+//! protobuf), filtering and aggregation, on newsroom traffic.
+//!
+//! `cargo bench --bench pipeline`; the end-to-end figures come from
+//! `bench/run.sh` (see docs/benchmarks.md).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use popularity::event::decode::{Decoder, MessageInfo};
+use popularity::event::filter::Filters;
+use popularity::event::{Behaviour, Encoding, Event};
+use popularity::newsroom::{Newsroom, Shape, Topic, WireFormat};
+use popularity::scoring::{profiles, Aggregate};
+
+const N: usize = 10_000;
+const NOW: i64 = 1_700_000_000_000;
+
+fn messages(format: WireFormat) -> Vec<(Vec<u8>, bool)> {
+    let shape = Shape {
+        format,
+        invalid: 0.0,
+        ..Shape::default()
+    };
+    let mut n = Newsroom::new(shape, NOW);
+    (0..N)
+        .map(|_| {
+            let m = n.next(NOW);
+            (m.payload, m.topic == Topic::Articles)
+        })
+        .collect()
+}
+
+fn info(encoding: Encoding, lifecycle: bool) -> MessageInfo<'static> {
+    MessageInfo {
+        encoding,
+        key: None,
+        timestamp_ms: Some(NOW),
+        lifecycle_topic: lifecycle,
+        now_ms: NOW,
+    }
+}
+
+fn behaviours() -> Vec<Behaviour> {
+    let d = Decoder::new(65_536, 300_000);
+    messages(WireFormat::Json)
+        .iter()
+        .filter_map(|(p, l)| match d.decode(p, &info(Encoding::Json, *l)) {
+            Ok(Event::Behaviour(b)) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn decode(c: &mut Criterion) {
+    let d = Decoder::new(65_536, 300_000);
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(N as u64));
+    for (name, format, encoding) in [
+        ("json", WireFormat::Json, Encoding::Json),
+        ("protobuf", WireFormat::Protobuf, Encoding::Protobuf),
+    ] {
+        let msgs = messages(format);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for (p, l) in &msgs {
+                    let enc = if *l { Encoding::Json } else { encoding };
+                    black_box(d.decode(black_box(p), &info(enc, *l)).is_ok());
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn filter_and_aggregate(c: &mut Criterion) {
+    let events = behaviours();
+    let mut g = c.benchmark_group("steps");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("filter", |b| {
+        b.iter(|| {
+            let mut f = Filters::new(7 * 86_400_000, 30 * 60_000);
+            for e in &events {
+                black_box(f.judge(e, NOW));
+            }
+        })
+    });
+    let ps = profiles(&popularity::config::Settings::defaults().scoring);
+    g.bench_function("aggregate", |b| {
+        b.iter(|| {
+            let mut agg = Aggregate::new(ps.clone(), NOW);
+            for e in &events {
+                let units = if e.engaged_seconds > 0.0 {
+                    e.engaged_seconds
+                } else {
+                    1.0
+                };
+                agg.add(
+                    e.kind,
+                    &e.article_id,
+                    e.section.as_deref(),
+                    &e.tags,
+                    e.occurred_at_ms,
+                    units,
+                );
+            }
+            black_box(agg.events)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, filter_and_aggregate);
+criterion_main!(benches);

@@ -1,0 +1,701 @@
+//! `popularity bench`: one run on this machine against its own
+//! `redis-server` and dev broker, measuring the service against the limits
+//! of its parts and against a naive design, and printing one table.
+//!
+//! Rows: (a) the broker limit (consume only), (b) end to end, (c) the
+//! pipeline without the broker (JSON, protobuf), (d) a naive consumer,
+//! (e) freshness at half of (b), (f) the API with `wrk` (cache hits and
+//! misses), (g) memory as distinct articles grow.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, Role};
+use crate::config::{Backend, Settings};
+use crate::devbroker::DevBroker;
+use crate::event::decode::{Decoder, MessageInfo};
+use crate::event::{Encoding, Event};
+use crate::ingest::{Incoming, Pipeline};
+use crate::loadgen::{self, Limits};
+use crate::metrics::Metrics;
+use crate::newsroom::{Newsroom, Outgoing, Shape, Topic, WireFormat};
+use crate::now_ms;
+use crate::scoring::{growth, Profiles};
+use crate::store::redis::RedisStore;
+use crate::store::Store;
+
+/// Sizes of a run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Messages for rows (a) and (b).
+    pub broker_events: u64,
+    /// Messages per encoding for row (c).
+    pub pipeline_events: usize,
+    /// Messages for the naive baseline (d).
+    pub naive_events: usize,
+    /// Largest number of distinct articles for (g).
+    pub max_articles: usize,
+    /// Seconds of load for (e) and for each `wrk` run of (f).
+    pub seconds: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            broker_events: 400_000,
+            pipeline_events: 1_000_000,
+            naive_events: 5_000,
+            max_articles: 1_000_000,
+            seconds: 10,
+        }
+    }
+}
+
+struct Row {
+    id: &'static str,
+    what: String,
+    value: String,
+    target: String,
+}
+
+struct RedisChild {
+    child: Child,
+    url: String,
+}
+
+impl RedisChild {
+    fn start() -> anyhow::Result<RedisChild> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (apt-get install -y redis-server)")?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = redis::Client::open(url.as_str())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.get_connection().is_err() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(RedisChild { child, url })
+    }
+
+    fn used_memory(&self) -> anyhow::Result<u64> {
+        let mut c = redis::Client::open(self.url.as_str())?.get_connection()?;
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut c)?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no used_memory in INFO")
+    }
+
+    fn flush_all(&self) -> anyhow::Result<()> {
+        let mut c = redis::Client::open(self.url.as_str())?.get_connection()?;
+        redis::cmd("FLUSHALL").query::<()>(&mut c)?;
+        Ok(())
+    }
+}
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn rate(n: f64, d: Duration) -> f64 {
+    n / d.as_secs_f64().max(1e-9)
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k/s", r / 1e3)
+    } else {
+        format!("{r:.0} /s")
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn settings_for(broker: &DevBroker, redis: &RedisChild, topics: (&str, &str, &str)) -> Settings {
+    let mut s = Settings::defaults();
+    s.kafka.brokers = broker.bootstrap_servers().to_string();
+    s.kafka.group_id = format!("bench-{}", now_ms());
+    s.kafka.topics.events = topics.0.to_string();
+    s.kafka.topics.articles = topics.1.to_string();
+    s.kafka.topics.dead_letter = topics.2.to_string();
+    s.store.backend = Backend::Redis;
+    s.store.redis_url = redis.url.clone();
+    s.store.key_prefix = format!("bench{}", now_ms() % 100_000);
+    s.api.listen = "127.0.0.1:0".to_string();
+    s
+}
+
+/// Runs every row and prints the table to stdout (progress to stderr).
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().map(|l| l
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("?")
+                .to_string()))
+            .map(|kb| format!("{} GiB RAM", kb.parse::<u64>().unwrap_or(0) / 1024 / 1024))
+            .unwrap_or_default()
+    );
+    eprintln!("bench: {machine}; starting redis-server and the dev broker");
+    let redis = RedisChild::start()?;
+    let topics = ("events", "articles", "events.dlq");
+    // Twelve partitions keep each under the dev broker's 5 MiB limit.
+    let broker = DevBroker::start(&[topics.0, topics.1, topics.2], 12)?;
+    let mut rows = Vec::new();
+
+    // Traffic for (a) and (b): the newsroom, JSON, produced as fast as possible.
+    let settings = settings_for(&broker, &redis, topics);
+    let producer = loadgen::producer(&settings.kafka)?;
+    let mut newsroom = Newsroom::new(Shape::default(), now_ms());
+    let stop = CancellationToken::new();
+    let limits = Limits {
+        count: Some(options.broker_events),
+        ..Limits::default()
+    };
+    let sent = loadgen::run(&producer, &settings.kafka, &mut newsroom, limits, &stop).await;
+    eprintln!(
+        "bench: produced {} messages in {:.1}s",
+        sent.delivered,
+        sent.elapsed.as_secs_f64()
+    );
+    let n = sent.delivered;
+
+    // (a) consume only.
+    let started = Instant::now();
+    let consumed = consume_only(&settings, n)?;
+    let a = rate(consumed as f64, started.elapsed());
+    rows.push(Row {
+        id: "a",
+        what: "broker limit: consume only, one rdkafka consumer, no processing".into(),
+        value: fmt_rate(a),
+        target: "—".into(),
+    });
+    eprintln!("bench: (a) {}", fmt_rate(a));
+
+    // (b) end to end with default settings.
+    let app = App::build(settings.clone(), Role::All).await?;
+    let api = app.local_addr();
+    let metrics = app.metrics();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    let b = end_to_end(&metrics, n).await?;
+    rows.push(Row {
+        id: "b",
+        what: "end to end: broker → service → Redis, default settings".into(),
+        value: fmt_rate(b),
+        target: format!("≥ 80% of (a): {:.0}%", 100.0 * b / a),
+    });
+    eprintln!("bench: (b) {}", fmt_rate(b));
+
+    // (e) freshness at half of (b).
+    let half = b / 2.0;
+    let (p50, p99) = freshness(&metrics, &producer, &settings, half, options.seconds).await?;
+    rows.push(Row {
+        id: "e",
+        what: format!(
+            "freshness: event to visible at {} (half of b)",
+            fmt_rate(half)
+        ),
+        value: format!("p50 {:.0} ms, p99 {:.0} ms", p50 * 1e3, p99 * 1e3),
+        target: format!("p99 ≤ 1 s: {}", if p99 <= 1.0 { "met" } else { "missed" }),
+    });
+    eprintln!("bench: (e) p50 {p50:.3}s p99 {p99:.3}s");
+
+    // (f) the API, cache hits (this process, 1 s cache) and misses (no cache).
+    let hits = wrk(
+        &format!("http://{api}/v1/rankings/trending?limit=10"),
+        options.seconds,
+    )?;
+    let mut nocache = settings.clone();
+    nocache.api.cache_ttl = Duration::ZERO;
+    let api2 = App::build(nocache, Role::Api).await?;
+    let api2_addr = api2.local_addr();
+    let server2 = tokio::spawn(api2.run(shutdown.clone()));
+    let misses = wrk(
+        &format!("http://{api2_addr}/v1/rankings/trending?limit=10"),
+        options.seconds,
+    )?;
+    for (label, r, target) in [
+        ("cache hits", &hits, "≥ 50,000/s, p99 ≤ 5 ms"),
+        ("cache misses (cache off)", &misses, "—"),
+    ] {
+        rows.push(Row {
+            id: "f",
+            what: format!("API top-10, wrk 2 threads × 32 connections, {label}"),
+            value: format!("{} req/s, p50 {}, p99 {}", r.0, r.1, r.2),
+            target: target.into(),
+        });
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    let _ = server2.await;
+    drop(producer);
+
+    // (c) the pipeline from memory, JSON then protobuf.
+    let mut c_json = 0.0;
+    for format in [WireFormat::Json, WireFormat::Protobuf] {
+        redis.flush_all()?;
+        let r = pipeline(&settings, options.pipeline_events, format).await?;
+        if format == WireFormat::Json {
+            c_json = r;
+        }
+        rows.push(Row {
+            id: "c",
+            what: format!(
+                "pipeline without broker: decode → filter → aggregate → Redis, {:?}",
+                format
+            )
+            .to_lowercase(),
+            value: fmt_rate(r),
+            target: "≥ 1 M/s (JSON), higher with protobuf".into(),
+        });
+        eprintln!("bench: (c) {format:?} {}", fmt_rate(r));
+    }
+
+    // (d) the naive consumer.
+    redis.flush_all()?;
+    let d = naive(&settings, options.naive_events).await?;
+    rows.push(Row {
+        id: "d",
+        what: "naive baseline: same decoding, one ZINCRBY round trip per event per ranking".into(),
+        value: fmt_rate(d),
+        target: format!("(c) ≥ 20× (d): {:.0}×", c_json / d),
+    });
+    eprintln!("bench: (d) {}", fmt_rate(d));
+
+    // (g) memory as distinct articles grow.
+    redis.flush_all()?;
+    for (articles, rss, used) in memory(&settings, &redis, options.max_articles).await? {
+        rows.push(Row {
+            id: "g",
+            what: format!("memory after {articles} distinct articles"),
+            value: format!("service RSS {}, Redis used_memory {}", mib(rss), mib(used)),
+            target: "flat: bounded by max_members".into(),
+        });
+    }
+
+    println!("machine: {machine}");
+    println!();
+    println!("| row | measure | result | target |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!("| {} | {} | {} | {} |", r.id, r.what, r.value, r.target);
+    }
+    Ok(())
+}
+
+/// Reads `n` messages from both topics, every partition from the start.
+fn consume_only(settings: &Settings, n: u64) -> anyhow::Result<u64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .set("group.id", "bench-consume-only")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        if t.name() == settings.kafka.topics.events || t.name() == settings.kafka.topics.articles {
+            for p in t.partitions() {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    drop(tpl);
+    let mut seen = 0u64;
+    let mut bytes = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while seen < n && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            bytes += m?.payload_len();
+            seen += 1;
+        }
+    }
+    eprintln!("bench: (a) read {seen} messages, {}", mib(bytes as u64));
+    Ok(seen)
+}
+
+fn flushed(metrics: &Metrics) -> f64 {
+    metrics.flush_size.get_sample_sum()
+}
+
+/// Throughput of the service draining what is on the topics, measured from
+/// its first flush (the group join is not throughput).
+async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<(Instant, f64)> = None;
+    loop {
+        let done = flushed(metrics);
+        if done > 0.0 && first.is_none() {
+            first = Some((Instant::now(), done));
+        }
+        if done >= n as f64 {
+            let (t0, d0) = first.expect("set above");
+            return Ok(rate(done - d0, t0.elapsed()));
+        }
+        if Instant::now() > deadline {
+            bail!("the service flushed {done} of {n} messages in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cumulative bucket counts of the event-to-visible histogram.
+fn visible_buckets(metrics: &Metrics) -> Vec<(f64, u64)> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for mf in metrics.event_to_visible.collect() {
+        for m in mf.get_metric() {
+            for b in m.get_histogram().get_bucket() {
+                out.push((b.upper_bound(), b.cumulative_count()));
+            }
+        }
+    }
+    out
+}
+
+/// Quantile from cumulative buckets, interpolated linearly within a bucket
+/// (as Prometheus' `histogram_quantile`).
+fn quantile(buckets: &[(f64, u64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0, |b| b.1) as f64;
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for (le, c) in buckets {
+        let c = *c as f64;
+        if c >= rank {
+            let span = c - prev.1;
+            let frac = if span > 0.0 {
+                (rank - prev.1) / span
+            } else {
+                1.0
+            };
+            return prev.0 + (le - prev.0) * frac;
+        }
+        prev = (*le, c);
+    }
+    f64::INFINITY
+}
+
+async fn freshness(
+    metrics: &Metrics,
+    producer: &rdkafka::producer::FutureProducer,
+    settings: &Settings,
+    per_second: f64,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let before = visible_buckets(metrics);
+    let shape = Shape {
+        time_jitter_ms: 0,
+        duplicates: 0.0,
+        bots: 0.0,
+        invalid: 0.0,
+        seed: 7,
+        ..Shape::default()
+    };
+    let mut newsroom = Newsroom::new(shape, now_ms());
+    let limits = Limits {
+        rate: Some(per_second),
+        duration: Some(Duration::from_secs(seconds)),
+        ..Limits::default()
+    };
+    loadgen::run(
+        producer,
+        &settings.kafka,
+        &mut newsroom,
+        limits,
+        &CancellationToken::new(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = visible_buckets(metrics);
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .zip(&before)
+        .map(|((le, a), (_, b))| (*le, a - b))
+        .collect();
+    Ok((quantile(&delta, 0.5), quantile(&delta, 0.99)))
+}
+
+/// Runs `wrk` for `seconds`; returns requests/s, p50 and p99 as printed.
+fn wrk(url: &str, seconds: u64) -> anyhow::Result<(String, String, String)> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", url])
+        .output()
+        .context("running wrk (apt-get install -y wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let find = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| "?".to_string())
+    };
+    let rps = find("Requests/sec:");
+    let rps = rps.parse::<f64>().map(|r| format!("{r:.0}")).unwrap_or(rps);
+    Ok((rps, find("50%"), find("99%")))
+}
+
+/// Pre-encoded newsroom traffic, spread over 12 partitions by key.
+fn encoded(n: usize, format: WireFormat, seed: u64) -> Vec<(Outgoing, i32)> {
+    let shape = Shape {
+        format,
+        seed,
+        time_jitter_ms: 0,
+        ..Shape::default()
+    };
+    let mut newsroom = Newsroom::new(shape, now_ms());
+    (0..n)
+        .map(|_| {
+            let m = newsroom.next(now_ms());
+            let p = (m
+                .key
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+                % 12) as i32;
+            (m, p)
+        })
+        .collect()
+}
+
+/// (c): the consumer's own processing, fed from memory.
+async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::Result<f64> {
+    let messages = encoded(n, format, 3);
+    let store = store(settings).await?;
+    let mut pipe = Pipeline::new(Arc::new(settings.clone()), store, Metrics::new());
+    let batch = settings.ingest.max_batch_events;
+    let mut offsets = [0i64; 12];
+    let started = Instant::now();
+    for (m, p) in &messages {
+        let topic = match m.topic {
+            Topic::Events => &settings.kafka.topics.events,
+            Topic::Articles => &settings.kafka.topics.articles,
+        };
+        let offset = offsets[*p as usize];
+        offsets[*p as usize] += 1;
+        pipe.read(Incoming {
+            topic,
+            partition: *p,
+            offset,
+            key: Some(m.key.as_bytes()),
+            payload: &m.payload,
+            content_type: m.content_type.map(str::as_bytes),
+            timestamp_ms: None,
+        });
+        if pipe.pending() >= batch {
+            pipe.flush().await?;
+        }
+    }
+    pipe.flush().await?;
+    Ok(rate(n as f64, started.elapsed()))
+}
+
+async fn store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let profiles = crate::scoring::profiles(&settings.scoring);
+    Ok(Arc::new(
+        RedisStore::connect(
+            &settings.store.redis_url,
+            &settings.store.key_prefix,
+            profiles,
+            settings.scoring.max_members,
+            settings.store.metadata_ttl,
+        )
+        .await?,
+    ))
+}
+
+/// (d): what a tutorial consumer does: decode, look up the article when the
+/// event lacks its section, then one `ZINCRBY` round trip per ranking.
+async fn naive(settings: &Settings, n: usize) -> anyhow::Result<f64> {
+    let messages = encoded(n, WireFormat::Json, 5);
+    let profiles: Profiles = crate::scoring::profiles(&settings.scoring);
+    let client = redis::Client::open(settings.store.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let decoder = Decoder::new(settings.ingest.max_message_bytes, 300_000);
+    let landmark = now_ms();
+    let mut sections: HashMap<String, (Option<String>, Vec<String>)> = HashMap::new();
+    let started = Instant::now();
+    for (m, _) in &messages {
+        let info = MessageInfo {
+            encoding: if m.content_type.is_some() {
+                Encoding::Protobuf
+            } else {
+                Encoding::Json
+            },
+            key: Some(m.key.as_bytes()),
+            timestamp_ms: Some(now_ms()),
+            lifecycle_topic: m.topic == Topic::Articles,
+            now_ms: now_ms(),
+        };
+        match decoder.decode(&m.payload, &info) {
+            Ok(Event::Published(a)) => {
+                let key = format!("naive:article:{}", a.article_id);
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("section")
+                    .arg(a.section.clone().unwrap_or_default())
+                    .arg("tags")
+                    .arg(a.tags.join(","))
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                sections.insert(a.article_id, (a.section, a.tags));
+            }
+            Ok(Event::Behaviour(b)) if !b.bot => {
+                let (section, tags) = if b.section.is_some() {
+                    (b.section.clone(), b.tags.clone())
+                } else {
+                    let key = format!("naive:article:{}", b.article_id);
+                    let (s, t): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                        .arg(&key)
+                        .arg("section")
+                        .arg("tags")
+                        .query_async(&mut conn)
+                        .await?;
+                    let tags = t
+                        .map(|t| {
+                            t.split(',')
+                                .filter(|x| !x.is_empty())
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (s.filter(|s| !s.is_empty()), tags)
+                };
+                let mut keys = vec![("all".to_string(), b.article_id.clone())];
+                if let Some(s) = &section {
+                    keys.push((format!("s:{s}"), b.article_id.clone()));
+                }
+                for t in &tags {
+                    keys.push((format!("t:{t}"), b.article_id.clone()));
+                    keys.push(("tags".to_string(), t.clone()));
+                }
+                let units = if b.engaged_seconds > 0.0 {
+                    b.engaged_seconds
+                } else {
+                    1.0
+                };
+                for p in profiles.iter() {
+                    let w = p.weights.of(b.kind)
+                        * units
+                        * growth(b.occurred_at_ms, landmark, p.half_life_ms);
+                    for (k, member) in &keys {
+                        redis::cmd("ZINCRBY")
+                            .arg(format!("naive:{k}:{}", p.name))
+                            .arg(w)
+                            .arg(member)
+                            .query_async::<f64>(&mut conn)
+                            .await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(rate(n as f64, started.elapsed()))
+}
+
+/// (g): one page view for each of `max` distinct articles, through the
+/// pipeline; memory after 10k, 100k and 1M.
+async fn memory(
+    settings: &Settings,
+    redis: &RedisChild,
+    max: usize,
+) -> anyhow::Result<Vec<(usize, u64, u64)>> {
+    let store = store(settings).await?;
+    let mut pipe = Pipeline::new(Arc::new(settings.clone()), store, Metrics::new());
+    let mut out = Vec::new();
+    let mut done = 0usize;
+    let mut offset = 0i64;
+    let mut step = 10_000usize;
+    let now = now_ms();
+    while step <= max {
+        while done < step {
+            // No visitor id: this measures articles, not the per-visitor dedupe state.
+            let payload = format!(
+                r#"{{"type":"page_view","article_id":"m-{done}","occurred_at":{now},"section":"s{}","tags":["t{}"]}}"#,
+                done % 8,
+                done % 16
+            );
+            pipe.read(Incoming {
+                topic: &settings.kafka.topics.events,
+                partition: 0,
+                offset,
+                key: None,
+                payload: payload.as_bytes(),
+                content_type: None,
+                timestamp_ms: None,
+            });
+            offset += 1;
+            done += 1;
+            if pipe.pending() >= settings.ingest.max_batch_events {
+                pipe.flush().await?;
+            }
+        }
+        pipe.flush().await?;
+        let (rss, used) = (rss_bytes(), redis.used_memory()?);
+        eprintln!(
+            "bench: (g) {done} articles: RSS {}, Redis {}",
+            mib(rss),
+            mib(used)
+        );
+        out.push((done, rss, used));
+        step *= 10;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let b = [(0.1, 50), (0.2, 90), (1.0, 100), (f64::INFINITY, 100)];
+        assert!((quantile(&b, 0.5) - 0.1).abs() < 1e-12);
+        assert!((quantile(&b, 0.7) - 0.15).abs() < 1e-12);
+        assert!((quantile(&b, 0.99) - 0.92).abs() < 1e-12);
+    }
+}
