@@ -435,20 +435,16 @@ async fn applied(store: &RedisStore) -> u64 {
 }
 
 /// Waits until the store holds at least `min_more` events beyond `since`,
-/// so that a fault lands while a consumer is really working. False when the
-/// stream ran dry first.
-async fn wait_progress(
-    store: &RedisStore,
-    since: u64,
-    min_more: u64,
-    stream_done: impl Fn() -> bool,
-) -> bool {
+/// so that a fault lands while a consumer is really working. False when all
+/// `total` events were applied first.
+async fn wait_progress(store: &RedisStore, since: u64, min_more: u64, total: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if applied(store).await >= since + min_more {
+        let now = applied(store).await;
+        if now >= since + min_more && now < total {
             return true;
         }
-        if stream_done() || Instant::now() > deadline {
+        if now >= total || Instant::now() > deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
