@@ -11,7 +11,7 @@ use popularity::event::decode::{Decoder, MessageInfo};
 use popularity::event::filter::Filters;
 use popularity::event::{Behaviour, Encoding, Event};
 use popularity::newsroom::{Newsroom, Shape, Topic, WireFormat};
-use popularity::scoring::{profiles, Aggregate};
+use popularity::scoring::{placement, profiles, Aggregate};
 
 const N: usize = 10_000;
 const NOW: i64 = 1_700_000_000_000;
@@ -86,22 +86,27 @@ fn filter_and_aggregate(c: &mut Criterion) {
         })
     });
     let ps = profiles(&popularity::config::Settings::defaults().scoring);
+    // As the consumer does: each article placed once per flush.
+    let places: Vec<_> = events
+        .iter()
+        .map(|e| placement(&e.article_id, e.section.as_deref(), &e.tags))
+        .collect();
     g.bench_function("aggregate", |b| {
         b.iter(|| {
             let mut agg = Aggregate::new(ps.clone(), NOW);
-            for e in &events {
+            for (e, place) in events.iter().zip(&places) {
                 let units = if e.engaged_seconds > 0.0 {
                     e.engaged_seconds
                 } else {
                     1.0
                 };
-                agg.add(
+                agg.add_placed(
                     e.kind,
                     &e.article_id,
-                    e.section.as_deref(),
-                    &e.tags,
+                    place,
                     e.occurred_at_ms,
                     units,
+                    |_| true,
                 );
             }
             black_box(agg.events)

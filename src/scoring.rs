@@ -10,8 +10,9 @@
 //! relative to a reference time R; the store converts them to its landmark
 //! with [`to_landmark`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use ahash::HashMap;
 
 use crate::config::{ScoringSettings, WeightSettings};
 use crate::event::EventType;
@@ -134,7 +135,25 @@ pub struct Aggregate {
     pub events: usize,
     /// Fences to check and advance, per group (see [`Fence`]).
     pub fences: HashMap<Group, Vec<Fence>>,
+    /// Per-profile increments of the event being added (reused).
+    scratch: Vec<f64>,
     profiles: Profiles,
+}
+
+/// Where an event of an article lands: each group with the member it bumps
+/// there (the article, or the tag in the tags ranking). Computed once per
+/// article and flush, so adding an event allocates nothing.
+pub fn placement(article_id: &str, section: Option<&str>, tags: &[String]) -> Vec<(Group, String)> {
+    let mut out = Vec::with_capacity(2 + 2 * tags.len());
+    out.push((Group::All, article_id.to_string()));
+    if let Some(s) = section {
+        out.push((Group::Section(s.to_string()), article_id.to_string()));
+    }
+    for t in tags {
+        out.push((Group::Tag(t.clone()), article_id.to_string()));
+        out.push((Group::Tags, t.clone()));
+    }
+    out
 }
 
 /// The last applied offset of one Kafka partition in one group: checked and
@@ -155,10 +174,11 @@ impl Aggregate {
     pub fn new(profiles: Profiles, reference_ms: i64) -> Aggregate {
         Aggregate {
             reference_ms,
-            groups: HashMap::new(),
-            counts: HashMap::new(),
+            groups: HashMap::default(),
+            counts: HashMap::default(),
             events: 0,
-            fences: HashMap::new(),
+            fences: HashMap::default(),
+            scratch: Vec::new(),
             profiles,
         }
     }
@@ -187,34 +207,46 @@ impl Aggregate {
         tags: &[String],
         at_ms: i64,
         units: f64,
+        admit: impl FnMut(&Group) -> bool,
+    ) {
+        let place = placement(article_id, section, tags);
+        self.add_placed(kind, article_id, &place, at_ms, units, admit);
+    }
+
+    /// Adds one event at a precomputed [`placement`], in the groups `admit`
+    /// accepts.
+    pub fn add_placed(
+        &mut self,
+        kind: EventType,
+        article_id: &str,
+        place: &[(Group, String)],
+        at_ms: i64,
+        units: f64,
         mut admit: impl FnMut(&Group) -> bool,
     ) {
-        let incs: Vec<f64> = self
-            .profiles
-            .iter()
-            .map(|p| p.weights.of(kind) * units * growth(at_ms, self.reference_ms, p.half_life_ms))
-            .collect();
-        let mut bump = |group: Group, member: &str| {
-            if !admit(&group) {
-                return false;
+        let mut incs = std::mem::take(&mut self.scratch);
+        incs.clear();
+        incs.extend(self.profiles.iter().map(|p| {
+            p.weights.of(kind) * units * growth(at_ms, self.reference_ms, p.half_life_ms)
+        }));
+        let mut counted = false;
+        for (group, member) in place {
+            if !admit(group) {
+                continue;
             }
-            let members = self.groups.entry(group).or_default();
-            match members.get_mut(member) {
+            counted |= *group == Group::All;
+            let members = match self.groups.get_mut(group) {
+                Some(m) => m,
+                None => self.groups.entry(group.clone()).or_default(),
+            };
+            match members.get_mut(member.as_str()) {
                 Some(v) => v.iter_mut().zip(&incs).for_each(|(a, b)| *a += b),
                 None => {
-                    members.insert(member.to_string(), incs.clone());
+                    members.insert(member.clone(), incs.clone());
                 }
             }
-            true
-        };
-        let counted = bump(Group::All, article_id);
-        if let Some(s) = section {
-            bump(Group::Section(s.to_string()), article_id);
         }
-        for tag in tags {
-            bump(Group::Tag(tag.clone()), article_id);
-            bump(Group::Tags, tag);
-        }
+        self.scratch = incs;
         if counted {
             match self.counts.get_mut(article_id) {
                 Some(c) => c[kind.index()] += 1,
@@ -254,6 +286,7 @@ impl Aggregate {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
 
     const HOUR: i64 = 3_600_000;
 

@@ -111,9 +111,15 @@ impl Invalid {
 /// compiled crawler patterns.
 pub struct Decoder {
     bots: isbot::Bots,
+    /// Verdicts per user agent: a few browsers send most traffic, and the
+    /// crawler patterns are hundreds of regular expressions.
+    bot_cache: parking_lot::Mutex<ahash::HashMap<Box<str>, bool>>,
     max_bytes: usize,
     max_skew_ms: i64,
 }
+
+/// Most user agents remembered by a [`Decoder`].
+const BOT_CACHE_MAX: usize = 10_000;
 
 /// What the decoder needs to know about one message besides its payload.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +146,7 @@ impl Decoder {
     pub fn new(max_bytes: usize, max_skew_ms: i64) -> Decoder {
         Decoder {
             bots: isbot::Bots::default(),
+            bot_cache: parking_lot::Mutex::new(ahash::HashMap::default()),
             max_bytes,
             max_skew_ms,
         }
@@ -147,7 +154,16 @@ impl Decoder {
 
     /// True when `user_agent` is a known crawler.
     pub fn is_bot_agent(&self, user_agent: &str) -> bool {
-        self.bots.is_bot(user_agent)
+        if let Some(v) = self.bot_cache.lock().get(user_agent) {
+            return *v;
+        }
+        let v = self.bots.is_bot(user_agent);
+        let mut cache = self.bot_cache.lock();
+        if cache.len() >= BOT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(user_agent.into(), v);
+        v
     }
 
     /// Decodes and validates one message.
@@ -224,7 +240,7 @@ impl Decoder {
             || raw
                 .user_agent
                 .as_deref()
-                .is_some_and(|ua| self.bots.is_bot(ua));
+                .is_some_and(|ua| self.is_bot_agent(ua));
         Ok(Event::Behaviour(Behaviour {
             kind: behaviour,
             event_id: optional_id("event_id", raw.event_id.as_deref())?,

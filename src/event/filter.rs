@@ -7,7 +7,7 @@
 //! article id land on one partition, so one consumer sees all of an article's
 //! events and the state needs no sharing between replicas.
 
-use std::collections::HashMap;
+use ahash::HashMap;
 
 use super::{Behaviour, EventType};
 
@@ -50,7 +50,10 @@ struct Seen {
 pub struct Filters {
     max_age_ms: i64,
     window_ms: i64,
-    seen: HashMap<(EventType, String, String), Seen>,
+    /// Keyed by `type \u{1f} visitor \u{1f} article` in one string, so that a
+    /// lookup borrows a reused buffer and only a new window allocates.
+    seen: HashMap<String, Seen>,
+    key: String,
     newest_ms: i64,
     sweep_at: usize,
 }
@@ -61,7 +64,8 @@ impl Filters {
         Filters {
             max_age_ms,
             window_ms,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
+            key: String::new(),
             newest_ms: i64::MIN,
             sweep_at: 1024,
         }
@@ -87,9 +91,14 @@ impl Filters {
             return Verdict::Count(units);
         }
         self.newest_ms = self.newest_ms.max(e.occurred_at_ms);
-        let key = (e.kind, visitor.clone(), e.article_id.clone());
+        self.key.clear();
+        self.key.push_str(e.kind.as_str());
+        self.key.push('\u{1f}');
+        self.key.push_str(visitor);
+        self.key.push('\u{1f}');
+        self.key.push_str(&e.article_id);
         let window = self.window_ms;
-        let verdict = match self.seen.get_mut(&key) {
+        let verdict = match self.seen.get_mut(self.key.as_str()) {
             Some(seen) if (e.occurred_at_ms - seen.first_ms).abs() < window => match e.kind {
                 EventType::Engagement => {
                     let room = MAX_ENGAGED_SECONDS_PER_WINDOW - seen.engaged_seconds;
@@ -112,7 +121,7 @@ impl Filters {
             }
             None => {
                 self.seen.insert(
-                    key,
+                    self.key.clone(),
                     Seen {
                         first_ms: e.occurred_at_ms,
                         engaged_seconds: units,

@@ -26,6 +26,8 @@ mod kafka;
 pub use kafka::ConsumerState;
 
 use std::collections::{HashMap, HashSet};
+
+use ahash::HashMap as AHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +45,7 @@ use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::filter::{Filters, Verdict};
 use crate::event::{ArticleMeta, Behaviour, Encoding, Event, EventType, Invalid};
 use crate::metrics::{Metrics, UNKNOWN_TYPE};
-use crate::scoring::{Aggregate, Fence, Group, Profiles};
+use crate::scoring::{placement, Aggregate, Fence, Group, Profiles};
 use crate::store::{ArticleState, Store};
 
 /// How long a consumer keeps article metadata it looked up or saw published.
@@ -72,9 +74,9 @@ struct Worker {
     decoder: Decoder,
     filters: Filters,
     commits: bool,
-    meta_cache: HashMap<String, (Instant, Known)>,
+    meta_cache: AHashMap<String, (Instant, Known)>,
     /// Fences as last read or written, per group: `topic/partition` → offset.
-    fences: HashMap<Group, HashMap<String, i64>>,
+    fences: AHashMap<Group, HashMap<String, i64>>,
     /// The assignment generation the fences were read under.
     fence_generation: u64,
     state: ConsumerState,
@@ -206,6 +208,16 @@ struct Counted {
     units: f64,
 }
 
+/// A partition read from since the last flush.
+struct PartitionRead {
+    topic: String,
+    partition: i32,
+    /// `topic/partition`, the fence name.
+    source: Arc<str>,
+    /// Highest offset read.
+    highest: Option<i64>,
+}
+
 /// Everything read since the last flush.
 #[derive(Default)]
 struct Pending {
@@ -213,50 +225,71 @@ struct Pending {
     counted: Vec<Counted>,
     lifecycle: Vec<Event>,
     dead: Vec<DeadLetter>,
-    /// Highest offset read per (topic, partition).
-    offsets: HashMap<(String, i32), i64>,
-    /// `topic/partition` names, made once per partition.
-    sources: HashMap<(String, i32), Arc<str>>,
+    /// The partitions this consumer reads, found by a linear scan: a
+    /// consumer holds a few dozen at most, and nothing is allocated per message.
+    partitions: Vec<PartitionRead>,
 }
 
 impl Pending {
     /// Forgets what was flushed, keeping the partition names.
     fn clear(&mut self) {
-        let sources = std::mem::take(&mut self.sources);
+        let mut partitions = std::mem::take(&mut self.partitions);
+        partitions.iter_mut().for_each(|p| p.highest = None);
         *self = Pending {
-            sources,
+            partitions,
             ..Pending::default()
         };
     }
 
-    /// Drops what was read from `partitions` (their new owner reads it again).
-    fn forget(&mut self, partitions: &[(String, i32)]) {
-        let gone: HashSet<&str> = partitions
+    /// Records offset `offset` of `topic/partition` and returns its name.
+    fn note(&mut self, topic: &str, partition: i32, offset: i64) -> &Arc<str> {
+        let i = match self
+            .partitions
             .iter()
-            .filter_map(|tp| self.sources.get(tp).map(|s| &**s))
-            .collect();
-        let before = self.counted.len() + self.dead.len();
-        self.counted.retain(|c| !gone.contains(&*c.source));
-        self.dead.retain(|d| {
-            !partitions
-                .iter()
-                .any(|(t, p)| *t == d.topic && *p == d.partition)
-        });
-        for tp in partitions {
-            self.offsets.remove(tp);
-        }
-        let dropped = before - self.counted.len() - self.dead.len();
-        self.messages = self.messages.saturating_sub(dropped);
+            .position(|p| p.partition == partition && p.topic == topic)
+        {
+            Some(i) => i,
+            None => {
+                self.partitions.push(PartitionRead {
+                    topic: topic.to_string(),
+                    partition,
+                    source: format!("{topic}/{partition}").into(),
+                    highest: None,
+                });
+                self.partitions.len() - 1
+            }
+        };
+        let p = &mut self.partitions[i];
+        p.highest = Some(p.highest.map_or(offset, |h| h.max(offset)));
+        &p.source
     }
 
-    fn source(&mut self, topic: &str, partition: i32) -> Arc<str> {
-        if let Some(s) = self.sources.get(&(topic.to_string(), partition)) {
-            return s.clone();
-        }
-        let s: Arc<str> = format!("{topic}/{partition}").into();
-        self.sources
-            .insert((topic.to_string(), partition), s.clone());
-        s
+    /// Partitions read since the last flush, with their highest offset.
+    fn read_partitions(&self) -> impl Iterator<Item = (&PartitionRead, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|p| p.highest.map(|h| (p, h)))
+    }
+
+    /// Drops what was read from `partitions` (their new owner reads it again).
+    fn forget(&mut self, partitions: &[(String, i32)]) {
+        let revoked = |topic: &str, partition: i32| {
+            partitions
+                .iter()
+                .any(|(t, p)| t == topic && *p == partition)
+        };
+        let gone: HashSet<Arc<str>> = self
+            .partitions
+            .iter()
+            .filter(|p| revoked(&p.topic, p.partition))
+            .map(|p| p.source.clone())
+            .collect();
+        let before = self.counted.len() + self.dead.len();
+        self.counted.retain(|c| !gone.contains(&c.source));
+        self.dead.retain(|d| !revoked(&d.topic, d.partition));
+        self.partitions.retain(|p| !revoked(&p.topic, p.partition));
+        let dropped = before - self.counted.len() - self.dead.len();
+        self.messages = self.messages.saturating_sub(dropped);
     }
 }
 
@@ -425,8 +458,8 @@ impl Worker {
             settings,
             profiles,
             commits,
-            meta_cache: HashMap::new(),
-            fences: HashMap::new(),
+            meta_cache: AHashMap::default(),
+            fences: AHashMap::default(),
             fence_generation: 0,
             state,
             paused: false,
@@ -439,13 +472,8 @@ impl Worker {
     fn read(&mut self, m: Incoming<'_>, pending: &mut Pending) {
         let topic = m.topic;
         pending.messages += 1;
-        let key = (topic.to_string(), m.partition);
         let offset = m.offset;
-        pending
-            .offsets
-            .entry(key)
-            .and_modify(|o| *o = (*o).max(offset))
-            .or_insert(offset);
+        let source = pending.note(topic, m.partition, offset).clone();
         let lifecycle_topic = topic == self.settings.kafka.topics.articles;
         let encoding = m
             .content_type
@@ -476,7 +504,6 @@ impl Worker {
                 let verdict = self.filters.judge(&b, now);
                 match verdict {
                     Verdict::Count(units) => {
-                        let source = pending.source(topic, m.partition);
                         pending.counted.push(counted(b, units, source, offset));
                     }
                     v => self
@@ -646,11 +673,14 @@ impl Worker {
                 .inc_by(withdrawn[kind.index()]);
         }
         // 4. Offsets, as a resume hint for the next owner of each partition.
-        if let Some(consumer) = consumer.filter(|_| self.commits && !pending.offsets.is_empty()) {
+        if let Some(consumer) = consumer.filter(|_| self.commits) {
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in &pending.offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
+            for (p, offset) in pending.read_partitions() {
+                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(offset + 1))
                     .map_err(|e| FlushError::Kafka(e.to_string()))?;
+            }
+            if tpl.count() == 0 {
+                return Ok(());
             }
             if let Err(e) = consumer.commit(&tpl, self.commit_mode) {
                 // Not fatal: the store holds the data; the next commit covers these offsets.
@@ -814,9 +844,12 @@ impl Worker {
             self.fences.clear();
             self.fence_generation = generation;
         }
+        // Each distinct (article, section, tags) is placed once per flush:
+        // adding an event then allocates nothing.
+        type PlaceKey<'a> = (&'a str, Option<&'a str>, &'a [String]);
+        let mut places: AHashMap<PlaceKey<'_>, Vec<(Group, String)>> = AHashMap::default();
         let mut events = Vec::with_capacity(pending.counted.len());
         let mut withdrawn = [0u64; 3];
-        let mut unknown_groups: HashSet<Group> = HashSet::new();
         for c in &pending.counted {
             let (known_section, known_tags) = match self.meta_cache.get(&c.article_id) {
                 Some((_, Known::Withdrawn)) => {
@@ -832,15 +865,20 @@ impl Worker {
             } else {
                 &c.tags
             };
-            for g in groups_of(section, tags) {
-                if !self.fences.contains_key(&g) {
-                    unknown_groups.insert(g);
-                }
-            }
-            events.push((c, section, tags));
+            let key = (c.article_id.as_str(), section, tags);
+            places
+                .entry(key)
+                .or_insert_with(|| placement(&c.article_id, section, tags));
+            events.push((c, key));
         }
-        if !unknown_groups.is_empty() {
-            let groups: Vec<Group> = unknown_groups.into_iter().collect();
+        let unknown: HashSet<&Group> = places
+            .values()
+            .flatten()
+            .map(|(g, _)| g)
+            .filter(|g| !self.fences.contains_key(*g))
+            .collect();
+        if !unknown.is_empty() {
+            let groups: Vec<Group> = unknown.into_iter().cloned().collect();
             let read = self
                 .metrics
                 .time_store("fences", self.store.fences(&groups))
@@ -848,33 +886,37 @@ impl Worker {
             self.fences.extend(groups.into_iter().zip(read));
         }
         let mut agg = Aggregate::new(self.profiles.clone(), now_ms());
-        let mut touched: HashMap<Group, HashSet<Arc<str>>> = HashMap::new();
-        for (c, section, tags) in events {
-            let fences = &self.fences;
-            agg.add_where(
+        let mut touched: AHashMap<Group, HashSet<Arc<str>>> = AHashMap::default();
+        let fences = &self.fences;
+        for (c, key) in events {
+            agg.add_placed(
                 c.kind,
                 &c.article_id,
-                section,
-                tags,
+                &places[&key],
                 c.at_ms,
                 c.units,
                 |g| {
                     let fence = fences.get(g).and_then(|f| f.get(&*c.source)).copied();
                     let admit = fence.is_none_or(|f| c.offset > f);
-                    if admit && !touched.get(g).is_some_and(|s| s.contains(&c.source)) {
-                        touched
-                            .entry(g.clone())
-                            .or_default()
-                            .insert(c.source.clone());
+                    if admit {
+                        match touched.get_mut(g) {
+                            Some(s) => {
+                                if !s.contains(&c.source) {
+                                    s.insert(c.source.clone());
+                                }
+                            }
+                            None => {
+                                touched.insert(g.clone(), HashSet::from([c.source.clone()]));
+                            }
+                        }
                     }
                     admit
                 },
             );
         }
         let highest: HashMap<&str, i64> = pending
-            .offsets
-            .iter()
-            .filter_map(|(tp, o)| pending.sources.get(tp).map(|s| (&**s, *o)))
+            .read_partitions()
+            .map(|(p, h)| (&*p.source, h))
             .collect();
         for (group, sources) in touched {
             for source in sources {
@@ -895,15 +937,6 @@ impl Worker {
         }
         Ok((agg, withdrawn))
     }
-}
-
-/// The groups an event with this section and tags is ranked in.
-fn groups_of<'a>(section: Option<&'a str>, tags: &'a [String]) -> impl Iterator<Item = Group> + 'a {
-    [Group::All]
-        .into_iter()
-        .chain(section.map(|s| Group::Section(s.to_string())))
-        .chain(tags.iter().map(|t| Group::Tag(t.clone())))
-        .chain((!tags.is_empty()).then_some(Group::Tags))
 }
 
 /// Why a flush attempt failed.
