@@ -505,7 +505,8 @@ fn encoded(n: usize, format: WireFormat, seed: u64) -> Vec<(Outgoing, i32)> {
 async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::Result<f64> {
     let messages = encoded(n, format, 3);
     let store = store(settings).await?;
-    let mut pipe = Pipeline::new(Arc::new(settings.clone()), store, Metrics::new());
+    let metrics = Metrics::new();
+    let mut pipe = Pipeline::new(Arc::new(settings.clone()), store, metrics.clone());
     let batch = settings.ingest.max_batch_events;
     let mut offsets = [0i64; 12];
     let started = Instant::now();
@@ -536,6 +537,14 @@ async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::
     pipe.flush().await?;
     in_flush += t.elapsed();
     let total = started.elapsed();
+    for op in crate::metrics::STORE_OPERATIONS {
+        let h = metrics.store_duration.with_label_values(&[op]);
+        eprintln!(
+            "bench: (c) {format:?}: store {op}: {} calls, {:.2}s",
+            h.get_sample_count(),
+            h.get_sample_sum()
+        );
+    }
     eprintln!(
         "bench: (c) {format:?}: {:.0}% of the time reading (decode, validate, filter), {:.0}% flushing (aggregate, Redis)",
         100.0 * (total - in_flush).as_secs_f64() / total.as_secs_f64(),
