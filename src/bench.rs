@@ -45,6 +45,10 @@ pub struct BenchOptions {
     pub max_articles: usize,
     /// Seconds of load for (e) and for each `wrk` run of (f).
     pub seconds: u64,
+    /// Run row (g) alone against this Redis and print its figures as
+    /// `articles rss_bytes used_memory` lines: the parent runs it in a child
+    /// process so that the RSS is the pipeline's own.
+    pub memory_only: Option<String>,
 }
 
 impl Default for BenchOptions {
@@ -55,6 +59,7 @@ impl Default for BenchOptions {
             naive_events: 5_000,
             max_articles: 1_000_000,
             seconds: 10,
+            memory_only: None,
         }
     }
 }
@@ -101,15 +106,6 @@ impl RedisChild {
         Ok(RedisChild { child, url })
     }
 
-    fn used_memory(&self) -> anyhow::Result<u64> {
-        let mut c = redis::Client::open(self.url.as_str())?.get_connection()?;
-        let info: String = redis::cmd("INFO").arg("memory").query(&mut c)?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .context("no used_memory in INFO")
-    }
-
     fn flush_all(&self) -> anyhow::Result<()> {
         let mut c = redis::Client::open(self.url.as_str())?.get_connection()?;
         redis::cmd("FLUSHALL").query::<()>(&mut c)?;
@@ -122,6 +118,15 @@ impl Drop for RedisChild {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn used_memory(url: &str) -> anyhow::Result<u64> {
+    let mut c = redis::Client::open(url)?.get_connection()?;
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no used_memory in INFO")
 }
 
 fn rss_bytes() -> u64 {
@@ -169,6 +174,15 @@ fn settings_for(broker: &DevBroker, redis: &RedisChild, topics: (&str, &str, &st
 
 /// Runs every row and prints the table to stdout (progress to stderr).
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    if let Some(url) = &options.memory_only {
+        let mut s = Settings::defaults();
+        s.store.redis_url = url.clone();
+        s.store.key_prefix = "benchmem".to_string();
+        for (articles, rss, used) in memory(&s, url, options.max_articles).await? {
+            println!("{articles} {rss} {used}");
+        }
+        return Ok(());
+    }
     let machine = format!(
         "{} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -309,9 +323,27 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     });
     eprintln!("bench: (d) {}", fmt_rate(d));
 
-    // (g) memory as distinct articles grow.
+    // (g) memory as distinct articles grow, in a child process of its own.
     redis.flush_all()?;
-    for (articles, rss, used) in memory(&settings, &redis, options.max_articles).await? {
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "bench",
+            "--memory-only",
+            &redis.url,
+            "--max-articles",
+            &options.max_articles.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "the memory run failed");
+    let steps: Vec<(usize, u64, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+            Some((it.next()?? as usize, it.next()??, it.next()??))
+        })
+        .collect();
+    for (articles, rss, used) in steps {
         rows.push(Row {
             id: "g",
             what: format!("memory after {articles} distinct articles"),
@@ -661,7 +693,7 @@ async fn naive(settings: &Settings, n: usize) -> anyhow::Result<f64> {
 /// pipeline; memory after 10k, 100k and 1M.
 async fn memory(
     settings: &Settings,
-    redis: &RedisChild,
+    redis_url: &str,
     max: usize,
 ) -> anyhow::Result<Vec<(usize, u64, u64)>> {
     let store = store(settings).await?;
@@ -695,7 +727,7 @@ async fn memory(
             }
         }
         pipe.flush().await?;
-        let (rss, used) = (rss_bytes(), redis.used_memory()?);
+        let (rss, used) = (rss_bytes(), used_memory(redis_url)?);
         eprintln!(
             "bench: (g) {done} articles: RSS {}, Redis {}",
             mib(rss),

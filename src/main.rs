@@ -60,6 +60,9 @@ enum Command {
         /// Seconds of load for (e) and each API run of (f).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Internal: run the memory row alone against this Redis URL.
+        #[arg(long, hide = true)]
+        memory_only: Option<String>,
     },
     /// Produce realistic traffic to a Kafka cluster (progress on stderr).
     Loadgen(LoadgenArgs),
@@ -170,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             naive_events,
             max_articles,
             seconds,
+            memory_only,
         } => {
             let options = popularity::bench::BenchOptions {
                 broker_events,
@@ -177,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 naive_events,
                 max_articles,
                 seconds,
+                memory_only,
             };
             popularity::bench::run(options).await
         }
