@@ -82,7 +82,11 @@ impl App {
             profiles,
             metrics: metrics.clone(),
             cache: Arc::new(Cache::new(settings.api.cache_ttl, metrics.clone())),
-            cache_ttl: settings.api.cache_ttl,
+            cache_control: axum::http::HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                settings.api.cache_ttl.as_secs()
+            ))
+            .expect("digits are a valid header"),
             consumer,
         };
         let listener = tokio::net::TcpListener::bind(&settings.api.listen)

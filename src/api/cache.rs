@@ -24,6 +24,8 @@ pub struct Cached {
     pub body: Bytes,
     /// Strong entity tag of the body, quoted.
     pub etag: String,
+    /// The same, ready to send.
+    pub etag_header: axum::http::HeaderValue,
 }
 
 impl Cached {
@@ -31,8 +33,10 @@ impl Cached {
     pub fn new(body: Vec<u8>) -> Cached {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut h);
+        let etag = format!("\"{:016x}\"", h.finish());
         Cached {
-            etag: format!("\"{:016x}\"", h.finish()),
+            etag_header: axum::http::HeaderValue::from_str(&etag).expect("hex is a valid header"),
+            etag,
             body: Bytes::from(body),
         }
     }

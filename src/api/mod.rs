@@ -48,8 +48,8 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// Response cache.
     pub cache: Arc<Cache>,
-    /// `max-age` sent with cached answers.
-    pub cache_ttl: Duration,
+    /// `Cache-Control` of cached answers: `public, max-age=<cache_ttl>`.
+    pub cache_control: HeaderValue,
     /// The consumer's assignment, when this process consumes (for `/readyz`).
     pub consumer: Option<ConsumerState>,
 }
@@ -100,19 +100,17 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 async fn record(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    // The matched route template (bounded), never the raw path.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
     let response = next.run(req).await;
     let m = &state.metrics;
     m.http_duration
-        .with_label_values(&[&route])
+        .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
     m.http_requests
-        .with_label_values(&[&route, response.status().as_str()])
+        .with_label_values(&[route, response.status().as_str()])
         .inc();
     response
 }
@@ -230,16 +228,9 @@ where
             ))
         })
         .await?;
-    let cache_control = format!("public, max-age={}", state.cache_ttl.as_secs());
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_str(&cache_control).expect("ascii"),
-    );
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&value.etag).expect("ascii"),
-    );
+    let mut h = HeaderMap::with_capacity(3);
+    h.insert(header::CACHE_CONTROL, state.cache_control.clone());
+    h.insert(header::ETAG, value.etag_header.clone());
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
