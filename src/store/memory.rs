@@ -145,6 +145,47 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Moves an article's scores between section and tag rankings after its
+    /// metadata changed, as `place.lua` does in Redis.
+    fn relocate(&self, state: &mut State, a: &ArticleMeta, before: Option<&ArticleMeta>, at: i64) {
+        let (left, entered) = super::moves(before, a);
+        let id = &a.article_id;
+        for g in &left {
+            if let Some(gs) = state.groups.get_mut(g) {
+                gs.rankings.iter_mut().for_each(|r| r.remove(id));
+            }
+        }
+        let overall: Vec<Option<f64>> = match state.groups.get(&Group::All) {
+            None => return,
+            Some(all) => self
+                .profiles
+                .iter()
+                .enumerate()
+                .map(|(p, profile)| {
+                    let l = all.landmarks[p]?;
+                    let (v, _) = all.rankings[p].position(id)?;
+                    Some(crate::scoring::decayed(v, l, at, profile.half_life_ms))
+                })
+                .collect(),
+        };
+        let n = self.profiles.len();
+        for g in entered {
+            let gs = state.groups.entry(g).or_insert_with(|| GroupState {
+                landmarks: vec![None; n],
+                rankings: (0..n).map(|_| SortedSet::default()).collect(),
+                fences: HashMap::new(),
+            });
+            for (p, profile) in self.profiles.iter().enumerate() {
+                let Some(score) = overall[p] else { continue };
+                let l = *gs.landmarks[p].get_or_insert(at);
+                gs.rankings[p].set(id, to_landmark(score, at, l, profile.half_life_ms));
+                gs.rankings[p].trim(self.max_members);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
@@ -247,9 +288,16 @@ impl Store for MemoryStore {
     async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
         let now = Instant::now();
         let expires = now + self.metadata_ttl;
+        let at = crate::now_ms();
         let mut state = self.state.write();
         for a in articles {
             let id = &a.article_id;
+            let before = state
+                .articles
+                .get(id)
+                .filter(|(_, e)| *e > now)
+                .map(|(m, _)| m.clone());
+            self.relocate(&mut state, a, before.as_ref(), at);
             let old_section = state.articles.get(id).and_then(|(m, _)| m.section.clone());
             if old_section.is_some() && old_section != a.section {
                 if let Some(ix) = state.index.get_mut(&old_section) {

@@ -82,7 +82,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Upserts article metadata (it expires after the configured TTL) and
     /// places each article in the News Index of its section, moving it when
-    /// its section changed; a republished article is live again.
+    /// its section changed; a republished article is live again. When its
+    /// section or tags change, it leaves the rankings of the old ones and
+    /// enters those of the new ones with its overall score (see [`moves`]).
     async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError>;
 
     /// Withdraws articles: removes them from every article ranking they are
@@ -170,6 +172,32 @@ impl Cursor {
     pub fn is_after(&self, c: &Cursor) -> bool {
         (self.published_at_ms, &self.article_id) < (c.published_at_ms, &c.article_id)
     }
+}
+
+/// The section and tag groups an article with this metadata is ranked in
+/// besides [`Group::All`].
+pub fn article_groups(meta: Option<&ArticleMeta>) -> Vec<Group> {
+    let Some(m) = meta else { return Vec::new() };
+    m.section
+        .iter()
+        .map(|s| Group::Section(s.clone()))
+        .chain(m.tags.iter().map(|t| Group::Tag(t.clone())))
+        .collect()
+}
+
+/// Groups an article leaves and enters when its metadata changes from `old`
+/// to `new`. Entered groups take the article's overall score: all its
+/// readership, now filed under its new section and tags.
+pub fn moves(old: Option<&ArticleMeta>, new: &ArticleMeta) -> (Vec<Group>, Vec<Group>) {
+    let before = article_groups(old);
+    let after = article_groups(Some(new));
+    let left = before
+        .iter()
+        .filter(|g| !after.contains(g))
+        .cloned()
+        .collect();
+    let entered = after.into_iter().filter(|g| !before.contains(g)).collect();
+    (left, entered)
 }
 
 /// The key group (Redis Cluster hash tag) of a group of rankings.

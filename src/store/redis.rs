@@ -71,6 +71,7 @@ pub struct RedisStore {
     max_members: usize,
     metadata_ttl: Duration,
     apply_script: Script,
+    place_script: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -101,12 +102,71 @@ impl RedisStore {
             max_members,
             metadata_ttl,
             apply_script: Script::new(include_str!("apply.lua")),
+            place_script: Script::new(include_str!("place.lua")),
         })
     }
 
     /// The key names this store uses.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// Moves an article's scores between section and tag rankings after its
+    /// metadata changed (see [`crate::store::moves`]).
+    async fn relocate(
+        &self,
+        a: &ArticleMeta,
+        before: Option<&ArticleMeta>,
+    ) -> Result<(), StoreError> {
+        let (left, entered) = crate::store::moves(before, a);
+        if left.is_empty() && entered.is_empty() {
+            return Ok(());
+        }
+        let id = &a.article_id;
+        let at = now_ms();
+        let overall = if entered.is_empty() {
+            Vec::new()
+        } else {
+            self.position(&Group::All, id, at).await?
+        };
+        let mut pipe = redis::pipe();
+        for g in &left {
+            for p in self.profiles.iter() {
+                pipe.zrem(self.keys.ranking(g, &p.name), id).ignore();
+            }
+        }
+        let mut invocations = Vec::new();
+        if overall.iter().any(Option::is_some) {
+            for g in &entered {
+                let mut inv = self.place_script.prepare_invoke();
+                inv.key(self.keys.meta(g));
+                for p in self.profiles.iter() {
+                    inv.key(self.keys.ranking(g, &p.name));
+                }
+                inv.arg(id)
+                    .arg(at)
+                    .arg(self.max_members)
+                    .arg(self.profiles.len());
+                for (p, o) in self.profiles.iter().zip(&overall) {
+                    inv.arg(&p.name)
+                        .arg(p.half_life_ms)
+                        .arg(o.map(|(s, _)| s.to_string()).unwrap_or_default());
+                }
+                invocations.push(inv);
+            }
+        }
+        let mut conn = self.conn.clone();
+        if !invocations.is_empty() {
+            self.place_script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        for inv in &invocations {
+            pipe.invoke_script(inv).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
     fn invocation(&self, batch: &Aggregate, group: &Group) -> redis::ScriptInvocation<'_> {
@@ -262,12 +322,18 @@ impl Store for RedisStore {
             return Ok(());
         }
         let mut conn = self.conn.clone();
-        // The previous section, to move the article out of its old index.
-        let mut read = redis::pipe();
-        for a in articles {
-            read.hget(self.keys.article(&a.article_id), "section");
-        }
-        let old: Vec<Option<String>> = read.query_async(&mut conn).await.map_err(unavailable)?;
+        // The previous metadata, to move the article out of its old index and rankings.
+        let ids: Vec<String> = articles.iter().map(|a| a.article_id.clone()).collect();
+        let previous: Vec<Option<ArticleMeta>> = self
+            .articles(&ids)
+            .await?
+            .into_iter()
+            .map(ArticleState::live)
+            .collect();
+        let old: Vec<Option<String>> = previous
+            .iter()
+            .map(|m| m.as_ref().and_then(|m| m.section.clone()))
+            .collect();
         let ttl = self.metadata_ttl.as_secs().max(1) as i64;
         let horizon = now_ms() - self.metadata_ttl.as_millis() as i64;
         let max = self.max_members as isize;
@@ -306,7 +372,13 @@ impl Store for RedisStore {
                 }
             }
         }
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        for (a, before) in articles.iter().zip(&previous) {
+            self.relocate(a, before.as_ref()).await?;
+        }
+        Ok(())
     }
 
     async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {

@@ -1044,6 +1044,58 @@ async fn article_lifecycle_news_index_article_pages_and_recent_reads_on_both_sto
         let (status, body) = app.get("/v1/articles/nope").await;
         assert_eq!(status, 404, "{body}");
 
+        // A move to another section takes the article's scores along; an
+        // article read before its publication enters its section on publication.
+        kafka
+            .send_json(
+                &kafka.events,
+                "late1",
+                &json!({"type":"share","article_id":"late1","visitor_id":"w1","occurred_at":now}),
+            )
+            .await;
+        app.wait_metric(
+            "popularity_events_total{outcome=\"applied\",type=\"share\"}",
+            1.0,
+        )
+        .await;
+        for (id, section) in [("n06", "business"), ("late1", "sport")] {
+            kafka
+                .send_json(
+                    &kafka.articles,
+                    id,
+                    &json!({"type":"article_published","article_id":id,"title":"Moved","section":section,"published_at":base}),
+                )
+                .await;
+        }
+        let in_section = |body: serde_json::Value, id: &str| {
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["article_id"] == id)
+                .map(|i| i["score"].as_f64().unwrap())
+        };
+        wait_until("the moves", || async {
+            let (_, b) = app.get("/v1/rankings/trending?section=sport").await;
+            in_section(b, "late1").is_some()
+        })
+        .await;
+        let (_, news) = app
+            .get("/v1/rankings/trending?section=news&limit=100")
+            .await;
+        assert!(in_section(news, "n06").is_none(), "n06 left news");
+        let (_, business) = app
+            .get("/v1/rankings/trending?section=business&limit=100")
+            .await;
+        let at = parse_time(business["generated_at"].as_str().unwrap());
+        let moved = in_section(business, "n06").expect("n06 entered business");
+        let want = direct_score(&[(now, 1.0); 2], at, TRENDING_H);
+        assert!(rel_err(moved, want) <= 1e-9, "{moved} vs {want}");
+        let (_, sport) = app.get("/v1/rankings/trending?section=sport").await;
+        let at = parse_time(sport["generated_at"].as_str().unwrap());
+        let late = in_section(sport, "late1").unwrap();
+        assert!(rel_err(late, direct_score(&[(now, 5.0)], at, TRENDING_H)) <= 1e-9);
+
         // Unpublishing removes n02 everywhere, and its late events do not count.
         kafka
             .send_json(

@@ -1,0 +1,34 @@
+-- Sets one member's score in one group of rankings, atomically with the
+-- group's landmarks: used when an article moves into a section or tag, where
+-- it takes its overall score. Mirrors store::memory::MemoryStore::publish.
+--
+-- KEYS[1]         the group's meta hash (landmarks)
+-- KEYS[2 .. n+1]  one ranking zset per profile
+-- ARGV: member, at_ms, max_members, n,
+--       then n × (profile name, half-life ms, score decayed to at_ms or '').
+local member = ARGV[1]
+local at = tonumber(ARGV[2])
+local max_members = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+for p = 1, n do
+  local i = 5 + 3 * (p - 1)
+  local h = tonumber(ARGV[i + 1])
+  local score = ARGV[i + 2]
+  if score ~= '' then
+    local field = 'landmark:' .. ARGV[i]
+    local l = redis.call('HGET', KEYS[1], field)
+    if not l then
+      redis.call('HSET', KEYS[1], field, ARGV[2])
+      l = at
+    else
+      l = tonumber(l)
+    end
+    local key = KEYS[1 + p]
+    redis.call('ZADD', key, tonumber(score) * 2 ^ ((at - l) / h), member)
+    local card = redis.call('ZCARD', key)
+    if card > max_members then
+      redis.call('ZREMRANGEBYRANK', key, 0, card - max_members - 1)
+    end
+  end
+end
+return 1
