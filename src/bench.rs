@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, Role};
 use crate::config::{Backend, Settings};
 use crate::devbroker::DevBroker;
-use crate::event::decode::{Decoder, MessageInfo};
-use crate::event::{Encoding, Event};
+use crate::event::decode::Decoder;
+use crate::event::Event;
 use crate::ingest::{Incoming, Pipeline};
 use crate::loadgen::{self, Limits};
 use crate::metrics::Metrics;
@@ -618,17 +618,7 @@ async fn naive(settings: &Settings, n: usize) -> anyhow::Result<f64> {
     let mut sections: HashMap<String, (Option<String>, Vec<String>)> = HashMap::new();
     let started = Instant::now();
     for (m, _) in &messages {
-        let info = MessageInfo {
-            encoding: if m.content_type.is_some() {
-                Encoding::Protobuf
-            } else {
-                Encoding::Json
-            },
-            key: Some(m.key.as_bytes()),
-            timestamp_ms: Some(now_ms()),
-            lifecycle_topic: m.topic == Topic::Articles,
-            now_ms: now_ms(),
-        };
+        let info = m.info(now_ms());
         match decoder.decode(&m.payload, &info) {
             Ok(Event::Published(a)) => {
                 let key = format!("naive:article:{}", a.article_id);

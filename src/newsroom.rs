@@ -11,7 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde_json::json;
 
-use crate::event::proto;
+use crate::event::decode::MessageInfo;
+use crate::event::{proto, Encoding};
 
 /// Sections and the tags their articles carry.
 pub const SECTIONS: &[(&str, &[&str])] = &[
@@ -133,6 +134,24 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     /// `content-type` header, when not JSON.
     pub content_type: Option<&'static str>,
+}
+
+impl Outgoing {
+    /// How a consumer sees this message at `now_ms` (the Kafka timestamp
+    /// taken as `now_ms` too).
+    pub fn info(&self, now_ms: i64) -> MessageInfo<'_> {
+        MessageInfo {
+            encoding: if self.content_type.is_some() {
+                Encoding::Protobuf
+            } else {
+                Encoding::Json
+            },
+            key: Some(self.key.as_bytes()),
+            timestamp_ms: Some(now_ms),
+            lifecycle_topic: self.topic == Topic::Articles,
+            now_ms,
+        }
+    }
 }
 
 struct Article {
@@ -365,8 +384,8 @@ fn to_proto(e: &serde_json::Value) -> proto::Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode::{Decoder, MessageInfo};
-    use crate::event::{Encoding, Event};
+    use crate::event::decode::Decoder;
+    use crate::event::Event;
 
     fn decode_all(
         shape: Shape,
@@ -383,17 +402,7 @@ mod tests {
         let mut views = std::collections::HashMap::new();
         for _ in 0..20_000 {
             let m = n.next(now);
-            let info = MessageInfo {
-                encoding: if m.content_type.is_some() {
-                    Encoding::Protobuf
-                } else {
-                    Encoding::Json
-                },
-                key: Some(m.key.as_bytes()),
-                timestamp_ms: Some(now),
-                lifecycle_topic: m.topic == Topic::Articles,
-                now_ms: now,
-            };
+            let info = m.info(now);
             match d.decode(&m.payload, &info) {
                 Ok(Event::Published(_)) => published += 1,
                 Ok(Event::Behaviour(b)) => {

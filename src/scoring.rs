@@ -193,28 +193,13 @@ impl Aggregate {
         at_ms: i64,
         units: f64,
     ) {
-        self.add_where(kind, article_id, section, tags, at_ms, units, |_| true);
-    }
-
-    /// Like [`Aggregate::add`], for the groups `admit` accepts only (the
-    /// others already hold this event). All-time counts go with [`Group::All`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_where(
-        &mut self,
-        kind: EventType,
-        article_id: &str,
-        section: Option<&str>,
-        tags: &[String],
-        at_ms: i64,
-        units: f64,
-        admit: impl FnMut(&Group) -> bool,
-    ) {
         let place = placement(article_id, section, tags);
-        self.add_placed(kind, article_id, &place, at_ms, units, admit);
+        self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
     }
 
     /// Adds one event at a precomputed [`placement`], in the groups `admit`
-    /// accepts.
+    /// accepts (the others already hold it: see [`Fence`]). All-time counts
+    /// go with [`Group::All`].
     pub fn add_placed(
         &mut self,
         kind: EventType,
