@@ -451,6 +451,34 @@ async fn wait_progress(store: &RedisStore, since: u64, min_more: u64, total: u64
     }
 }
 
+/// Ten rounds of: start a consumer, wait until it applied `min_more` more
+/// events, wait a random moment under `jitter_ms`, then `fault` it. Returns
+/// the rounds done (fewer when all `total` events were applied first) and
+/// the events applied after each.
+async fn fault_rounds(
+    env: &[(String, String)],
+    store: &RedisStore,
+    total: u64,
+    min_more: u64,
+    jitter_ms: u64,
+    seed: u64,
+    mut fault: impl FnMut(Consumer),
+) -> (usize, Vec<u64>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut after = Vec::new();
+    while after.len() < 10 {
+        let c = Consumer::start(env);
+        let since = applied(store).await;
+        if !wait_progress(store, since, min_more, total).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..jitter_ms))).await;
+        fault(c);
+        after.push(applied(store).await);
+    }
+    (after.len(), after)
+}
+
 fn report(name: &str, v: &Verdict, extra: &str) {
     println!(
         "faults: {name}: events produced {}, {extra}, lost {}, doubled {}, max relative error {:.1e} over {} scores",
@@ -498,21 +526,8 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 200_000, 2_500.0, 9, None).await });
     let store = store_for(&redis.url, &prefix).await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
-    let mut kills = 0;
-    let mut applied_at_kills = Vec::new();
-    while kills < 10 {
-        let c = Consumer::start(&env);
-        // Kill while it works: after it applied something, at a random moment.
-        let since = applied(&store).await;
-        if !wait_progress(&store, since, 500, 200_000).await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
-        c.kill9();
-        kills += 1;
-        applied_at_kills.push(applied(&store).await);
-    }
+    let (kills, applied_at_kills) =
+        fault_rounds(&env, &store, 200_000, 500, 1500, 99, Consumer::kill9).await;
     let produced = stream.await.unwrap();
     let last = Consumer::start(&env);
     let v = verify(&store, &produced, Duration::from_secs(180)).await;
@@ -537,24 +552,16 @@ async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 100_000, 1_500.0, 5, None).await });
     let store = store_for(&redis.url, &prefix).await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut slowest = Duration::ZERO;
-    let mut stops = 0;
-    while stops < 10 {
-        let c = Consumer::start(&env);
-        let since = applied(&store).await;
-        if !wait_progress(&store, since, 300, 100_000).await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
+    let (stops, _) = fault_rounds(&env, &store, 100_000, 300, 1000, 5, |c| {
         let took = c.terminate();
         assert!(
             took < Duration::from_secs(20),
             "exit took {took:?}, past the 20 s deadline"
         );
         slowest = slowest.max(took);
-        stops += 1;
-    }
+    })
+    .await;
     let produced = stream.await.unwrap();
     let last = Consumer::start(&env);
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
