@@ -4,6 +4,7 @@
 //! event types, outcomes, reasons, routes, status codes, topics and partition
 //! numbers — never article ids.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -65,13 +66,33 @@ pub struct Metrics {
     pub cache: IntCounterVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help).namespace("popularity"), labels)
-        .expect("valid metric");
+/// Registers `metric` and returns it: every metric of the service goes
+/// through here, so a name clash fails at start.
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.expect("valid metric");
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(m.clone()))
         .expect("unique metric");
-    c
+    m
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("popularity")
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(opts(name, help), labels))
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::with_opts(opts(name, help)))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::with_opts(opts(name, help)))
 }
 
 fn histogram(
@@ -81,30 +102,17 @@ fn histogram(
     labels: &[&str],
     buckets: Vec<f64>,
 ) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help)
-            .namespace("popularity")
-            .buckets(buckets),
-        labels,
-    )
-    .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("unique metric");
-    h
+    let o = HistogramOpts::new(name, help)
+        .namespace("popularity")
+        .buckets(buckets);
+    register(registry, HistogramVec::new(o, labels))
 }
 
 fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(
-        HistogramOpts::new(name, help)
-            .namespace("popularity")
-            .buckets(buckets),
-    )
-    .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("unique metric");
-    h
+    let o = HistogramOpts::new(name, help)
+        .namespace("popularity")
+        .buckets(buckets);
+    register(registry, Histogram::with_opts(o))
 }
 
 impl Default for Metrics {
@@ -174,67 +182,38 @@ impl Metrics {
             store_duration.with_label_values(&[op]);
             store_errors.with_label_values(&[op]);
         }
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new("consumer_lag", "Messages not yet committed, per partition.")
-                .namespace("popularity"),
-            &["topic", "partition"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(consumer_lag.clone()))
-            .expect("unique metric");
-        let partitions_assigned = IntGauge::with_opts(
-            Opts::new(
-                "partitions_assigned",
-                "Partitions assigned to this consumer.",
-            )
-            .namespace("popularity"),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(partitions_assigned.clone()))
-            .expect("unique metric");
-        let rebalances = IntCounter::with_opts(
-            Opts::new("rebalances_total", "Consumer group rebalances seen.")
-                .namespace("popularity"),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(rebalances.clone()))
-            .expect("unique metric");
-        let partitions_paused = IntGauge::with_opts(
-            Opts::new(
-                "partitions_paused",
-                "Partitions paused while the store is failing.",
-            )
-            .namespace("popularity"),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(partitions_paused.clone()))
-            .expect("unique metric");
-        let store_retries = IntCounter::with_opts(
-            Opts::new(
-                "store_retries_total",
-                "Flush attempts that failed and were retried.",
-            )
-            .namespace("popularity"),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(store_retries.clone()))
-            .expect("unique metric");
-        let fence_conflicts = IntCounter::with_opts(
-            Opts::new(
-                "fence_conflicts_total",
-                "Group writes refused because another consumer had moved a fence.",
-            )
-            .namespace("popularity"),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(fence_conflicts.clone()))
-            .expect("unique metric");
+        let consumer_lag = register(
+            &registry,
+            IntGaugeVec::new(
+                opts("consumer_lag", "Messages not yet committed, per partition."),
+                &["topic", "partition"],
+            ),
+        );
+        let partitions_assigned = gauge(
+            &registry,
+            "partitions_assigned",
+            "Partitions assigned to this consumer.",
+        );
+        let rebalances = plain_counter(
+            &registry,
+            "rebalances_total",
+            "Consumer group rebalances seen.",
+        );
+        let partitions_paused = gauge(
+            &registry,
+            "partitions_paused",
+            "Partitions paused while the store is failing.",
+        );
+        let store_retries = plain_counter(
+            &registry,
+            "store_retries_total",
+            "Flush attempts that failed and were retried.",
+        );
+        let fence_conflicts = plain_counter(
+            &registry,
+            "fence_conflicts_total",
+            "Group writes refused because another consumer had moved a fence.",
+        );
         let event_to_visible = plain_histogram(
             &registry,
             "event_to_visible_seconds",
@@ -264,13 +243,14 @@ impl Metrics {
         );
         cache.with_label_values(&["hit"]);
         cache.with_label_values(&["miss"]);
-        let build = IntGaugeVec::new(
-            Opts::new("build_info", "Build information; always 1.").namespace("popularity"),
-            &["version"],
-        )
-        .expect("valid metric");
+        let build = register(
+            &registry,
+            IntGaugeVec::new(
+                opts("build_info", "Build information; always 1."),
+                &["version"],
+            ),
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        registry.register(Box::new(build)).expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
