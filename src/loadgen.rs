@@ -9,7 +9,6 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
@@ -44,18 +43,15 @@ pub struct Sent {
 
 /// A producer tuned for throughput: batched, lz4-compressed.
 pub fn producer(kafka: &KafkaSettings) -> anyhow::Result<FutureProducer> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.brokers)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "500000");
-    for (k, v) in &kafka.properties {
-        if !k.starts_with("group.") && !k.starts_with("partition.assignment") {
-            c.set(k, v);
-        }
-    }
-    c.create().context("creating the producer")
+    let defaults = [
+        ("linger.ms", "20"),
+        ("batch.num.messages", "10000"),
+        ("compression.type", "lz4"),
+        ("queue.buffering.max.messages", "500000"),
+    ];
+    crate::ingest::client_config(kafka, &defaults, true)
+        .create()
+        .context("creating the producer")
 }
 
 /// Sends newsroom traffic until a limit is reached or `stop` is cancelled.

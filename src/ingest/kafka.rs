@@ -18,43 +18,55 @@ use rdkafka::TopicPartitionList;
 use crate::config::KafkaSettings;
 use crate::metrics::Metrics;
 
+/// A client of `kafka.brokers` with `defaults`, then the operator's
+/// `kafka.properties` on top (for a producer, without the consumer-only ones).
+pub fn client_config(
+    kafka: &KafkaSettings,
+    defaults: &[(&str, &str)],
+    producer: bool,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
+    for (k, v) in &kafka.properties {
+        if !(producer && (k.starts_with("group.") || k.starts_with("partition.assignment"))) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
 /// Consumer configuration. Offsets are never stored or committed
 /// automatically: the consumer commits exactly what the store acknowledged
 /// (with automatic offset storing, a dropped consumer can commit messages it
 /// never processed).
 pub fn consumer_config(kafka: &KafkaSettings, group: bool) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
+    let mut defaults = vec![
+        ("group.id", kafka.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("statistics.interval.ms", "5000"),
+    ];
     if group {
         // Eager assignors re-deliver thousands of messages per rebalance.
-        c.set("partition.assignment.strategy", "cooperative-sticky");
+        defaults.push(("partition.assignment.strategy", "cooperative-sticky"));
     }
-    for (k, v) in &kafka.properties {
-        c.set(k, v);
-    }
-    c
+    client_config(kafka, &defaults, false)
 }
 
 /// Dead-letter producer configuration: acknowledged by all replicas,
 /// idempotent, compressed.
 pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5");
-    for (k, v) in &kafka.properties {
-        if !k.starts_with("group.") && !k.starts_with("partition.assignment") {
-            c.set(k, v);
-        }
-    }
-    c
+    let defaults = [
+        ("acks", "all"),
+        ("enable.idempotence", "true"),
+        ("compression.type", "lz4"),
+        ("linger.ms", "5"),
+    ];
+    client_config(kafka, &defaults, true)
 }
 
 /// State shared between the consumer's callbacks and the rest of the service.

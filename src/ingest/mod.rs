@@ -23,7 +23,7 @@
 
 mod kafka;
 
-pub use kafka::ConsumerState;
+pub use kafka::{client_config, ConsumerState};
 
 use std::collections::{HashMap, HashSet};
 
