@@ -32,36 +32,29 @@ use crate::scoring::{growth, Profiles};
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 
-/// Sizes of a run.
-#[derive(Debug, Clone)]
+/// Sizes of a run (the `popularity bench` arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// Messages for rows (a) and (b).
+    /// Messages through the broker for rows (a) and (b).
+    #[arg(long, default_value_t = 400_000)]
     pub broker_events: u64,
-    /// Messages per encoding for row (c).
+    /// Messages per encoding through the pipeline for row (c).
+    #[arg(long, default_value_t = 1_000_000)]
     pub pipeline_events: usize,
     /// Messages for the naive baseline (d).
+    #[arg(long, default_value_t = 5_000)]
     pub naive_events: usize,
     /// Largest number of distinct articles for (g).
+    #[arg(long, default_value_t = 1_000_000)]
     pub max_articles: usize,
-    /// Seconds of load for (e) and for each `wrk` run of (f).
+    /// Seconds of load for (e) and each API run of (f).
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// Run row (g) alone against this Redis and print its figures as
-    /// `articles rss_bytes used_memory` lines: the parent runs it in a child
-    /// process so that the RSS is the pipeline's own.
+    /// Internal: run row (g) alone against this Redis URL and print its
+    /// figures as `articles rss_bytes used_memory` lines; the parent runs it
+    /// in a child process so that the RSS is the pipeline's own.
+    #[arg(long, hide = true)]
     pub memory_only: Option<String>,
-}
-
-impl Default for BenchOptions {
-    fn default() -> Self {
-        BenchOptions {
-            broker_events: 400_000,
-            pipeline_events: 1_000_000,
-            naive_events: 5_000,
-            max_articles: 1_000_000,
-            seconds: 10,
-            memory_only: None,
-        }
-    }
 }
 
 struct Row {

@@ -44,26 +44,7 @@ enum Command {
     },
     /// Benchmark on this machine: starts its own redis-server and dev broker
     /// and prints a table (needs redis-server and wrk installed).
-    Bench {
-        /// Messages through the broker for rows (a) and (b).
-        #[arg(long, default_value_t = 400_000)]
-        broker_events: u64,
-        /// Messages per encoding through the pipeline for row (c).
-        #[arg(long, default_value_t = 1_000_000)]
-        pipeline_events: usize,
-        /// Messages for the naive baseline (d).
-        #[arg(long, default_value_t = 5_000)]
-        naive_events: usize,
-        /// Largest number of distinct articles for (g).
-        #[arg(long, default_value_t = 1_000_000)]
-        max_articles: usize,
-        /// Seconds of load for (e) and each API run of (f).
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Internal: run the memory row alone against this Redis URL.
-        #[arg(long, hide = true)]
-        memory_only: Option<String>,
-    },
+    Bench(popularity::bench::BenchOptions),
     /// Produce realistic traffic to a Kafka cluster (progress on stderr).
     Loadgen(LoadgenArgs),
     /// Run a local Kafka-protocol broker for development (in memory; drops a
@@ -167,24 +148,7 @@ async fn main() -> anyhow::Result<()> {
             };
             popularity::demo::run(options, shutdown).await
         }
-        Command::Bench {
-            broker_events,
-            pipeline_events,
-            naive_events,
-            max_articles,
-            seconds,
-            memory_only,
-        } => {
-            let options = popularity::bench::BenchOptions {
-                broker_events,
-                pipeline_events,
-                naive_events,
-                max_articles,
-                seconds,
-                memory_only,
-            };
-            popularity::bench::run(options).await
-        }
+        Command::Bench(options) => popularity::bench::run(options).await,
         Command::Loadgen(a) => {
             let mut settings = Settings::from_env(a.config.as_deref())?;
             if let Some(b) = a.brokers {
