@@ -142,6 +142,20 @@ fn check_items(body: &serde_json::Value, member_field: &str, expected: &[(String
     }
 }
 
+/// GETs a ranking and checks it against `want(generated_at)`; returns the body.
+async fn check_ranking(
+    app: &TestApp,
+    path: &str,
+    member_field: &str,
+    want: impl FnOnce(i64) -> Vec<(String, f64)>,
+) -> serde_json::Value {
+    let (status, body) = app.get(path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    let at = parse_time(body["generated_at"].as_str().unwrap());
+    check_items(&body, member_field, &want(at));
+    body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
     let redis = RedisServer::start();
@@ -224,18 +238,12 @@ async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
 
     let all = |a: &str| vec![a.to_string()];
     for (profile, h) in [("trending", TRENDING_H), ("popular", POPULAR_H)] {
-        let (status, body) = app.get(&format!("/v1/rankings/{profile}?limit=100")).await;
-        assert_eq!(status, 200, "{body}");
-        let at = parse_time(body["generated_at"].as_str().unwrap());
-        check_items(&body, "article_id", &truth.expected(at, h, all));
+        let path = format!("/v1/rankings/{profile}?limit=100");
+        let body = check_ranking(&app, &path, "article_id", |at| truth.expected(at, h, all)).await;
         assert_eq!(body["profile"], profile);
     }
 
     // Per section: a section from the event or, failing that, from metadata.
-    let (_, body) = app
-        .get("/v1/rankings/trending?section=News&limit=100")
-        .await;
-    let at = parse_time(body["generated_at"].as_str().unwrap());
     let in_section = |s: &'static str| {
         move |a: &str| {
             article(a)
@@ -244,11 +252,13 @@ async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
                 .unwrap_or_default()
         }
     };
-    check_items(
-        &body,
+    let body = check_ranking(
+        &app,
+        "/v1/rankings/trending?section=News&limit=100",
         "article_id",
-        &truth.expected(at, TRENDING_H, in_section("news")),
-    );
+        |at| truth.expected(at, TRENDING_H, in_section("news")),
+    )
+    .await;
     assert_eq!(body["section"], "news");
     let first = &body["items"][0];
     let meta = article(first["article_id"].as_str().unwrap()).unwrap();
@@ -258,8 +268,6 @@ async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
     assert_eq!(first["author"], "Desk");
 
     // Per tag.
-    let (_, body) = app.get("/v1/rankings/trending?tag=europe&limit=100").await;
-    let at = parse_time(body["generated_at"].as_str().unwrap());
     let with_tag = |tag: &'static str| {
         move |a: &str| {
             article(a)
@@ -268,21 +276,24 @@ async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
                 .unwrap_or_default()
         }
     };
-    check_items(
-        &body,
+    check_ranking(
+        &app,
+        "/v1/rankings/trending?tag=europe&limit=100",
         "article_id",
-        &truth.expected(at, TRENDING_H, with_tag("europe")),
-    );
+        |at| truth.expected(at, TRENDING_H, with_tag("europe")),
+    )
+    .await;
 
     // Popular tags rank tags by the events of their articles.
-    let (_, body) = app.get("/v1/rankings/trending/tags?limit=100").await;
-    let at = parse_time(body["generated_at"].as_str().unwrap());
     let tags_of = |a: &str| {
         article(a)
             .map(|x| x.tags.iter().map(|t| t.to_string()).collect())
             .unwrap_or_default()
     };
-    check_items(&body, "tag", &truth.expected(at, TRENDING_H, tags_of));
+    check_ranking(&app, "/v1/rankings/trending/tags?limit=100", "tag", |at| {
+        truth.expected(at, TRENDING_H, tags_of)
+    })
+    .await;
 
     // The unpublished article is ranked overall with null metadata.
     let (_, body) = app.get("/v1/rankings/weekly?limit=100").await;
@@ -385,13 +396,13 @@ async fn duplicates_bots_and_stale_events_are_not_counted() {
     assert_eq!(app.metric(&m("share", "duplicate")).await, 1.0);
     assert_eq!(app.metric(&m("page_view", "stale")).await, 1.0);
     assert_eq!(app.metric(&m("page_view", "bot")).await, 2.0);
-    let (_, body) = app.get("/v1/rankings/trending?section=news").await;
-    let at = parse_time(body["generated_at"].as_str().unwrap());
-    check_items(
-        &body,
+    check_ranking(
+        &app,
+        "/v1/rankings/trending?section=news",
         "article_id",
-        &[("x1".to_string(), direct_score(&counted, at, TRENDING_H))],
-    );
+        |at| vec![("x1".to_string(), direct_score(&counted, at, TRENDING_H))],
+    )
+    .await;
     app.stop().await;
 }
 
@@ -497,13 +508,10 @@ async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
     seen.sort();
     assert_eq!(seen, (0..bad.len()).collect::<Vec<_>>());
 
-    let (_, body) = app.get("/v1/rankings/trending").await;
-    let at = parse_time(body["generated_at"].as_str().unwrap());
-    check_items(
-        &body,
-        "article_id",
-        &[("g".to_string(), direct_score(&weights, at, TRENDING_H))],
-    );
+    check_ranking(&app, "/v1/rankings/trending", "article_id", |at| {
+        vec![("g".to_string(), direct_score(&weights, at, TRENDING_H))]
+    })
+    .await;
     app.stop().await;
 }
 
