@@ -166,6 +166,10 @@ impl RedisStore {
         for inv in &invocations {
             pipe.invoke_script(inv).ignore();
         }
+        if left.is_empty() && invocations.is_empty() {
+            // Entered groups only, and the article has no score to carry into them.
+            return Ok(());
+        }
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 

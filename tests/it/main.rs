@@ -731,6 +731,83 @@ async fn memory_and_redis_stores_give_the_same_rankings() {
     assert!(compared > 200, "only {compared} members compared");
 }
 
+/// Publications that move articles between sections and tags, with and
+/// without a score to carry, succeed on both stores and move exactly the
+/// scored article.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republications_move_scored_and_unscored_articles_on_both_stores() {
+    let redis = RedisServer::start();
+    let s = popularity::config::Settings::defaults();
+    let profiles = popularity::scoring::profiles(&s.scoring);
+    let ttl = Duration::from_secs(3600);
+    let redis_store =
+        RedisStore::connect(&redis.url, &random_name("m"), profiles.clone(), 100, ttl)
+            .await
+            .unwrap();
+    let memory = MemoryStore::new(profiles.clone(), 100, ttl);
+    let stores: [(&str, &dyn popularity::store::Store); 2] =
+        [("redis", &redis_store), ("memory", &memory)];
+    let meta = |id: &str, section: &str, tags: &[&str]| popularity::event::ArticleMeta {
+        article_id: id.to_string(),
+        title: Some(format!("T {id}")),
+        section: Some(section.to_string()),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        published_at_ms: Some(now_ms()),
+        ..Default::default()
+    };
+    for (name, store) in stores {
+        // First publications: nothing is scored yet, nothing to move.
+        store
+            .publish(&[meta("read", "news", &["x"]), meta("unread", "news", &["x"])])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: first publication: {e}"));
+        let r = now_ms();
+        let mut agg = Aggregate::new(profiles.clone(), r);
+        for _ in 0..3 {
+            agg.add(
+                popularity::event::EventType::PageView,
+                "read",
+                Some("news"),
+                &["x".to_string()],
+                r,
+                1.0,
+            );
+        }
+        store.apply(&agg).await.unwrap();
+        // Both move to another section and tag; only one has a score to carry.
+        store
+            .publish(&[
+                meta("read", "sport", &["y"]),
+                meta("unread", "sport", &["y"]),
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: republication: {e}"));
+        let at = now_ms();
+        let members = |g: Group| async move {
+            let page = store.top(&g, 0, 0, 10, at).await.unwrap();
+            page.items
+                .iter()
+                .map(|i| (i.member.clone(), i.score))
+                .collect::<Vec<_>>()
+        };
+        let overall = members(Group::All).await;
+        assert_eq!(overall.len(), 1, "{name}: {overall:?}");
+        assert_eq!(overall[0].0, "read");
+        assert!((overall[0].1 - 3.0).abs() < 1e-6, "{name}: {overall:?}");
+        assert!(
+            members(Group::Section("news".into())).await.is_empty(),
+            "{name}"
+        );
+        assert!(members(Group::Tag("x".into())).await.is_empty(), "{name}");
+        for g in [Group::Section("sport".into()), Group::Tag("y".into())] {
+            let m = members(g.clone()).await;
+            assert_eq!(m.len(), 1, "{name} {g:?}: {m:?}");
+            assert_eq!(m[0].0, "read", "{name} {g:?}");
+            assert!((m[0].1 - overall[0].1).abs() < 1e-6, "{name} {g:?}: {m:?}");
+        }
+    }
+}
+
 #[test]
 fn a_bad_config_value_fails_at_start_naming_the_key() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
