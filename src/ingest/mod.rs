@@ -13,6 +13,10 @@
 //! dead-letter topic), nothing is lost. Commits are a resume hint; fences are
 //! the truth.
 //!
+//! Batches are written in order, one at a time, by a task of their own
+//! while the next batch is read: a full batch waits for the write before
+//! it. A batch that failed goes back in front of what was read since.
+//!
 //! When the store fails, the pending flush is kept and retried with capped
 //! exponential backoff while the partitions are paused (memory stays
 //! bounded and the consumer stays in its group); nothing is committed.
@@ -58,12 +62,23 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A running consumer, built and ready to run.
 pub struct Ingest {
-    consumer: StreamConsumer<kafka::Context>,
+    consumer: Arc<StreamConsumer<kafka::Context>>,
+    reader: Reader,
     worker: Worker,
 }
 
-/// Everything the consumer loop changes, apart from the consumer itself
-/// (messages borrow the consumer while they are read).
+/// Decodes, validates and filters messages into a [`Pending`] batch. Kept
+/// apart from the [`Worker`] so that the next batch is read while the
+/// previous one is being written.
+struct Reader {
+    decoder: Decoder,
+    filters: Filters,
+    metrics: Metrics,
+    /// The article-lifecycle topic.
+    articles_topic: String,
+}
+
+/// Writes batches: metadata, fences, the store and offset commits.
 struct Worker {
     /// The dead-letter producer (none in the in-memory benchmark pipeline).
     producer: Option<FutureProducer>,
@@ -71,8 +86,6 @@ struct Worker {
     metrics: Metrics,
     settings: Arc<Settings>,
     profiles: Profiles,
-    decoder: Decoder,
-    filters: Filters,
     commits: bool,
     meta_cache: AHashMap<String, (Instant, Known)>,
     /// Fences as last read or written, per group: `topic/partition` → offset.
@@ -113,8 +126,11 @@ impl From<ArticleState> for Known {
 /// cluster; invalid messages are counted and dropped (there is no
 /// dead-letter topic).
 pub struct Pipeline {
-    worker: Worker,
+    reader: Reader,
+    writer: Writer,
     pending: Pending,
+    max_batch: usize,
+    waited: Duration,
 }
 
 impl Pipeline {
@@ -122,27 +138,165 @@ impl Pipeline {
     pub fn new(settings: Arc<Settings>, store: Arc<dyn Store>, metrics: Metrics) -> Pipeline {
         let profiles = crate::scoring::profiles(&settings.scoring);
         let state = ConsumerState::default();
+        let max_batch = settings.ingest.max_batch_events;
         Pipeline {
-            worker: Worker::new(settings, store, metrics, profiles, state, None, false),
+            reader: Reader::new(&settings, metrics.clone()),
+            writer: Writer::Idle(Box::new(Worker::new(
+                settings, store, metrics, profiles, state, None, false,
+            ))),
             pending: Pending::default(),
+            max_batch,
+            waited: Duration::ZERO,
         }
     }
 
-    /// Reads one message.
-    pub fn read(&mut self, m: Incoming<'_>) {
-        self.worker.read(m, &mut self.pending);
+    /// Reads one message. As in the consumer, a batch of
+    /// `ingest.max_batch_events` starts its write and the next batch is read
+    /// meanwhile; this waits only when that one is full too.
+    pub async fn read(&mut self, m: Incoming<'_>) -> anyhow::Result<()> {
+        self.reader.read(m, &mut self.pending);
+        if self.pending.messages.is_multiple_of(64) || self.pending.messages >= self.max_batch {
+            self.writer.poll(&mut self.pending)?;
+        }
+        if self.pending.messages >= self.max_batch {
+            if self.writer.busy() {
+                let started = Instant::now();
+                self.writer.finish(&mut self.pending).await?;
+                self.waited += started.elapsed();
+            }
+            self.writer.start(&mut self.pending, None);
+        }
+        Ok(())
     }
 
-    /// Messages read since the last flush.
+    /// Time [`Pipeline::read`] spent waiting for a write to finish.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Messages read and not yet written, including a write in progress.
     pub fn pending(&self) -> usize {
-        self.pending.messages
+        self.pending.messages + self.writer.in_flight()
     }
 
-    /// Writes what was read to the store (one attempt).
+    /// Writes everything read to the store (one attempt per batch).
     pub async fn flush(&mut self) -> anyhow::Result<()> {
-        match self.worker.flush(None, &mut self.pending).await {
+        self.writer.finish(&mut self.pending).await?;
+        if self.pending.messages > 0 {
+            self.writer.start(&mut self.pending, None);
+            self.writer.finish(&mut self.pending).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of writing one batch: the worker, the batch (emptied when it
+/// was written) and when to try again if it was not.
+type Written = (Box<Worker>, Pending, Option<tokio::time::Instant>);
+
+/// The worker, idle or writing one batch (in a task of its own, so that
+/// aggregation and the store's round trips proceed on another core) while
+/// the next batch is read.
+enum Writer {
+    Idle(Box<Worker>),
+    Busy {
+        messages: usize,
+        write: tokio::task::JoinHandle<Written>,
+    },
+    /// Only while switching between the two.
+    Gone,
+}
+
+/// The outcome of a write task; a panic in it is the consumer's panic.
+fn joined(r: Result<Written, tokio::task::JoinError>) -> Written {
+    r.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+impl Writer {
+    fn busy(&self) -> bool {
+        matches!(self, Writer::Busy { .. })
+    }
+
+    /// Messages in the batch being written.
+    fn in_flight(&self) -> usize {
+        match self {
+            Writer::Busy { messages, .. } => *messages,
+            _ => 0,
+        }
+    }
+
+    /// Starts writing `pending` (which becomes empty); the worker must be idle.
+    fn start(
+        &mut self,
+        pending: &mut Pending,
+        consumer: Option<Arc<StreamConsumer<kafka::Context>>>,
+    ) {
+        let Writer::Idle(mut worker) = std::mem::replace(self, Writer::Gone) else {
+            panic!("a write started while another is in progress");
+        };
+        let mut batch = pending.take();
+        let messages = batch.messages;
+        let write = tokio::spawn(async move {
+            let retry = worker.flush(consumer.as_deref(), &mut batch).await;
+            (worker, batch, retry)
+        });
+        *self = Writer::Busy { messages, write };
+    }
+
+    /// Takes the result of a finished write. A batch that was not written
+    /// goes back in front of what was read since, to be written with it.
+    fn settle(
+        &mut self,
+        (worker, mut batch, retry): Written,
+        pending: &mut Pending,
+    ) -> Option<tokio::time::Instant> {
+        *self = Writer::Idle(worker);
+        if retry.is_some() {
+            batch.absorb(std::mem::take(pending));
+            *pending = batch;
+        }
+        retry
+    }
+
+    /// Settles the write in progress if it has finished, without waiting.
+    /// Returns an error if it failed.
+    fn poll(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        use futures::FutureExt as _;
+        if let Writer::Busy { write, .. } = self {
+            if let Some(done) = write.now_or_never() {
+                if self.settle(joined(done), pending).is_some() {
+                    anyhow::bail!("the store refused the flush");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in progress, if any, and returns when to retry
+    /// if it failed.
+    async fn wait(&mut self, pending: &mut Pending) -> Option<tokio::time::Instant> {
+        match self {
+            Writer::Busy { write, .. } => {
+                let done = joined(write.await);
+                self.settle(done, pending)
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits for the write in progress; an error if it failed.
+    async fn finish(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        match self.wait(pending).await {
             None => Ok(()),
             Some(_) => anyhow::bail!("the store refused the flush"),
+        }
+    }
+
+    /// The idle worker (after [`Writer::wait`]).
+    fn worker(&mut self) -> &mut Worker {
+        match self {
+            Writer::Idle(w) => w,
+            _ => panic!("the worker is writing"),
         }
     }
 }
@@ -239,6 +393,30 @@ impl Pending {
             partitions,
             ..Pending::default()
         };
+    }
+
+    /// Everything read, leaving this empty.
+    fn take(&mut self) -> Pending {
+        std::mem::take(self)
+    }
+
+    /// Appends what was read after this batch.
+    fn absorb(&mut self, later: Pending) {
+        self.messages += later.messages;
+        self.counted.extend(later.counted);
+        self.lifecycle.extend(later.lifecycle);
+        self.dead.extend(later.dead);
+        for p in later.partitions {
+            let Some(highest) = p.highest else { continue };
+            match self
+                .partitions
+                .iter_mut()
+                .find(|q| q.partition == p.partition && q.topic == p.topic)
+            {
+                Some(q) => q.highest = Some(q.highest.map_or(highest, |h| h.max(highest))),
+                None => self.partitions.push(p),
+            }
+        }
     }
 
     /// Records offset `offset` of `topic/partition` and returns its name.
@@ -345,6 +523,7 @@ impl Ingest {
         let producer: FutureProducer = kafka::producer_config(&settings.kafka)
             .create()
             .context("creating the dead-letter producer")?;
+        let reader = Reader::new(&settings, metrics.clone());
         let worker = Worker::new(
             settings,
             store,
@@ -354,7 +533,11 @@ impl Ingest {
             Some(producer),
             commits,
         );
-        Ok(Ingest { consumer, worker })
+        Ok(Ingest {
+            consumer: Arc::new(consumer),
+            reader,
+            worker,
+        })
     }
 
     /// Consumes until `shutdown`, then flushes (within
@@ -362,12 +545,19 @@ impl Ingest {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Ingest {
             consumer,
-            mut worker,
+            mut reader,
+            worker,
         } = self;
+        let state = worker.state.clone();
+        let settings = worker.settings.clone();
         let mut pending = Pending::default();
-        let mut tick = tokio::time::interval(worker.settings.ingest.flush_interval);
+        let mut tick = tokio::time::interval(settings.ingest.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let max_batch = worker.settings.ingest.max_batch_events;
+        let max_batch = settings.ingest.max_batch_events;
+        // One batch is written while the next is read; a full batch waits
+        // for the write before it (batches are written in order, so fences
+        // only ever move forward).
+        let mut writer = Writer::Idle(Box::new(worker));
         // Set while the store is failing: the next attempt is not before then.
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
@@ -377,18 +567,30 @@ impl Ingest {
                     None => std::future::pending().await,
                 }
             };
+            let full = pending.messages >= max_batch && writer.busy();
+            let writing = async {
+                match &mut writer {
+                    Writer::Busy { write, .. } => joined(write.await),
+                    _ => std::future::pending().await,
+                }
+            };
             let due = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = worker.state.revoked() => {
-                    worker.hand_over(&consumer, &mut pending).await;
+                _ = state.revoked() => {
+                    retry_at = writer.wait(&mut pending).await;
+                    writer.worker().hand_over(&consumer, &mut pending).await;
                     false
+                }
+                done = writing => {
+                    retry_at = writer.settle(done, &mut pending);
+                    retry_at.is_none() && pending.messages >= max_batch
                 }
                 _ = retry => true,
                 _ = tick.tick() => retry_at.is_none() && pending.messages > 0,
-                msg = consumer.recv() => match msg {
+                msg = consumer.recv(), if !full => match msg {
                     Ok(m) => {
-                        worker.read(Incoming::from_kafka(&m), &mut pending);
+                        reader.read(Incoming::from_kafka(&m), &mut pending);
                         drop(m);
                         retry_at.is_none() && pending.messages >= max_batch
                     }
@@ -398,12 +600,16 @@ impl Ingest {
                     }
                 },
             };
-            if due {
-                retry_at = worker.flush(Some(&consumer), &mut pending).await;
+            if due && !writer.busy() {
+                retry_at = None;
+                writer.start(&mut pending, Some(consumer.clone()));
             }
         }
-        // Shutting down: stop fetching, flush what was read, commit
-        // synchronously so the group sees the final offsets, leave.
+        // Shutting down: stop fetching, finish the write in progress, flush
+        // what was read, commit synchronously so the group sees the final
+        // offsets, leave.
+        writer.wait(&mut pending).await;
+        let worker = writer.worker();
         worker.commit_mode = CommitMode::Sync;
         let deadline = tokio::time::Instant::now() + worker.settings.ingest.shutdown_deadline;
         while pending.messages > 0 {
@@ -421,8 +627,8 @@ impl Ingest {
             }
         }
         // A revocation that arrived meanwhile was covered by the flush above.
-        worker.state.set_closing();
-        if let Some(r) = worker.state.take_revocation() {
+        state.set_closing();
+        if let Some(r) = state.take_revocation() {
             kafka::complete_revocation(&consumer, &r);
         }
         consumer.unsubscribe();
@@ -442,19 +648,10 @@ impl Worker {
         producer: Option<FutureProducer>,
         commits: bool,
     ) -> Worker {
-        let ingest = &settings.ingest;
         Worker {
             producer,
             store,
             metrics,
-            decoder: Decoder::new(
-                ingest.max_message_bytes,
-                ingest.max_clock_skew.as_millis() as i64,
-            ),
-            filters: Filters::new(
-                ingest.max_event_age.as_millis() as i64,
-                ingest.dedupe_window.as_millis() as i64,
-            ),
             settings,
             profiles,
             commits,
@@ -467,6 +664,24 @@ impl Worker {
             commit_mode: CommitMode::Async,
         }
     }
+}
+
+impl Reader {
+    fn new(settings: &Settings, metrics: Metrics) -> Reader {
+        let ingest = &settings.ingest;
+        Reader {
+            decoder: Decoder::new(
+                ingest.max_message_bytes,
+                ingest.max_clock_skew.as_millis() as i64,
+            ),
+            filters: Filters::new(
+                ingest.max_event_age.as_millis() as i64,
+                ingest.dedupe_window.as_millis() as i64,
+            ),
+            metrics,
+            articles_topic: settings.kafka.topics.articles.clone(),
+        }
+    }
 
     /// Decodes one message into `pending`.
     fn read(&mut self, m: Incoming<'_>, pending: &mut Pending) {
@@ -474,7 +689,7 @@ impl Worker {
         pending.messages += 1;
         let offset = m.offset;
         let source = pending.note(topic, m.partition, offset).clone();
-        let lifecycle_topic = topic == self.settings.kafka.topics.articles;
+        let lifecycle_topic = topic == self.articles_topic;
         let encoding = m
             .content_type
             .and_then(Encoding::from_content_type)
@@ -527,7 +742,9 @@ impl Worker {
             .with_label_values(&[UNKNOWN_TYPE, "invalid"])
             .inc();
     }
+}
 
+impl Worker {
     /// Completes a revocation: flushes and commits synchronously what was
     /// read, then hands the partitions over. If the store is failing, what
     /// was read from the revoked partitions is dropped instead: it was not
