@@ -460,13 +460,31 @@ fn flushed(metrics: &Metrics) -> f64 {
 async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<(Instant, f64)> = None;
+    let mut report = Instant::now();
     loop {
         let done = flushed(metrics);
+        if report.elapsed() >= Duration::from_millis(500) {
+            report = Instant::now();
+            eprintln!("bench: (b) {done} of {n} messages flushed");
+        }
         if done > 0.0 && first.is_none() {
             first = Some((Instant::now(), done));
         }
         if done >= n as f64 {
             let (t0, d0) = first.expect("set above");
+            eprintln!(
+                "bench: (b) {} flushes, {:.2}s in flushes",
+                metrics.flush_duration.get_sample_count(),
+                metrics.flush_duration.get_sample_sum()
+            );
+            for op in crate::metrics::STORE_OPERATIONS {
+                let h = metrics.store_duration.with_label_values(&[op]);
+                eprintln!(
+                    "bench: (b) store {op}: {} calls, {:.2}s",
+                    h.get_sample_count(),
+                    h.get_sample_sum()
+                );
+            }
             return Ok(rate(done - d0, t0.elapsed()));
         }
         if Instant::now() > deadline {

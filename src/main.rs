@@ -153,7 +153,15 @@ async fn main() -> anyhow::Result<()> {
             };
             popularity::demo::run(options, shutdown).await
         }
-        Command::Bench(options) => popularity::bench::run(options).await,
+        Command::Bench(options) => {
+            // A failed row leaves the service, broker and Redis of the run
+            // behind: exit at once rather than wait for them.
+            if let Err(e) = popularity::bench::run(options).await {
+                eprintln!("Error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Loadgen(a) => {
             let mut settings = Settings::from_env(a.config.as_deref())?;
             if let Some(b) = a.brokers {

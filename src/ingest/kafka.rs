@@ -49,6 +49,10 @@ pub fn consumer_config(kafka: &KafkaSettings, group: bool) -> ClientConfig {
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
         ("statistics.interval.ms", "5000"),
+        // librdkafka's default (1 s) stalls a partition whose prefetch queue
+        // filled, even after the consumer drained it: end-to-end throughput
+        // went from 119 to 255 k/s with 10 ms.
+        ("fetch.queue.backoff.ms", "10"),
     ];
     if group {
         // Eager assignors re-deliver thousands of messages per rebalance.

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -56,6 +57,9 @@ use crate::store::{ArticleState, Store};
 const METADATA_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Most articles in the consumer's metadata cache.
 const METADATA_CACHE_MAX: usize = 100_000;
+/// Most messages read in a row before the consumer loop looks at its timers
+/// and signals again.
+const DRAIN_MAX: usize = 1024;
 /// First and longest wait between retries of a failed flush.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -261,7 +265,6 @@ impl Writer {
     /// Settles the write in progress if it has finished, without waiting.
     /// Returns an error if it failed.
     fn poll(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
-        use futures::FutureExt as _;
         if let Writer::Busy { write, .. } = self {
             if let Some(done) = write.now_or_never() {
                 if self.settle(joined(done), pending).is_some() {
@@ -588,17 +591,23 @@ impl Ingest {
                 }
                 _ = retry => true,
                 _ = tick.tick() => retry_at.is_none() && pending.messages > 0,
-                msg = consumer.recv(), if !full => match msg {
-                    Ok(m) => {
-                        reader.read(Incoming::from_kafka(&m), &mut pending);
-                        drop(m);
-                        retry_at.is_none() && pending.messages >= max_batch
+                msg = consumer.recv(), if !full => {
+                    // Then whatever else is already fetched, without going
+                    // round the loop for each message.
+                    let mut next = Some(msg);
+                    let mut drained = 0;
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Ok(m) => reader.read(Incoming::from_kafka(&m), &mut pending),
+                            Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                        }
+                        drained += 1;
+                        if drained < DRAIN_MAX && pending.messages < max_batch {
+                            next = consumer.recv().now_or_never();
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka consumer error");
-                        false
-                    }
-                },
+                    retry_at.is_none() && pending.messages >= max_batch
+                }
             };
             if due && !writer.busy() {
                 retry_at = None;
