@@ -145,9 +145,12 @@ impl Pipeline {
         let max_batch = settings.ingest.max_batch_events;
         Pipeline {
             reader: Reader::new(&settings, metrics.clone()),
-            writer: Writer::Idle(Box::new(Worker::new(
-                settings, store, metrics, profiles, state, None, false,
-            ))),
+            writer: Writer::Idle(
+                Box::new(Worker::new(
+                    settings, store, metrics, profiles, state, None, false,
+                )),
+                Pending::default(),
+            ),
             pending: Pending::default(),
             max_batch,
             waited: Duration::ZERO,
@@ -202,7 +205,9 @@ type Written = (Box<Worker>, Pending, Option<tokio::time::Instant>);
 /// aggregation and the store's round trips proceed on another core) while
 /// the next batch is read.
 enum Writer {
-    Idle(Box<Worker>),
+    /// With the last batch written, emptied: its buffers are reused, so a
+    /// batch does not grow (and fault in) fresh memory every time.
+    Idle(Box<Worker>, Pending),
     Busy {
         messages: usize,
         write: tokio::task::JoinHandle<Written>,
@@ -235,10 +240,10 @@ impl Writer {
         pending: &mut Pending,
         consumer: Option<Arc<StreamConsumer<kafka::Context>>>,
     ) {
-        let Writer::Idle(mut worker) = std::mem::replace(self, Writer::Gone) else {
+        let Writer::Idle(mut worker, spare) = std::mem::replace(self, Writer::Gone) else {
             panic!("a write started while another is in progress");
         };
-        let mut batch = pending.take();
+        let mut batch = std::mem::replace(pending, spare);
         let messages = batch.messages;
         let write = tokio::spawn(async move {
             let retry = worker.flush(consumer.as_deref(), &mut batch).await;
@@ -254,10 +259,12 @@ impl Writer {
         (worker, mut batch, retry): Written,
         pending: &mut Pending,
     ) -> Option<tokio::time::Instant> {
-        *self = Writer::Idle(worker);
         if retry.is_some() {
             batch.absorb(std::mem::take(pending));
             *pending = batch;
+            *self = Writer::Idle(worker, Pending::default());
+        } else {
+            *self = Writer::Idle(worker, batch);
         }
         retry
     }
@@ -298,7 +305,7 @@ impl Writer {
     /// The idle worker (after [`Writer::wait`]).
     fn worker(&mut self) -> &mut Worker {
         match self {
-            Writer::Idle(w) => w,
+            Writer::Idle(w, _) => w,
             _ => panic!("the worker is writing"),
         }
     }
@@ -389,18 +396,13 @@ struct Pending {
 
 impl Pending {
     /// Forgets what was flushed, keeping the partition names.
+    /// Its buffers keep their capacity for the next batch.
     fn clear(&mut self) {
-        let mut partitions = std::mem::take(&mut self.partitions);
-        partitions.iter_mut().for_each(|p| p.highest = None);
-        *self = Pending {
-            partitions,
-            ..Pending::default()
-        };
-    }
-
-    /// Everything read, leaving this empty.
-    fn take(&mut self) -> Pending {
-        std::mem::take(self)
+        self.partitions.iter_mut().for_each(|p| p.highest = None);
+        self.messages = 0;
+        self.counted.clear();
+        self.lifecycle.clear();
+        self.dead.clear();
     }
 
     /// Appends what was read after this batch.
@@ -560,7 +562,7 @@ impl Ingest {
         // One batch is written while the next is read; a full batch waits
         // for the write before it (batches are written in order, so fences
         // only ever move forward).
-        let mut writer = Writer::Idle(Box::new(worker));
+        let mut writer = Writer::Idle(Box::new(worker), Pending::default());
         // Set while the store is failing: the next attempt is not before then.
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {

@@ -57,10 +57,22 @@ async fn api_values(http: &reqwest::Client, url: &str, field: &str) -> Vec<Strin
         .collect()
 }
 
+/// Kills the demo if the test fails before it stops it.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
     let port = free_port();
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_popularity"))
+    let demo = Command::new(env!("CARGO_BIN_EXE_popularity"))
         .args([
             "demo",
             "--listen",
@@ -72,6 +84,8 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut demo = Demo(demo);
+    let demo = &mut demo.0;
     let mut first = String::new();
     let mut stdout = BufReader::new(demo.stdout.take().unwrap());
     stdout.read_line(&mut first).unwrap();
