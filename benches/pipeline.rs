@@ -7,6 +7,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// The allocator of the `popularity` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use popularity::event::decode::{Decoder, MessageInfo};
 use popularity::event::filter::Filters;
 use popularity::event::{Behaviour, Encoding, Event};

@@ -197,8 +197,9 @@ impl Aggregate {
         self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
     }
 
-    /// Adds one event at a precomputed [`placement`], in the groups `admit`
-    /// accepts (the others already hold it: see [`Fence`]). All-time counts
+    /// Adds one event at a precomputed [`placement`], in the groups whose
+    /// entry `admit` accepts, asked with the entry's position in `place`
+    /// (the others already hold the event: see [`Fence`]). All-time counts
     /// go with [`Group::All`].
     pub fn add_placed(
         &mut self,
@@ -207,7 +208,7 @@ impl Aggregate {
         place: &[(Group, String)],
         at_ms: i64,
         units: f64,
-        mut admit: impl FnMut(&Group) -> bool,
+        mut admit: impl FnMut(usize) -> bool,
     ) {
         let mut incs = std::mem::take(&mut self.scratch);
         incs.clear();
@@ -215,8 +216,8 @@ impl Aggregate {
             p.weights.of(kind) * units * growth(at_ms, self.reference_ms, p.half_life_ms)
         }));
         let mut counted = false;
-        for (group, member) in place {
-            if !admit(group) {
+        for (k, (group, member)) in place.iter().enumerate() {
+            if !admit(k) {
                 continue;
             }
             counted |= *group == Group::All;
@@ -243,6 +244,48 @@ impl Aggregate {
             }
         }
         self.events += 1;
+    }
+
+    /// The increments of one event, one per profile, relative to the
+    /// reference time.
+    pub fn increments(&self, kind: EventType, at_ms: i64, units: f64, out: &mut [f64]) {
+        for (o, p) in out.iter_mut().zip(self.profiles.iter()) {
+            *o = p.weights.of(kind) * units * growth(at_ms, self.reference_ms, p.half_life_ms);
+        }
+    }
+
+    /// Adds `events` events of one article, summed beforehand: `incs` (one
+    /// per profile, from [`Aggregate::increments`]) to every group of
+    /// `place`, and `counts` per event type to the all-time counts. The same
+    /// as adding each event with [`Aggregate::add_placed`] admitting every
+    /// group, up to the order of floating-point additions.
+    pub fn add_summed(
+        &mut self,
+        article_id: &str,
+        place: &[(Group, String)],
+        incs: &[f64],
+        counts: [u64; 3],
+        events: usize,
+    ) {
+        for (group, member) in place {
+            let members = match self.groups.get_mut(group) {
+                Some(m) => m,
+                None => self.groups.entry(group.clone()).or_default(),
+            };
+            match members.get_mut(member.as_str()) {
+                Some(v) => v.iter_mut().zip(incs).for_each(|(a, b)| *a += b),
+                None => {
+                    members.insert(member.clone(), incs.to_vec());
+                }
+            }
+        }
+        if place.iter().any(|(g, _)| *g == Group::All) {
+            let c = self.counts.entry(article_id.to_string()).or_default();
+            for (c, n) in c.iter_mut().zip(counts) {
+                *c += n;
+            }
+        }
+        self.events += events;
     }
 
     /// Requires the store to find `fence` on `group` before applying, and to

@@ -32,14 +32,18 @@ pub enum Encoding {
 impl Encoding {
     /// The encoding named by a `content-type` header, if it names one.
     pub fn from_content_type(value: &[u8]) -> Option<Encoding> {
-        let value = std::str::from_utf8(value).ok()?;
-        let essence = value.split(';').next()?.trim().to_ascii_lowercase();
-        match essence.as_str() {
-            "application/json" => Some(Encoding::Json),
-            "application/x-protobuf"
-            | "application/protobuf"
-            | "application/vnd.google.protobuf" => Some(Encoding::Protobuf),
-            _ => None,
+        // Read for every message: compared in place, nothing allocated.
+        let essence = value.split(|b| *b == b';').next()?.trim_ascii();
+        let is = |name: &str| essence.eq_ignore_ascii_case(name.as_bytes());
+        if is("application/json") {
+            Some(Encoding::Json)
+        } else if is("application/x-protobuf")
+            || is("application/protobuf")
+            || is("application/vnd.google.protobuf")
+        {
+            Some(Encoding::Protobuf)
+        } else {
+            None
         }
     }
 }

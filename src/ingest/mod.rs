@@ -1072,10 +1072,15 @@ impl Worker {
             self.fences.clear();
             self.fence_generation = generation;
         }
-        // Each distinct (article, section, tags) is placed once per flush:
-        // adding an event then allocates nothing.
+        // Each distinct (article, section, tags) is placed once per flush,
+        // and each distinct group numbered: adding an event then allocates
+        // nothing and hashes no group or partition name.
         type PlaceKey<'a> = (&'a str, Option<&'a str>, &'a [String]);
-        let mut places: AHashMap<PlaceKey<'_>, Vec<(Group, String)>> = AHashMap::default();
+        let mut place_of: AHashMap<PlaceKey<'_>, usize> = AHashMap::default();
+        let mut places: Vec<Placed<'_>> = Vec::new();
+        let mut group_of: AHashMap<Group, usize> = AHashMap::default();
+        let mut groups: Vec<Group> = Vec::new();
+        let sources = &pending.partitions;
         let mut events = Vec::with_capacity(pending.counted.len());
         let mut withdrawn = [0u64; 3];
         for c in &pending.counted {
@@ -1094,77 +1099,140 @@ impl Worker {
                 &c.tags
             };
             let key = (c.article_id.as_str(), section, tags);
-            places
-                .entry(key)
-                .or_insert_with(|| placement(&c.article_id, section, tags));
-            events.push((c, key));
+            let place = *place_of.entry(key).or_insert_with(|| {
+                let entries = placement(&c.article_id, section, tags);
+                let numbers = entries
+                    .iter()
+                    .map(|(g, _)| {
+                        *group_of.entry(g.clone()).or_insert_with(|| {
+                            groups.push(g.clone());
+                            groups.len() - 1
+                        })
+                    })
+                    .collect();
+                places.push(Placed {
+                    article_id: &c.article_id,
+                    entries,
+                    groups: numbers,
+                });
+                places.len() - 1
+            });
+            events.push((c, place, source_index(sources, &c.source)));
         }
-        let unknown: HashSet<&Group> = places
-            .values()
-            .flatten()
-            .map(|(g, _)| g)
+        let unknown: Vec<Group> = groups
+            .iter()
             .filter(|g| !self.fences.contains_key(*g))
+            .cloned()
             .collect();
         if !unknown.is_empty() {
-            let groups: Vec<Group> = unknown.into_iter().cloned().collect();
             let read = self
                 .metrics
-                .time_store("fences", self.store.fences(&groups))
+                .time_store("fences", self.store.fences(&unknown))
                 .await?;
-            self.fences.extend(groups.into_iter().zip(read));
+            self.fences.extend(unknown.into_iter().zip(read));
         }
-        let mut agg = Aggregate::new(self.profiles.clone(), now_ms());
-        let mut touched: AHashMap<Group, HashSet<Arc<str>>> = AHashMap::default();
-        let fences = &self.fences;
-        for (c, key) in events {
-            agg.add_placed(
-                c.kind,
-                &c.article_id,
-                &places[&key],
-                c.at_ms,
-                c.units,
-                |g| {
-                    let fence = fences.get(g).and_then(|f| f.get(&*c.source)).copied();
-                    let admit = fence.is_none_or(|f| c.offset > f);
-                    if admit {
-                        match touched.get_mut(g) {
-                            Some(s) => {
-                                if !s.contains(&c.source) {
-                                    s.insert(c.source.clone());
-                                }
-                            }
-                            None => {
-                                touched.insert(g.clone(), HashSet::from([c.source.clone()]));
-                            }
-                        }
-                    }
-                    admit
-                },
-            );
-        }
-        let highest: HashMap<&str, i64> = pending
-            .read_partitions()
-            .map(|(p, h)| (&*p.source, h))
+        // Fences per group and partition, and the newest per partition: an
+        // event past it is new to every group (the usual case), and is
+        // summed per place; others are checked group by group.
+        let fence_of: Vec<Vec<Option<i64>>> = groups
+            .iter()
+            .map(|g| {
+                let known = self.fences.get(g);
+                sources
+                    .iter()
+                    .map(|p| known.and_then(|f| f.get(&*p.source)).copied())
+                    .collect()
+            })
             .collect();
-        for (group, sources) in touched {
-            for source in sources {
-                let expected = self
-                    .fences
-                    .get(&group)
-                    .and_then(|f| f.get(&*source))
-                    .copied();
+        let ns = sources.len();
+        let mut newest: Vec<Option<i64>> = vec![None; ns];
+        for row in &fence_of {
+            for (n, f) in newest.iter_mut().zip(row) {
+                *n = (*n).max(*f);
+            }
+        }
+        let np = self.profiles.len();
+        let mut agg = Aggregate::new(self.profiles.clone(), now_ms());
+        let mut touched = vec![false; groups.len() * ns];
+        let mut sums = vec![0.0; places.len() * np];
+        let mut counts = vec![([0u64; 3], 0usize); places.len()];
+        let mut read_from = vec![false; places.len() * ns];
+        let mut incs = vec![0.0; np];
+        for (c, pi, si) in events {
+            if newest[si].is_none_or(|f| c.offset > f) {
+                agg.increments(c.kind, c.at_ms, c.units, &mut incs);
+                sums[pi * np..(pi + 1) * np]
+                    .iter_mut()
+                    .zip(&incs)
+                    .for_each(|(a, b)| *a += b);
+                counts[pi].0[c.kind.index()] += 1;
+                counts[pi].1 += 1;
+                read_from[pi * ns + si] = true;
+            } else {
+                let place = &places[pi];
+                agg.add_placed(
+                    c.kind,
+                    &c.article_id,
+                    &place.entries,
+                    c.at_ms,
+                    c.units,
+                    |k| {
+                        let gi = place.groups[k];
+                        let admit = fence_of[gi][si].is_none_or(|f| c.offset > f);
+                        touched[gi * ns + si] |= admit;
+                        admit
+                    },
+                );
+            }
+        }
+        for (pi, place) in places.iter().enumerate() {
+            let (by_kind, n) = counts[pi];
+            if n > 0 {
+                let incs = &sums[pi * np..(pi + 1) * np];
+                agg.add_summed(place.article_id, &place.entries, incs, by_kind, n);
+            }
+            for si in (0..ns).filter(|si| read_from[pi * ns + si]) {
+                for &gi in &place.groups {
+                    touched[gi * ns + si] = true;
+                }
+            }
+        }
+        for (gi, group) in groups.iter().enumerate() {
+            for (si, p) in sources.iter().enumerate() {
+                if !touched[gi * ns + si] {
+                    continue;
+                }
+                let new = p.highest.expect("a partition with counted events was read");
                 agg.fence(
                     group.clone(),
                     Fence {
-                        new: highest[&*source],
-                        source: source.to_string(),
-                        expected,
+                        new,
+                        source: p.source.to_string(),
+                        expected: fence_of[gi][si],
                     },
                 );
             }
         }
         Ok((agg, withdrawn))
     }
+}
+
+/// Where one article's events of a flush go.
+struct Placed<'a> {
+    article_id: &'a str,
+    /// (group, member), as [`placement`] gives them.
+    entries: Vec<(Group, String)>,
+    /// The number of each entry's group in this flush.
+    groups: Vec<usize>,
+}
+
+/// The position of partition `source` among those read.
+fn source_index(partitions: &[PartitionRead], source: &Arc<str>) -> usize {
+    partitions
+        .iter()
+        .position(|p| Arc::ptr_eq(&p.source, source))
+        .or_else(|| partitions.iter().position(|p| p.source == *source))
+        .expect("every counted event's partition is noted")
 }
 
 /// Why a flush attempt failed.

@@ -109,27 +109,38 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The API just before and just after the page read it, with room for
+    // lists that moved meanwhile (the demo keeps producing traffic).
+    let lists = || async {
+        let top = api_values(
+            &http,
+            &format!("{base}/v1/rankings/trending?limit=50"),
+            "article_id",
+        )
+        .await;
+        let reads = api_values(
+            &http,
+            &format!("{base}/v1/rankings/trending?limit=50&published_within=24h"),
+            "article_id",
+        )
+        .await;
+        let index = api_values(&http, &format!("{base}/v1/index?limit=50"), "article_id").await;
+        let tags = api_values(
+            &http,
+            &format!("{base}/v1/rankings/trending/tags?limit=50"),
+            "tag",
+        )
+        .await;
+        [top, reads, index, tags]
+    };
+    let before = lists().await;
     let dom = chromium(&["--dump-dom", &format!("{base}/")]);
-    // The API a moment later, with room for lists that moved meanwhile.
-    let top = api_values(
-        &http,
-        &format!("{base}/v1/rankings/trending?limit=50"),
-        "article_id",
-    )
-    .await;
-    let reads = api_values(
-        &http,
-        &format!("{base}/v1/rankings/trending?limit=50&published_within=24h"),
-        "article_id",
-    )
-    .await;
-    let index = api_values(&http, &format!("{base}/v1/index?limit=50"), "article_id").await;
-    let tags = api_values(
-        &http,
-        &format!("{base}/v1/rankings/trending/tags?limit=50"),
-        "tag",
-    )
-    .await;
+    let after = lists().await;
+    let [top, reads, index, tags] = std::array::from_fn(|i| {
+        let mut both = before[i].clone();
+        both.extend(after[i].iter().cloned());
+        both
+    });
     for (widget, attr, api, want) in [
         ("most-popular", "data-article-id", &top, 5),
         ("popular-reads", "data-article-id", &reads, 1),
