@@ -160,6 +160,27 @@ struct Article {
     tags: Vec<&'static str>,
 }
 
+/// One generated behaviour event, serialised straight to JSON (building a
+/// `serde_json::Value` per event made the generator slower than the service).
+#[derive(Debug, Clone, serde::Serialize)]
+struct Generated {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event_id: String,
+    article_id: String,
+    occurred_at: i64,
+    visitor_id: String,
+    user_agent: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    section: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engaged_seconds: Option<u32>,
+}
+
 /// The generator.
 pub struct Newsroom {
     shape: Shape,
@@ -170,7 +191,7 @@ pub struct Newsroom {
     zipf: Zipf<f64>,
     zipf_n: usize,
     produced: u64,
-    last: Option<serde_json::Value>,
+    last: Option<Generated>,
     backlog: Vec<Outgoing>,
 }
 
@@ -269,15 +290,18 @@ impl Newsroom {
         let event = match &self.last {
             Some(last) if self.rng.random_bool(self.shape.duplicates.clamp(0.0, 1.0)) => {
                 let mut e = last.clone();
-                e["occurred_at"] = json!(now_ms);
+                e.occurred_at = now_ms;
                 e
             }
             _ => self.behaviour(now_ms),
         };
         self.last = Some(event.clone());
-        let key = event["article_id"].as_str().unwrap_or_default().to_string();
+        let key = event.article_id.clone();
         let (payload, content_type) = match self.shape.format {
-            WireFormat::Json => (event.to_string().into_bytes(), None),
+            WireFormat::Json => (
+                serde_json::to_vec(&event).expect("a generated event serialises"),
+                None,
+            ),
             WireFormat::Protobuf => (
                 to_proto(&event).encode_to_vec(),
                 Some("application/x-protobuf"),
@@ -291,7 +315,7 @@ impl Newsroom {
         }
     }
 
-    fn behaviour(&mut self, now_ms: i64) -> serde_json::Value {
+    fn behaviour(&mut self, now_ms: i64) -> Generated {
         let n = self.order.len();
         if self.zipf_n != n {
             let s = self.shape.zipf_exponent.max(0.01);
@@ -303,27 +327,29 @@ impl Newsroom {
         let visitor = self.rng.random_range(0..self.shape.visitors.max(1));
         let roll: f64 = self.rng.random();
         let bot = self.rng.random_bool(self.shape.bots.clamp(0.0, 1.0));
-        let mut e = json!({
-            "event_id": format!("e-{}", self.produced),
-            "article_id": a.id,
-            "occurred_at": now_ms - self.rng.random_range(0..=self.shape.time_jitter_ms),
-            "visitor_id": format!("v-{visitor}"),
-            "user_agent": if bot { CRAWLER } else { BROWSER },
-        });
+        let mut e = Generated {
+            kind: "page_view",
+            event_id: format!("e-{}", self.produced),
+            article_id: a.id.clone(),
+            occurred_at: now_ms - self.rng.random_range(0..=self.shape.time_jitter_ms),
+            visitor_id: format!("v-{visitor}"),
+            user_agent: if bot { CRAWLER } else { BROWSER },
+            section: None,
+            tags: None,
+            network: None,
+            engaged_seconds: None,
+        };
         // Most producers leave section and tags to the article's metadata.
         if self.rng.random_bool(0.3) {
-            e["section"] = json!(SECTIONS[a.section].0);
-            e["tags"] = json!(a.tags);
+            e.section = Some(SECTIONS[a.section].0);
+            e.tags = Some(a.tags.clone());
         }
         if roll < self.shape.shares {
-            e["type"] = json!("share");
-            e["network"] =
-                json!(["whatsapp", "facebook", "x", "email"][self.rng.random_range(0..4)]);
+            e.kind = "share";
+            e.network = Some(["whatsapp", "facebook", "x", "email"][self.rng.random_range(0..4)]);
         } else if roll < self.shape.shares + self.shape.engagement {
-            e["type"] = json!("engagement");
-            e["engaged_seconds"] = json!(self.rng.random_range(5..300));
-        } else {
-            e["type"] = json!("page_view");
+            e.kind = "engagement";
+            e.engaged_seconds = Some(self.rng.random_range(5..300));
         }
         e
     }
@@ -345,34 +371,26 @@ impl Newsroom {
 }
 
 /// The protobuf form of a generated behaviour event.
-fn to_proto(e: &serde_json::Value) -> proto::Event {
+fn to_proto(e: &Generated) -> proto::Event {
     use proto::event::Payload;
-    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
     let b = proto::Behaviour {
-        event_id: s("event_id"),
-        article_id: s("article_id"),
-        occurred_at_ms: e["occurred_at"].as_i64().unwrap_or_default(),
-        visitor_id: s("visitor_id"),
-        section: s("section"),
-        tags: e["tags"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        user_agent: s("user_agent"),
+        event_id: e.event_id.clone(),
+        article_id: e.article_id.clone(),
+        occurred_at_ms: e.occurred_at,
+        visitor_id: e.visitor_id.clone(),
+        section: e.section.unwrap_or_default().to_string(),
+        tags: e.tags.iter().flatten().map(|t| t.to_string()).collect(),
+        user_agent: e.user_agent.to_string(),
         bot: false,
     };
-    let payload = match e["type"].as_str() {
-        Some("share") => Payload::Share(proto::Share {
+    let payload = match e.kind {
+        "share" => Payload::Share(proto::Share {
             event: Some(b),
-            network: s("network"),
+            network: e.network.unwrap_or_default().to_string(),
         }),
-        Some("engagement") => Payload::Engagement(proto::Engagement {
+        "engagement" => Payload::Engagement(proto::Engagement {
             event: Some(b),
-            engaged_seconds: e["engaged_seconds"].as_f64().unwrap_or_default(),
+            engaged_seconds: e.engaged_seconds.unwrap_or_default().into(),
         }),
         _ => Payload::PageView(proto::PageView { event: Some(b) }),
     };

@@ -53,6 +53,10 @@ pub fn consumer_config(kafka: &KafkaSettings, group: bool) -> ClientConfig {
         // filled, even after the consumer drained it: end-to-end throughput
         // went from 119 to 255 k/s with 10 ms.
         ("fetch.queue.backoff.ms", "10"),
+        // A fetch that finds nothing new waits at most this long: 100 ms
+        // instead of 500 halved event-to-visible latency at 50 k/s (p50
+        // 423→206 ms, p99 986→492 ms).
+        ("fetch.wait.max.ms", "100"),
     ];
     if group {
         // Eager assignors re-deliver thousands of messages per rebalance.

@@ -565,6 +565,8 @@ impl Ingest {
         let mut writer = Writer::Idle(Box::new(worker), Pending::default());
         // Set while the store is failing: the next attempt is not before then.
         let mut retry_at: Option<tokio::time::Instant> = None;
+        // A flush came due while the writer was busy.
+        let mut owed = false;
         loop {
             let retry = async {
                 match retry_at {
@@ -589,7 +591,7 @@ impl Ingest {
                 }
                 done = writing => {
                     retry_at = writer.settle(done, &mut pending);
-                    retry_at.is_none() && pending.messages >= max_batch
+                    retry_at.is_none() && (owed || pending.messages >= max_batch)
                 }
                 _ = retry => true,
                 _ = tick.tick() => retry_at.is_none() && pending.messages > 0,
@@ -611,7 +613,12 @@ impl Ingest {
                     retry_at.is_none() && pending.messages >= max_batch
                 }
             };
-            if due && !writer.busy() {
+            if due && writer.busy() {
+                // A tick while the previous batch is still being written:
+                // this one goes as soon as that finishes, not a tick later.
+                owed = true;
+            } else if due && pending.messages > 0 {
+                owed = false;
                 retry_at = None;
                 writer.start(&mut pending, Some(consumer.clone()));
             }
