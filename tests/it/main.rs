@@ -793,7 +793,12 @@ async fn republications_move_scored_and_unscored_articles_on_both_stores() {
         let overall = members(Group::All).await;
         assert_eq!(overall.len(), 1, "{name}: {overall:?}");
         assert_eq!(overall[0].0, "read");
-        assert!((overall[0].1 - 3.0).abs() < 1e-6, "{name}: {overall:?}");
+        // Three views at r, decayed to `at` with the first profile's half-life.
+        let want = 3.0 * (-((at - r) as f64) / profiles[0].half_life_ms).exp2();
+        assert!(
+            rel_err(overall[0].1, want) <= 1e-9,
+            "{name}: {overall:?} vs {want}"
+        );
         assert!(
             members(Group::Section("news".into())).await.is_empty(),
             "{name}"
@@ -803,7 +808,7 @@ async fn republications_move_scored_and_unscored_articles_on_both_stores() {
             let m = members(g.clone()).await;
             assert_eq!(m.len(), 1, "{name} {g:?}: {m:?}");
             assert_eq!(m[0].0, "read", "{name} {g:?}");
-            assert!((m[0].1 - overall[0].1).abs() < 1e-6, "{name} {g:?}: {m:?}");
+            assert!(rel_err(m[0].1, overall[0].1) <= 1e-9, "{name} {g:?}: {m:?}");
         }
     }
 }
