@@ -459,6 +459,18 @@ fn consume_only(settings: &Settings, n: u64) -> anyhow::Result<u64> {
     Ok(seen)
 }
 
+/// Prints, per store operation, how many calls a row made and their time.
+fn print_store_times(row: &str, metrics: &Metrics) {
+    for op in crate::metrics::STORE_OPERATIONS {
+        let h = metrics.store_duration.with_label_values(&[op]);
+        eprintln!(
+            "bench: {row} store {op}: {} calls, {:.2}s",
+            h.get_sample_count(),
+            h.get_sample_sum()
+        );
+    }
+}
+
 fn flushed(metrics: &Metrics) -> f64 {
     metrics.flush_size.get_sample_sum()
 }
@@ -485,14 +497,7 @@ async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<f64> {
                 metrics.flush_duration.get_sample_count(),
                 metrics.flush_duration.get_sample_sum()
             );
-            for op in crate::metrics::STORE_OPERATIONS {
-                let h = metrics.store_duration.with_label_values(&[op]);
-                eprintln!(
-                    "bench: (b) store {op}: {} calls, {:.2}s",
-                    h.get_sample_count(),
-                    h.get_sample_sum()
-                );
-            }
+            print_store_times("(b)", metrics);
             return Ok(rate(done - d0, t0.elapsed()));
         }
         if Instant::now() > deadline {
@@ -647,14 +652,7 @@ async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::
     pipe.flush().await?;
     let waited = pipe.waited() + t.elapsed();
     let total = started.elapsed();
-    for op in crate::metrics::STORE_OPERATIONS {
-        let h = metrics.store_duration.with_label_values(&[op]);
-        eprintln!(
-            "bench: (c) {format:?}: store {op}: {} calls, {:.2}s",
-            h.get_sample_count(),
-            h.get_sample_sum()
-        );
-    }
+    print_store_times(&format!("(c) {format:?}:"), &metrics);
     eprintln!(
         "bench: (c) {format:?}: {:.0}% of the time reading the next batch or aggregating, {:.0}% waiting for a write",
         100.0 * (total - waited).as_secs_f64() / total.as_secs_f64(),

@@ -211,37 +211,21 @@ impl Aggregate {
         mut admit: impl FnMut(usize) -> bool,
     ) {
         let mut incs = std::mem::take(&mut self.scratch);
-        incs.clear();
-        incs.extend(self.profiles.iter().map(|p| {
-            p.weights.of(kind) * units * growth(at_ms, self.reference_ms, p.half_life_ms)
-        }));
+        incs.resize(self.profiles.len(), 0.0);
+        self.increments(kind, at_ms, units, &mut incs);
         let mut counted = false;
         for (k, (group, member)) in place.iter().enumerate() {
             if !admit(k) {
                 continue;
             }
             counted |= *group == Group::All;
-            let members = match self.groups.get_mut(group) {
-                Some(m) => m,
-                None => self.groups.entry(group.clone()).or_default(),
-            };
-            match members.get_mut(member.as_str()) {
-                Some(v) => v.iter_mut().zip(&incs).for_each(|(a, b)| *a += b),
-                None => {
-                    members.insert(member.clone(), incs.clone());
-                }
-            }
+            self.credit(group, member, &incs);
         }
         self.scratch = incs;
         if counted {
-            match self.counts.get_mut(article_id) {
-                Some(c) => c[kind.index()] += 1,
-                None => {
-                    let mut c = [0; 3];
-                    c[kind.index()] = 1;
-                    self.counts.insert(article_id.to_string(), c);
-                }
-            }
+            let mut by_kind = [0; 3];
+            by_kind[kind.index()] = 1;
+            self.count(article_id, by_kind);
         }
         self.events += 1;
     }
@@ -268,24 +252,36 @@ impl Aggregate {
         events: usize,
     ) {
         for (group, member) in place {
-            let members = match self.groups.get_mut(group) {
-                Some(m) => m,
-                None => self.groups.entry(group.clone()).or_default(),
-            };
-            match members.get_mut(member.as_str()) {
-                Some(v) => v.iter_mut().zip(incs).for_each(|(a, b)| *a += b),
-                None => {
-                    members.insert(member.clone(), incs.to_vec());
-                }
-            }
+            self.credit(group, member, incs);
         }
         if place.iter().any(|(g, _)| *g == Group::All) {
-            let c = self.counts.entry(article_id.to_string()).or_default();
-            for (c, n) in c.iter_mut().zip(counts) {
-                *c += n;
-            }
+            self.count(article_id, counts);
         }
         self.events += events;
+    }
+
+    /// Adds `incs` (one per profile) to `member` of `group`.
+    fn credit(&mut self, group: &Group, member: &str, incs: &[f64]) {
+        let members = match self.groups.get_mut(group) {
+            Some(m) => m,
+            None => self.groups.entry(group.clone()).or_default(),
+        };
+        match members.get_mut(member) {
+            Some(v) => v.iter_mut().zip(incs).for_each(|(a, b)| *a += b),
+            None => {
+                members.insert(member.to_string(), incs.to_vec());
+            }
+        }
+    }
+
+    /// Adds events per type to an article's all-time counts.
+    fn count(&mut self, article_id: &str, by_kind: [u64; 3]) {
+        match self.counts.get_mut(article_id) {
+            Some(c) => c.iter_mut().zip(by_kind).for_each(|(c, n)| *c += n),
+            None => {
+                self.counts.insert(article_id.to_string(), by_kind);
+            }
+        }
     }
 
     /// Requires the store to find `fence` on `group` before applying, and to

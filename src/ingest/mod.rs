@@ -181,11 +181,6 @@ impl Pipeline {
         self.waited
     }
 
-    /// Messages read and not yet written, including a write in progress.
-    pub fn pending(&self) -> usize {
-        self.pending.messages + self.writer.in_flight()
-    }
-
     /// Writes everything read to the store (one attempt per batch).
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         self.writer.finish(&mut self.pending).await?;
@@ -208,10 +203,7 @@ enum Writer {
     /// With the last batch written, emptied: its buffers are reused, so a
     /// batch does not grow (and fault in) fresh memory every time.
     Idle(Box<Worker>, Pending),
-    Busy {
-        messages: usize,
-        write: tokio::task::JoinHandle<Written>,
-    },
+    Busy(tokio::task::JoinHandle<Written>),
     /// Only while switching between the two.
     Gone,
 }
@@ -223,15 +215,7 @@ fn joined(r: Result<Written, tokio::task::JoinError>) -> Written {
 
 impl Writer {
     fn busy(&self) -> bool {
-        matches!(self, Writer::Busy { .. })
-    }
-
-    /// Messages in the batch being written.
-    fn in_flight(&self) -> usize {
-        match self {
-            Writer::Busy { messages, .. } => *messages,
-            _ => 0,
-        }
+        matches!(self, Writer::Busy(_))
     }
 
     /// Starts writing `pending` (which becomes empty); the worker must be idle.
@@ -244,12 +228,11 @@ impl Writer {
             panic!("a write started while another is in progress");
         };
         let mut batch = std::mem::replace(pending, spare);
-        let messages = batch.messages;
         let write = tokio::spawn(async move {
             let retry = worker.flush(consumer.as_deref(), &mut batch).await;
             (worker, batch, retry)
         });
-        *self = Writer::Busy { messages, write };
+        *self = Writer::Busy(write);
     }
 
     /// Takes the result of a finished write. A batch that was not written
@@ -272,7 +255,7 @@ impl Writer {
     /// Settles the write in progress if it has finished, without waiting.
     /// Returns an error if it failed.
     fn poll(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
-        if let Writer::Busy { write, .. } = self {
+        if let Writer::Busy(write) = self {
             if let Some(done) = write.now_or_never() {
                 if self.settle(joined(done), pending).is_some() {
                     anyhow::bail!("the store refused the flush");
@@ -286,7 +269,7 @@ impl Writer {
     /// if it failed.
     async fn wait(&mut self, pending: &mut Pending) -> Option<tokio::time::Instant> {
         match self {
-            Writer::Busy { write, .. } => {
+            Writer::Busy(write) => {
                 let done = joined(write.await);
                 self.settle(done, pending)
             }
@@ -412,14 +395,8 @@ impl Pending {
         self.lifecycle.extend(later.lifecycle);
         self.dead.extend(later.dead);
         for p in later.partitions {
-            let Some(highest) = p.highest else { continue };
-            match self
-                .partitions
-                .iter_mut()
-                .find(|q| q.partition == p.partition && q.topic == p.topic)
-            {
-                Some(q) => q.highest = Some(q.highest.map_or(highest, |h| h.max(highest))),
-                None => self.partitions.push(p),
+            if let Some(highest) = p.highest {
+                self.note(&p.topic, p.partition, highest);
             }
         }
     }
@@ -577,7 +554,7 @@ impl Ingest {
             let full = pending.messages >= max_batch && writer.busy();
             let writing = async {
                 match &mut writer {
-                    Writer::Busy { write, .. } => joined(write.await),
+                    Writer::Busy(write) => joined(write.await),
                     _ => std::future::pending().await,
                 }
             };

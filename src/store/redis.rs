@@ -173,6 +173,19 @@ impl RedisStore {
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
+    /// `HGETALL` of every key, in one pipeline.
+    async fn hashes(
+        &self,
+        keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<HashMap<String, String>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.hgetall(key);
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(unavailable)
+    }
+
     fn invocation(&self, batch: &Aggregate, group: &Group) -> redis::ScriptInvocation<'_> {
         let mut inv = self.apply_script.prepare_invoke();
         inv.key(self.keys.meta(group));
@@ -262,13 +275,9 @@ impl Store for RedisStore {
         if groups.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for g in groups {
-            pipe.hgetall(self.keys.meta(g));
-        }
-        let mut conn = self.conn.clone();
-        let metas: Vec<HashMap<String, String>> =
-            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let metas = self
+            .hashes(groups.iter().map(|g| self.keys.meta(g)))
+            .await?;
         Ok(metas
             .into_iter()
             .map(|m| {
@@ -422,13 +431,9 @@ impl Store for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hgetall(self.keys.article(id));
-        }
-        let mut conn = self.conn.clone();
-        let maps: Vec<HashMap<String, String>> =
-            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let maps = self
+            .hashes(ids.iter().map(|id| self.keys.article(id)))
+            .await?;
         Ok(ids
             .iter()
             .zip(maps)
