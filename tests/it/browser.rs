@@ -93,9 +93,11 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
+    // limit=10: a query the page does not make, so the page never gets this
+    // loop's cached answer.
     while api_values(
         &http,
-        &format!("{base}/v1/rankings/trending?limit=5"),
+        &format!("{base}/v1/rankings/trending?limit=10"),
         "article_id",
     )
     .await
@@ -110,7 +112,10 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
     }
 
     // The API just before and just after the page read it, with room for
-    // lists that moved meanwhile (the demo keeps producing traffic).
+    // lists that moved meanwhile (the demo keeps producing traffic). The
+    // page's queries (limit 5, 8, 12) are its own, so it is answered after
+    // `before`; `after` waits out the response cache (1 s by default) so it
+    // is computed after the page, not served from `before`'s entries.
     let lists = || async {
         let top = api_values(
             &http,
@@ -133,8 +138,10 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .await;
         [top, reads, index, tags]
     };
+    let before_asked = Instant::now();
     let before = lists().await;
     let dom = chromium(&["--dump-dom", &format!("{base}/")]);
+    tokio::time::sleep_until((before_asked + Duration::from_millis(1200)).into()).await;
     let after = lists().await;
     let [top, reads, index, tags] = std::array::from_fn(|i| {
         let mut both = before[i].clone();
