@@ -111,32 +111,51 @@ impl RedisStore {
         &self.keys
     }
 
-    /// Moves an article's scores between section and tag rankings after its
-    /// metadata changed (see [`crate::store::moves`]).
-    async fn relocate(
+    /// Queues on `pipe` the moves of each article between section and tag
+    /// rankings after its metadata changed from `previous` (see
+    /// [`crate::store::moves`]). The overall scores that entered groups take
+    /// are read first, for every article in one round trip. Returns whether
+    /// `pipe` invokes `place.lua`.
+    async fn relocations(
         &self,
-        a: &ArticleMeta,
-        before: Option<&ArticleMeta>,
-    ) -> Result<(), StoreError> {
-        let (left, entered) = crate::store::moves(before, a);
-        if left.is_empty() && entered.is_empty() {
-            return Ok(());
-        }
-        let id = &a.article_id;
+        articles: &[ArticleMeta],
+        previous: &[Option<ArticleMeta>],
+        pipe: &mut redis::Pipeline,
+    ) -> Result<bool, StoreError> {
+        let moves: Vec<(Vec<Group>, Vec<Group>)> = articles
+            .iter()
+            .zip(previous)
+            .map(|(a, before)| crate::store::moves(before.as_ref(), a))
+            .collect();
+        let entering: Vec<&str> = articles
+            .iter()
+            .zip(&moves)
+            .filter(|(_, (_, entered))| !entered.is_empty())
+            .map(|(a, _)| a.article_id.as_str())
+            .collect();
         let at = now_ms();
-        let overall = if entered.is_empty() {
+        let mut overall = if entering.is_empty() {
             Vec::new()
         } else {
-            self.position(&Group::All, id, at).await?
-        };
-        let mut pipe = redis::pipe();
-        for g in &left {
-            for p in self.profiles.iter() {
-                pipe.zrem(self.keys.ranking(g, &p.name), id).ignore();
-            }
+            self.positions(&Group::All, &entering, at).await?
         }
-        let mut invocations = Vec::new();
-        if overall.iter().any(Option::is_some) {
+        .into_iter();
+        let mut placed = false;
+        for (a, (left, entered)) in articles.iter().zip(moves) {
+            let id = &a.article_id;
+            for g in &left {
+                for p in self.profiles.iter() {
+                    pipe.zrem(self.keys.ranking(g, &p.name), id).ignore();
+                }
+            }
+            if entered.is_empty() {
+                continue;
+            }
+            let scores = overall.next().expect("a position per entering article");
+            if scores.iter().all(Option::is_none) {
+                // No score to carry into the new groups.
+                continue;
+            }
             for g in &entered {
                 let mut inv = self.place_script.prepare_invoke();
                 inv.key(self.keys.meta(g));
@@ -147,30 +166,72 @@ impl RedisStore {
                     .arg(at)
                     .arg(self.max_members)
                     .arg(self.profiles.len());
-                for (p, o) in self.profiles.iter().zip(&overall) {
+                for (p, o) in self.profiles.iter().zip(&scores) {
                     inv.arg(&p.name)
                         .arg(p.half_life_ms)
                         .arg(o.map(|(s, _)| s.to_string()).unwrap_or_default());
                 }
-                invocations.push(inv);
+                pipe.invoke_script(&inv).ignore();
+                placed = true;
+            }
+        }
+        Ok(placed)
+    }
+
+    /// Score (decayed to `at_ms`) and 1-based rank of each of `members` in
+    /// `group`, per profile, read atomically in one round trip.
+    async fn positions(
+        &self,
+        group: &Group,
+        members: &[&str],
+        at_ms: i64,
+    ) -> Result<Vec<Vec<Option<(f64, usize)>>>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().hgetall(self.keys.meta(group));
+        let keys: Vec<String> = self
+            .profiles
+            .iter()
+            .map(|p| self.keys.ranking(group, &p.name))
+            .collect();
+        for member in members {
+            for key in &keys {
+                pipe.zscore(key, member).zrevrank(key, member);
             }
         }
         let mut conn = self.conn.clone();
-        if !invocations.is_empty() {
-            self.place_script
-                .prepare_invoke()
-                .load_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+        let mut it = values.into_iter();
+        let meta: HashMap<String, String> =
+            redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
+        let landmarks: Vec<Option<i64>> = self
+            .profiles
+            .iter()
+            .map(|p| {
+                meta.get(&format!("landmark:{}", p.name))
+                    .and_then(|l| l.parse::<i64>().ok())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(members.len());
+        for _ in members {
+            let mut row = Vec::with_capacity(self.profiles.len());
+            for (p, landmark) in self.profiles.iter().zip(&landmarks) {
+                let score: Option<f64> =
+                    redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))
+                        .map_err(corrupt)?;
+                let rank: Option<usize> =
+                    redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))
+                        .map_err(corrupt)?;
+                row.push(match (score, rank, landmark) {
+                    (Some(v), Some(r), Some(l)) => {
+                        Some((decayed(v, *l, at_ms, p.half_life_ms), r + 1))
+                    }
+                    _ => None,
+                });
+            }
+            out.push(row);
         }
-        for inv in &invocations {
-            pipe.invoke_script(inv).ignore();
-        }
-        if left.is_empty() && invocations.is_empty() {
-            // Entered groups only, and the article has no score to carry into them.
-            return Ok(());
-        }
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        Ok(out)
     }
 
     /// `HGETALL` of every key, in one pipeline.
@@ -385,13 +446,14 @@ impl Store for RedisStore {
                 }
             }
         }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        for (a, before) in articles.iter().zip(&previous) {
-            self.relocate(a, before.as_ref()).await?;
+        if self.relocations(articles, &previous, &mut pipe).await? {
+            self.place_script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
         }
-        Ok(())
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
     async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
@@ -508,33 +570,8 @@ impl Store for RedisStore {
         member: &str,
         at_ms: i64,
     ) -> Result<Vec<Option<(f64, usize)>>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic().hgetall(self.keys.meta(group));
-        for p in self.profiles.iter() {
-            let key = self.keys.ranking(group, &p.name);
-            pipe.zscore(&key, member).zrevrank(&key, member);
-        }
-        let mut conn = self.conn.clone();
-        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
-        let mut it = values.into_iter();
-        let meta: HashMap<String, String> =
-            redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
-        let mut out = Vec::with_capacity(self.profiles.len());
-        for p in self.profiles.iter() {
-            let score: Option<f64> =
-                redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
-            let rank: Option<usize> =
-                redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
-            let landmark = meta
-                .get(&format!("landmark:{}", p.name))
-                .and_then(|l| l.parse::<i64>().ok());
-            out.push(match (score, rank, landmark) {
-                (Some(v), Some(r), Some(l)) => Some((decayed(v, l, at_ms, p.half_life_ms), r + 1)),
-                _ => None,
-            });
-        }
-        Ok(out)
+        let rows = self.positions(group, &[member], at_ms).await?;
+        Ok(rows.into_iter().next().unwrap_or_default())
     }
 
     async fn counts(&self, id: &str) -> Result<[u64; 3], StoreError> {
