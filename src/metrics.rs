@@ -83,6 +83,10 @@ fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("popularity")
 }
 
+fn histogram_opts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+    HistogramOpts::from(opts(name, help)).buckets(buckets)
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(registry, IntCounterVec::new(opts(name, help), labels))
 }
@@ -102,17 +106,17 @@ fn histogram(
     labels: &[&str],
     buckets: Vec<f64>,
 ) -> HistogramVec {
-    let o = HistogramOpts::new(name, help)
-        .namespace("popularity")
-        .buckets(buckets);
-    register(registry, HistogramVec::new(o, labels))
+    register(
+        registry,
+        HistogramVec::new(histogram_opts(name, help, buckets), labels),
+    )
 }
 
 fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let o = HistogramOpts::new(name, help)
-        .namespace("popularity")
-        .buckets(buckets);
-    register(registry, Histogram::with_opts(o))
+    register(
+        registry,
+        Histogram::with_opts(histogram_opts(name, help, buckets)),
+    )
 }
 
 impl Default for Metrics {
