@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use popularity::event::decode::{Decoder, MessageInfo};
-use popularity::event::filter::Filters;
+use popularity::event::filter::{random_seed, Filter, Limits};
 use popularity::event::{Behaviour, Encoding, Event};
 use popularity::newsroom::{Newsroom, Shape, Topic, WireFormat};
 use popularity::scoring::{placement, profiles, Aggregate};
@@ -83,7 +83,11 @@ fn filter_and_aggregate(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("filter", |b| {
         b.iter(|| {
-            let mut f = Filters::new(7 * 86_400_000, 30 * 60_000);
+            let limits = Limits {
+                max_age_ms: 7 * 86_400_000,
+                window_ms: 30 * 60_000,
+            };
+            let mut f = Filter::new(limits, random_seed());
             for e in &events {
                 black_box(f.judge(e, NOW));
             }

@@ -10,6 +10,7 @@
 //!   bot / stale / duplicate filters.
 //! - [`scoring`]: forward-decay math and per-flush aggregation; pure, no I/O.
 //! - [`store`]: the [`store::Store`] trait with its `redis` and `memory` backends.
+//! - [`fence`]: the fence protocol that makes counting effectively once.
 //! - [`ingest`]: the Kafka consumer loop: read, flush to the store, commit;
 //!   invalid messages to the dead-letter topic.
 //! - [`api`]: the HTTP routes, the response cache and error mapping.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod devbroker;
 pub mod event;
+pub mod fence;
 pub mod ingest;
 pub mod loadgen;
 pub mod metrics;

@@ -16,6 +16,7 @@ use ahash::HashMap;
 
 use crate::config::{ScoringSettings, WeightSettings};
 use crate::event::EventType;
+pub use crate::fence::Fence;
 
 /// A ranking's landmark moves forward once it is this many half-lives behind
 /// the flush being applied: S stays below 2^64 times a decayed score, far
@@ -154,19 +155,6 @@ pub fn placement(article_id: &str, section: Option<&str>, tags: &[String]) -> Ve
         out.push((Group::Tags, t.clone()));
     }
     out
-}
-
-/// The last applied offset of one Kafka partition in one group: checked and
-/// advanced atomically with the group's increments, so that no event is
-/// applied twice however consumers crash, restart or lose partitions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// `topic/partition`.
-    pub source: String,
-    /// The value the writer believes is stored (`None`: no fence yet).
-    pub expected: Option<i64>,
-    /// The value after this write: the highest offset of the flush.
-    pub new: i64,
 }
 
 impl Aggregate {

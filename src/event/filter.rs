@@ -2,10 +2,24 @@
 //! (DESIGN §2, §8): bots, stale events and duplicates are counted by outcome
 //! but not scored.
 //!
-//! Deduplication keeps state per (visitor, article, type) for `dedupe_window`
-//! of event time, counted from the first counted event. Events keyed by
-//! article id land on one partition, so one consumer sees all of an article's
-//! events and the state needs no sharing between replicas.
+//! Deduplication keeps state per (visitor, article, type) for
+//! `dedupe_window` of event time, counted from the first counted event.
+//! Events keyed by article id land on one partition, so there is one
+//! [`Filter`] per partition and one consumer at a time owns it.
+//!
+//! Invariants, which make the state durable (DESIGN §4):
+//!
+//! - A verdict depends only on the filter's state and the message: the
+//!   event, and the message's reference time (its Kafka timestamp, or the
+//!   wall clock when it has none, whichever is earlier). Replaying a
+//!   partition's messages from a saved state gives the same verdicts.
+//! - Staleness is judged against the partition's clock (the latest
+//!   reference time seen), which only moves forward; so a window can be
+//!   forgotten once no event that is not stale can fall into it
+//!   (`clock − max_event_age − dedupe_window`), and forgetting it changes
+//!   no verdict, whenever it happens.
+//! - [`Filter::delta`] encodes what changed since the last delta, and
+//!   [`Filter::restore`] rebuilds the state from the deltas in order.
 
 use ahash::HashMap;
 
@@ -43,44 +57,102 @@ impl Verdict {
 struct Seen {
     first_ms: i64,
     engaged_seconds: f64,
+    /// Changed since the last [`Filter::delta`].
+    dirty: bool,
 }
 
-/// Bot, staleness and duplicate filters with their state.
+/// The limits a filter applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events older than this (against the partition clock) are stale.
+    pub max_age_ms: i64,
+    /// Same visitor, article and type within this much event time are duplicates.
+    pub window_ms: i64,
+}
+
+/// The keys of the two hashes that name a (type, visitor, article) triple.
+/// Random per partition, and saved with its state so that the next owner
+/// names triples the same way.
+pub type Seed = [u64; 8];
+
+/// A new random [`Seed`].
+pub fn random_seed() -> Seed {
+    rand::random()
+}
+
+/// The filters of one partition, with their state.
 #[derive(Debug)]
-pub struct Filters {
-    max_age_ms: i64,
-    window_ms: i64,
+pub struct Filter {
+    limits: Limits,
     /// Keyed by a 128-bit hash of (type, visitor, article): nothing is
     /// allocated per event and an entry takes about 40 bytes instead of a
     /// string each. Two independent, randomly keyed hashes make two
     /// different triples share a key with a probability of about n²/2¹²⁹
     /// (1e-25 for ten million windows).
     seen: HashMap<u128, Seen>,
+    seed: Seed,
     keys: (ahash::RandomState, ahash::RandomState),
-    newest_ms: i64,
+    /// The latest reference time seen: staleness is judged against it.
+    clock_ms: i64,
+    /// Keys changed since the last delta.
+    changed: Vec<u128>,
+    /// Entries in the deltas written since the last full snapshot.
+    logged: usize,
     sweep_at: usize,
 }
 
-impl Filters {
-    /// Filters with the given event age limit and dedupe window.
-    pub fn new(max_age_ms: i64, window_ms: i64) -> Filters {
-        Filters {
-            max_age_ms,
-            window_ms,
+/// Bytes of one entry in a delta: key, first time, engaged seconds.
+const ENTRY_BYTES: usize = 16 + 8 + 8;
+/// Version byte, clock, entry count.
+const HEADER_BYTES: usize = 1 + 8 + 4;
+const FORMAT_VERSION: u8 = 1;
+
+/// What changed in a filter, to be saved with the batch it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    /// The encoded entries.
+    pub bytes: Vec<u8>,
+    /// True when `bytes` is the whole state, replacing every earlier delta.
+    pub snapshot: bool,
+}
+
+/// A saved state that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("duplicate-filter state: {0}")]
+pub struct Corrupt(pub &'static str);
+
+impl Filter {
+    /// An empty filter naming triples with `seed`.
+    pub fn new(limits: Limits, seed: Seed) -> Filter {
+        let s = seed;
+        Filter {
+            limits,
             seen: HashMap::default(),
-            keys: (ahash::RandomState::new(), ahash::RandomState::new()),
-            newest_ms: i64::MIN,
+            seed,
+            keys: (
+                ahash::RandomState::with_seeds(s[0], s[1], s[2], s[3]),
+                ahash::RandomState::with_seeds(s[4], s[5], s[6], s[7]),
+            ),
+            clock_ms: i64::MIN,
+            changed: Vec::new(),
+            logged: 0,
             sweep_at: 1024,
         }
     }
 
-    /// Decides whether `e` counts, given the wall clock `now_ms`, and
+    /// The seed this filter names triples with.
+    pub fn seed(&self) -> Seed {
+        self.seed
+    }
+
+    /// Decides whether `e` counts, given the message's reference time, and
     /// remembers it for later duplicates when it does.
-    pub fn judge(&mut self, e: &Behaviour, now_ms: i64) -> Verdict {
+    pub fn judge(&mut self, e: &Behaviour, reference_ms: i64) -> Verdict {
+        self.clock_ms = self.clock_ms.max(reference_ms);
         if e.bot {
             return Verdict::Bot;
         }
-        if now_ms.saturating_sub(e.occurred_at_ms) > self.max_age_ms {
+        if self.clock_ms.saturating_sub(e.occurred_at_ms) > self.limits.max_age_ms {
             return Verdict::Stale;
         }
         let units = match e.kind {
@@ -90,46 +162,46 @@ impl Filters {
         let Some(visitor) = &e.visitor_id else {
             return Verdict::Count(units);
         };
-        if self.window_ms <= 0 {
+        let window = self.limits.window_ms;
+        if window <= 0 {
             return Verdict::Count(units);
         }
-        self.newest_ms = self.newest_ms.max(e.occurred_at_ms);
         let triple = (e.kind.index(), visitor.as_str(), e.article_id.as_str());
         let key = (u128::from(self.keys.0.hash_one(triple)) << 64)
             | u128::from(self.keys.1.hash_one(triple));
-        let window = self.window_ms;
-        let verdict = match self.seen.get_mut(&key) {
+        let fresh = Seen {
+            first_ms: e.occurred_at_ms,
+            engaged_seconds: units,
+            dirty: true,
+        };
+        let (verdict, changed) = match self.seen.get_mut(&key) {
             Some(seen) if (e.occurred_at_ms - seen.first_ms).abs() < window => match e.kind {
                 EventType::Engagement => {
                     let room = MAX_ENGAGED_SECONDS_PER_WINDOW - seen.engaged_seconds;
                     let take = units.min(room);
                     if take <= 0.0 && units > 0.0 {
-                        Verdict::Duplicate
+                        (Verdict::Duplicate, false)
                     } else {
                         seen.engaged_seconds += take;
-                        Verdict::Count(take)
+                        let was = std::mem::replace(&mut seen.dirty, true);
+                        (Verdict::Count(take), !was)
                     }
                 }
-                _ => Verdict::Duplicate,
+                _ => (Verdict::Duplicate, false),
             },
             Some(seen) => {
-                *seen = Seen {
-                    first_ms: e.occurred_at_ms,
-                    engaged_seconds: units,
-                };
-                Verdict::Count(units)
+                let was = seen.dirty;
+                *seen = fresh;
+                (Verdict::Count(units), !was)
             }
             None => {
-                self.seen.insert(
-                    key,
-                    Seen {
-                        first_ms: e.occurred_at_ms,
-                        engaged_seconds: units,
-                    },
-                );
-                Verdict::Count(units)
+                self.seen.insert(key, fresh);
+                (Verdict::Count(units), true)
             }
         };
+        if changed {
+            self.changed.push(key);
+        }
         if self.seen.len() >= self.sweep_at {
             self.sweep();
         }
@@ -141,15 +213,111 @@ impl Filters {
         self.seen.len()
     }
 
-    /// Forgets windows that no event can fall into any more: older than one
-    /// window before the newest event plus the accepted age.
+    /// Windows that start before this can no longer take an event that is
+    /// not stale.
+    fn horizon(&self) -> i64 {
+        self.clock_ms
+            .saturating_sub(self.limits.max_age_ms)
+            .saturating_sub(self.limits.window_ms)
+    }
+
+    /// Forgets windows past the horizon. Changes no verdict (see the module).
     fn sweep(&mut self) {
-        let horizon = self
-            .newest_ms
-            .saturating_sub(self.window_ms.saturating_mul(2));
+        let horizon = self.horizon();
         self.seen.retain(|_, s| s.first_ms >= horizon);
         self.sweep_at = (self.seen.len() * 2).max(1024);
     }
+
+    /// What changed since the last delta, or the whole state once the
+    /// deltas written since the last snapshot hold twice as many entries
+    /// as the state (so what is saved stays within about three times the
+    /// state, and each entry is written a bounded number of times).
+    pub fn delta(&mut self) -> Delta {
+        let snapshot = self.logged + self.changed.len() > 2 * self.seen.len() + 4096;
+        let mut bytes = Vec::new();
+        let mut n = 0u32;
+        let mut put = |bytes: &mut Vec<u8>, key: u128, s: &Seen| {
+            bytes.extend_from_slice(&key.to_le_bytes());
+            bytes.extend_from_slice(&s.first_ms.to_le_bytes());
+            bytes.extend_from_slice(&s.engaged_seconds.to_le_bytes());
+            n += 1;
+        };
+        if snapshot {
+            self.sweep();
+            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.seen.len());
+            bytes.resize(HEADER_BYTES, 0);
+            for (k, s) in self.seen.iter_mut() {
+                s.dirty = false;
+                put(&mut bytes, *k, s);
+            }
+            self.changed.clear();
+            self.logged = n as usize;
+        } else {
+            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.changed.len());
+            bytes.resize(HEADER_BYTES, 0);
+            for k in self.changed.drain(..) {
+                if let Some(s) = self.seen.get_mut(&k) {
+                    s.dirty = false;
+                    put(&mut bytes, k, s);
+                }
+            }
+            self.logged += n as usize;
+        }
+        bytes[0] = FORMAT_VERSION;
+        bytes[1..9].copy_from_slice(&self.clock_ms.to_le_bytes());
+        bytes[9..13].copy_from_slice(&n.to_le_bytes());
+        Delta { bytes, snapshot }
+    }
+
+    /// The filter as the deltas `saved` (oldest first, from the last
+    /// snapshot on) left it.
+    pub fn restore(limits: Limits, seed: Seed, saved: &[Vec<u8>]) -> Result<Filter, Corrupt> {
+        let mut f = Filter::new(limits, seed);
+        for bytes in saved {
+            if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
+                return Err(Corrupt("unknown format"));
+            }
+            let int = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+            f.clock_ms = f.clock_ms.max(int(1));
+            let n = u32::from_le_bytes(bytes[9..13].try_into().unwrap()) as usize;
+            if bytes.len() != HEADER_BYTES + n * ENTRY_BYTES {
+                return Err(Corrupt("truncated"));
+            }
+            for e in bytes[HEADER_BYTES..].chunks_exact(ENTRY_BYTES) {
+                let key = u128::from_le_bytes(e[..16].try_into().unwrap());
+                let first_ms = i64::from_le_bytes(e[16..24].try_into().unwrap());
+                let engaged_seconds = f64::from_le_bytes(e[24..32].try_into().unwrap());
+                f.seen.insert(
+                    key,
+                    Seen {
+                        first_ms,
+                        engaged_seconds,
+                        dirty: false,
+                    },
+                );
+            }
+            f.logged += n;
+        }
+        f.sweep();
+        Ok(f)
+    }
+}
+
+/// The seed's text form, as saved beside the state.
+pub fn encode_seed(seed: &Seed) -> String {
+    seed.iter().map(|k| format!("{k:016x}")).collect()
+}
+
+/// Parses [`encode_seed`]'s form.
+pub fn decode_seed(s: &str) -> Option<Seed> {
+    if s.len() != 128 || !s.is_ascii() {
+        return None;
+    }
+    let mut seed = [0u64; 8];
+    for (i, k) in seed.iter_mut().enumerate() {
+        *k = u64::from_str_radix(&s[16 * i..16 * (i + 1)], 16).ok()?;
+    }
+    Some(seed)
 }
 
 #[cfg(test)]
@@ -173,8 +341,13 @@ mod tests {
         }
     }
 
-    fn filters() -> Filters {
-        Filters::new(7 * 24 * 60 * MIN, 30 * MIN)
+    const LIMITS: Limits = Limits {
+        max_age_ms: 7 * 24 * 60 * MIN,
+        window_ms: 30 * MIN,
+    };
+
+    fn filters() -> Filter {
+        Filter::new(LIMITS, random_seed())
     }
 
     #[test]
@@ -268,15 +441,106 @@ mod tests {
 
     #[test]
     fn old_windows_are_forgotten_so_memory_stays_bounded() {
-        let mut f = filters();
+        let limits = Limits {
+            max_age_ms: 60 * MIN,
+            window_ms: 30 * MIN,
+        };
+        let mut f = Filter::new(limits, random_seed());
         for i in 0..100_000i64 {
-            let at = NOW - 7 * 24 * 60 * MIN + i * MIN / 10;
+            let at = NOW + i * MIN / 10;
             assert_eq!(
                 f.judge(&ev(EventType::PageView, &format!("v{i}"), "a", at, 0.0), at),
                 Verdict::Count(1.0)
             );
         }
-        // Six events a minute, kept for at most two windows (60 minutes) plus one sweep's slack.
-        assert!(f.tracked() <= 2 * 60 * 10 * 2 + 1024, "{}", f.tracked());
+        // Ten events a minute, kept while an event that is not stale can
+        // still fall into their window (90 minutes), plus one sweep's slack.
+        assert!(f.tracked() <= 90 * 10 * 2 + 1024, "{}", f.tracked());
+    }
+
+    #[test]
+    fn a_late_repeat_is_a_duplicate_however_far_the_partition_moved_on() {
+        let mut f = filters();
+        let late = NOW - 3 * 60 * MIN;
+        let v = |visitor: &str, at| ev(EventType::PageView, visitor, "a", at, 0.0);
+        assert_eq!(f.judge(&v("late", late), NOW), Verdict::Count(1.0));
+        // Many newer events, enough to sweep several times.
+        for i in 0..20_000 {
+            f.judge(&v(&format!("v{i}"), NOW + i), NOW + i);
+        }
+        assert_eq!(
+            f.judge(&v("late", late + 1_000), NOW + 20_000),
+            Verdict::Duplicate
+        );
+    }
+
+    /// A stream of one partition that looks real: repeat visitors, times
+    /// out of order over two hours, engagement, bots.
+    fn stream(n: usize, visitors: usize, seed: u64) -> Vec<(Behaviour, i64)> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                let kind = EventType::ALL[rng.random_range(0..3)];
+                let visitor = format!("v{}", rng.random_range(0..visitors));
+                let article = format!("a{}", rng.random_range(0..10));
+                let reference = NOW + i as i64 * 1_000;
+                let at = reference - rng.random_range(0..2 * 60 * MIN);
+                let mut e = ev(
+                    kind,
+                    &visitor,
+                    &article,
+                    at,
+                    rng.random_range(0..900) as f64,
+                );
+                e.bot = rng.random_bool(0.01);
+                (e, reference)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_filter_restored_from_its_deltas_gives_the_verdicts_of_one_that_never_stopped() {
+        // Few enough readers that windows end and start again, so that the
+        // deltas outgrow the state and snapshots replace them.
+        let events = stream(40_000, 100, 7);
+        let mut whole = filters();
+        let want: Vec<Verdict> = events.iter().map(|(e, r)| whole.judge(e, *r)).collect();
+        assert!(want.contains(&Verdict::Duplicate) && want.contains(&Verdict::Bot));
+        let seed = whole.seed();
+        // Deltas after every 100 events, restarted from them at four points.
+        let mut saved: Vec<Vec<u8>> = Vec::new();
+        let mut f = Filter::new(LIMITS, seed);
+        let mut got = Vec::new();
+        let mut snapshots = 0;
+        for (i, (e, r)) in events.iter().enumerate() {
+            got.push(f.judge(e, *r));
+            if i % 100 == 99 {
+                let d = f.delta();
+                if d.snapshot {
+                    snapshots += 1;
+                    saved.clear();
+                }
+                saved.push(d.bytes);
+            }
+            if [2_999, 7_499, 11_999, 16_999, 31_099].contains(&i) {
+                f = Filter::restore(LIMITS, seed, &saved).unwrap();
+            }
+        }
+        assert!(snapshots > 0, "no snapshot was taken");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn seeds_and_saved_states_read_back_or_fail_clearly() {
+        let seed = random_seed();
+        assert_eq!(decode_seed(&encode_seed(&seed)), Some(seed));
+        assert_eq!(decode_seed("zz"), None);
+        assert!(Filter::restore(LIMITS, seed, &[vec![9, 0, 0]]).is_err());
+        let mut f = filters();
+        f.judge(&ev(EventType::Share, "v", "a", NOW, 0.0), NOW);
+        let mut d = f.delta().bytes;
+        d.pop();
+        assert!(Filter::restore(LIMITS, seed, &[d]).is_err());
     }
 }

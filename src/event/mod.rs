@@ -29,8 +29,12 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// How many behaviour types there are.
+    pub const COUNT: usize = 3;
+
     /// Every behaviour type, in the order used by counters.
-    pub const ALL: [EventType; 3] = [EventType::PageView, EventType::Share, EventType::Engagement];
+    pub const ALL: [EventType; EventType::COUNT] =
+        [EventType::PageView, EventType::Share, EventType::Engagement];
 
     /// The wire and label name.
     pub fn as_str(self) -> &'static str {

@@ -87,6 +87,10 @@ pub struct ConsumerState {
     revoking: Arc<Mutex<Option<Revocation>>>,
     revoke_signal: Arc<tokio::sync::Notify>,
     closing: Arc<AtomicBool>,
+    /// Pause newly assigned partitions until their duplicate filters are restored.
+    restores: Arc<AtomicBool>,
+    to_restore: Arc<Mutex<Vec<(String, i32)>>>,
+    restore_signal: Arc<tokio::sync::Notify>,
 }
 
 impl ConsumerState {
@@ -197,6 +201,22 @@ impl ConsumerState {
     pub async fn revoked(&self) {
         self.revoke_signal.notified().await
     }
+
+    /// From now on, newly assigned partitions are paused until the consumer
+    /// loop restored their duplicate filters ([`ConsumerState::take_assigned`]).
+    pub fn set_restores(&self) {
+        self.restores.store(true, Ordering::Release);
+    }
+
+    /// Partitions assigned and paused since the last call, to be restored.
+    pub fn take_assigned(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.to_restore.lock())
+    }
+
+    /// Resolves when partitions are waiting to be restored.
+    pub async fn assigned(&self) {
+        self.restore_signal.notified().await
+    }
 }
 
 /// Hands revoked partitions over (after the loop flushed and committed).
@@ -247,6 +267,14 @@ impl ConsumerContext for Context {
                 };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "taking assigned partitions failed");
+                }
+                if self.state.restores.load(Ordering::Acquire) && tpl.count() > 0 {
+                    // Nothing of these is fetched before their filters are restored.
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::error!(error = %e, "pausing assigned partitions failed");
+                    }
+                    self.state.to_restore.lock().extend(elements(tpl));
+                    self.state.restore_signal.notify_one();
                 }
                 self.record(&elements(tpl), &[]);
             }

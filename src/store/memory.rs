@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::{Applied, ArticleState, Cursor, Page, Scored, Store, StoreError};
+use super::{
+    Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Scored, Store, StoreError,
+};
 use crate::event::ArticleMeta;
 use crate::scoring::{
     plan_landmark, to_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
@@ -123,6 +125,8 @@ struct State {
     /// News Index per section (`None`: every section), scored by publication time.
     index: HashMap<Option<String>, SortedSet>,
     withdrawn: HashMap<String, Instant>,
+    /// Saved duplicate filters per partition.
+    filters: HashMap<String, SavedFilter>,
 }
 
 /// The in-process store.
@@ -188,6 +192,40 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn durable(&self) -> bool {
+        false
+    }
+
+    async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError> {
+        let state = self.state.read();
+        Ok(sources
+            .iter()
+            .map(|s| state.filters.get(s).cloned().unwrap_or_default())
+            .collect())
+    }
+
+    async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError> {
+        let mut state = self.state.write();
+        let mut conflicts = Vec::new();
+        for w in writes {
+            let saved = state.filters.entry(w.source.clone()).or_default();
+            if saved.fence.is_some_and(|f| f >= w.new) {
+                continue;
+            }
+            if saved.fence != w.expected {
+                conflicts.push(w.source.clone());
+                continue;
+            }
+            if w.delta.snapshot {
+                saved.deltas.clear();
+            }
+            saved.deltas.push(w.delta.bytes.clone());
+            saved.fence = Some(w.new);
+            saved.seed.get_or_insert_with(|| w.seed.clone());
+        }
+        Ok(conflicts)
+    }
+
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
         let r = batch.reference_ms;
         let n = self.profiles.len();

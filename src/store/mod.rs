@@ -58,9 +58,50 @@ pub struct Page {
     pub items: Vec<Scored>,
 }
 
+/// The saved duplicate-filter state of one partition (DESIGN §4).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SavedFilter {
+    /// The last offset whose verdicts the state holds: every message up to
+    /// it is applied to every group.
+    pub fence: Option<i64>,
+    /// The seed the state names triples with ([`crate::event::filter::encode_seed`]).
+    pub seed: Option<String>,
+    /// The deltas since the last snapshot, oldest first.
+    pub deltas: Vec<Vec<u8>>,
+}
+
+/// One partition's filter delta, saved after its batch was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterWrite {
+    /// `topic/partition`.
+    pub source: String,
+    /// The fence the writer believes is stored.
+    pub expected: Option<i64>,
+    /// The highest offset of the batch.
+    pub new: i64,
+    /// The seed of the state.
+    pub seed: String,
+    /// What changed (or the whole state).
+    pub delta: crate::event::filter::Delta,
+}
+
 /// The operations every backend provides.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// True when what this store holds outlives the process and is shared
+    /// by every replica. Then the consumer joins its group, commits offsets
+    /// and saves its duplicate filter; otherwise it keeps nothing between
+    /// starts and rebuilds the state from the topics' retained history.
+    fn durable(&self) -> bool;
+
+    /// The saved duplicate-filter state of each partition `topic/partition`.
+    async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError>;
+
+    /// Saves filter deltas, in order. Returns the sources whose stored fence
+    /// was neither the expected one nor already at or past the new one
+    /// (another writer got in between): nothing was saved for those.
+    async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError>;
+
     /// Applies one flush's increments and counts atomically per group,
     /// each group only if its fences are as the batch expects (see
     /// [`crate::scoring::Fence`]). Groups refused for that are returned.

@@ -13,7 +13,8 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::{
-    group_tag, Applied, ArticleState, Cursor, Page, Scored, Store, StoreError, FENCE_PREFIX,
+    group_tag, Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Scored, Store,
+    StoreError, FENCE_PREFIX,
 };
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
@@ -56,6 +57,16 @@ impl Keys {
         }
     }
 
+    /// `pop:{d:<topic>/<partition>}:meta`: a partition's duplicate-filter fence and seed.
+    pub fn filter_meta(&self, source: &str) -> String {
+        format!("{}:{{d:{source}}}:meta", self.prefix)
+    }
+
+    /// `pop:{d:<topic>/<partition>}:log`: its deltas since the last snapshot.
+    pub fn filter_log(&self, source: &str) -> String {
+        format!("{}:{{d:{source}}}:log", self.prefix)
+    }
+
     /// `pop:article:<id>`: article metadata.
     pub fn article(&self, id: &str) -> String {
         format!("{}:article:{id}", self.prefix)
@@ -72,6 +83,7 @@ pub struct RedisStore {
     metadata_ttl: Duration,
     apply_script: Script,
     place_script: Script,
+    filter_script: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -103,6 +115,7 @@ impl RedisStore {
             metadata_ttl,
             apply_script: Script::new(include_str!("apply.lua")),
             place_script: Script::new(include_str!("place.lua")),
+            filter_script: Script::new(include_str!("filter.lua")),
         })
     }
 
@@ -296,6 +309,76 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
+    fn durable(&self) -> bool {
+        true
+    }
+
+    async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError> {
+        let mut pipe = redis::pipe();
+        for s in sources {
+            pipe.atomic()
+                .hgetall(self.keys.filter_meta(s))
+                .lrange(self.keys.filter_log(s), 0, -1);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<(HashMap<String, String>, Vec<Vec<u8>>)> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        replies
+            .into_iter()
+            .map(|(meta, deltas)| {
+                let fence = match meta.get("fence") {
+                    None => None,
+                    Some(f) => Some(
+                        f.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("filter fence {f:?}")))?,
+                    ),
+                };
+                Ok(SavedFilter {
+                    fence,
+                    seed: meta.get("seed").cloned(),
+                    deltas,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        self.filter_script
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let invocations: Vec<_> = writes
+            .iter()
+            .map(|w| {
+                let mut inv = self.filter_script.prepare_invoke();
+                inv.key(self.keys.filter_meta(&w.source))
+                    .key(self.keys.filter_log(&w.source))
+                    .arg(w.expected.map(|e| e.to_string()).unwrap_or_default())
+                    .arg(w.new)
+                    .arg(&w.seed)
+                    .arg(if w.delta.snapshot { "1" } else { "0" })
+                    .arg(&w.delta.bytes[..]);
+                inv
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let replies: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(writes
+            .iter()
+            .zip(replies)
+            .filter(|(_, r)| *r == 2)
+            .map(|(w, _)| w.source.clone())
+            .collect())
+    }
+
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
         if batch.groups.is_empty() {
             return Ok(Applied::default());

@@ -38,15 +38,34 @@ fn tags_of(a: usize) -> Vec<&'static str> {
         .collect()
 }
 
-/// Events produced by a test, per article: (time, kind index, units).
+/// Events produced by a test, per article: (time, kind index, units) of
+/// the events that count. Repeats and bots are produced but not listed.
 #[derive(Default)]
 pub struct Produced {
     events: Vec<Vec<(i64, usize, f64)>>,
     total: u64,
+    /// Page views and shares sent again by the same visitor.
+    pub repeats: u64,
+    /// Events from crawlers or flagged as bots.
+    pub bots: u64,
 }
 
-/// A stream of valid events (protobuf, every visitor distinct so nothing is
-/// a duplicate), keyed by article, paced at `rate` per second.
+/// Share of page views and shares that the same visitor sends again.
+const REPEAT_RATE: f64 = 0.02;
+/// Share of events that come from bots.
+const BOT_RATE: f64 = 0.01;
+/// A repeat is sent this many events after the first occurrence at most, so
+/// that at the test rates many straddle a fault (a few seconds).
+const REPEAT_DELAY_MAX: usize = 6_000;
+
+/// A stream of events keyed by article, paced at `rate` per second, that
+/// looks like real traffic: times spread over two hours and out of order,
+/// 2% of page views and shares repeated by the same visitor (up to a second
+/// earlier or later, a few seconds later in the stream, so on the same
+/// partition and within the dedupe window: duplicates), 1% bots (half
+/// flagged, half with a crawler's user agent), and optionally one poison
+/// message every `poison_every`. Only events that count are listed in the
+/// result, as the formula needs them.
 pub async fn produce(
     producer: &FutureProducer,
     topic: &str,
@@ -58,23 +77,19 @@ pub async fn produce(
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Produced {
         events: vec![Vec::new(); ARTICLES],
-        total: 0,
+        ..Produced::default()
     };
     let started = Instant::now();
     let now = now_ms();
     let mut in_flight = Vec::new();
+    // Repeats waiting for their turn: (due at event number, key, payload).
+    let mut repeats: std::collections::BTreeMap<usize, Vec<(String, Vec<u8>)>> = Default::default();
     for i in 0..n {
+        let mut batch: Vec<(String, Vec<u8>, Option<&'static str>)> = Vec::new();
         if let Some(every) = poison_every {
             if i % every == every - 1 {
                 let (payload, ct) = poison(i / every);
-                let mut r = FutureRecord::to(topic).key("poison").payload(&payload);
-                if let Some(ct) = ct {
-                    r = r.headers(OwnedHeaders::new().insert(Header {
-                        key: "content-type",
-                        value: Some(ct),
-                    }));
-                }
-                in_flight.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+                batch.push(("poison".to_string(), payload, ct));
             }
         }
         let a = rng.random_range(0..ARTICLES);
@@ -85,6 +100,7 @@ pub async fn produce(
         } else {
             1.0
         };
+        let bot = rng.random_bool(BOT_RATE);
         let b = proto::Behaviour {
             event_id: format!("e{i}"),
             article_id: format!("f{a:02}"),
@@ -92,44 +108,42 @@ pub async fn produce(
             visitor_id: format!("v{seed}-{i}"),
             section: section_of(a).to_string(),
             tags: tags_of(a).into_iter().map(str::to_string).collect(),
-            user_agent: String::new(),
-            bot: false,
+            user_agent: if bot && i % 2 == 0 {
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)".into()
+            } else {
+                String::new()
+            },
+            bot: bot && i % 2 == 1,
         };
-        let payload = match kind {
-            0 => Payload::PageView(proto::PageView { event: Some(b) }),
-            1 => Payload::Share(proto::Share {
-                event: Some(b),
-                network: String::new(),
-            }),
-            _ => Payload::Engagement(proto::Engagement {
-                event: Some(b),
-                engaged_seconds: units,
-            }),
-        };
-        let bytes = proto::Event {
-            payload: Some(payload),
-        }
-        .encode_to_vec();
         let key = format!("f{a:02}");
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some("application/x-protobuf"),
-        });
-        loop {
-            let r = FutureRecord::to(topic)
-                .key(&key)
-                .payload(&bytes)
-                .headers(headers.clone());
-            match producer.send_result(r) {
-                Ok(d) => {
-                    in_flight.push(d);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
+        if !bot && kind < 2 && rng.random_bool(REPEAT_RATE) {
+            let mut again = b.clone();
+            again.event_id = format!("e{i}r");
+            again.occurred_at_ms = at + rng.random_range(-1_000..=1_000);
+            let due = i + rng.random_range(1..=REPEAT_DELAY_MAX);
+            repeats
+                .entry(due)
+                .or_default()
+                .push((key.clone(), behaviour_bytes(kind, again, units)));
+            out.repeats += 1;
         }
-        out.events[a].push((at, kind, units));
-        out.total += 1;
+        batch.push((
+            key,
+            behaviour_bytes(kind, b, units),
+            Some("application/x-protobuf"),
+        ));
+        for (key, payload) in repeats.remove(&i).unwrap_or_default() {
+            batch.push((key, payload, Some("application/x-protobuf")));
+        }
+        if bot {
+            out.bots += 1;
+        } else {
+            out.events[a].push((at, kind, units));
+            out.total += 1;
+        }
+        for (key, payload, ct) in &batch {
+            send_paced(producer, topic, key, payload, *ct, &mut in_flight).await;
+        }
         if in_flight.len() >= 5_000 {
             for d in in_flight.drain(..) {
                 d.await.unwrap().unwrap();
@@ -140,10 +154,68 @@ pub async fn produce(
             tokio::time::sleep(wait).await;
         }
     }
+    // Repeats due after the last event go last.
+    for (key, payload) in repeats.into_values().flatten() {
+        send_paced(
+            producer,
+            topic,
+            &key,
+            &payload,
+            Some("application/x-protobuf"),
+            &mut in_flight,
+        )
+        .await;
+    }
     for d in in_flight {
         d.await.unwrap().unwrap();
     }
     out
+}
+
+/// One behaviour event of kind number `kind`, as protobuf bytes.
+fn behaviour_bytes(kind: usize, b: proto::Behaviour, units: f64) -> Vec<u8> {
+    let payload = match kind {
+        0 => Payload::PageView(proto::PageView { event: Some(b) }),
+        1 => Payload::Share(proto::Share {
+            event: Some(b),
+            network: String::new(),
+        }),
+        _ => Payload::Engagement(proto::Engagement {
+            event: Some(b),
+            engaged_seconds: units,
+        }),
+    };
+    proto::Event {
+        payload: Some(payload),
+    }
+    .encode_to_vec()
+}
+
+/// Queues one message, waiting while the producer's queue is full.
+async fn send_paced(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    content_type: Option<&str>,
+    in_flight: &mut Vec<rdkafka::producer::DeliveryFuture>,
+) {
+    loop {
+        let mut r = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(ct) = content_type {
+            r = r.headers(OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(ct),
+            }));
+        }
+        match producer.send_result(r) {
+            Ok(d) => {
+                in_flight.push(d);
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
 }
 
 /// The `k`-th poison message: each kind of invalid input in turn.
@@ -186,6 +258,8 @@ type MembersOf = Box<dyn Fn(usize) -> Vec<String>>;
 #[derive(Debug, Default)]
 pub struct Verdict {
     pub produced: u64,
+    pub repeats: u64,
+    pub bots: u64,
     pub lost: u64,
     pub doubled: u64,
     pub max_rel_err: f64,
@@ -217,6 +291,8 @@ pub async fn verify(store: &RedisStore, produced: &Produced, timeout: Duration) 
     }
     let mut v = Verdict {
         produced: produced.total,
+        repeats: produced.repeats,
+        bots: produced.bots,
         ..Verdict::default()
     };
     for (a, id) in ids.iter().enumerate() {
@@ -481,8 +557,8 @@ async fn fault_rounds(
 
 fn report(name: &str, v: &Verdict, extra: &str) {
     println!(
-        "faults: {name}: events produced {}, {extra}, lost {}, doubled {}, max relative error {:.1e} over {} scores",
-        v.produced, v.lost, v.doubled, v.max_rel_err, v.compared
+        "faults: {name}: events counted {} (and {} repeats, {} bots), {extra}, lost {}, doubled {}, max relative error {:.1e} over {} scores",
+        v.produced, v.repeats, v.bots, v.lost, v.doubled, v.max_rel_err, v.compared
     );
 }
 
@@ -872,5 +948,82 @@ async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
             "{code}: {reasons:?}"
         );
     }
+    assert_exact(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_with_sigstop_for_15_seconds_mid_stream_doubles_no_repeat() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(12);
+    let prefix = random_name("stop");
+    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 60_000, 2_000.0, 21, None).await });
+    let store = store_for(&redis.url, &prefix).await;
+    assert!(wait_progress(&store, 0, 5_000, 60_000).await);
+    let pid = redis.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let produced = stream.await.unwrap();
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(consumer);
+    report("Redis frozen 15 s", &v, "SIGSTOP once");
+    assert_exact(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_with_client_kill_8_times_double_no_repeat() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(12);
+    let prefix = random_name("ckill");
+    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 60_000, 2_000.0, 23, None).await });
+    let store = store_for(&redis.url, &prefix).await;
+    assert!(wait_progress(&store, 0, 5_000, 60_000).await);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let mut killed = Vec::new();
+    for _ in 0..8 {
+        // A connection of its own each time: the kill takes the test's too.
+        let mut c = redis::Client::open(redis.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut c)
+            .unwrap();
+        killed.push(n);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+    }
+    let produced = stream.await.unwrap();
+    let store = store_for(&redis.url, &prefix).await;
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(consumer);
+    report(
+        "CLIENT KILL x8",
+        &v,
+        &format!("connections killed each time {killed:?}"),
+    );
+    assert!(killed.iter().all(|n| *n > 0), "nothing to kill: {killed:?}");
     assert_exact(&v);
 }

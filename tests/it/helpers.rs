@@ -78,6 +78,13 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// The server's process id, to stop and continue it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

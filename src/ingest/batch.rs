@@ -1,0 +1,185 @@
+//! What the reader hands the writer: everything read since the last flush.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+
+use crate::event::{Event, EventType};
+use crate::store::FilterWrite;
+
+/// One message as the pipeline reads it: from Kafka, or from memory in
+/// benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Topic it was read from.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Payload (empty for a tombstone).
+    pub payload: &'a [u8],
+    /// Value of the `content-type` header, if any.
+    pub content_type: Option<&'a [u8]>,
+    /// Kafka timestamp, epoch milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl<'a> Incoming<'a> {
+    /// The fields of a Kafka message, borrowed.
+    pub(super) fn from_kafka(m: &'a BorrowedMessage<'a>) -> Incoming<'a> {
+        Incoming {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload().unwrap_or_default(),
+            content_type: m.headers().and_then(|hs| {
+                hs.iter()
+                    .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+                    .and_then(|h| h.value)
+            }),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+}
+
+/// An invalid message on its way to the dead-letter topic.
+pub(super) struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub reason: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A counted behaviour event waiting for the flush.
+pub(super) struct Counted {
+    /// `topic/partition` it came from.
+    pub source: Arc<str>,
+    pub offset: i64,
+    pub kind: EventType,
+    pub article_id: String,
+    pub section: Option<String>,
+    pub tags: Vec<String>,
+    pub at_ms: i64,
+    pub units: f64,
+}
+
+/// A partition read from since the last flush.
+pub(super) struct PartitionRead {
+    pub topic: String,
+    pub partition: i32,
+    /// `topic/partition`, the fence name.
+    pub source: Arc<str>,
+    /// Highest offset read.
+    pub highest: Option<i64>,
+}
+
+/// An offset to commit once its batch is written: the next one to read.
+pub(super) type Commit = (String, i32, i64);
+
+/// Everything read since the last flush.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub messages: usize,
+    pub counted: Vec<Counted>,
+    pub lifecycle: Vec<Event>,
+    pub dead: Vec<DeadLetter>,
+    /// The duplicate filters' deltas of the partitions read, in order,
+    /// saved once everything before them is applied.
+    pub filters: Vec<FilterWrite>,
+    /// The partitions this consumer reads, found by a linear scan: a
+    /// consumer holds a few dozen at most, and nothing is allocated per message.
+    pub partitions: Vec<PartitionRead>,
+}
+
+impl Batch {
+    /// Forgets what was flushed, keeping the partition names.
+    /// Its buffers keep their capacity for the next batch.
+    pub fn clear(&mut self) {
+        self.partitions.iter_mut().for_each(|p| p.highest = None);
+        self.messages = 0;
+        self.counted.clear();
+        self.lifecycle.clear();
+        self.dead.clear();
+        self.filters.clear();
+    }
+
+    /// Appends what was read after this batch.
+    pub fn absorb(&mut self, later: Batch) {
+        self.messages += later.messages;
+        self.counted.extend(later.counted);
+        self.lifecycle.extend(later.lifecycle);
+        self.dead.extend(later.dead);
+        self.filters.extend(later.filters);
+        for p in later.partitions {
+            if let Some(highest) = p.highest {
+                self.note(&p.topic, p.partition, highest);
+            }
+        }
+    }
+
+    /// Records offset `offset` of `topic/partition` and returns its name.
+    pub fn note(&mut self, topic: &str, partition: i32, offset: i64) -> &Arc<str> {
+        let i = match self
+            .partitions
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic)
+        {
+            Some(i) => i,
+            None => {
+                self.partitions.push(PartitionRead {
+                    topic: topic.to_string(),
+                    partition,
+                    source: format!("{topic}/{partition}").into(),
+                    highest: None,
+                });
+                self.partitions.len() - 1
+            }
+        };
+        let p = &mut self.partitions[i];
+        p.highest = Some(p.highest.map_or(offset, |h| h.max(offset)));
+        &p.source
+    }
+
+    /// Partitions read since the last flush, with their highest offset.
+    pub fn read_partitions(&self) -> impl Iterator<Item = (&PartitionRead, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|p| p.highest.map(|h| (p, h)))
+    }
+
+    /// The offsets to commit once this batch is written.
+    pub fn commits(&self) -> Vec<Commit> {
+        self.read_partitions()
+            .map(|(p, h)| (p.topic.clone(), p.partition, h + 1))
+            .collect()
+    }
+
+    /// Drops what was read from `partitions` (their new owner reads it again).
+    pub fn forget(&mut self, partitions: &[(String, i32)]) {
+        let revoked = |topic: &str, partition: i32| {
+            partitions
+                .iter()
+                .any(|(t, p)| t == topic && *p == partition)
+        };
+        let gone: HashSet<Arc<str>> = self
+            .partitions
+            .iter()
+            .filter(|p| revoked(&p.topic, p.partition))
+            .map(|p| p.source.clone())
+            .collect();
+        let before = self.counted.len() + self.dead.len();
+        self.counted.retain(|c| !gone.contains(&c.source));
+        self.dead.retain(|d| !revoked(&d.topic, d.partition));
+        self.filters.retain(|f| !gone.contains(f.source.as_str()));
+        self.partitions.retain(|p| !revoked(&p.topic, p.partition));
+        let dropped = before - self.counted.len() - self.dead.len();
+        self.messages = self.messages.saturating_sub(dropped);
+    }
+}

@@ -1,0 +1,425 @@
+//! The consumer loop: assignment and restore, reading, starting writes,
+//! committing, pausing and resuming, revocation and shutdown. It owns the
+//! Kafka consumer; the reader and the writer never touch it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::FutureExt as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::scoring::Profiles;
+use crate::store::Store;
+
+use super::batch::{Batch, Commit, Incoming};
+use super::dead_letter::DeadLetters;
+use super::kafka::{self, ConsumerState};
+use super::reader::Reader;
+use super::writer::{Flushed, InFlight, Writer};
+
+/// Most messages read in a row before the consumer loop looks at its timers
+/// and signals again.
+const DRAIN_MAX: usize = 1024;
+/// Wait before reading saved filters again after the store failed.
+const RESTORE_RETRY: Duration = Duration::from_secs(1);
+
+type KafkaConsumer = StreamConsumer<kafka::Context>;
+
+/// A running consumer, built and ready to run.
+pub struct Ingest {
+    consumer: Arc<KafkaConsumer>,
+    reader: Reader,
+    writer: Writer,
+    store: Arc<dyn Store>,
+    settings: Arc<Settings>,
+    state: ConsumerState,
+    metrics: Metrics,
+}
+
+impl Ingest {
+    /// Creates the clients and subscribes (or, when the store is not
+    /// durable, assigns every partition from the beginning). Nothing is
+    /// read until [`Ingest::run`].
+    pub fn build(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        profiles: Profiles,
+        state: ConsumerState,
+    ) -> anyhow::Result<Ingest> {
+        let durable = store.durable();
+        let topics = [
+            settings.kafka.topics.events.as_str(),
+            settings.kafka.topics.articles.as_str(),
+        ];
+        let context = kafka::Context {
+            metrics: metrics.clone(),
+            state: state.clone(),
+        };
+        state.set_store_ok(true);
+        if durable {
+            state.set_restores();
+        }
+        let consumer: KafkaConsumer = kafka::consumer_config(&settings.kafka, durable)
+            .create_with_context(context)
+            .context("creating the Kafka consumer")?;
+        if durable {
+            consumer.subscribe(&topics).context("subscribing")?;
+        } else {
+            assign_from_beginning(&consumer, &topics, &state, &metrics)?;
+        }
+        let producer: FutureProducer = kafka::producer_config(&settings.kafka)
+            .create()
+            .context("creating the dead-letter producer")?;
+        let dead_letters = DeadLetters::new(
+            Some(producer),
+            settings.kafka.topics.dead_letter.clone(),
+            metrics.clone(),
+        );
+        Ok(Ingest {
+            consumer: Arc::new(consumer),
+            reader: Reader::new(&settings, metrics.clone(), durable, durable),
+            writer: Writer::new(
+                store.clone(),
+                metrics.clone(),
+                profiles,
+                dead_letters,
+                state.clone(),
+            ),
+            store,
+            settings,
+            state,
+            metrics,
+        })
+    }
+
+    /// Consumes until `shutdown`, then flushes (within
+    /// `ingest.shutdown_deadline`), commits and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Ingest {
+            consumer,
+            reader,
+            writer,
+            store,
+            settings,
+            state,
+            metrics,
+        } = self;
+        let mut l = Loop {
+            commits: store.durable(),
+            consumer,
+            reader,
+            store,
+            state,
+            metrics,
+            restoring: Vec::new(),
+            paused: false,
+        };
+        let mut batch = Batch::default();
+        let mut tick = tokio::time::interval(settings.ingest.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let max_batch = settings.ingest.max_batch_events;
+        // One batch is written while the next is read; a full batch waits
+        // for the write before it (batches are written in order, so fences
+        // only ever move forward).
+        let mut writing = InFlight::new(writer);
+        // Set while the store is failing: the next attempt is not before then.
+        let mut retry_at: Option<Instant> = None;
+        let mut restore_at: Option<Instant> = None;
+        // A flush came due while the writer was busy.
+        let mut owed = false;
+        loop {
+            let full = batch.messages >= max_batch && writing.busy();
+            let due = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = l.state.revoked() => {
+                    if let Some(f) = writing.wait(&mut batch).await {
+                        retry_at = l.after_write(f, CommitMode::Async);
+                    }
+                    l.hand_over(writing.writer(), &mut batch).await;
+                    false
+                }
+                _ = l.state.assigned() => {
+                    restore_at = l.restore().await;
+                    false
+                }
+                _ = sleep_until(restore_at) => {
+                    restore_at = l.restore().await;
+                    false
+                }
+                done = writing.finished() => {
+                    let f = writing.settle(done, &mut batch);
+                    retry_at = l.after_write(f, CommitMode::Async);
+                    retry_at.is_none() && (owed || batch.messages >= max_batch)
+                }
+                _ = sleep_until(retry_at) => true,
+                _ = tick.tick() => retry_at.is_none() && batch.messages > 0,
+                msg = l.consumer.recv(), if !full => {
+                    // Then whatever else is already fetched, without going
+                    // round the loop for each message.
+                    let mut next = Some(msg);
+                    let mut drained = 0;
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Ok(m) => l.reader.read(Incoming::from_kafka(&m), &mut batch),
+                            Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                        }
+                        drained += 1;
+                        if drained < DRAIN_MAX && batch.messages < max_batch {
+                            next = l.consumer.recv().now_or_never();
+                        }
+                    }
+                    retry_at.is_none() && batch.messages >= max_batch
+                }
+            };
+            if due && writing.busy() {
+                // A tick while the previous batch is still being written:
+                // this one goes as soon as that finishes, not a tick later.
+                owed = true;
+            } else if due && batch.messages > 0 {
+                owed = false;
+                retry_at = None;
+                l.reader.seal(&mut batch);
+                writing.start(&mut batch);
+            }
+        }
+        // Shutting down: stop fetching, finish the write in progress, flush
+        // what was read, commit synchronously so the group sees the final
+        // offsets, leave.
+        if let Some(f) = writing.wait(&mut batch).await {
+            l.after_write(f, CommitMode::Sync);
+        }
+        let deadline = Instant::now() + settings.ingest.shutdown_deadline;
+        l.reader.seal(&mut batch);
+        while batch.messages > 0 {
+            match l.after_write(writing.writer().flush(&mut batch).await, CommitMode::Sync) {
+                None => break,
+                Some(t) if t < deadline => tokio::time::sleep_until(t).await,
+                Some(_) => {
+                    tracing::error!(
+                        messages = batch.messages,
+                        "store still failing at the shutdown deadline; these messages were \
+                         not committed and will be read again"
+                    );
+                    break;
+                }
+            }
+        }
+        // A revocation that arrived meanwhile was covered by the flush above.
+        l.state.set_closing();
+        if let Some(r) = l.state.take_revocation() {
+            kafka::complete_revocation(&l.consumer, &r);
+        }
+        l.consumer.unsubscribe();
+        drop(l);
+        tracing::info!("consumer stopped");
+        Ok(())
+    }
+}
+
+/// Sleeps until `t`; never when there is none.
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Without a group: every partition of both topics from the beginning.
+fn assign_from_beginning(
+    consumer: &KafkaConsumer,
+    topics: &[&str],
+    state: &ConsumerState,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("fetching topic metadata")?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.contains(&t.name()))
+    {
+        for p in topic.partitions() {
+            tpl.add_partition_offset(topic.name(), p.id(), Offset::Beginning)?;
+        }
+    }
+    anyhow::ensure!(tpl.count() > 0, "none of the topics {topics:?} exists");
+    consumer.assign(&tpl).context("assigning partitions")?;
+    state.set_assigned(
+        tpl.elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition())),
+    );
+    metrics.partitions_assigned.set(tpl.count() as i64);
+    Ok(())
+}
+
+/// The consumer loop's state besides the batch and the writer.
+struct Loop {
+    consumer: Arc<KafkaConsumer>,
+    reader: Reader,
+    store: Arc<dyn Store>,
+    state: ConsumerState,
+    metrics: Metrics,
+    /// Whether offsets are committed (a durable store).
+    commits: bool,
+    /// Assigned partitions whose filters are not restored yet (paused).
+    restoring: Vec<(String, i32)>,
+    /// Every partition is paused while the store is failing.
+    paused: bool,
+}
+
+impl Loop {
+    /// Acts on a write's outcome: commits and resumes, or pauses. Returns
+    /// when to try again, if the write failed.
+    fn after_write(&mut self, f: Flushed, mode: CommitMode) -> Option<Instant> {
+        match f {
+            Flushed::Done(commits) => {
+                self.commit(&commits, mode);
+                if self.paused {
+                    self.set_paused(false);
+                }
+                None
+            }
+            Flushed::Retry(at) => {
+                // Paused partitions stop fetching, so memory stays bounded;
+                // polling goes on, so the group keeps this member.
+                if !self.paused {
+                    self.set_paused(true);
+                }
+                Some(at)
+            }
+        }
+    }
+
+    /// Offsets, as a resume hint for the next owner of each partition.
+    fn commit(&self, commits: &[Commit], mode: CommitMode) {
+        if !self.commits || commits.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in commits {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                tracing::warn!(error = %e, "offset not committed");
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            // Not fatal: the store holds the data; the next commit covers these offsets.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+
+    /// Pauses every assigned partition, or resumes those not waiting for
+    /// their filters.
+    fn set_paused(&mut self, paused: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            let mut ready = TopicPartitionList::new();
+            for e in assignment.elements() {
+                let tp = (e.topic().to_string(), e.partition());
+                if !self.restoring.contains(&tp) {
+                    ready.add_partition(e.topic(), e.partition());
+                }
+            }
+            self.consumer.resume(&ready)
+        };
+        match result {
+            Ok(()) => {
+                self.paused = paused;
+                let n = if paused { assignment.count() as i64 } else { 0 };
+                self.metrics.partitions_paused.set(n);
+            }
+            Err(e) => tracing::warn!(error = %e, paused, "pausing or resuming partitions failed"),
+        }
+    }
+
+    /// Restores the duplicate filters of newly assigned partitions from the
+    /// store and resumes them. Returns when to try again if the store failed.
+    async fn restore(&mut self) -> Option<Instant> {
+        for tp in self.state.take_assigned() {
+            if !self.restoring.contains(&tp) {
+                self.restoring.push(tp);
+            }
+        }
+        if self.restoring.is_empty() {
+            return None;
+        }
+        let sources: Vec<String> = self
+            .restoring
+            .iter()
+            .map(|(t, p)| format!("{t}/{p}"))
+            .collect();
+        let started = std::time::Instant::now();
+        let saved = match self
+            .metrics
+            .time_store("load_filters", self.store.load_filters(&sources))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading saved duplicate filters failed; partitions stay paused");
+                return Some(Instant::now() + RESTORE_RETRY);
+            }
+        };
+        let mut ready = TopicPartitionList::new();
+        let mut windows = 0;
+        for ((topic, partition), saved) in
+            std::mem::take(&mut self.restoring).into_iter().zip(saved)
+        {
+            windows += saved.deltas.iter().map(Vec::len).sum::<usize>();
+            if let Err(e) = self.reader.restore(&topic, partition, saved) {
+                // Never stop on it: the partition starts with an empty filter.
+                tracing::error!(error = %e, topic, partition, "saved duplicate filter unreadable; starting empty");
+                self.reader.forget(&[(topic.clone(), partition)]);
+            }
+            ready.add_partition(&topic, partition);
+        }
+        tracing::info!(
+            partitions = ready.count(),
+            bytes = windows,
+            took = ?started.elapsed(),
+            "duplicate filters restored"
+        );
+        if !self.paused {
+            if let Err(e) = self.consumer.resume(&ready) {
+                tracing::warn!(error = %e, "resuming restored partitions failed");
+            }
+        }
+        None
+    }
+
+    /// Completes a revocation: flushes and commits synchronously what was
+    /// read, then hands the partitions over. If the store is failing, what
+    /// was read from the revoked partitions is dropped instead: it was not
+    /// committed, so their next owner reads it again.
+    async fn hand_over(&mut self, writer: &mut Writer, batch: &mut Batch) {
+        let Some(revocation) = self.state.take_revocation() else {
+            return;
+        };
+        if batch.messages > 0 {
+            self.reader.seal(batch);
+            let f = writer.flush(batch).await;
+            if self.after_write(f, CommitMode::Sync).is_some() {
+                batch.forget(&revocation.partitions);
+            }
+        }
+        self.reader.forget(&revocation.partitions);
+        self.restoring
+            .retain(|tp| !revocation.partitions.contains(tp));
+        kafka::complete_revocation(&self.consumer, &revocation);
+    }
+}

@@ -1,0 +1,210 @@
+//! Step three of the write path, pure: a batch's counted events, what is
+//! known of their articles and the fences of their groups, folded into one
+//! [`Aggregate`]. No I/O: the writer reads what is missing first.
+//!
+//! [`place`] decides where each event goes (its article's groups, from the
+//! event or the article's metadata) and which groups the batch touches;
+//! [`fold`] then sums, per group, only the events above that group's fence
+//! (see [`crate::fence`]) and names the fences the write must check and
+//! advance.
+
+use ahash::HashMap as AHashMap;
+
+use crate::event::EventType;
+use crate::fence::{Fence, FenceBook};
+use crate::scoring::{placement, Aggregate, Group, Profiles};
+
+use super::batch::{Counted, PartitionRead};
+
+/// What the consumer knows of an article, for events that lack its section or tags.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Known<'a> {
+    /// No metadata: ranked overall only.
+    Unknown,
+    /// Published in this section with these tags.
+    Live(Option<&'a str>, &'a [String]),
+    /// Unpublished: its events are not counted.
+    Withdrawn,
+}
+
+/// Where one article's events of a batch go.
+struct Placed<'a> {
+    article_id: &'a str,
+    /// (group, member), as [`placement`] gives them.
+    entries: Vec<(Group, String)>,
+    /// The number of each entry's group in [`Placement::groups`].
+    groups: Vec<usize>,
+}
+
+/// Where every counted event of a batch goes.
+pub(super) struct Placement<'a> {
+    places: Vec<Placed<'a>>,
+    /// Every group the batch touches.
+    pub groups: Vec<Group>,
+    /// Each event with its place and the position of its partition.
+    events: Vec<(&'a Counted, usize, usize)>,
+    /// Per event type, the events of withdrawn articles (not counted).
+    pub withdrawn: [u64; EventType::COUNT],
+}
+
+/// Places each event of `counted` once per distinct (article, section,
+/// tags): folding then allocates nothing per event and hashes no group or
+/// partition name.
+pub(super) fn place<'a>(
+    counted: &'a [Counted],
+    sources: &[PartitionRead],
+    known: impl Fn(&str) -> Known<'a>,
+) -> Placement<'a> {
+    type PlaceKey<'a> = (&'a str, Option<&'a str>, &'a [String]);
+    let mut place_of: AHashMap<PlaceKey<'a>, usize> = AHashMap::default();
+    let mut group_of: AHashMap<Group, usize> = AHashMap::default();
+    let mut p = Placement {
+        places: Vec::new(),
+        groups: Vec::new(),
+        events: Vec::with_capacity(counted.len()),
+        withdrawn: [0; EventType::COUNT],
+    };
+    for c in counted {
+        // A withdrawn article's events are not counted even when they carry
+        // section and tags.
+        let (known_section, known_tags) = match known(&c.article_id) {
+            Known::Withdrawn => {
+                p.withdrawn[c.kind.index()] += 1;
+                continue;
+            }
+            Known::Live(s, t) => (s, t),
+            Known::Unknown => (None, &[][..]),
+        };
+        let section = c.section.as_deref().or(known_section);
+        let tags = if c.tags.is_empty() {
+            known_tags
+        } else {
+            &c.tags[..]
+        };
+        let key = (c.article_id.as_str(), section, tags);
+        let place = *place_of.entry(key).or_insert_with(|| {
+            let entries = placement(&c.article_id, section, tags);
+            let numbers = entries
+                .iter()
+                .map(|(g, _)| {
+                    *group_of.entry(g.clone()).or_insert_with(|| {
+                        p.groups.push(g.clone());
+                        p.groups.len() - 1
+                    })
+                })
+                .collect();
+            p.places.push(Placed {
+                article_id: &c.article_id,
+                entries,
+                groups: numbers,
+            });
+            p.places.len() - 1
+        });
+        p.events.push((c, place, source_index(sources, c)));
+    }
+    p
+}
+
+/// The position of an event's partition among those read.
+fn source_index(partitions: &[PartitionRead], c: &Counted) -> usize {
+    partitions
+        .iter()
+        .position(|p| std::sync::Arc::ptr_eq(&p.source, &c.source))
+        .or_else(|| partitions.iter().position(|p| p.source == c.source))
+        .expect("every counted event's partition is noted")
+}
+
+/// Folds the placed events into an aggregate at `reference_ms`: each group
+/// gets the events above its fence, and a fence per partition it got
+/// events of. `fences` must know every group of the placement.
+pub(super) fn fold(
+    placement: &Placement<'_>,
+    sources: &[PartitionRead],
+    fences: &FenceBook,
+    profiles: Profiles,
+    reference_ms: i64,
+) -> Aggregate {
+    let Placement {
+        places,
+        groups,
+        events,
+        ..
+    } = placement;
+    let ns = sources.len();
+    let fence_of: Vec<Vec<Option<i64>>> = groups
+        .iter()
+        .map(|g| sources.iter().map(|p| fences.get(g, &p.source)).collect())
+        .collect();
+    // The newest fence per partition: an event past it is new to every
+    // group (the usual case) and is summed per place; others are checked
+    // group by group.
+    let mut newest: Vec<Option<i64>> = vec![None; ns];
+    for row in &fence_of {
+        for (n, f) in newest.iter_mut().zip(row) {
+            *n = (*n).max(*f);
+        }
+    }
+    let np = profiles.len();
+    let mut agg = Aggregate::new(profiles, reference_ms);
+    let mut touched = vec![false; groups.len() * ns];
+    let mut sums = vec![0.0; places.len() * np];
+    let mut counts = vec![([0u64; EventType::COUNT], 0usize); places.len()];
+    let mut read_from = vec![false; places.len() * ns];
+    let mut incs = vec![0.0; np];
+    for &(c, pi, si) in events {
+        if newest[si].is_none_or(|f| c.offset > f) {
+            agg.increments(c.kind, c.at_ms, c.units, &mut incs);
+            sums[pi * np..(pi + 1) * np]
+                .iter_mut()
+                .zip(&incs)
+                .for_each(|(a, b)| *a += b);
+            counts[pi].0[c.kind.index()] += 1;
+            counts[pi].1 += 1;
+            read_from[pi * ns + si] = true;
+        } else {
+            let place = &places[pi];
+            agg.add_placed(
+                c.kind,
+                &c.article_id,
+                &place.entries,
+                c.at_ms,
+                c.units,
+                |k| {
+                    let gi = place.groups[k];
+                    let admit = fence_of[gi][si].is_none_or(|f| c.offset > f);
+                    touched[gi * ns + si] |= admit;
+                    admit
+                },
+            );
+        }
+    }
+    for (pi, place) in places.iter().enumerate() {
+        let (by_kind, n) = counts[pi];
+        if n > 0 {
+            let incs = &sums[pi * np..(pi + 1) * np];
+            agg.add_summed(place.article_id, &place.entries, incs, by_kind, n);
+        }
+        for si in (0..ns).filter(|si| read_from[pi * ns + si]) {
+            for &gi in &place.groups {
+                touched[gi * ns + si] = true;
+            }
+        }
+    }
+    for (gi, group) in groups.iter().enumerate() {
+        for (si, p) in sources.iter().enumerate() {
+            if !touched[gi * ns + si] {
+                continue;
+            }
+            let new = p.highest.expect("a partition with counted events was read");
+            agg.fence(
+                group.clone(),
+                Fence {
+                    new,
+                    source: p.source.to_string(),
+                    expected: fence_of[gi][si],
+                },
+            );
+        }
+    }
+    agg
+}

@@ -1,0 +1,136 @@
+//! Articles: publications and withdrawals from the lifecycle topic go to the
+//! store, and what the consumer knows of each article (section, tags,
+//! withdrawn) is cached for the events that lack it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ahash::HashMap as AHashMap;
+
+use crate::event::{ArticleMeta, Event};
+use crate::metrics::Metrics;
+use crate::store::{ArticleState, Store, StoreError};
+
+use super::batch::Counted;
+use super::fold::Known;
+
+/// How long a consumer keeps article metadata it looked up or saw published.
+const METADATA_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most articles in the consumer's metadata cache.
+const METADATA_CACHE_MAX: usize = 100_000;
+
+/// What is cached of one article.
+enum Entry {
+    Unknown,
+    Live(Option<String>, Vec<String>),
+    Withdrawn,
+}
+
+impl From<ArticleState> for Entry {
+    fn from(s: ArticleState) -> Entry {
+        match s {
+            ArticleState::Unknown => Entry::Unknown,
+            ArticleState::Live(a) => Entry::Live(a.section, a.tags),
+            ArticleState::Withdrawn => Entry::Withdrawn,
+        }
+    }
+}
+
+/// The consumer's cache of article metadata.
+#[derive(Default)]
+pub(super) struct Catalog {
+    cache: AHashMap<String, (Instant, Entry)>,
+}
+
+impl Catalog {
+    /// Applies the batch's lifecycle events (the last per article wins), so
+    /// that its behaviour events see fresh metadata.
+    pub async fn apply(
+        &mut self,
+        store: &dyn Store,
+        metrics: &Metrics,
+        lifecycle: &mut Vec<Event>,
+    ) -> Result<(), StoreError> {
+        if lifecycle.is_empty() {
+            return Ok(());
+        }
+        let mut last: HashMap<&str, &Event> = HashMap::new();
+        for e in lifecycle.iter() {
+            match e {
+                Event::Published(a) => last.insert(&a.article_id, e),
+                Event::Unpublished { article_id } => last.insert(article_id, e),
+                Event::Behaviour(_) => None,
+            };
+        }
+        let mut published: Vec<ArticleMeta> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        for e in last.values() {
+            match e {
+                Event::Published(a) => published.push(a.clone()),
+                Event::Unpublished { article_id } => removed.push(article_id.clone()),
+                Event::Behaviour(_) => {}
+            }
+        }
+        metrics
+            .time_store("publish", store.publish(&published))
+            .await?;
+        metrics
+            .time_store("unpublish", store.unpublish(&removed))
+            .await?;
+        let now = Instant::now();
+        for a in published {
+            self.cache
+                .insert(a.article_id.clone(), (now, ArticleState::Live(a).into()));
+        }
+        for id in removed {
+            self.cache.insert(id, (now, Entry::Withdrawn));
+        }
+        lifecycle.clear();
+        Ok(())
+    }
+
+    /// Looks up, in one store call, every article of `counted` that is not
+    /// cached or whose entry is older than the cache's TTL. Every event's
+    /// article is looked up: a withdrawn article's events are not counted
+    /// even when they carry section and tags.
+    pub async fn look_up(
+        &mut self,
+        store: &dyn Store,
+        metrics: &Metrics,
+        counted: &[Counted],
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        if self.cache.len() > METADATA_CACHE_MAX {
+            self.cache.clear();
+        }
+        let mut missing: Vec<String> = counted
+            .iter()
+            .filter(|c| {
+                self.cache
+                    .get(&c.article_id)
+                    .is_none_or(|(at, _)| now.duration_since(*at) > METADATA_CACHE_TTL)
+            })
+            .map(|c| c.article_id.clone())
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let found = metrics
+                .time_store("articles", store.articles(&missing))
+                .await?;
+            for (id, state) in missing.into_iter().zip(found) {
+                self.cache.insert(id, (now, state.into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// What is known of article `id`.
+    pub fn known(&self, id: &str) -> Known<'_> {
+        match self.cache.get(id) {
+            Some((_, Entry::Withdrawn)) => Known::Withdrawn,
+            Some((_, Entry::Live(s, t))) => Known::Live(s.as_deref(), t),
+            _ => Known::Unknown,
+        }
+    }
+}

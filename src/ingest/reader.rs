@@ -1,0 +1,237 @@
+//! Step one of the write path: decode → validate → filter, one message at a
+//! time, into the [`Batch`] being read.
+//!
+//! Each partition has its own duplicate [`Filter`].
+//! With a durable store the filter is restored from the store when the
+//! partition is assigned (the consumer keeps the partition paused until
+//! then), messages the saved state already covers are skipped, and
+//! [`Reader::seal`] attaches each partition's delta to the batch so that it
+//! is saved once the batch is applied (DESIGN §4).
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::event::decode::{Decoder, MessageInfo};
+use crate::event::filter::{self, Corrupt, Filter, Limits, Verdict};
+use crate::event::{Behaviour, Encoding, Event, Invalid};
+use crate::metrics::{Metrics, UNKNOWN_TYPE};
+use crate::now_ms;
+use crate::store::{FilterWrite, SavedFilter};
+
+use super::batch::{Batch, Counted, DeadLetter, Incoming};
+
+/// One partition's filter.
+struct Partition {
+    topic: String,
+    partition: i32,
+    filter: Filter,
+    /// Every message up to this offset is applied: skip it.
+    covered: Option<i64>,
+    /// The saved state's fence, as this reader last wrote or read it.
+    saved: Option<i64>,
+}
+
+/// Decodes, validates and filters messages.
+pub(super) struct Reader {
+    decoder: Decoder,
+    limits: Limits,
+    metrics: Metrics,
+    /// The article-lifecycle topic.
+    articles_topic: String,
+    /// Save filter deltas with each batch (a durable store).
+    durable: bool,
+    /// Partitions are restored before they are read (the consumer does
+    /// this on assignment; the in-memory pipeline starts from nothing).
+    restores: bool,
+    partitions: Vec<Partition>,
+}
+
+impl Reader {
+    pub fn new(settings: &Settings, metrics: Metrics, durable: bool, restores: bool) -> Reader {
+        let ingest = &settings.ingest;
+        Reader {
+            decoder: Decoder::new(
+                ingest.max_message_bytes,
+                ingest.max_clock_skew.as_millis() as i64,
+            ),
+            limits: Limits {
+                max_age_ms: ingest.max_event_age.as_millis() as i64,
+                window_ms: ingest.dedupe_window.as_millis() as i64,
+            },
+            metrics,
+            articles_topic: settings.kafka.topics.articles.clone(),
+            durable,
+            restores,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// Takes over a partition from its saved state.
+    pub fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        saved: SavedFilter,
+    ) -> Result<(), Corrupt> {
+        let seed = match saved.seed.as_deref() {
+            Some(s) => filter::decode_seed(s).ok_or(Corrupt("seed"))?,
+            None => filter::random_seed(),
+        };
+        let f = Filter::restore(self.limits, seed, &saved.deltas)?;
+        self.forget(&[(topic.to_string(), partition)]);
+        self.partitions.push(Partition {
+            topic: topic.to_string(),
+            partition,
+            filter: f,
+            covered: saved.fence,
+            saved: saved.fence,
+        });
+        Ok(())
+    }
+
+    /// Forgets the filters of partitions this consumer no longer owns.
+    pub fn forget(&mut self, partitions: &[(String, i32)]) {
+        self.partitions.retain(|p| {
+            !partitions
+                .iter()
+                .any(|(t, n)| *t == p.topic && *n == p.partition)
+        });
+    }
+
+    fn partition(&mut self, topic: &str, partition: i32) -> &mut Partition {
+        let i = match self
+            .partitions
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic)
+        {
+            Some(i) => i,
+            None => {
+                if self.restores {
+                    tracing::error!(
+                        topic,
+                        partition,
+                        "a partition was read before its duplicate filter was restored"
+                    );
+                }
+                self.partitions.push(Partition {
+                    topic: topic.to_string(),
+                    partition,
+                    filter: Filter::new(self.limits, filter::random_seed()),
+                    covered: None,
+                    saved: None,
+                });
+                self.partitions.len() - 1
+            }
+        };
+        &mut self.partitions[i]
+    }
+
+    /// Decodes one message into `batch`.
+    pub fn read(&mut self, m: Incoming<'_>, batch: &mut Batch) {
+        let topic = m.topic;
+        batch.messages += 1;
+        let offset = m.offset;
+        let source = batch.note(topic, m.partition, offset).clone();
+        let lifecycle_topic = topic == self.articles_topic;
+        // The time the message is judged at: when it was produced, or now
+        // if that is earlier or unknown. A replay judges it the same way.
+        let now = now_ms();
+        let reference = m.timestamp_ms.map_or(now, |t| t.min(now));
+        let info = MessageInfo {
+            encoding: m
+                .content_type
+                .and_then(Encoding::from_content_type)
+                .unwrap_or(Encoding::Json),
+            key: m.key,
+            timestamp_ms: m.timestamp_ms,
+            lifecycle_topic,
+            now_ms: reference,
+        };
+        let p = self.partition(topic, m.partition);
+        if p.covered.is_some_and(|c| offset <= c) {
+            return;
+        }
+        match self.decoder.decode(m.payload, &info) {
+            Err(invalid) => {
+                self.count_invalid(&invalid);
+                batch.dead.push(DeadLetter {
+                    key: m.key.map(<[u8]>::to_vec),
+                    payload: m.payload.to_vec(),
+                    reason: invalid.to_string(),
+                    topic: topic.to_string(),
+                    partition: m.partition,
+                    offset,
+                });
+            }
+            Ok(Event::Behaviour(b)) => {
+                let verdict = self
+                    .partition(topic, m.partition)
+                    .filter
+                    .judge(&b, reference);
+                match verdict {
+                    Verdict::Count(units) => batch.counted.push(counted(b, units, source, offset)),
+                    v => self
+                        .metrics
+                        .events
+                        .with_label_values(&[b.kind.as_str(), v.outcome()])
+                        .inc(),
+                }
+            }
+            Ok(e) => batch.lifecycle.push(e),
+        }
+    }
+
+    /// Ends a batch: with a durable store, attaches the delta of every
+    /// partition it read, to be saved once it is applied.
+    pub fn seal(&mut self, batch: &mut Batch) {
+        if !self.durable {
+            return;
+        }
+        let mut writes = Vec::new();
+        for (read, highest) in batch.read_partitions() {
+            let Some(p) = self
+                .partitions
+                .iter_mut()
+                .find(|p| p.partition == read.partition && p.topic == read.topic)
+            else {
+                continue;
+            };
+            if p.saved.is_some_and(|s| s >= highest) {
+                continue;
+            }
+            writes.push(FilterWrite {
+                source: read.source.to_string(),
+                expected: p.saved,
+                new: highest,
+                seed: filter::encode_seed(&p.filter.seed()),
+                delta: p.filter.delta(),
+            });
+            p.saved = Some(highest);
+        }
+        batch.filters.extend(writes);
+    }
+
+    fn count_invalid(&self, invalid: &Invalid) {
+        self.metrics
+            .invalid
+            .with_label_values(&[invalid.code()])
+            .inc();
+        self.metrics
+            .events
+            .with_label_values(&[UNKNOWN_TYPE, "invalid"])
+            .inc();
+    }
+}
+
+fn counted(b: Behaviour, units: f64, source: Arc<str>, offset: i64) -> Counted {
+    Counted {
+        source,
+        offset,
+        kind: b.kind,
+        article_id: b.article_id,
+        section: b.section,
+        tags: b.tags,
+        at_ms: b.occurred_at_ms,
+        units,
+    }
+}

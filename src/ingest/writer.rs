@@ -1,0 +1,302 @@
+//! Step four of the write path: one batch to the store, in this order —
+//! dead letters, article lifecycle, metadata of the batch's articles, the
+//! fences of its groups, the fold, the fenced apply, then the duplicate
+//! filters' deltas — and what should happen next (commit, or retry at a
+//! time). The writer never touches the Kafka consumer: the consumer loop
+//! commits, pauses and resumes on what it returns.
+//!
+//! [`InFlight`] runs one write at a time in a task of its own, so that the
+//! next batch is read meanwhile; a batch that failed goes back in front of
+//! what was read since.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+
+use crate::event::EventType;
+use crate::fence::FenceBook;
+use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::scoring::{Aggregate, Group, Profiles};
+use crate::store::{Store, StoreError};
+
+use super::batch::{Batch, Commit};
+use super::dead_letter::DeadLetters;
+use super::fold;
+use super::kafka::ConsumerState;
+use super::lifecycle::Catalog;
+
+/// First and longest wait between retries of a failed flush.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Immediate retries of a write refused by its fences.
+const CONFLICT_RETRIES: usize = 3;
+
+/// What the consumer loop does after a write.
+#[derive(Debug)]
+pub(super) enum Flushed {
+    /// Everything was applied: commit these offsets, resume if paused.
+    Done(Vec<Commit>),
+    /// Nothing more can be done now: pause, and try again at this time.
+    Retry(tokio::time::Instant),
+}
+
+/// Why a flush attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum FlushError {
+    /// The store failed or its answer is unknown.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Some groups or filters were refused: another writer moved their fences.
+    #[error("{0} groups or filters refused by their fences")]
+    Conflict(usize),
+    /// Dead letters were not delivered.
+    #[error("dead-letter topic: {0:#}")]
+    DeadLetter(anyhow::Error),
+}
+
+/// Writes batches to the store.
+pub(super) struct Writer {
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    profiles: Profiles,
+    dead_letters: DeadLetters,
+    catalog: Catalog,
+    fences: FenceBook,
+    state: ConsumerState,
+    backoff: Duration,
+}
+
+impl Writer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        profiles: Profiles,
+        dead_letters: DeadLetters,
+        state: ConsumerState,
+    ) -> Writer {
+        Writer {
+            store,
+            metrics,
+            profiles,
+            dead_letters,
+            catalog: Catalog::default(),
+            fences: FenceBook::default(),
+            state,
+            backoff: RETRY_MIN,
+        }
+    }
+
+    /// One attempt to write `batch` (with immediate retries of fence
+    /// conflicts). On success the batch is emptied.
+    pub async fn flush(&mut self, batch: &mut Batch) -> Flushed {
+        let started = Instant::now();
+        let mut result = self.try_flush(batch).await;
+        // Refused writes re-read the fences and go again at once: another
+        // writer applied some of these events, the rest must still be applied.
+        for _ in 0..CONFLICT_RETRIES {
+            match &result {
+                Err(FlushError::Conflict(_)) => result = self.try_flush(batch).await,
+                _ => break,
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .flush_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.flush_size.observe(batch.messages as f64);
+                let commits = batch.commits();
+                batch.clear();
+                self.backoff = RETRY_MIN;
+                self.state.set_store_ok(true);
+                Flushed::Done(commits)
+            }
+            Err(e) => {
+                let wait = self.backoff;
+                self.backoff = (self.backoff * 2).min(RETRY_MAX);
+                self.metrics.store_retries.inc();
+                if matches!(e, FlushError::Store(_)) {
+                    self.state.set_store_ok(false);
+                }
+                tracing::warn!(error = %e, retry_in = ?wait, pending = batch.messages, "flush failed; partitions paused");
+                Flushed::Retry(tokio::time::Instant::now() + wait)
+            }
+        }
+    }
+
+    async fn try_flush(&mut self, batch: &mut Batch) -> Result<(), FlushError> {
+        let store = &*self.store;
+        let m = &self.metrics;
+        // 1. Invalid messages reach the dead-letter topic before their offsets are committed.
+        self.dead_letters
+            .send(&mut batch.dead)
+            .await
+            .map_err(FlushError::DeadLetter)?;
+        // 2. Article lifecycle, so events of this batch see fresh metadata.
+        self.catalog.apply(store, m, &mut batch.lifecycle).await?;
+        // 3. Scores, fenced per group and partition.
+        self.catalog.look_up(store, m, &batch.counted).await?;
+        self.fences.sync(self.state.generation());
+        let catalog = &self.catalog;
+        let placement = fold::place(&batch.counted, &batch.partitions, |id| catalog.known(id));
+        let missing = self.fences.missing(&placement.groups);
+        if !missing.is_empty() {
+            let read = m.time_store("fences", store.fences(&missing)).await?;
+            self.fences.learn(missing, read);
+        }
+        let aggregate = fold::fold(
+            &placement,
+            &batch.partitions,
+            &self.fences,
+            self.profiles.clone(),
+            now_ms(),
+        );
+        if !aggregate.is_empty() {
+            let applied = match m.time_store("apply", store.apply(&aggregate)).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.fences.forget_all();
+                    return Err(e.into());
+                }
+            };
+            self.fences.applied(&aggregate.fences, &applied.conflicts);
+            if !applied.conflicts.contains(&Group::All) {
+                self.observe_applied(&aggregate, batch);
+            }
+            if !applied.conflicts.is_empty() {
+                m.fence_conflicts.inc_by(applied.conflicts.len() as u64);
+                return Err(FlushError::Conflict(applied.conflicts.len()));
+            }
+        }
+        for kind in EventType::ALL {
+            m.events
+                .with_label_values(&[kind.as_str(), "unpublished"])
+                .inc_by(placement.withdrawn[kind.index()]);
+        }
+        // 4. The duplicate filters, now that every group holds the batch.
+        if !batch.filters.is_empty() {
+            let refused = m
+                .time_store("filters", store.save_filters(&batch.filters))
+                .await?;
+            if !refused.is_empty() {
+                tracing::warn!(
+                    ?refused,
+                    "duplicate-filter state refused: another consumer owns these partitions"
+                );
+                m.fence_conflicts.inc_by(refused.len() as u64);
+                return Err(FlushError::Conflict(refused.len()));
+            }
+            batch.filters.clear();
+        }
+        Ok(())
+    }
+
+    /// Counts the events newly applied to the overall ranking, and their
+    /// event-to-visible latency.
+    fn observe_applied(&self, aggregate: &Aggregate, batch: &Batch) {
+        for kind in EventType::ALL {
+            self.metrics
+                .events
+                .with_label_values(&[kind.as_str(), "applied"])
+                .inc_by(aggregate.counted(kind));
+        }
+        let applied_at = now_ms();
+        let h = self.metrics.event_to_visible.local();
+        for c in &batch.counted {
+            h.observe(((applied_at - c.at_ms) as f64 / 1000.0).max(0.0));
+        }
+        h.flush();
+    }
+}
+
+/// The result of writing one batch: the writer, the batch (emptied when it
+/// was written) and what to do next.
+type Written = (Box<Writer>, Batch, Flushed);
+
+/// The writer, idle or writing one batch in a task of its own (so that
+/// aggregation and the store's round trips proceed on another core) while
+/// the next batch is read.
+pub(super) enum InFlight {
+    /// With the last batch written, emptied: its buffers are reused, so a
+    /// batch does not grow (and fault in) fresh memory every time.
+    Idle(Box<Writer>, Batch),
+    Busy(tokio::task::JoinHandle<Written>),
+    /// Only while switching between the two.
+    Gone,
+}
+
+/// The outcome of a write task; a panic in it is the consumer's panic.
+fn joined(r: Result<Written, tokio::task::JoinError>) -> Written {
+    r.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+impl InFlight {
+    pub fn new(writer: Writer) -> InFlight {
+        InFlight::Idle(Box::new(writer), Batch::default())
+    }
+
+    pub fn busy(&self) -> bool {
+        matches!(self, InFlight::Busy(_))
+    }
+
+    /// Starts writing `batch` (which becomes empty); the writer must be idle.
+    pub fn start(&mut self, batch: &mut Batch) {
+        let InFlight::Idle(mut writer, spare) = std::mem::replace(self, InFlight::Gone) else {
+            panic!("a write started while another is in progress");
+        };
+        let mut batch = std::mem::replace(batch, spare);
+        *self = InFlight::Busy(tokio::spawn(async move {
+            let next = writer.flush(&mut batch).await;
+            (writer, batch, next)
+        }));
+    }
+
+    /// Resolves when the write in progress finishes; never if idle.
+    pub async fn finished(&mut self) -> Written {
+        match self {
+            InFlight::Busy(write) => joined(write.await),
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Takes the result of a finished write. A batch that was not written
+    /// goes back in front of what was read since, to be written with it.
+    pub fn settle(&mut self, (writer, mut done, next): Written, batch: &mut Batch) -> Flushed {
+        if matches!(next, Flushed::Retry(_)) {
+            done.absorb(std::mem::take(batch));
+            *batch = done;
+            *self = InFlight::Idle(writer, Batch::default());
+        } else {
+            *self = InFlight::Idle(writer, done);
+        }
+        next
+    }
+
+    /// Settles the write in progress if it has finished, without waiting.
+    pub fn poll(&mut self, batch: &mut Batch) -> Option<Flushed> {
+        let InFlight::Busy(write) = self else {
+            return None;
+        };
+        let done = write.now_or_never()?;
+        Some(self.settle(joined(done), batch))
+    }
+
+    /// Waits for the write in progress, if any.
+    pub async fn wait(&mut self, batch: &mut Batch) -> Option<Flushed> {
+        if !self.busy() {
+            return None;
+        }
+        let done = self.finished().await;
+        Some(self.settle(done, batch))
+    }
+
+    /// The idle writer (after [`InFlight::wait`]).
+    pub fn writer(&mut self) -> &mut Writer {
+        match self {
+            InFlight::Idle(w, _) => w,
+            _ => panic!("the writer is writing"),
+        }
+    }
+}
