@@ -9,11 +9,11 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, cache::Cache, ApiState};
-use crate::config::{Backend, Settings};
+use crate::config::Settings;
 use crate::ingest::{ConsumerState, Ingest};
 use crate::metrics::Metrics;
 use crate::scoring;
-use crate::store::{memory::MemoryStore, redis::RedisStore, Store};
+use crate::store::Store;
 
 /// What a process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,31 +39,16 @@ impl App {
     /// Connects and binds everything `role` needs.
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<App> {
         let settings = Arc::new(settings);
-        if settings.store.backend == Backend::Memory && role != Role::All {
+        let store = crate::store::connect(&settings)
+            .await
+            .with_context(|| format!("connecting to the store at {}", settings.store.redis_url))?;
+        if !store.durable() && role != Role::All {
             anyhow::bail!(
                 "invalid configuration: `store.backend`: memory keeps state in one process, so it needs --role all"
             );
         }
         let metrics = Metrics::new();
         let profiles = scoring::profiles(&settings.scoring);
-        let store: Arc<dyn Store> = match settings.store.backend {
-            Backend::Redis => Arc::new(
-                RedisStore::connect(
-                    &settings.store.redis_url,
-                    &settings.store.key_prefix,
-                    profiles.clone(),
-                    settings.scoring.max_members,
-                    settings.store.metadata_ttl,
-                )
-                .await
-                .with_context(|| format!("connecting to Redis at {}", settings.store.redis_url))?,
-            ),
-            Backend::Memory => Arc::new(MemoryStore::new(
-                profiles.clone(),
-                settings.scoring.max_members,
-                settings.store.metadata_ttl,
-            )),
-        };
         let (ingest, consumer) = if role == Role::Api {
             (None, None)
         } else {

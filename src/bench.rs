@@ -29,7 +29,6 @@ use crate::metrics::Metrics;
 use crate::newsroom::{Newsroom, Outgoing, Shape, Topic, WireFormat};
 use crate::now_ms;
 use crate::scoring::{growth, Profiles};
-use crate::store::redis::RedisStore;
 use crate::store::Store;
 
 /// Sizes of a run (the `popularity bench` arguments).
@@ -662,17 +661,7 @@ async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::
 }
 
 async fn store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let profiles = crate::scoring::profiles(&settings.scoring);
-    Ok(Arc::new(
-        RedisStore::connect(
-            &settings.store.redis_url,
-            &settings.store.key_prefix,
-            profiles,
-            settings.scoring.max_members,
-            settings.store.metadata_ttl,
-        )
-        .await?,
-    ))
+    Ok(crate::store::connect(settings).await?)
 }
 
 /// (d): what a tutorial consumer does: decode, look up the article when the

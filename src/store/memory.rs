@@ -66,6 +66,17 @@ impl SortedSet {
         }
     }
 
+    /// ZREMRANGEBYSCORE -inf (floor.
+    fn drop_below(&mut self, floor: f64) {
+        while let Some((s, m)) = self.order.first().cloned() {
+            if s.0 >= floor {
+                break;
+            }
+            self.order.pop_first();
+            self.scores.remove(&m);
+        }
+    }
+
     /// Keeps the `max` highest (ZREMRANGEBYRANK 0 -(max+1)).
     pub(crate) fn trim(&mut self, max: usize) {
         while self.order.len() > max {
@@ -347,9 +358,13 @@ impl Store for MemoryStore {
                 if a.section.is_some() {
                     targets.push(a.section.clone());
                 }
+                // The index keeps what was published within the metadata
+                // TTL, as the Redis store does.
+                let horizon = at - self.metadata_ttl.as_millis() as i64;
                 for t in targets {
                     let ix = state.index.entry(t).or_default();
                     ix.set(id, ms as f64);
+                    ix.drop_below(horizon as f64);
                     ix.trim(self.max_members);
                 }
             }

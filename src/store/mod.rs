@@ -14,11 +14,38 @@ pub mod memory;
 pub mod redis;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::Backend;
 use crate::event::ArticleMeta;
 use crate::scoring::{Aggregate, Group};
+
+/// The store `settings` describe, connected (the scoring settings give
+/// its profiles and bound). The one way app, benchmark and tests build one.
+pub async fn connect(settings: &crate::config::Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let profiles = crate::scoring::profiles(&settings.scoring);
+    let max_members = settings.scoring.max_members;
+    let s = &settings.store;
+    Ok(match s.backend {
+        Backend::Redis => Arc::new(
+            redis::RedisStore::connect(
+                &s.redis_url,
+                &s.key_prefix,
+                profiles,
+                max_members,
+                s.metadata_ttl,
+            )
+            .await?,
+        ),
+        Backend::Memory => Arc::new(memory::MemoryStore::new(
+            profiles,
+            max_members,
+            s.metadata_ttl,
+        )),
+    })
+}
 
 /// A store failure. None of these are the caller's fault; they are retried.
 #[derive(Debug, thiserror::Error)]

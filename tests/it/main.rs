@@ -5,6 +5,7 @@
 mod browser;
 mod faults;
 mod helpers;
+mod store_contract;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

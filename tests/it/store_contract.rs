@@ -1,0 +1,380 @@
+//! The store contract: every backend gives the same answers to the same
+//! writes. Each check runs on the memory store and on a real
+//! `redis-server`; expected values come from the formula of DESIGN §3 or
+//! from the rule itself, never from another backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use popularity::config::{Backend, Settings};
+use popularity::event::filter::Delta;
+use popularity::event::{ArticleMeta, EventType};
+use popularity::fence::Fence;
+use popularity::scoring::{self, Aggregate, Group};
+use popularity::store::{ArticleState, Cursor, FilterWrite, Store};
+
+use crate::helpers::*;
+
+const HOUR: i64 = 3_600_000;
+
+/// Both backends with the given bound and metadata TTL.
+async fn stores(
+    redis: &RedisServer,
+    max_members: usize,
+    ttl: Duration,
+) -> Vec<(&'static str, Arc<dyn Store>)> {
+    let mut out = Vec::new();
+    for backend in [Backend::Memory, Backend::Redis] {
+        let mut s = Settings::defaults();
+        s.store.backend = backend;
+        s.store.redis_url = redis.url.clone();
+        s.store.key_prefix = random_name("contract");
+        s.store.metadata_ttl = ttl;
+        s.scoring.max_members = max_members;
+        let name = if backend == Backend::Redis {
+            "redis"
+        } else {
+            "memory"
+        };
+        out.push((name, popularity::store::connect(&s).await.unwrap()));
+    }
+    out
+}
+
+fn profiles() -> scoring::Profiles {
+    scoring::profiles(&Settings::defaults().scoring)
+}
+
+fn meta(id: &str, section: &str, tags: &[&str], published_at_ms: i64) -> ArticleMeta {
+    ArticleMeta {
+        article_id: id.into(),
+        title: Some(format!("Title {id}")),
+        section: Some(section.into()),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        published_at_ms: Some(published_at_ms),
+        ..ArticleMeta::default()
+    }
+}
+
+/// The score of `events` (time, weight) under the trending profile at `at`.
+fn trending(events: &[(i64, f64)], at: i64) -> f64 {
+    direct_score(events, at, TRENDING_H)
+}
+
+async fn score(store: &dyn Store, group: &Group, member: &str, at: i64) -> Option<f64> {
+    let page = store.top(group, 0, 0, 1000, at).await.unwrap();
+    page.items
+        .into_iter()
+        .find(|s| s.member == member)
+        .map(|s| s.score)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_back() {
+    let redis = RedisServer::start();
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
+        let now = now_ms();
+        let mut a = Aggregate::new(profiles(), now);
+        a.add(EventType::PageView, "a", None, &[], now - HOUR, 1.0);
+        a.fence(
+            Group::All,
+            Fence {
+                source: "e/0".into(),
+                expected: None,
+                new: 10,
+            },
+        );
+        assert!(
+            store.apply(&a).await.unwrap().conflicts.is_empty(),
+            "{name}"
+        );
+        // The same write again, as after a lost reply: refused, not doubled.
+        assert_eq!(
+            store.apply(&a).await.unwrap().conflicts,
+            vec![Group::All],
+            "{name}"
+        );
+        let fences = store.fences(&[Group::All]).await.unwrap();
+        assert_eq!(fences[0].get("e/0"), Some(&10), "{name}");
+        let mut b = Aggregate::new(profiles(), now);
+        b.add(EventType::Share, "a", None, &[], now, 1.0);
+        b.fence(
+            Group::All,
+            Fence {
+                source: "e/0".into(),
+                expected: Some(10),
+                new: 20,
+            },
+        );
+        assert!(
+            store.apply(&b).await.unwrap().conflicts.is_empty(),
+            "{name}"
+        );
+        let want = trending(&[(now - HOUR, 1.0), (now, 5.0)], now);
+        let got = score(&*store, &Group::All, "a", now).await.unwrap();
+        assert!(rel_err(got, want) < 1e-12, "{name}: {got} against {want}");
+        assert_eq!(store.counts("a").await.unwrap(), [1, 1, 0], "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() {
+    let redis = RedisServer::start();
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
+        let start = now_ms() - 400 * HOUR;
+        let mut events: Vec<(i64, f64)> = Vec::new();
+        // A write every 10 hours for 400 hours: trending (2 h) rebases
+        // after 128 hours, several times.
+        for step in 0..=40 {
+            let r = start + step * 10 * HOUR;
+            let mut a = Aggregate::new(profiles(), r);
+            a.add(EventType::PageView, "a", None, &[], r - 1_000, 1.0);
+            a.add(EventType::Engagement, "a", None, &[], r, 30.0);
+            events.extend([(r - 1_000, 1.0), (r, 30.0 * 0.05)]);
+            store.apply(&a).await.unwrap();
+        }
+        let at = start + 400 * HOUR;
+        let got = score(&*store, &Group::All, "a", at).await.unwrap();
+        let want = trending(&events, at);
+        assert!(rel_err(got, want) < 1e-9, "{name}: {got} against {want}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rankings_keep_max_members_dropping_the_lowest() {
+    let redis = RedisServer::start();
+    for (name, store) in stores(&redis, 5, Duration::from_secs(3600)).await {
+        let now = now_ms();
+        let mut a = Aggregate::new(profiles(), now);
+        for i in 0..8 {
+            for _ in 0..=i {
+                a.add(
+                    EventType::PageView,
+                    &format!("m{i}"),
+                    Some("news"),
+                    &[],
+                    now,
+                    1.0,
+                );
+            }
+        }
+        store.apply(&a).await.unwrap();
+        for group in [Group::All, Group::Section("news".into())] {
+            let page = store.top(&group, 0, 0, 100, now).await.unwrap();
+            let members: Vec<&str> = page.items.iter().map(|s| s.member.as_str()).collect();
+            assert_eq!(members, ["m7", "m6", "m5", "m4", "m3"], "{name} {group:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_news_index_pages_newest_first_and_keeps_only_the_metadata_ttl() {
+    let redis = RedisServer::start();
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3 * 3600)).await {
+        let now = now_ms();
+        // Five recent articles (two published at the same time) and one
+        // published before the metadata TTL.
+        let articles = [
+            meta("n1", "news", &[], now - 10 * 60_000),
+            meta("n2", "news", &[], now - 20 * 60_000),
+            meta("n3", "news", &[], now - 20 * 60_000),
+            meta("b1", "business", &[], now - 30 * 60_000),
+            meta("n4", "news", &[], now - 2 * HOUR),
+            meta("old", "news", &[], now - 4 * HOUR),
+        ];
+        store.publish(&articles).await.unwrap();
+        let mut seen = Vec::new();
+        let mut before: Option<Cursor> = None;
+        loop {
+            let page = store.index(Some("news"), before.as_ref(), 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            seen.extend(page.iter().map(|c| c.article_id.clone()));
+            before = page.last().cloned();
+        }
+        assert_eq!(seen, ["n1", "n3", "n2", "n4"], "{name}");
+        let all: Vec<String> = store
+            .index(None, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.article_id)
+            .collect();
+        assert_eq!(all, ["n1", "n3", "n2", "b1", "n4"], "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it() {
+    let redis = RedisServer::start();
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
+        let now = now_ms();
+        store
+            .publish(&[meta("a", "news", &["red"], now - HOUR)])
+            .await
+            .unwrap();
+        let tags = vec!["red".to_string()];
+        let mut agg = Aggregate::new(profiles(), now);
+        agg.add(
+            EventType::PageView,
+            "a",
+            Some("news"),
+            &tags,
+            now - 60_000,
+            1.0,
+        );
+        agg.add(EventType::Share, "a", Some("news"), &tags, now, 1.0);
+        store.apply(&agg).await.unwrap();
+        store
+            .publish(&[meta("a", "sport", &["blue"], now - HOUR)])
+            .await
+            .unwrap();
+        let at = now_ms();
+        let want = trending(&[(now - 60_000, 1.0), (now, 5.0)], at);
+        for group in [
+            Group::All,
+            Group::Section("sport".into()),
+            Group::Tag("blue".into()),
+        ] {
+            let got = score(&*store, &group, "a", at).await;
+            assert!(
+                got.is_some_and(|g| rel_err(g, want) < 1e-9),
+                "{name} {group:?}: {got:?} against {want}"
+            );
+        }
+        for group in [Group::Section("news".into()), Group::Tag("red".into())] {
+            assert_eq!(
+                score(&*store, &group, "a", at).await,
+                None,
+                "{name} {group:?}"
+            );
+        }
+        let index: Vec<String> = store
+            .index(Some("sport"), None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.article_id)
+            .collect();
+        assert_eq!(index, ["a"], "{name}");
+        assert!(
+            store
+                .index(Some("news"), None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdrawal() {
+    let redis = RedisServer::start();
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
+        let now = now_ms();
+        store
+            .publish(&[
+                meta("a", "news", &["red"], now - HOUR),
+                meta("b", "news", &[], now - HOUR),
+            ])
+            .await
+            .unwrap();
+        let tags = vec!["red".to_string()];
+        let mut agg = Aggregate::new(profiles(), now);
+        agg.add(EventType::PageView, "a", Some("news"), &tags, now, 1.0);
+        agg.add(EventType::PageView, "b", Some("news"), &[], now, 1.0);
+        store.apply(&agg).await.unwrap();
+        assert_eq!(store.counts("a").await.unwrap(), [1, 0, 0], "{name}");
+        store.unpublish(&["a".to_string()]).await.unwrap();
+        for group in [
+            Group::All,
+            Group::Section("news".into()),
+            Group::Tag("red".into()),
+        ] {
+            assert_eq!(
+                score(&*store, &group, "a", now).await,
+                None,
+                "{name} {group:?}"
+            );
+        }
+        assert!(
+            score(&*store, &Group::All, "b", now).await.is_some(),
+            "{name}"
+        );
+        assert_eq!(store.counts("a").await.unwrap(), [0, 0, 0], "{name}");
+        let index: Vec<String> = store
+            .index(None, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.article_id)
+            .collect();
+        assert_eq!(index, ["b"], "{name}");
+        let states = store
+            .articles(&["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap();
+        assert_eq!(states[0], ArticleState::Withdrawn, "{name}");
+        assert!(matches!(states[1], ArticleState::Live(_)), "{name}");
+        assert_eq!(states[2], ArticleState::Unknown, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_state_is_saved_in_order_once_and_refused_to_a_writer_that_lost_it() {
+    let redis = RedisServer::start();
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
+        let write = |expected, new, bytes: &[u8], snapshot| FilterWrite {
+            source: "e/3".into(),
+            expected,
+            new,
+            seed: "s".into(),
+            delta: Delta {
+                bytes: bytes.to_vec(),
+                snapshot,
+            },
+        };
+        let sources = ["e/3".to_string(), "e/4".to_string()];
+        let empty = store.load_filters(&sources).await.unwrap();
+        assert_eq!((empty[0].fence, empty[1].fence), (None, None), "{name}");
+        let refused = store
+            .save_filters(&[
+                write(None, 5, b"one", false),
+                write(Some(5), 9, b"two", false),
+            ])
+            .await
+            .unwrap();
+        assert!(refused.is_empty(), "{name}");
+        // Saved again after a lost reply: already there, not appended twice.
+        assert!(store
+            .save_filters(&[write(Some(5), 9, b"two", false)])
+            .await
+            .unwrap()
+            .is_empty());
+        // A writer that did not see fence 9.
+        assert_eq!(
+            store
+                .save_filters(&[write(Some(5), 12, b"x", false)])
+                .await
+                .unwrap(),
+            ["e/3"],
+            "{name}"
+        );
+        let saved = &store.load_filters(&sources).await.unwrap()[0];
+        assert_eq!(saved.fence, Some(9), "{name}");
+        assert_eq!(saved.seed.as_deref(), Some("s"), "{name}");
+        assert_eq!(saved.deltas, [b"one".to_vec(), b"two".to_vec()], "{name}");
+        store
+            .save_filters(&[write(Some(9), 15, b"all", true)])
+            .await
+            .unwrap();
+        let saved = &store.load_filters(&sources).await.unwrap()[0];
+        assert_eq!(
+            (saved.fence, saved.deltas.clone()),
+            (Some(15), vec![b"all".to_vec()]),
+            "{name}"
+        );
+    }
+}
