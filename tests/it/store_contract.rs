@@ -211,7 +211,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
         store
-            .publish(&[meta("a", "news", &["red"], now - HOUR)])
+            .publish(&[meta("a", "news", &["red"], now - 600_000)])
             .await
             .unwrap();
         let tags = vec!["red".to_string()];
@@ -227,7 +227,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
         agg.add(EventType::Share, "a", Some("news"), &tags, now, 1.0);
         store.apply(&agg).await.unwrap();
         store
-            .publish(&[meta("a", "sport", &["blue"], now - HOUR)])
+            .publish(&[meta("a", "sport", &["blue"], now - 600_000)])
             .await
             .unwrap();
         let at = now_ms();
@@ -276,8 +276,8 @@ async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdr
         let now = now_ms();
         store
             .publish(&[
-                meta("a", "news", &["red"], now - HOUR),
-                meta("b", "news", &[], now - HOUR),
+                meta("a", "news", &["red"], now - 600_000),
+                meta("b", "news", &[], now - 600_000),
             ])
             .await
             .unwrap();
