@@ -1031,3 +1031,58 @@ async fn connections_killed_with_client_kill_8_times_double_no_repeat() {
     );
     assert_exact(&v);
 }
+
+/// Seconds from a restarted consumer's start to its first applied event,
+/// after a `kill -9`, over `rounds` rounds.
+async fn restart_times(env: &[(String, String)], store: &RedisStore, rounds: usize) -> Vec<f64> {
+    let mut times = Vec::new();
+    let mut c = Consumer::start(env);
+    for _ in 0..rounds {
+        let since = applied(store).await;
+        assert!(wait_progress(store, since, 500, u64::MAX).await);
+        c.kill9();
+        // Let the broker see the session go quiet, as after a real crash.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = applied(store).await;
+        let started = Instant::now();
+        c = Consumer::start(env);
+        assert!(wait_progress(store, before, 1, u64::MAX).await);
+        times.push(started.elapsed().as_secs_f64());
+    }
+    drop(c);
+    times
+}
+
+/// Measures recovery after a crash with and without static membership
+/// (`group.instance.id`). The dev broker's group coordinator does not hand a
+/// static member's partitions back before its session expires, so here both
+/// wait for the session timeout (6 s) and the broker's rebalance delay; the
+/// figures go to docs/operations.md. Fails if a restart takes longer than
+/// those two and the restore allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_restarted_after_kill_9_applies_again_within_its_session_and_rebalance_delay() {
+    let redis = RedisServer::start();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("static");
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 120_000, 1_000.0, 31, None).await });
+    let store = store_for(&redis.url, &prefix).await;
+    let mut env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    let dynamic = restart_times(&env, &store, 3).await;
+    env.push((
+        "POPULARITY__KAFKA__PROPERTIES__GROUP_INSTANCE_ID".into(),
+        random_name("member"),
+    ));
+    let fixed = restart_times(&env, &store, 3).await;
+    println!(
+        "faults: restart to first applied event after kill -9, session timeout 6 s: \
+         dynamic membership {dynamic:.1?} s, static membership {fixed:.1?} s"
+    );
+    stream.abort();
+    let worst = dynamic.iter().chain(&fixed).cloned().fold(0.0, f64::max);
+    // Session timeout 6 s, the dev broker's first-rebalance delay 3 s, and
+    // start-up, restore and one flush interval.
+    assert!(worst < 15.0, "a restart took {worst:.1} s");
+}

@@ -378,3 +378,94 @@ async fn filter_state_is_saved_in_order_once_and_refused_to_a_writer_that_lost_i
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_restore_in_seconds() {
+    use popularity::event::filter::{random_seed, Filter, Limits};
+    use popularity::event::Behaviour;
+    let redis = RedisServer::start();
+    let mut s = Settings::defaults();
+    s.store.redis_url = redis.url.clone();
+    s.store.key_prefix = random_name("cost");
+    let store = popularity::store::connect(&s).await.unwrap();
+    let limits = Limits {
+        max_age_ms: 7 * 24 * HOUR,
+        window_ms: 30 * 60_000,
+    };
+    let seed = random_seed();
+    let mut f = Filter::new(limits, seed);
+    let now = now_ms();
+    let n = 1_000_000;
+    for i in 0..n {
+        let e = Behaviour {
+            kind: EventType::PageView,
+            event_id: None,
+            article_id: format!("a{}", i % 2_000),
+            occurred_at_ms: now - (i as i64 % 3_600_000),
+            visitor_id: Some(format!("v{i}")),
+            section: None,
+            tags: vec![],
+            engaged_seconds: 0.0,
+            bot: false,
+        };
+        f.judge(&e, now);
+    }
+    // Saved as the consumer saves it: deltas per batch of 50,000 events.
+    let mut delta_bytes = 0;
+    let mut expected = None;
+    let mut g = Filter::new(limits, seed);
+    for chunk in 0..(n / 50_000) {
+        for i in chunk * 50_000..(chunk + 1) * 50_000 {
+            let e = Behaviour {
+                kind: EventType::PageView,
+                event_id: None,
+                article_id: format!("a{}", i % 2_000),
+                occurred_at_ms: now - (i as i64 % 3_600_000),
+                visitor_id: Some(format!("v{i}")),
+                section: None,
+                tags: vec![],
+                engaged_seconds: 0.0,
+                bot: false,
+            };
+            g.judge(&e, now);
+        }
+        let delta = g.delta();
+        delta_bytes += delta.bytes.len();
+        let new = (chunk as i64 + 1) * 50_000;
+        let w = FilterWrite {
+            source: "e/0".into(),
+            expected,
+            new,
+            seed: popularity::event::filter::encode_seed(&seed),
+            delta,
+        };
+        assert!(store.save_filters(&[w]).await.unwrap().is_empty());
+        expected = Some(new);
+    }
+    let mut c = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let used: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("{}:{{d:e/0}}:log", s.store.key_prefix))
+        .query(&mut c)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let saved = store.load_filters(&["e/0".to_string()]).await.unwrap();
+    let loaded = started.elapsed();
+    let restored = Filter::restore(limits, seed, &saved[0].deltas).unwrap();
+    let took = started.elapsed();
+    println!(
+        "store: {} duplicate windows: {:.1} MB of deltas, Redis MEMORY USAGE {:.1} MB \
+         ({:.1} bytes a window); restored in {:.2} s ({:.2} s reading)",
+        restored.tracked(),
+        delta_bytes as f64 / 1e6,
+        used as f64 / 1e6,
+        used as f64 / n as f64,
+        took.as_secs_f64(),
+        loaded.as_secs_f64(),
+    );
+    assert_eq!(restored.tracked(), f.tracked());
+    assert!(used < 40 * n as i64, "{used} bytes");
+}
