@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ahash::HashMap;
 
 use crate::config::{ScoringSettings, WeightSettings};
-use crate::event::EventType;
+use crate::event::{EventType, PerType};
 pub use crate::fence::Fence;
 
 /// A ranking's landmark moves forward once it is this many half-lives behind
@@ -131,7 +131,7 @@ pub struct Aggregate {
     /// Increments: group → member → one value per profile.
     pub groups: HashMap<Group, HashMap<String, Vec<f64>>>,
     /// Counted events: article → per [`EventType::index`].
-    pub counts: HashMap<String, [u64; 3]>,
+    pub counts: HashMap<String, PerType<u64>>,
     /// Number of events folded in.
     pub events: usize,
     /// Fences to check and advance, per group (see [`Fence`]).
@@ -211,7 +211,7 @@ impl Aggregate {
         }
         self.scratch = incs;
         if counted {
-            let mut by_kind = [0; 3];
+            let mut by_kind = [0; EventType::COUNT];
             by_kind[kind.index()] = 1;
             self.count(article_id, by_kind);
         }
@@ -236,7 +236,7 @@ impl Aggregate {
         article_id: &str,
         place: &[(Group, String)],
         incs: &[f64],
-        counts: [u64; 3],
+        counts: PerType<u64>,
         events: usize,
     ) {
         for (group, member) in place {
@@ -263,7 +263,7 @@ impl Aggregate {
     }
 
     /// Adds events per type to an article's all-time counts.
-    fn count(&mut self, article_id: &str, by_kind: [u64; 3]) {
+    fn count(&mut self, article_id: &str, by_kind: PerType<u64>) {
         match self.counts.get_mut(article_id) {
             Some(c) => c.iter_mut().zip(by_kind).for_each(|(c, n)| *c += n),
             None => {

@@ -585,7 +585,8 @@ async fn article(
             None => vec![None; st.profiles.len()],
         };
         let counts = st.store.counts(&id).await?;
-        if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; 3] {
+        if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; EventType::COUNT]
+        {
             return Err(ApiError::NotFound(format!("unknown article {id:?}")));
         }
         let profiles = st

@@ -205,17 +205,15 @@ impl Decoder {
 
     fn validate(&self, raw: Raw<'_>, info: &MessageInfo<'_>) -> Result<Event, Invalid> {
         let kind = raw.kind.as_deref().ok_or(Invalid::MissingField("type"))?;
-        let behaviour = match kind {
-            "page_view" => EventType::PageView,
-            "share" => EventType::Share,
-            "engagement" => EventType::Engagement,
-            "article_published" => return self.published(raw, info).map(Event::Published),
-            "article_unpublished" => {
+        let behaviour = match (EventType::from_name(kind), kind) {
+            (Some(k), _) => k,
+            (None, "article_published") => return self.published(raw, info).map(Event::Published),
+            (None, "article_unpublished") => {
                 return Ok(Event::Unpublished {
                     article_id: check_id("article_id", raw.article_id.as_deref())?,
                 })
             }
-            other => return Err(Invalid::UnknownType(other.to_string())),
+            (None, other) => return Err(Invalid::UnknownType(other.to_string())),
         };
         let article_id = check_id("article_id", raw.article_id.as_deref())?;
         let occurred_at_ms = match raw.occurred_at {

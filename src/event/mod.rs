@@ -45,11 +45,20 @@ impl EventType {
         }
     }
 
+    /// The type named `name` on the wire, if any.
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// Position in [`EventType::ALL`].
     pub fn index(self) -> usize {
         self as usize
     }
 }
+
+/// One value per event type, in the order of [`EventType::ALL`]. Adding an
+/// event type is adding it to [`EventType`]; every such table follows.
+pub type PerType<T> = [T; EventType::COUNT];
 
 /// A valid behaviour event.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,12 +3,12 @@
 --
 -- KEYS[1]            the group's meta hash (landmarks, fences)
 -- KEYS[2 .. n+1]     one ranking zset per profile
--- KEYS[n+2 .. n+4]   all-time count zsets per event type (only with counts)
+-- KEYS[n+2 .. n+1+k] all-time count zsets, one per event type (only with counts)
 -- ARGV: reference_ms, max_members, floor, rebase_after_half_lives, n, f,
 --       then n × (profile name, half-life ms),
 --       then f × (fence field, expected offset or '', new offset),
 --       then member count m and m × (member, n increments relative to reference_ms),
---       then count rows c and c × (article, page views, shares, engagements).
+--       then count rows c and c × (article, then one count per event type).
 -- Returns m, or {'conflict', field, stored value} when a fence differs from
 -- what the writer expected: then nothing is written.
 local r = tonumber(ARGV[1])
@@ -76,18 +76,20 @@ end
 
 local c = tonumber(ARGV[i])
 i = i + 1
+-- The event types are the count keys after the rankings.
+local kinds = #KEYS - 1 - n
 for _ = 1, c do
   local article = ARGV[i]
-  for k = 1, 3 do
+  for k = 1, kinds do
     local v = tonumber(ARGV[i + k])
     if v > 0 then
       redis.call('ZINCRBY', KEYS[n + 1 + k], v, article)
     end
   end
-  i = i + 4
+  i = i + 1 + kinds
 end
 if c > 0 then
-  for k = 1, 3 do
+  for k = 1, kinds do
     trim(KEYS[n + 1 + k])
   end
 end

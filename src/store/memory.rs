@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use super::{
     Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Scored, Store, StoreError,
 };
-use crate::event::ArticleMeta;
+use crate::event::{ArticleMeta, EventType, PerType};
 use crate::scoring::{
     plan_landmark, to_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
 };
@@ -131,7 +131,7 @@ struct GroupState {
 #[derive(Debug, Default)]
 struct State {
     groups: HashMap<Group, GroupState>,
-    counts: [SortedSet; 3],
+    counts: PerType<SortedSet>,
     articles: HashMap<String, (ArticleMeta, Instant)>,
     /// News Index per section (`None`: every section), scored by publication time.
     index: HashMap<Option<String>, SortedSet>,
@@ -465,9 +465,9 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn counts(&self, id: &str) -> Result<[u64; 3], StoreError> {
+    async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError> {
         let state = self.state.read();
-        let mut out = [0u64; 3];
+        let mut out = [0u64; EventType::COUNT];
         for (i, c) in state.counts.iter().enumerate() {
             out[i] = c.position(id).map_or(0, |(v, _)| v as u64);
         }

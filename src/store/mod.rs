@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::config::Backend;
-use crate::event::ArticleMeta;
+use crate::event::{ArticleMeta, PerType};
 use crate::scoring::{Aggregate, Group};
 
 /// The store `settings` describe, connected (the scoring settings give
@@ -183,7 +183,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Option<(f64, usize)>>, StoreError>;
 
     /// All-time counted events of an article, per [`crate::event::EventType::index`].
-    async fn counts(&self, id: &str) -> Result<[u64; 3], StoreError>;
+    async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError>;
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -16,7 +16,7 @@ use super::{
     group_tag, Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Scored, Store,
     StoreError, FENCE_PREFIX,
 };
-use crate::event::{ArticleMeta, EventType};
+use crate::event::{ArticleMeta, EventType, PerType};
 use crate::now_ms;
 use crate::scoring::{decayed, Aggregate, Group, Profiles, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
 
@@ -298,7 +298,10 @@ impl RedisStore {
         if with_counts {
             inv.arg(batch.counts.len());
             for (article, c) in &batch.counts {
-                inv.arg(article).arg(c[0]).arg(c[1]).arg(c[2]);
+                inv.arg(article);
+                for n in c {
+                    inv.arg(*n);
+                }
             }
         } else {
             inv.arg(0);
@@ -657,14 +660,14 @@ impl Store for RedisStore {
         Ok(rows.into_iter().next().unwrap_or_default())
     }
 
-    async fn counts(&self, id: &str) -> Result<[u64; 3], StoreError> {
+    async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError> {
         let mut pipe = redis::pipe();
         for kind in EventType::ALL {
             pipe.zscore(self.keys.count(kind), id);
         }
         let mut conn = self.conn.clone();
         let v: Vec<Option<f64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let mut out = [0u64; 3];
+        let mut out = [0u64; EventType::COUNT];
         for (o, c) in out.iter_mut().zip(v) {
             *o = c.unwrap_or(0.0) as u64;
         }
