@@ -126,11 +126,9 @@ impl Batch {
 
     /// Records offset `offset` of `topic/partition` and returns its name.
     pub fn note(&mut self, topic: &str, partition: i32, offset: i64) -> &Arc<str> {
-        let i = match self
-            .partitions
-            .iter()
-            .position(|p| p.partition == partition && p.topic == topic)
-        {
+        let i = match find(&self.partitions, topic, partition, |p| {
+            (&p.topic, p.partition)
+        }) {
             Some(i) => i,
             None => {
                 self.partitions.push(PartitionRead {
@@ -182,4 +180,18 @@ impl Batch {
         let dropped = before - self.counted.len() - self.dead.len();
         self.messages = self.messages.saturating_sub(dropped);
     }
+}
+
+/// The position of `topic/partition` in `list`, by a linear scan: a consumer
+/// holds a few dozen partitions at most, and nothing is allocated per message.
+pub(super) fn find<T>(
+    list: &[T],
+    topic: &str,
+    partition: i32,
+    key: impl Fn(&T) -> (&String, i32),
+) -> Option<usize> {
+    list.iter().position(|x| {
+        let (t, p) = key(x);
+        p == partition && t == topic
+    })
 }

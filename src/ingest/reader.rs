@@ -18,7 +18,7 @@ use crate::metrics::{Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
 
-use super::batch::{Batch, Counted, DeadLetter, Incoming};
+use super::batch::{find, Batch, Counted, DeadLetter, Incoming};
 
 /// One partition's filter.
 struct Partition {
@@ -99,11 +99,9 @@ impl Reader {
     }
 
     fn partition(&mut self, topic: &str, partition: i32) -> &mut Partition {
-        let i = match self
-            .partitions
-            .iter()
-            .position(|p| p.partition == partition && p.topic == topic)
-        {
+        let i = match find(&self.partitions, topic, partition, |p| {
+            (&p.topic, p.partition)
+        }) {
             Some(i) => i,
             None => {
                 if self.restores {
@@ -189,13 +187,12 @@ impl Reader {
         }
         let mut writes = Vec::new();
         for (read, highest) in batch.read_partitions() {
-            let Some(p) = self
-                .partitions
-                .iter_mut()
-                .find(|p| p.partition == read.partition && p.topic == read.topic)
-            else {
+            let Some(i) = find(&self.partitions, &read.topic, read.partition, |p| {
+                (&p.topic, p.partition)
+            }) else {
                 continue;
             };
+            let p = &mut self.partitions[i];
             if p.saved.is_some_and(|s| s >= highest) {
                 continue;
             }

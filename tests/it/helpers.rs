@@ -280,3 +280,17 @@ pub fn parse_time(s: &str) -> i64 {
 pub fn rel_err(got: f64, want: f64) -> f64 {
     ((got - want) / want).abs()
 }
+
+/// Waits until `check` holds, polling every 50 ms; fails the test naming
+/// `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

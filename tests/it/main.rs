@@ -979,21 +979,6 @@ async fn whole_index(app: &TestApp, section: Option<&str>, limit: usize) -> Vec<
     panic!("the index never ended");
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn article_lifecycle_news_index_article_pages_and_recent_reads_on_both_stores() {
     let redis = RedisServer::start();
@@ -1026,7 +1011,7 @@ async fn article_lifecycle_news_index_article_pages_and_recent_reads_on_both_sto
         }
         expected.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
         let all: Vec<String> = expected.iter().map(|e| e.1.clone()).collect();
-        wait_until("the index", || async {
+        wait_until("the index", Duration::from_secs(60), || async {
             whole_index(&app, None, 100).await.len() == 25
         })
         .await;
@@ -1051,7 +1036,7 @@ async fn article_lifecycle_news_index_article_pages_and_recent_reads_on_both_sto
                 &json!({"type":"article_published","article_id":"n04","title":"Moved","section":"business","published_at":base - 4 * MIN}),
             )
             .await;
-        wait_until("the move", || async {
+        wait_until("the move", Duration::from_secs(60), || async {
             !whole_index(&app, Some("news"), 100)
                 .await
                 .contains(&"n04".to_string())
@@ -1163,7 +1148,7 @@ async fn article_lifecycle_news_index_article_pages_and_recent_reads_on_both_sto
                 .find(|i| i["article_id"] == id)
                 .map(|i| i["score"].as_f64().unwrap())
         };
-        wait_until("the moves", || async {
+        wait_until("the moves", Duration::from_secs(60), || async {
             let (_, b) = app.get("/v1/rankings/trending?section=sport").await;
             in_section(b, "late1").is_some()
         })
@@ -1192,7 +1177,7 @@ async fn article_lifecycle_news_index_article_pages_and_recent_reads_on_both_sto
                 &json!({"type":"article_unpublished","article_id":"n02"}),
             )
             .await;
-        wait_until("the withdrawal", || async {
+        wait_until("the withdrawal", Duration::from_secs(60), || async {
             app.get("/v1/articles/n02").await.0 == 404
         })
         .await;

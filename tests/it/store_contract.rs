@@ -396,19 +396,20 @@ async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_resto
     let mut f = Filter::new(limits, seed);
     let now = now_ms();
     let n = 1_000_000;
+    // The i-th reader's view: 2,000 articles, times over the last hour.
+    let view = |i: usize| Behaviour {
+        kind: EventType::PageView,
+        event_id: None,
+        article_id: format!("a{}", i % 2_000),
+        occurred_at_ms: now - (i as i64 % 3_600_000),
+        visitor_id: Some(format!("v{i}")),
+        section: None,
+        tags: vec![],
+        engaged_seconds: 0.0,
+        bot: false,
+    };
     for i in 0..n {
-        let e = Behaviour {
-            kind: EventType::PageView,
-            event_id: None,
-            article_id: format!("a{}", i % 2_000),
-            occurred_at_ms: now - (i as i64 % 3_600_000),
-            visitor_id: Some(format!("v{i}")),
-            section: None,
-            tags: vec![],
-            engaged_seconds: 0.0,
-            bot: false,
-        };
-        f.judge(&e, now);
+        f.judge(&view(i), now);
     }
     // Saved as the consumer saves it: deltas per batch of 50,000 events.
     let mut delta_bytes = 0;
@@ -416,18 +417,7 @@ async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_resto
     let mut g = Filter::new(limits, seed);
     for chunk in 0..(n / 50_000) {
         for i in chunk * 50_000..(chunk + 1) * 50_000 {
-            let e = Behaviour {
-                kind: EventType::PageView,
-                event_id: None,
-                article_id: format!("a{}", i % 2_000),
-                occurred_at_ms: now - (i as i64 % 3_600_000),
-                visitor_id: Some(format!("v{i}")),
-                section: None,
-                tags: vec![],
-                engaged_seconds: 0.0,
-                bot: false,
-            };
-            g.judge(&e, now);
+            g.judge(&view(i), now);
         }
         let delta = g.delta();
         delta_bytes += delta.bytes.len();
