@@ -49,7 +49,9 @@ async function refresh() {
   try {
     const [top, reads, index, tags] = await Promise.all([
       api(`/v1/rankings/${profile}?${query({ limit: 5, section })}`),
-      api(`/v1/rankings/${profile}?${query({ limit: 5, section, published_within: "24h" })}`),
+      // Popular Reads: what was read most over the day, among the articles
+      // of the last 12 hours; Most Popular follows the chosen profile.
+      api(`/v1/rankings/popular?${query({ limit: 5, section, published_within: "12h" })}`),
       api(`/v1/index?${query({ limit: 8, section })}`),
       api(`/v1/rankings/${profile}/tags?limit=12`),
     ]);

@@ -53,6 +53,28 @@ pub struct Settings {
     pub ingest: IngestSettings,
     /// Ranking profiles and bounds.
     pub scoring: ScoringSettings,
+    /// How the process logs.
+    pub log: LogSettings,
+}
+
+/// Logging settings. The level comes from `RUST_LOG` (default
+/// `info,rdkafka=warn`), e.g. `RUST_LOG=debug` or `RUST_LOG=popularity=debug`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (colours only when standard error is a terminal) or `json`
+    /// (one object per line, for log shippers).
+    pub format: LogFormat,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Kafka connection settings.

@@ -47,8 +47,14 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // Publish the first articles before the service starts, so the memory
     // store's consumer finds the topics populated.
     let producer = loadgen::producer(&settings.kafka)?;
-    let mut newsroom = Newsroom::new(Shape::default(), now_ms());
-    let first = Shape::default().articles as u64;
+    // A newsroom's pace: the first articles spread over the last day, then
+    // one new article every 6,000 events (a minute at the default rate).
+    let shape = Shape {
+        publish_every: 6_000,
+        ..Shape::default()
+    };
+    let first = shape.articles as u64;
+    let mut newsroom = Newsroom::new(shape, now_ms());
     loadgen::run(
         &producer,
         &settings.kafka,

@@ -16,6 +16,7 @@
 //! - [`api`]: the HTTP routes, the response cache and error mapping.
 //! - [`metrics`]: every Prometheus metric, named in one place.
 //! - [`shutdown`]: SIGTERM/SIGINT to one cancellation token.
+//! - [`logging`]: text or JSON logs to standard error.
 //! - [`app`]: builds the parts for a role and runs them.
 //! - [`devbroker`]: librdkafka's mock cluster as a local Kafka-protocol broker.
 //! - [`newsroom`], [`loadgen`], [`demo`]: synthetic traffic, producing it, and
@@ -33,6 +34,7 @@ pub mod event;
 pub mod fence;
 pub mod ingest;
 pub mod loadgen;
+pub mod logging;
 pub mod metrics;
 pub mod newsroom;
 pub mod scoring;

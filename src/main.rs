@@ -124,19 +124,22 @@ struct LoadgenArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Before anything is printed or bound: a signal right after the banner
+    // must stop the process.
     let shutdown = CancellationToken::new();
-    popularity::shutdown::on_signals(shutdown.clone());
+    popularity::shutdown::on_signals(shutdown.clone())?;
+    // The log format is part of the configuration of the commands that have
+    // one; the others take it from the environment.
+    let config = match &cli.command {
+        Command::Serve { config, .. } | Command::DevBroker { config, .. } => config.clone(),
+        Command::Loadgen(a) => a.config.clone(),
+        Command::Demo { .. } | Command::Bench(_) => None,
+    };
+    let settings = Settings::from_env(config.as_deref())?;
+    popularity::logging::init(settings.log.format);
     match cli.command {
-        Command::Serve { config, role } => {
-            let settings = Settings::from_env(config.as_deref())?;
+        Command::Serve { role, .. } => {
             let app = App::build(settings, role).await?;
             tracing::info!(address = %app.local_addr(), ?role, "popularity serving");
             app.run(shutdown).await
@@ -163,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Loadgen(a) => {
-            let mut settings = Settings::from_env(a.config.as_deref())?;
+            let mut settings = settings;
             if let Some(b) = a.brokers {
                 settings.kafka.brokers = b;
             }
@@ -216,11 +219,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DevBroker {
-            port,
-            partitions,
-            config,
+            port, partitions, ..
         } => {
-            let settings = Settings::from_env(config.as_deref())?;
             let t = &settings.kafka.topics;
             let mut broker =
                 DevBroker::start(&[&t.events, &t.articles, &t.dead_letter], partitions)?;

@@ -33,24 +33,144 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("sport", &["football", "tennis", "olympics"]),
 ];
 
-const HEADLINE_WORDS: &[&str] = &[
-    "Leaders", "Markets", "Storm", "Council", "Election", "Rally", "Talks", "Budget", "Summit",
-    "Festival", "Record", "Coach", "Report", "Court", "Vote", "Strike", "Museum", "Recipe",
+/// Headlines per section (in the order of [`SECTIONS`]): every subject
+/// reads with every predicate, so a headline is one of each.
+const HEADLINES: &[(&[&str], &[&str])] = &[
+    (
+        &[
+            "Parliament",
+            "The foreign minister",
+            "The coalition",
+            "The health service",
+            "The central bank",
+            "The election commission",
+            "The climate envoy",
+            "The mayor of Lisbon",
+        ],
+        &[
+            "approves an emergency budget",
+            "delays the pension vote",
+            "faces questions over a leaked report",
+            "calls for talks on the border",
+            "promises a ban on coal by 2030",
+            "wins a court fight over data",
+            "sets a date for the referendum",
+            "backs a plan for cheaper trains",
+        ],
+    ),
+    (
+        &[
+            "The chipmaker",
+            "Europe's largest airline",
+            "A Nairobi fintech",
+            "The stock exchange",
+            "The energy regulator",
+            "A car maker",
+            "The oil major",
+            "A grocery chain",
+        ],
+        &[
+            "cuts its forecast for the year",
+            "buys a rival for $2 billion",
+            "raises prices for the third time",
+            "opens a factory in Porto",
+            "settles a dispute with its workers",
+            "doubles its profit",
+            "shelves plans for a listing",
+            "bets on solar power",
+        ],
+    ),
+    (
+        &[
+            "Our city",
+            "The new tax",
+            "Remote work",
+            "The school year",
+            "Public broadcasting",
+            "A four-day week",
+            "The housing plan",
+            "The referendum",
+        ],
+        &[
+            "needs a braver answer",
+            "is worth defending",
+            "deserves a second look",
+            "will not fix the deficit",
+            "asks too much of teachers",
+            "is a test of trust",
+            "should start with renters",
+            "could still surprise us",
+        ],
+    ),
+    (
+        &[
+            "The storm",
+            "The rescue operation",
+            "The investigation",
+            "The river",
+            "The ceasefire",
+            "The wildfire",
+            "The outage",
+            "The strike",
+        ],
+        &[
+            "reaches the coast overnight",
+            "enters its third day",
+            "widens to two ministries",
+            "rises past the 1998 record",
+            "holds for a second night",
+            "forces thousands to leave",
+            "is traced to a faulty cable",
+            "closes every port in the region",
+        ],
+    ),
+    (
+        &[
+            "A Hanoi noodle stall",
+            "The night train to Oslo",
+            "Slow travel",
+            "The museum",
+            "A forgotten grain",
+            "The city's oldest café",
+            "A weekend in Lima",
+            "Winter swimming",
+        ],
+        &[
+            "wins over the critics",
+            "is back after ten years",
+            "is cheaper than you think",
+            "reopens with a new wing",
+            "finds its way onto menus",
+            "changes hands after a century",
+            "makes the case for going slow",
+            "is the trend of the season",
+        ],
+    ),
+    (
+        &[
+            "The national team",
+            "The defending champion",
+            "The Busan club",
+            "A 17-year-old",
+            "The coach",
+            "The marathon",
+            "The Olympic committee",
+            "The league",
+        ],
+        &[
+            "books a place in the final",
+            "stuns the favourite in five sets",
+            "signs a record deal",
+            "breaks the course record",
+            "steps down after a losing run",
+            "moves to a new stadium",
+            "picks Accra for the next games",
+            "bans a team for a season",
+        ],
+    ),
 ];
-const VERBS: &[&str] = &[
-    "Arrive in",
-    "Rise after",
-    "Hits",
-    "Weighs",
-    "Signals",
-    "Returns to",
-    "Faces",
-    "Opens",
-    "Ends",
-];
-const PLACES: &[&str] = &[
-    "Seoul", "Lisbon", "Nairobi", "Lima", "Oslo", "Hanoi", "Quebec", "Porto", "Accra", "Busan",
-];
+/// Forms of a headline that has been used, so that none repeats.
+const FOLLOW_UPS: &[&str] = &["", "Analysis: ", "Live: ", "Explained: ", "What we know: "];
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const CRAWLER: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
@@ -183,6 +303,8 @@ struct Generated {
 
 /// The generator.
 pub struct Newsroom {
+    /// Headlines used so far.
+    titles: std::collections::HashSet<String>,
     shape: Shape,
     rng: StdRng,
     articles: Vec<Article>,
@@ -207,10 +329,11 @@ impl Newsroom {
             produced: 0,
             last: None,
             backlog: Vec::new(),
+            titles: Default::default(),
             shape,
         };
         for _ in 0..n.shape.articles.max(1) {
-            let at = now_ms - n.rng.random_range(0..48 * 3_600_000);
+            let at = now_ms - n.rng.random_range(0..24 * 3_600_000);
             let m = n.publish(at);
             n.backlog.push(m);
         }
@@ -224,6 +347,25 @@ impl Newsroom {
         self.produced
     }
 
+    /// A headline of `section` not used before: a subject and a predicate
+    /// drawn until the pair is new, then in follow-up forms.
+    fn headline(&mut self, section: usize) -> String {
+        let (subjects, predicates) = HEADLINES[section % HEADLINES.len()];
+        for round in 0.. {
+            let prefix = FOLLOW_UPS.get(round / 4).copied().unwrap_or("More: ");
+            let s = subjects[self.rng.random_range(0..subjects.len())];
+            let p = predicates[self.rng.random_range(0..predicates.len())];
+            let mut title = format!("{prefix}{s} {p}");
+            if round >= 4 * FOLLOW_UPS.len() {
+                title = format!("{title} ({})", self.articles.len());
+            }
+            if self.titles.insert(title.clone()) {
+                return title;
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     fn publish(&mut self, at_ms: i64) -> Outgoing {
         let idx = self.articles.len();
         let section = self.rng.random_range(0..SECTIONS.len());
@@ -233,12 +375,7 @@ impl Newsroom {
             .collect();
         tags.dedup();
         let id = format!("a-{}", 1000 + idx);
-        let title = format!(
-            "{} {} {}",
-            HEADLINE_WORDS[self.rng.random_range(0..HEADLINE_WORDS.len())],
-            VERBS[self.rng.random_range(0..VERBS.len())],
-            PLACES[self.rng.random_range(0..PLACES.len())]
-        );
+        let title = self.headline(section);
         let payload = json!({
             "type": "article_published",
             "article_id": id,
@@ -404,6 +541,25 @@ mod tests {
     use super::*;
     use crate::event::decode::Decoder;
     use crate::event::Event;
+
+    #[test]
+    fn headlines_never_repeat_and_read_as_sentences() {
+        let mut n = Newsroom::new(
+            Shape {
+                articles: 3_000,
+                ..Shape::default()
+            },
+            1_700_000_000_000,
+        );
+        let mut titles = std::collections::HashSet::new();
+        for m in n.backlog.drain(..) {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let t = v["title"].as_str().unwrap().to_string();
+            assert!(t.chars().next().unwrap().is_uppercase(), "{t}");
+            assert!(titles.insert(t.clone()), "repeated: {t}");
+        }
+        assert_eq!(titles.len(), 3_000);
+    }
 
     fn decode_all(
         shape: Shape,

@@ -1,28 +1,35 @@
 //! One shutdown path: a cancellation token that every task watches, cancelled
-//! by SIGTERM or Ctrl-C (or by a test).
+//! by SIGTERM or SIGINT (or by a test).
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` when the process receives SIGTERM or SIGINT.
-pub fn on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
+/// Cancels `token` when the process receives SIGTERM or SIGINT. The handlers
+/// are installed before this returns (also when the process started with
+/// SIGINT ignored, as a background job of a non-interactive shell does), so
+/// call it before printing or binding anything: a signal that arrives right
+/// after is never lost.
+pub fn on_signals(token: CancellationToken) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = token.cancelled() => return,
             }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
+            token.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
         tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-            _ = term => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received, shutting down"),
             _ = token.cancelled() => return,
         }
         token.cancel();
     });
+    Ok(())
 }

@@ -1372,3 +1372,48 @@ async fn alerts_and_dashboard_use_only_metrics_the_service_exports() {
     .unwrap();
     app.stop().await;
 }
+
+#[test]
+fn the_demo_stops_on_a_sigint_sent_right_after_its_banner_even_when_started_with_sigint_ignored() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let exe = env!("CARGO_BIN_EXE_popularity");
+    for round in 0..3 {
+        let port = free_port();
+        // As a background job of a non-interactive shell starts it: SIGINT ignored.
+        let mut demo = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap '' INT; exec '{exe}' demo --listen 127.0.0.1:{port} --rate 50"
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+        let mut banner = false;
+        for line in lines {
+            if line.unwrap().contains("Ctrl-C stops it") {
+                banner = true;
+                break;
+            }
+        }
+        assert!(banner, "round {round}: no banner");
+        Command::new("kill")
+            .args(["-INT", &demo.id().to_string()])
+            .status()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = demo.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = demo.kill();
+                panic!("round {round}: the demo ignored SIGINT for 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "round {round}: exited with {status}");
+    }
+}
