@@ -401,6 +401,24 @@ fn strip_key_suffix(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_example_file_sets_every_key_to_its_default() {
+        use config::{Config, File, FileFormat};
+        let text = include_str!("../popularity.example.toml");
+        // Read alone, without the built-in defaults: a key missing from the
+        // example fails here.
+        let alone: super::Settings = Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("the example holds every key");
+        assert_eq!(
+            format!("{alone:?}"),
+            format!("{:?}", super::Settings::defaults()),
+            "the example's values are the defaults"
+        );
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
