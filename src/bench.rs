@@ -8,8 +8,8 @@
 //! misses), (g) memory as distinct articles grow.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use crate::loadgen::{self, Limits};
 use crate::metrics::Metrics;
 use crate::newsroom::{Newsroom, Outgoing, Shape, Topic, WireFormat};
 use crate::now_ms;
+use crate::redis_server::{Persistence, RedisServer};
 use crate::scoring::{growth, Profiles};
 use crate::store::Store;
 
@@ -65,55 +66,6 @@ struct Row {
     what: String,
     value: String,
     target: String,
-}
-
-struct RedisChild {
-    child: Child,
-    url: String,
-}
-
-impl RedisChild {
-    fn start() -> anyhow::Result<RedisChild> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server (apt-get install -y redis-server)")?;
-        let url = format!("redis://127.0.0.1:{port}");
-        let client = redis::Client::open(url.as_str())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while client.get_connection().is_err() {
-            if Instant::now() > deadline {
-                bail!("redis-server did not start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(RedisChild { child, url })
-    }
-
-    fn flush_all(&self) -> anyhow::Result<()> {
-        let mut c = redis::Client::open(self.url.as_str())?.get_connection()?;
-        redis::cmd("FLUSHALL").query::<()>(&mut c)?;
-        Ok(())
-    }
-}
-
-impl Drop for RedisChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn used_memory(url: &str) -> anyhow::Result<u64> {
@@ -154,7 +106,7 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-fn settings_for(broker: &DevBroker, redis: &RedisChild, topics: (&str, &str, &str)) -> Settings {
+fn settings_for(broker: &DevBroker, redis: &RedisServer, topics: (&str, &str, &str)) -> Settings {
     let mut s = Settings::defaults();
     s.kafka.brokers = broker.bootstrap_servers().to_string();
     s.kafka.group_id = format!("bench-{}", now_ms());
@@ -193,7 +145,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     eprintln!("bench: {machine}; starting redis-server and the dev broker");
-    let redis = RedisChild::start()?;
+    let redis = RedisServer::start(Persistence::None)?;
     let topics = ("events", "articles", "events.dlq");
     // Twelve partitions keep each under the dev broker's 5 MiB limit.
     let broker = DevBroker::start(&[topics.0, topics.1, topics.2], 12)?;
@@ -228,7 +180,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
 async fn broker_rows(
     options: &BenchOptions,
     settings: &Settings,
-    redis: &RedisChild,
+    redis: &RedisServer,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     redis.flush_all()?;
@@ -337,7 +289,7 @@ async fn broker_rows(
 async fn pipeline_rows(
     options: &BenchOptions,
     settings: &Settings,
-    redis: &RedisChild,
+    redis: &RedisServer,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<f64> {
     // (c) the pipeline from memory, JSON then protobuf.
@@ -367,7 +319,7 @@ async fn pipeline_rows(
 async fn naive_row(
     options: &BenchOptions,
     settings: &Settings,
-    redis: &RedisChild,
+    redis: &RedisServer,
     c_json: Option<f64>,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
@@ -390,7 +342,7 @@ async fn naive_row(
 /// Rows (g), measured in a child process of its own.
 fn memory_rows(
     options: &BenchOptions,
-    redis: &RedisChild,
+    redis: &RedisServer,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     // (g) memory as distinct articles grow, in a child process of its own.

@@ -21,6 +21,7 @@
 //! - [`devbroker`]: librdkafka's mock cluster as a local Kafka-protocol broker.
 //! - [`newsroom`], [`loadgen`], [`demo`]: synthetic traffic, producing it, and
 //!   the zero-dependency demo.
+//! - [`redis_server`]: a local `redis-server` for the benchmark and tests.
 //! - [`bench`]: the one-run benchmark against the limits and a naive baseline.
 #![warn(missing_docs)]
 
@@ -37,6 +38,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod newsroom;
+pub mod redis_server;
 pub mod scoring;
 pub mod shutdown;
 pub mod store;

@@ -12,7 +12,7 @@ use rand_distr::{Distribution, Zipf};
 use serde_json::json;
 
 use crate::event::decode::MessageInfo;
-use crate::event::{proto, Encoding};
+use crate::event::{proto, Encoding, EventType};
 
 /// Sections and the tags their articles carry.
 pub const SECTIONS: &[(&str, &[&str])] = &[
@@ -509,7 +509,6 @@ impl Newsroom {
 
 /// The protobuf form of a generated behaviour event.
 fn to_proto(e: &Generated) -> proto::Event {
-    use proto::event::Payload;
     let b = proto::Behaviour {
         event_id: e.event_id.clone(),
         article_id: e.article_id.clone(),
@@ -520,20 +519,13 @@ fn to_proto(e: &Generated) -> proto::Event {
         user_agent: e.user_agent.to_string(),
         bot: false,
     };
-    let payload = match e.kind {
-        "share" => Payload::Share(proto::Share {
-            event: Some(b),
-            network: e.network.unwrap_or_default().to_string(),
-        }),
-        "engagement" => Payload::Engagement(proto::Engagement {
-            event: Some(b),
-            engaged_seconds: e.engaged_seconds.unwrap_or_default().into(),
-        }),
-        _ => Payload::PageView(proto::PageView { event: Some(b) }),
-    };
-    proto::Event {
-        payload: Some(payload),
-    }
+    let kind = EventType::from_name(e.kind).unwrap_or(EventType::PageView);
+    proto::Event::behaviour(
+        kind,
+        b,
+        e.network.unwrap_or_default(),
+        e.engaged_seconds.unwrap_or_default().into(),
+    )
 }
 
 #[cfg(test)]

@@ -17,6 +17,36 @@ pub mod proto {
 
 pub use decode::{decode, Encoding, Invalid};
 
+impl proto::Event {
+    /// A behaviour event of `kind` in protobuf: `behaviour` holds what every
+    /// type shares, `network` is a share's, `engaged_seconds` an
+    /// engagement's (each ignored for the other types). The one builder of
+    /// behaviour messages, for producers, the load generator and the tests.
+    pub fn behaviour(
+        kind: EventType,
+        behaviour: proto::Behaviour,
+        network: &str,
+        engaged_seconds: f64,
+    ) -> proto::Event {
+        use proto::event::Payload;
+        let event = Some(behaviour);
+        let payload = match kind {
+            EventType::PageView => Payload::PageView(proto::PageView { event }),
+            EventType::Share => Payload::Share(proto::Share {
+                event,
+                network: network.to_string(),
+            }),
+            EventType::Engagement => Payload::Engagement(proto::Engagement {
+                event,
+                engaged_seconds,
+            }),
+        };
+        proto::Event {
+            payload: Some(payload),
+        }
+    }
+}
+
 /// The kinds of behaviour that are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {

@@ -3,13 +3,13 @@
 //! scores computed here from all produced events, and prints its figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
+
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use popularity::event::proto::{self, event::Payload};
+use popularity::event::proto;
 use popularity::scoring::Group;
 use popularity::store::redis::RedisStore;
 use popularity::store::Store;
@@ -174,21 +174,7 @@ pub async fn produce(
 
 /// One behaviour event of kind number `kind`, as protobuf bytes.
 fn behaviour_bytes(kind: usize, b: proto::Behaviour, units: f64) -> Vec<u8> {
-    let payload = match kind {
-        0 => Payload::PageView(proto::PageView { event: Some(b) }),
-        1 => Payload::Share(proto::Share {
-            event: Some(b),
-            network: String::new(),
-        }),
-        _ => Payload::Engagement(proto::Engagement {
-            event: Some(b),
-            engaged_seconds: units,
-        }),
-    };
-    proto::Event {
-        payload: Some(payload),
-    }
-    .encode_to_vec()
+    proto::Event::behaviour(popularity::event::EventType::ALL[kind], b, "", units).encode_to_vec()
 }
 
 /// Queues one message, waiting while the producer's queue is full.
@@ -434,21 +420,37 @@ pub fn consumer_env(
 }
 
 impl Consumer {
+    /// Starts the process and waits until it listens, on another port if
+    /// the one it was given was taken meanwhile.
     pub fn start(env: &[(String, String)]) -> Consumer {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_popularity"))
-            .args(["serve", "--role", "consumer"])
-            .envs(env.iter().cloned())
-            .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Consumer {
-            child,
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_popularity"))
+                .args(["serve", "--role", "consumer"])
+                .envs(env.iter().cloned())
+                .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Consumer {
+                        child,
+                        metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        panic!("the consumer did not start");
     }
 
     pub fn kill9(mut self) {
@@ -593,7 +595,7 @@ async fn store_for(redis_url: &str, prefix: &str) -> RedisStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let kafka = Kafka::start(6);
     let prefix = random_name("k9");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
@@ -621,7 +623,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let kafka = Kafka::start(6);
     let prefix = random_name("term");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
@@ -653,9 +655,18 @@ async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
     assert_exact(&v);
 }
 
+/// The partitions each member holds (-1 where it does not answer).
+async fn spread(members: &[&Consumer]) -> Vec<i64> {
+    let mut each = Vec::new();
+    for m in members {
+        each.push(m.partitions().await.unwrap_or(-1));
+    }
+    each
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_consumers_with_one_killed_and_one_added_stay_exact() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let kafka = Kafka::start(6);
     let prefix = random_name("grp");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
@@ -663,32 +674,33 @@ async fn three_consumers_with_one_killed_and_one_added_stay_exact() {
     let topic = kafka.events.clone();
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 90_000, 6_000.0, 3, None).await });
+    let store = store_for(&redis.url, &prefix).await;
     let a = Consumer::start(&env);
     let b = Consumer::start(&env);
     let c = Consumer::start(&env);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Each of the 12 partitions (two topics of six) belongs to one member.
+    let shared = |each: &[i64]| each.iter().sum::<i64>() == 12 && each.iter().all(|p| *p > 0);
+    wait_until(
+        "three members sharing the partitions",
+        Duration::from_secs(60),
+        || async { shared(&spread(&[&a, &b, &c]).await) },
+    )
+    .await;
+    assert!(wait_progress(&store, 0, 2_000, 90_000).await);
     b.kill9();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Added while the group still waits for the dead member's session.
+    let since = applied(&store).await;
+    assert!(wait_progress(&store, since, 1_000, 90_000).await);
     let d = Consumer::start(&env);
     let produced = stream.await.unwrap();
-    let store = store_for(&redis.url, &prefix).await;
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
-    // Each of the 12 partitions (two topics of six) belongs to one live member.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let owned = loop {
-        let mut sum = 0;
-        let mut each = Vec::new();
-        for m in [&a, &c, &d] {
-            let p = m.partitions().await.unwrap_or(-1);
-            each.push(p);
-            sum += p;
-        }
-        if sum == 12 && each.iter().all(|p| *p > 0) {
-            break each;
-        }
-        assert!(Instant::now() < deadline, "partitions per member: {each:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    wait_until(
+        "the live members sharing the partitions",
+        Duration::from_secs(60),
+        || async { shared(&spread(&[&a, &c, &d]).await) },
+    )
+    .await;
+    let owned = spread(&[&a, &c, &d]).await;
     report(
         "3 consumers, 1 killed, 1 added",
         &v,
@@ -761,7 +773,7 @@ async fn flaky_relay(target: String, drops: usize) -> (String, Arc<AtomicUsize>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_dropped_between_script_and_reply_double_nothing() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let target = redis.url.trim_start_matches("redis://").to_string();
     let (relay_url, dropped) = flaky_relay(target, 5).await;
     let kafka = Kafka::start(6);
@@ -779,111 +791,45 @@ async fn connections_dropped_between_script_and_reply_double_nothing() {
     assert_exact(&v);
 }
 
-/// A `redis-server` with an append-only file that fsyncs every write, on a
-/// fixed port and directory so it can be stopped and started again.
-struct DurableRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl DurableRedis {
-    fn start() -> DurableRedis {
-        let mut r = DurableRedis {
-            child: None,
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        r.up();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn up(&mut self) {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--maxmemory-policy",
-                "noeviction",
-            ])
-            .args(["--dir", self.dir.path().to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        for line in out.lines() {
-            if line.unwrap().contains("Ready to accept connections") {
-                break;
-            }
-        }
-        self.child = Some(child);
-    }
-
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_for_30_seconds_mid_stream_loses_and_doubles_nothing() {
-    let mut redis = DurableRedis::start();
+    let mut redis = RedisServer::start(Persistence::AppendFsyncAlways).unwrap();
     let kafka = Kafka::start(6);
     let prefix = random_name("outage");
-    let env = consumer_env(&kafka, &redis.url(), &prefix, &random_name("g"));
+    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let consumer = Consumer::start(&env);
     let producer = fast_producer(&kafka);
     let topic = kafka.events.clone();
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 60_000, 1_000.0, 11, None).await });
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let store = store_for(&redis.url, &prefix).await;
+    assert!(wait_progress(&store, 0, 5_000, 60_000).await);
     redis.down();
     let down_at = Instant::now();
     // While Redis is away the consumer pauses its partitions and is not ready.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let text = reqwest::get(&consumer.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let paused: i64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("popularity_partitions_paused "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    assert!(paused > 0, "partitions not paused during the outage");
+    let paused = || async {
+        let text = reqwest::get(&consumer.metrics_url)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("popularity_partitions_paused "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    wait_until("paused partitions", Duration::from_secs(20), || async {
+        paused().await.is_some_and(|p| p > 0)
+    })
+    .await;
+    let paused = paused().await.unwrap_or(0);
     let ready = reqwest::get(consumer.metrics_url.replace("/metrics", "/readyz"))
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_at.elapsed())).await;
-    redis.up();
+    redis.up().unwrap();
     let produced = stream.await.unwrap();
-    let store = store_for(&redis.url(), &prefix).await;
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     drop(consumer);
     report(
@@ -896,7 +842,7 @@ async fn redis_stopped_for_30_seconds_mid_stream_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let kafka = Kafka::start(6);
     let prefix = random_name("poison");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
@@ -963,7 +909,7 @@ struct Draining {
 }
 
 async fn draining(seed: u64) -> Draining {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let kafka = Kafka::start(12);
     let prefix = random_name("drain");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
@@ -994,7 +940,7 @@ async fn redis_frozen_with_sigstop_for_15_seconds_mid_stream_doubles_no_repeat()
         _kafka,
         ..
     } = draining(21).await;
-    let pid = redis.pid().to_string();
+    let pid = redis.pid().expect("running").to_string();
     assert!(Command::new("kill")
         .args(["-STOP", &pid])
         .status()
@@ -1078,8 +1024,6 @@ async fn restart_times(env: &[(String, String)], store: &RedisStore, rounds: usi
         let since = applied(store).await;
         assert!(wait_progress(store, since, 500, u64::MAX).await);
         c.kill9();
-        // Let the broker see the session go quiet, as after a real crash.
-        tokio::time::sleep(Duration::from_millis(500)).await;
         let before = applied(store).await;
         let started = Instant::now();
         c = Consumer::start(env);
@@ -1098,7 +1042,7 @@ async fn restart_times(env: &[(String, String)], store: &RedisStore, rounds: usi
 /// those two and the restore allow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_restarted_after_kill_9_applies_again_within_its_session_and_rebalance_delay() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let kafka = Kafka::start(6);
     let prefix = random_name("static");
     let producer = fast_producer(&kafka);

@@ -1,8 +1,6 @@
 //! Real parts for the integration tests: a `redis-server` on a random port, a
 //! dev broker with random topic names, a producer, and the service on port 0.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +18,7 @@ pub const TRENDING_H: f64 = 2.0 * 3600.0 * 1000.0;
 pub const POPULAR_H: f64 = 24.0 * 3600.0 * 1000.0;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    popularity::redis_server::free_port().unwrap()
 }
 
 pub fn random_name(prefix: &str) -> String {
@@ -38,58 +32,11 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// A `redis-server` child process, killed on drop.
-pub struct RedisServer {
-    child: Child,
-    pub url: String,
-}
+pub use popularity::redis_server::{Persistence, RedisServer};
 
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (apt-get install redis-server)");
-            let mut server = RedisServer {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break; // port taken between probe and bind: try another
-                }
-                let ok = redis::Client::open(server.url.as_str())
-                    .and_then(|c| c.get_connection())
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                    .is_ok();
-                if ok {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("could not start redis-server");
-    }
-}
-
-impl RedisServer {
-    /// The server's process id, to stop and continue it.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `redis-server` of its own for one test, keeping nothing on disk.
+pub fn redis_server() -> RedisServer {
+    RedisServer::start(Persistence::None).expect("redis-server")
 }
 
 /// A dev broker, its topics and a producer.

@@ -71,7 +71,7 @@ async fn score(store: &dyn Store, group: &Group, member: &str, at: i64) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_back() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
         let mut a = Aggregate::new(profiles(), now);
@@ -119,7 +119,7 @@ async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let start = now_ms() - 400 * HOUR;
         let mut events: Vec<(i64, f64)> = Vec::new();
@@ -142,7 +142,7 @@ async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rankings_keep_max_members_dropping_the_lowest() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     for (name, store) in stores(&redis, 5, Duration::from_secs(3600)).await {
         let now = now_ms();
         let mut a = Aggregate::new(profiles(), now);
@@ -169,7 +169,7 @@ async fn rankings_keep_max_members_dropping_the_lowest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_news_index_pages_newest_first_and_keeps_only_the_metadata_ttl() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3 * 3600)).await {
         let now = now_ms();
         // Five recent articles (two published at the same time) and one
@@ -207,7 +207,7 @@ async fn the_news_index_pages_newest_first_and_keeps_only_the_metadata_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
         store
@@ -271,7 +271,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdrawal() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
         store
@@ -324,7 +324,7 @@ async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_state_is_saved_in_order_once_and_refused_to_a_writer_that_lost_it() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let write = |expected, new, bytes: &[u8], snapshot| FilterWrite {
             source: "e/3".into(),
@@ -383,7 +383,7 @@ async fn filter_state_is_saved_in_order_once_and_refused_to_a_writer_that_lost_i
 async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_restore_in_seconds() {
     use popularity::event::filter::{random_seed, Filter, Limits};
     use popularity::event::Behaviour;
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let mut s = Settings::defaults();
     s.store.redis_url = redis.url.clone();
     s.store.key_prefix = random_name("cost");

@@ -1,0 +1,241 @@
+//! The HTTP API: parameters, caching, readiness, and the OpenAPI document against real responses.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::fixtures::*;
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_api_parameters_get_400_with_a_message_and_unknown_profiles_404() {
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, None)).await;
+    for (path, needle) in [
+        (
+            "/v1/rankings/trending?limit=0",
+            "limit must be between 1 and 100",
+        ),
+        (
+            "/v1/rankings/trending?limit=101",
+            "limit must be between 1 and 100",
+        ),
+        (
+            "/v1/rankings/trending?limit=ten",
+            "limit must be between 1 and 100",
+        ),
+        (
+            "/v1/rankings/trending?offset=-1",
+            "offset must be between 0 and 10000",
+        ),
+        (
+            "/v1/rankings/trending?section=news&tag=x",
+            "at most one of section and tag",
+        ),
+        ("/v1/rankings/trending?section=", "section must be"),
+        (
+            "/v1/rankings/trending?published_within=soon",
+            "published_within must be",
+        ),
+        ("/v1/rankings/trending?limt=5", "unknown parameter limt"),
+        (
+            "/v1/rankings/trending/tags?limit=1000",
+            "limit must be between 1 and 100",
+        ),
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{path}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    }
+    let (status, body) = app.get("/v1/rankings/hourly").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _) = app.get("/v1/nothing").await;
+    assert_eq!(status, 404);
+    let (status, body) = app.get("/v1/rankings").await;
+    assert_eq!(status, 200);
+    let names: Vec<_> = body["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [json!("trending"), json!("popular"), json!("weekly")]
+    );
+    assert_eq!(body["profiles"][0]["half_life_seconds"], 7200.0);
+    assert_eq!(body["profiles"][0]["weights"]["share"], 5.0);
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert!(
+        app.metric(
+            "popularity_http_requests_total{route=\"/v1/rankings/{profile}\",status=\"400\"}"
+        )
+        .await
+            >= 7.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_cache_control_and_etag_and_identical_queries_hit_the_cache() {
+    let kafka = Kafka::start(1);
+    let mut s = settings(&kafka, None);
+    s.api.cache_ttl = Duration::from_secs(5);
+    let app = spawn_app(s).await;
+    let url = format!("{}/v1/rankings/trending?limit=5", app.base);
+    let r = app.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=5");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let first = r.text().await.unwrap();
+    let r = app.http.get(&url).send().await.unwrap();
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(r.text().await.unwrap(), first, "served from the cache");
+    let r = app
+        .http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(
+        app.metric("popularity_cache_requests_total{result=\"miss\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("popularity_cache_requests_total{result=\"hit\"}")
+            .await,
+        2.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_needs_a_reachable_store_and_an_assigned_consumer() {
+    let redis = redis_server();
+    let kafka = Kafka::start(2);
+    let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    // The first group assignment takes a few seconds in the dev broker.
+    wait_until("readiness", Duration::from_secs(30), || async {
+        let (status, body) = app.get("/readyz").await;
+        assert!(status == 200 || status == 503, "{status} {body}");
+        status == 200 && body["status"] == "ready"
+    })
+    .await;
+    assert_eq!(app.metric("popularity_partitions_assigned").await, 4.0);
+    drop(redis);
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reasons"][0], "store unreachable");
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200, "liveness checks no dependency");
+    let (status, body) = app.get("/v1/rankings/trending").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        !body.to_string().contains("redis"),
+        "no internals in the body: {body}"
+    );
+}
+
+/// The response schema the OpenAPI document gives for `path` and `status`,
+/// as a standalone JSON Schema (its `$ref`s resolve against `components`).
+fn response_schema(doc: &serde_json::Value, path: &str, status: u16) -> serde_json::Value {
+    let schema = &doc["paths"][path]["get"]["responses"][status.to_string()]["content"]
+        ["application/json"]["schema"];
+    assert!(!schema.is_null(), "no schema for {path} {status}");
+    json!({"allOf": [schema], "components": doc["components"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_real_responses() {
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, None)).await;
+    let now = now_ms();
+    kafka
+        .send_json(
+            &kafka.articles,
+            "o1",
+            &json!({"type":"article_published","article_id":"o1","title":"T","section":"news","tags":["x"],"published_at":now - MIN}),
+        )
+        .await;
+    for (i, id) in ["o1", "o1", "o2"].iter().enumerate() {
+        kafka
+            .send_json(&kafka.events, id, &json!({"type":"share","article_id":id,"visitor_id":format!("v{i}"),"occurred_at":now}))
+            .await;
+    }
+    app.wait_metric(
+        "popularity_events_total{outcome=\"applied\",type=\"share\"}",
+        3.0,
+    )
+    .await;
+
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let calls: &[(&str, &str, u16)] = &[
+        ("/v1/rankings", "/v1/rankings", 200),
+        (
+            "/v1/rankings/{profile}",
+            "/v1/rankings/trending?limit=5",
+            200,
+        ),
+        (
+            "/v1/rankings/{profile}",
+            "/v1/rankings/trending?section=news&published_within=1h",
+            200,
+        ),
+        (
+            "/v1/rankings/{profile}",
+            "/v1/rankings/trending?limit=0",
+            400,
+        ),
+        ("/v1/rankings/{profile}", "/v1/rankings/nope", 404),
+        (
+            "/v1/rankings/{profile}/tags",
+            "/v1/rankings/popular/tags",
+            200,
+        ),
+        (
+            "/v1/rankings/{profile}/tags",
+            "/v1/rankings/popular/tags?limit=x",
+            400,
+        ),
+        ("/v1/index", "/v1/index?limit=1", 200),
+        ("/v1/index", "/v1/index?before=yesterday", 400),
+        ("/v1/articles/{id}", "/v1/articles/o1", 200),
+        ("/v1/articles/{id}", "/v1/articles/o2", 200),
+        ("/v1/articles/{id}", "/v1/articles/o3", 404),
+    ];
+    let mut covered = std::collections::HashSet::new();
+    for (template, url, want) in calls {
+        let (status, body) = app.get(url).await;
+        assert_eq!(status, *want, "{url}: {body}");
+        let schema = response_schema(&doc, template, status);
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{url}: {errors:?}\n{body}");
+        covered.insert(*template);
+    }
+    // Every documented route was exercised, and a wrong body is caught.
+    let documented: std::collections::HashSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(documented, covered);
+    let schema = response_schema(&doc, "/v1/rankings/{profile}", 200);
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(!validator.is_valid(&json!({"profile": "trending", "items": [{"rank": "first"}]})));
+    app.stop().await;
+}

@@ -1,0 +1,189 @@
+//! The binary as a user runs it: configuration errors, the dev broker and serve, signals.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde_json::json;
+
+use crate::fixtures::*;
+use crate::helpers::*;
+
+#[test]
+fn a_bad_config_value_fails_at_start_naming_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["serve", "--role", "api"])
+        .env("POPULARITY__INGEST__FLUSH_INTERVAL", "whenever")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`ingest.flush_interval`"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[api]\nlisten = \"0.0.0.0:8080\"\ncache_tll = \"1s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api") && err.contains("cache_tll"), "{err}");
+}
+
+/// The README's flow with the real binary: `dev-broker` on a fixed port,
+/// `serve` with the memory store, events from a Kafka client, rankings over
+/// HTTP, then SIGTERM for a clean exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_rankings_from_the_dev_broker_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let exe = env!("CARGO_BIN_EXE_popularity");
+    let port = free_port();
+    let mut broker = Command::new(exe)
+        .args([
+            "dev-broker",
+            "--port",
+            &port.to_string(),
+            "--partitions",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(broker.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), format!("bootstrap.servers=127.0.0.1:{port}"));
+
+    let api_port = free_port();
+    let mut serve = Command::new(exe)
+        .args(["serve"])
+        .env("POPULARITY__KAFKA__BROKERS", format!("127.0.0.1:{port}"))
+        .env("POPULARITY__STORE__BACKEND", "memory")
+        .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("POPULARITY__INGEST__FLUSH_INTERVAL", "50ms")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .create()
+        .unwrap();
+    let now = now_ms();
+    for (i, id) in ["hot", "hot", "hot", "warm"].iter().enumerate() {
+        let e = json!({"type":"page_view","article_id":id,"visitor_id":format!("v{i}"),"occurred_at":now});
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to("events")
+                    .key(*id)
+                    .payload(&e.to_string()),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{api_port}/v1/rankings/trending");
+    let ranked = || async {
+        let r = http.get(&url).send().await.ok()?;
+        let body: serde_json::Value = r.json().await.ok()?;
+        body["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+            .then_some(body)
+    };
+    wait_until("the rankings", Duration::from_secs(60), || async {
+        ranked().await.is_some()
+    })
+    .await;
+    let body = ranked().await.expect("still ranked");
+    let at = parse_time(body["generated_at"].as_str().unwrap());
+    check_items(
+        &body,
+        "article_id",
+        &[
+            (
+                "hot".to_string(),
+                direct_score(&[(now, 1.0); 3], at, TRENDING_H),
+            ),
+            (
+                "warm".to_string(),
+                direct_score(&[(now, 1.0)], at, TRENDING_H),
+            ),
+        ],
+    );
+
+    let started = std::time::Instant::now();
+    for child in [&serve, &broker] {
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    for (name, child) in [("serve", &mut serve), ("dev-broker", &mut broker)] {
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{name} did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{name} exited with {status}");
+    }
+}
+
+#[test]
+fn the_demo_stops_on_a_sigint_sent_right_after_its_banner_even_when_started_with_sigint_ignored() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let exe = env!("CARGO_BIN_EXE_popularity");
+    for round in 0..3 {
+        let port = free_port();
+        // As a background job of a non-interactive shell starts it: SIGINT ignored.
+        let mut demo = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap '' INT; exec '{exe}' demo --listen 127.0.0.1:{port} --rate 50"
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+        let mut banner = false;
+        for line in lines {
+            if line.unwrap().contains("Ctrl-C stops it") {
+                banner = true;
+                break;
+            }
+        }
+        assert!(banner, "round {round}: no banner");
+        Command::new("kill")
+            .args(["-INT", &demo.id().to_string()])
+            .status()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = demo.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = demo.kill();
+                panic!("round {round}: the demo ignored SIGINT for 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "round {round}: exited with {status}");
+    }
+}

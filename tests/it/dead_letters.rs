@@ -1,0 +1,121 @@
+//! Invalid messages go to the dead-letter topic with their reason.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::fixtures::*;
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
+    let redis = redis_server();
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    let now = now_ms();
+    let good = |i: i64| json!({"type":"page_view","article_id":"g","visitor_id":format!("v{i}"),"occurred_at":now - i * MIN});
+    let bad: Vec<(Vec<u8>, Option<&str>, &str)> = vec![
+        (b"{not json".to_vec(), None, "malformed"),
+        (vec![0xff, 0x01, 0x02], Some("application/x-protobuf"), "malformed"),
+        (br#"{"type":"click","article_id":"g","occurred_at":1}"#.to_vec(), None, "unknown_type"),
+        (format!(r#"{{"type":"page_view","occurred_at":{now}}}"#).into_bytes(), None, "missing_field"),
+        (format!(r#"{{"type":"page_view","article_id":"g","occurred_at":{}}}"#, now + 3_600_000).into_bytes(), None, "future_timestamp"),
+        (format!(r#"{{"type":"page_view","article_id":"g","occurred_at":{now},"pad":"{}"}}"#, "x".repeat(70_000)).into_bytes(), None, "oversized"),
+        (format!(r#"{{"type":"engagement","article_id":"g","occurred_at":{now},"engaged_seconds":-3}}"#).into_bytes(), None, "invalid_field"),
+    ];
+    let mut weights = Vec::new();
+    for (i, (payload, ct, _)) in bad.iter().enumerate() {
+        let e = good(i as i64);
+        weights.push((e["occurred_at"].as_i64().unwrap(), 1.0));
+        kafka.send_json(&kafka.events, "g", &e).await;
+        kafka.send(&kafka.events, "g", payload, *ct).await;
+    }
+    let e = good(50);
+    weights.push((e["occurred_at"].as_i64().unwrap(), 1.0));
+    kafka.send_json(&kafka.events, "g", &e).await;
+
+    app.wait_metric(
+        "popularity_events_total{outcome=\"dead_lettered\",type=\"unknown\"}",
+        bad.len() as f64,
+    )
+    .await;
+    app.wait_metric(
+        "popularity_events_total{outcome=\"applied\",type=\"page_view\"}",
+        weights.len() as f64,
+    )
+    .await;
+    assert_eq!(
+        app.metric("popularity_invalid_messages_total{reason=\"malformed\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metric("popularity_invalid_messages_total{reason=\"oversized\"}")
+            .await,
+        1.0
+    );
+
+    // Read the dead-letter topic back.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("group.id", random_name("dlq-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&kafka.dead_letter, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < bad.len() {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let headers: HashMap<String, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(headers["x-source-topic"], kafka.events);
+        assert_eq!(headers["x-source-partition"], "0");
+        let offset: usize = headers["x-source-offset"].parse().unwrap();
+        // Bad message i was produced at offset 2i + 1, between two good ones.
+        let i = (offset - 1) / 2;
+        assert_eq!(offset, 2 * i + 1);
+        assert_eq!(
+            m.payload().unwrap(),
+            &bad[i].0[..],
+            "the original payload is kept"
+        );
+        assert!(
+            headers["x-error"].starts_with(bad[i].2),
+            "{}: {}",
+            bad[i].2,
+            headers["x-error"]
+        );
+        assert!(
+            headers["x-error"].len() > bad[i].2.len() + 5,
+            "a reason, not just a code"
+        );
+        seen.push(i);
+    }
+    seen.sort();
+    assert_eq!(seen, (0..bad.len()).collect::<Vec<_>>());
+
+    check_ranking(&app, "/v1/rankings/trending", "article_id", |at| {
+        vec![("g".to_string(), direct_score(&weights, at, TRENDING_H))]
+    })
+    .await;
+    app.stop().await;
+}
