@@ -32,7 +32,10 @@ fn variables(text: &str) -> Vec<(String, Option<String>)> {
                 .and_then(|next| next.trim().strip_prefix("value:"))
                 .map(unquote)
         } else {
-            after.strip_prefix(':').map(unquote).filter(|v| !v.is_empty())
+            after
+                .strip_prefix(':')
+                .map(unquote)
+                .filter(|v| !v.is_empty())
         };
         out.push((name, value));
     }
@@ -79,8 +82,14 @@ fn deployment_files_name_only_settings_that_exist() {
 #[test]
 fn a_variable_or_key_that_names_no_setting_is_caught() {
     let found = variables("      - name: POPULARITY__STORE__REDIS_HOST\n        value: redis\n");
-    assert_eq!(found, [("POPULARITY__STORE__REDIS_HOST".into(), Some("redis".into()))]);
-    let e = Settings::load(None, [("POPULARITY__STORE__REDIS_HOST".into(), "redis".into())])
-        .unwrap_err();
+    assert_eq!(
+        found,
+        [("POPULARITY__STORE__REDIS_HOST".into(), Some("redis".into()))]
+    );
+    let e = Settings::load(
+        None,
+        [("POPULARITY__STORE__REDIS_HOST".into(), "redis".into())],
+    )
+    .unwrap_err();
     assert!(unknown_key(&e), "{e}");
 }

@@ -830,6 +830,8 @@ async fn redis_stopped_for_30_seconds_mid_stream_loses_and_doubles_nothing() {
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_at.elapsed())).await;
     redis.up().unwrap();
     let produced = stream.await.unwrap();
+    // A connection of its own: the one from before the outage is broken.
+    let store = store_for(&redis.url, &prefix).await;
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     drop(consumer);
     report(

@@ -1,7 +1,6 @@
 //! What several test files share: the test articles, the truth of what
 //! was produced, and checks of ranking answers against the formula.
 
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
