@@ -187,3 +187,46 @@ fn the_demo_stops_on_a_sigint_sent_right_after_its_banner_even_when_started_with
         assert!(status.success(), "round {round}: exited with {status}");
     }
 }
+
+/// Logs written to a pipe carry no colour codes; `log.format = json` makes
+/// one JSON object per line.
+#[test]
+fn logs_to_a_file_are_plain_text_or_one_json_object_per_line() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    for format in ["text", "json"] {
+        let mut broker = Command::new(env!("CARGO_BIN_EXE_popularity"))
+            .arg("dev-broker")
+            .env("POPULARITY__LOG__FORMAT", format)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(broker.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with("bootstrap.servers="), "{first}");
+        Command::new("kill")
+            .args(["-TERM", &broker.id().to_string()])
+            .status()
+            .unwrap();
+        let mut err = String::new();
+        broker
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(broker.wait().unwrap().success());
+        assert!(!err.contains('\u{1b}'), "{format}: colour codes in {err:?}");
+        let logged: Vec<&str> = err.lines().filter(|l| l.contains("SIGTERM")).collect();
+        assert_eq!(logged.len(), 1, "{format}: {err}");
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(logged[0]).unwrap();
+            assert_eq!(v["level"], "INFO", "{v}");
+            assert_eq!(v["message"], "SIGTERM received, shutting down", "{v}");
+        }
+    }
+}

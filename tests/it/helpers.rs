@@ -25,12 +25,7 @@ pub fn random_name(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::rng().random::<u32>())
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+pub use popularity::now_ms;
 
 pub use popularity::redis_server::{Persistence, RedisServer};
 
