@@ -26,6 +26,36 @@ pub enum Role {
     Api,
 }
 
+/// The static group membership id a single-node install gets by default:
+/// `serve --role all` outside Kubernetes, with a durable store, on a fixed
+/// port, and no `group.instance.id` of the operator's. A crashed process
+/// that comes back within `session.timeout.ms` then gets its partitions
+/// back without a rebalance (docs/operations.md). The id is the host and
+/// the API port, which no other running process on the host can share.
+/// Not for `--role consumer`: replicas that scale down for good would hold
+/// their partitions for a whole session, since static members do not leave
+/// the group on shutdown.
+fn default_instance_id(settings: &Settings, role: Role, durable: bool) -> Option<String> {
+    let port = settings
+        .api
+        .listen
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.port())?;
+    let in_kubernetes = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let chosen = settings.kafka.properties.contains_key("group.instance.id");
+    if role != Role::All || !durable || port == 0 || in_kubernetes || chosen {
+        return None;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    Some(format!("popularity-{host}-{port}"))
+}
+
 /// A built application, ready to run.
 pub struct App {
     listener: tokio::net::TcpListener,
@@ -52,6 +82,14 @@ impl App {
         let (ingest, consumer) = if role == Role::Api {
             (None, None)
         } else {
+            let mut settings = settings.clone();
+            if let Some(id) = default_instance_id(&settings, role, store.durable()) {
+                tracing::info!(group_instance_id = %id, "static group membership (set kafka.properties.\"group.instance.id\" to choose another id)");
+                Arc::make_mut(&mut settings)
+                    .kafka
+                    .properties
+                    .insert("group.instance.id".into(), id);
+            }
             let state = ConsumerState::default();
             let ingest = Ingest::build(
                 settings.clone(),
@@ -117,5 +155,30 @@ impl App {
             c.await.context("consumer task panicked")??;
         }
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_node_install_gets_a_static_member_id_and_scaled_consumers_do_not() {
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            return; // the rule is about installs outside Kubernetes
+        }
+        let mut s = Settings::defaults();
+        s.api.listen = "0.0.0.0:8080".into();
+        let id = default_instance_id(&s, Role::All, true).expect("an id");
+        assert!(id.starts_with("popularity-") && id.ends_with("-8080"), "{id}");
+        assert_eq!(default_instance_id(&s, Role::Consumer, true), None);
+        assert_eq!(default_instance_id(&s, Role::All, false), None, "memory store: no group");
+        s.kafka
+            .properties
+            .insert("group.instance.id".into(), "mine".into());
+        assert_eq!(default_instance_id(&s, Role::All, true), None, "the operator's id wins");
+        s.kafka.properties.clear();
+        s.api.listen = "127.0.0.1:0".into();
+        assert_eq!(default_instance_id(&s, Role::All, true), None, "no stable port");
     }
 }
