@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, cache::Cache, ApiState};
+use crate::api::{self, cache::Cache, streams::Streams, ApiState};
 use crate::config::Settings;
 use crate::ingest::{ConsumerState, Ingest};
 use crate::metrics::Metrics;
@@ -63,6 +63,7 @@ pub struct App {
     ingest: Option<Ingest>,
     store: Arc<dyn Store>,
     metrics: Metrics,
+    streams: Arc<Streams>,
 }
 
 impl App {
@@ -111,13 +112,25 @@ impl App {
             ))
             .expect("digits are a valid header"),
             consumer,
+            // Streamed lists are recomputed at the cache's pace (at least
+            // every 250 ms when the cache is off).
+            streams: Arc::new(Streams::new(
+                settings.api.max_streams,
+                settings
+                    .api
+                    .cache_ttl
+                    .max(std::time::Duration::from_millis(250)),
+            )),
+            cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
         };
+        let streams = state.streams.clone();
         let listener = tokio::net::TcpListener::bind(&settings.api.listen)
             .await
             .with_context(|| format!("binding {}", settings.api.listen))?;
         Ok(App {
             listener,
             router: api::router(state),
+            streams,
             ingest,
             store,
             metrics,
@@ -146,8 +159,13 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.ingest.map(|i| tokio::spawn(i.run(shutdown.clone())));
         let signal = shutdown.clone();
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { signal.cancelled().await });
+        let streams = self.streams.clone();
+        // Open streams never end by themselves: close them so that the
+        // server's graceful shutdown does not wait for them.
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            signal.cancelled().await;
+            streams.close();
+        });
         let served = server.await.context("HTTP server failed");
         // A failed server stops the consumer too.
         shutdown.cancel();
@@ -170,15 +188,30 @@ mod tests {
         let mut s = Settings::defaults();
         s.api.listen = "0.0.0.0:8080".into();
         let id = default_instance_id(&s, Role::All, true).expect("an id");
-        assert!(id.starts_with("popularity-") && id.ends_with("-8080"), "{id}");
+        assert!(
+            id.starts_with("popularity-") && id.ends_with("-8080"),
+            "{id}"
+        );
         assert_eq!(default_instance_id(&s, Role::Consumer, true), None);
-        assert_eq!(default_instance_id(&s, Role::All, false), None, "memory store: no group");
+        assert_eq!(
+            default_instance_id(&s, Role::All, false),
+            None,
+            "memory store: no group"
+        );
         s.kafka
             .properties
             .insert("group.instance.id".into(), "mine".into());
-        assert_eq!(default_instance_id(&s, Role::All, true), None, "the operator's id wins");
+        assert_eq!(
+            default_instance_id(&s, Role::All, true),
+            None,
+            "the operator's id wins"
+        );
         s.kafka.properties.clear();
         s.api.listen = "127.0.0.1:0".into();
-        assert_eq!(default_instance_id(&s, Role::All, true), None, "no stable port");
+        assert_eq!(
+            default_instance_id(&s, Role::All, true),
+            None,
+            "no stable port"
+        );
     }
 }

@@ -140,6 +140,12 @@ pub struct ApiSettings {
     /// Lifetime of the in-process response cache, also sent as `max-age`.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Browser origins allowed to call the API (`https://news.example.com`),
+    /// or `*` for any; empty: no cross-origin access.
+    pub cors_allowed_origins: Vec<String>,
+    /// Most Server-Sent Event streams open at once on this replica; beyond
+    /// it a new stream gets 503.
+    pub max_streams: usize,
 }
 
 /// Consumer settings.
@@ -336,6 +342,14 @@ impl Settings {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("api.listen", format!("{:?}: {e}", self.api.listen)))?;
+        for origin in &self.api.cors_allowed_origins {
+            if origin != "*" && !is_origin(origin) {
+                return Err(invalid(
+                    "api.cors_allowed_origins",
+                    format!("{origin:?} is not an origin such as https://news.example.com, nor *"),
+                ));
+            }
+        }
         positive("ingest.flush_interval", self.ingest.flush_interval)?;
         if self.ingest.max_batch_events == 0 {
             return Err(invalid("ingest.max_batch_events", "must be at least 1"));
@@ -385,6 +399,24 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `scheme://host[:port]` with an http(s) scheme and nothing after: what a
+/// browser sends as `Origin`.
+fn is_origin(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '*'])
+        && rest.split(':').count() <= 2
+        && rest
+            .split(':')
+            .nth(1)
+            .is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
 /// Environment form of `kafka.properties.*`: underscores after it stand for

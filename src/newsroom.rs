@@ -169,6 +169,17 @@ const HEADLINES: &[(&[&str], &[&str])] = &[
         ],
     ),
 ];
+/// One-line summaries, by how a story stands.
+const SUMMARIES: &[&str] = &[
+    "What happened, who is affected and what comes next.",
+    "The decision follows weeks of talks and divides opinion.",
+    "Officials promise more details in the coming days.",
+    "Critics say the plan leaves the hardest questions open.",
+    "Our correspondent explains why it matters beyond the city.",
+    "The numbers behind the story, and what they leave out.",
+    "Readers have asked about it all week; here are the answers.",
+    "A turning point, or a pause before the next round?",
+];
 /// Forms of a headline that has been used, so that none repeats.
 const FOLLOW_UPS: &[&str] = &["", "Analysis: ", "Live: ", "Explained: ", "What we know: "];
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
@@ -385,6 +396,7 @@ impl Newsroom {
             "tags": tags,
             "published_at": at_ms,
             "author": "Newsroom Desk",
+            "summary": SUMMARIES[self.rng.random_range(0..SUMMARIES.len())],
         });
         self.articles.push(Article {
             id: id.clone(),

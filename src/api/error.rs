@@ -17,6 +17,9 @@ pub enum ApiError {
     /// Unknown profile, article or route: 404.
     #[error("{0}")]
     NotFound(String),
+    /// This replica cannot take more of something (open streams): 503.
+    #[error("{0}")]
+    Overloaded(String),
     /// The store failed: 503, the cause logged, not sent.
     #[error("store failure")]
     Store(#[from] StoreError),
@@ -28,7 +31,7 @@ impl ApiError {
         match self {
             ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -38,6 +41,7 @@ impl IntoResponse for ApiError {
         let (code, message) = match &self {
             ApiError::InvalidParameter(m) => ("invalid_parameter", m.clone()),
             ApiError::NotFound(m) => ("not_found", m.clone()),
+            ApiError::Overloaded(m) => ("unavailable", m.clone()),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure while answering a request");
                 (

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod error;
 pub mod model;
+pub mod streams;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +53,10 @@ pub struct ApiState {
     pub cache_control: HeaderValue,
     /// The consumer's assignment, when this process consumes (for `/readyz`).
     pub consumer: Option<ConsumerState>,
+    /// Open Server-Sent Event streams and their shared pollers.
+    pub streams: Arc<streams::Streams>,
+    /// Origins allowed to call from browsers (`api.cors_allowed_origins`).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The application: every route, with request metrics.
@@ -62,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rankings/{profile}/tags", get(popular_tags))
         .route("/v1/index", get(news_index))
         .route("/v1/articles/{id}", get(article))
+        .route("/v1/stream/rankings/{profile}", get(stream_ranking))
         .route(
             "/openapi.json",
             get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
@@ -80,7 +86,30 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
         .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(cors(&state.cors_allowed_origins))
         .with_state(state)
+}
+
+/// Cross-origin access for browsers on the allowed origins (or any, with
+/// `*`): GET of every route, and the headers the widget and the stream send.
+/// Preflights are answered here, before any handler or the store.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::ETAG])
+        .max_age(Duration::from_secs(3600))
 }
 
 /// The web page, compiled into the binary: no CDN, nothing to deploy.
@@ -275,6 +304,8 @@ fn article_view(article_id: String, meta: Option<ArticleMeta>) -> ArticleView {
             tags: Some(m.tags),
             published_at: m.published_at_ms.map(rfc3339),
             author: m.author,
+            summary: m.summary,
+            image_url: m.image_url,
         },
         None => ArticleView {
             article_id,
@@ -284,6 +315,8 @@ fn article_view(article_id: String, meta: Option<ArticleMeta>) -> ArticleView {
             tags: None,
             published_at: None,
             author: None,
+            summary: None,
+            image_url: None,
         },
     }
 }
@@ -300,6 +333,8 @@ fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>
         tags: v.tags,
         published_at: v.published_at,
         author: v.author,
+        summary: v.summary,
+        image_url: v.image_url,
     }
 }
 
@@ -325,56 +360,128 @@ async fn ranking(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let p = profile_index(&state, &profile)?;
     let params = Params::new(
         query,
         &["section", "tag", "limit", "offset", "published_within"],
     )?;
-    let limit = params.number("limit", 10, 1, MAX_LIMIT)?;
-    let offset = params.number("offset", 0, 0, MAX_OFFSET)?;
-    let section = params.name("section")?;
-    let tag = params.name("tag")?;
-    let within = params.duration("published_within")?;
-    let group = match (&section, &tag) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidParameter(
-                "give at most one of section and tag".to_string(),
-            ))
-        }
-        (Some(s), None) => Group::Section(s.clone()),
-        (None, Some(t)) => Group::Tag(t.clone()),
-        (None, None) => Group::All,
-    };
-    let key = format!(
-        "r|{profile}|{group:?}|{limit}|{offset}|{}",
-        within.map(|d| d.as_millis()).unwrap_or(0)
-    );
+    let q = RankingQuery::parse(&state, profile, &params)?;
     let st = state.clone();
-    cached(&state, key, &headers, move || async move {
-        let at = now_ms();
-        let items = match within {
-            None => {
-                let page = st.store.top(&group, p, offset, limit, at).await?;
-                let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
-                let metas = st.store.articles(&ids).await?;
-                page.items
-                    .into_iter()
-                    .zip(metas)
-                    .enumerate()
-                    .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m.live()))
-                    .collect()
-            }
-            Some(within) => recent(&st, &group, p, offset, limit, at, within).await?,
-        };
-        Ok(RankingResponse {
-            profile,
-            section,
-            tag,
-            generated_at: rfc3339(at),
-            items,
-        })
+    cached(&state, q.key(), &headers, move || async move {
+        compute_ranking(&st, q).await
     })
     .await
+}
+
+/// Most Popular / Popular Reads as Server-Sent Events: `event: ranking`
+/// with the JSON of the rankings route, at connect and whenever the list's
+/// order or members change; comment heartbeats every 15 s.
+#[utoipa::path(get, path = "/v1/stream/rankings/{profile}", tag = "rankings",
+    params(
+        ("profile" = String, Path, description = "Ranking profile, e.g. trending"),
+        ("section" = Option<String>, Query, description = "Only this section (normalised to a slug)"),
+        ("tag" = Option<String>, Query, description = "Only this tag (normalised to a slug)"),
+        ("limit" = Option<usize>, Query, description = "1 to 100, default 10"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the same list is not sent again"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream of RankingResponse", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 503, description = "Too many open streams", body = ErrorBody),
+    ))]
+async fn stream_ranking(
+    State(state): State<ApiState>,
+    Path(profile): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::new(query, &["section", "tag", "limit"])?;
+    let q = RankingQuery::parse(&state, profile, &params)?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    Ok(streams::stream(&state, q, last)?.into_response())
+}
+
+/// What a rankings request asks for, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RankingQuery {
+    profile: String,
+    index: usize,
+    group: Group,
+    section: Option<String>,
+    tag: Option<String>,
+    limit: usize,
+    offset: usize,
+    within: Option<Duration>,
+}
+
+impl RankingQuery {
+    fn parse(state: &ApiState, profile: String, params: &Params) -> Result<RankingQuery, ApiError> {
+        let index = profile_index(state, &profile)?;
+        let section = params.name("section")?;
+        let tag = params.name("tag")?;
+        let group = match (&section, &tag) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidParameter(
+                    "give at most one of section and tag".to_string(),
+                ))
+            }
+            (Some(s), None) => Group::Section(s.clone()),
+            (None, Some(t)) => Group::Tag(t.clone()),
+            (None, None) => Group::All,
+        };
+        Ok(RankingQuery {
+            profile,
+            index,
+            group,
+            section,
+            tag,
+            limit: params.number("limit", 10, 1, MAX_LIMIT)?,
+            offset: params.number("offset", 0, 0, MAX_OFFSET)?,
+            within: params.duration("published_within")?,
+        })
+    }
+
+    /// The same for every request that asks for the same list.
+    fn key(&self) -> String {
+        format!(
+            "r|{}|{:?}|{}|{}|{}",
+            self.profile,
+            self.group,
+            self.limit,
+            self.offset,
+            self.within.map(|d| d.as_millis()).unwrap_or(0)
+        )
+    }
+}
+
+/// The ranking a query asks for, decayed to now, with metadata.
+async fn compute_ranking(st: &ApiState, q: RankingQuery) -> Result<RankingResponse, ApiError> {
+    let at = now_ms();
+    let (p, offset, limit) = (q.index, q.offset, q.limit);
+    let items = match q.within {
+        None => {
+            let page = st.store.top(&q.group, p, offset, limit, at).await?;
+            let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
+            let metas = st.store.articles(&ids).await?;
+            page.items
+                .into_iter()
+                .zip(metas)
+                .enumerate()
+                .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m.live()))
+                .collect()
+        }
+        Some(within) => recent(st, &q.group, p, offset, limit, at, within).await?,
+    };
+    Ok(RankingResponse {
+        profile: q.profile,
+        section: q.section,
+        tag: q.tag,
+        generated_at: rfc3339(at),
+        items,
+    })
 }
 
 /// The ranking restricted to articles published within `within` of `at`:
@@ -576,7 +683,7 @@ async fn article(
                     "article {id:?} was unpublished"
                 )))
             }
-            Some(ArticleState::Live(m)) => Some(m),
+            Some(ArticleState::Live(m)) => Some(*m),
             _ => None,
         };
         let overall = st.store.position(&Group::All, &id, at).await?;
@@ -622,7 +729,14 @@ async fn article(
         title = "popularity",
         description = "What are people reading right now: rankings, tags, News Index and article pages."
     ),
-    paths(list_profiles, ranking, popular_tags, news_index, article),
+    paths(
+        list_profiles,
+        ranking,
+        stream_ranking,
+        popular_tags,
+        news_index,
+        article
+    ),
     components(schemas(Weights))
 )]
 pub struct ApiDoc;

@@ -73,6 +73,10 @@ pub struct RankedArticle {
     pub published_at: Option<String>,
     /// Byline.
     pub author: Option<String>,
+    /// One or two sentences for lists.
+    pub summary: Option<String>,
+    /// http(s) URL of the article's picture.
+    pub image_url: Option<String>,
 }
 
 /// `GET /v1/rankings/{profile}/tags`: Popular Tags.
@@ -114,6 +118,10 @@ pub struct ArticleView {
     pub published_at: Option<String>,
     /// Byline.
     pub author: Option<String>,
+    /// One or two sentences for lists.
+    pub summary: Option<String>,
+    /// http(s) URL of the article's picture.
+    pub image_url: Option<String>,
 }
 
 /// `GET /v1/index`: News Index.

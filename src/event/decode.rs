@@ -17,6 +17,12 @@ use super::{proto, slug, ArticleMeta, Behaviour, Event, EventType};
 pub const MAX_ID_BYTES: usize = 256;
 /// Most tags accepted on one event.
 pub const MAX_TAGS: usize = 32;
+/// Longest headline or byline, in characters.
+pub const MAX_TITLE_CHARS: usize = 500;
+/// Longest summary, in characters.
+pub const MAX_SUMMARY_CHARS: usize = 1_000;
+/// Longest URL, in bytes.
+pub const MAX_URL_BYTES: usize = 2_048;
 
 /// How a message's payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -266,15 +272,16 @@ impl Decoder {
         if let Some(ms) = published_at_ms {
             self.check_skew("published_at", ms, info.now_ms)?;
         }
-        let text = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned).filter(|s| !s.is_empty());
         Ok(ArticleMeta {
             article_id: check_id("article_id", raw.article_id.as_deref())?,
-            title: text(raw.title),
-            url: text(raw.url),
+            title: text("title", raw.title, MAX_TITLE_CHARS)?,
+            url: web_url("url", raw.url)?,
             section: raw.section.as_deref().map(slug).filter(|s| !s.is_empty()),
             tags: tags(raw.tags)?,
             published_at_ms,
-            author: text(raw.author),
+            author: text("author", raw.author, MAX_TITLE_CHARS)?,
+            summary: text("summary", raw.summary, MAX_SUMMARY_CHARS)?,
+            image_url: web_url("image_url", raw.image_url)?,
         })
     }
 
@@ -285,6 +292,45 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// A text field: empty is absent, longer than `max` characters is invalid.
+fn text(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+    max: usize,
+) -> Result<Option<String>, Invalid> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if v.chars().count() > max => Err(Invalid::InvalidField {
+            field,
+            message: format!("longer than {max} characters"),
+        }),
+        Some(v) => Ok(Some(v.into_owned())),
+    }
+}
+
+/// A link shown to readers: an absolute `http` or `https` URL, so that a
+/// `javascript:` or `data:` URL never reaches a page.
+fn web_url(field: &'static str, value: Option<Cow<'_, str>>) -> Result<Option<String>, Invalid> {
+    let Some(url) = text(field, value, MAX_URL_BYTES)? else {
+        return Ok(None);
+    };
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    let host_ok = rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !host.contains(char::is_whitespace)
+    });
+    if !host_ok || url.len() > MAX_URL_BYTES || url.chars().any(char::is_control) {
+        return Err(Invalid::InvalidField {
+            field,
+            message: "must be an http(s) URL".to_string(),
+        });
+    }
+    Ok(Some(url))
 }
 
 fn check_id(field: &'static str, value: Option<&str>) -> Result<String, Invalid> {
@@ -418,6 +464,10 @@ struct Raw<'a> {
     published_at: Option<RawTime<'a>>,
     #[serde(borrow)]
     author: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    summary: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    image_url: Option<Cow<'a, str>>,
 }
 
 impl Raw<'static> {
@@ -461,6 +511,8 @@ impl Raw<'static> {
                 tags: Some(p.tags.into_iter().map(Cow::Owned).collect()),
                 published_at: ms(p.published_at_ms),
                 author: s(p.author),
+                summary: s(p.summary),
+                image_url: s(p.image_url),
                 ..Raw::default()
             },
             Some(Payload::ArticleUnpublished(p)) => Raw {
@@ -628,11 +680,43 @@ mod tests {
     }
 
     #[test]
+    fn links_must_be_http_urls_and_texts_have_bounds() {
+        let published = |extra: &str| {
+            json(&format!(
+                r#"{{"type":"article_published","article_id":"a","published_at":1,{extra}}}"#
+            ))
+        };
+        for bad in [
+            r#""url":"javascript:alert(1)""#,
+            r#""image_url":"data:image/png;base64,AAAA""#,
+            r#""image_url":"https://""#,
+            r#""url":"ftp://example.com/a""#,
+            r#""url":"https://exa mple.com/""#,
+        ] {
+            let e = published(bad).unwrap_err();
+            assert_eq!(e.code(), "invalid_field", "{bad}");
+            assert!(e.to_string().contains("http(s) URL"), "{bad}: {e}");
+        }
+        let long = format!(r#""summary":"{}""#, "é".repeat(MAX_SUMMARY_CHARS + 1));
+        assert!(published(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("1000 characters"));
+        let fine = format!(
+            r#""summary":"{}","image_url":"HTTP://cdn.example.com/a.jpg?w=200""#,
+            "é".repeat(MAX_SUMMARY_CHARS)
+        );
+        assert!(published(&fine).is_ok());
+    }
+
+    #[test]
     fn lifecycle_events_decode() {
         let e = json(
             r#"{"type":"article_published","article_id":"a-123","title":"Kim Jong Un Arrives in Russia",
                 "url":"https://example.com/news/a-123","section":"News","tags":["International"],
-                "published_at":"2023-09-12T04:48:00Z","author":"Associated Press"}"#,
+                "published_at":"2023-09-12T04:48:00Z","author":"Associated Press",
+                "summary":"North Korea may have tens of millions of artillery shells.",
+                "image_url":"https://example.com/img/a-123.jpg"}"#,
         )
         .unwrap();
         assert_eq!(
@@ -645,6 +729,8 @@ mod tests {
                 tags: vec!["international".into()],
                 published_at_ms: Some(NOW),
                 author: Some("Associated Press".into()),
+                summary: Some("North Korea may have tens of millions of artillery shells.".into()),
+                image_url: Some("https://example.com/img/a-123.jpg".into()),
             })
         );
         assert_eq!(

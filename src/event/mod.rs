@@ -130,6 +130,10 @@ pub struct ArticleMeta {
     pub published_at_ms: Option<i64>,
     /// Byline.
     pub author: Option<String>,
+    /// One or two sentences for lists.
+    pub summary: Option<String>,
+    /// http(s) URL of the article's picture.
+    pub image_url: Option<String>,
 }
 
 /// A valid event of any type.

@@ -79,8 +79,10 @@ impl Catalog {
             .await?;
         let now = Instant::now();
         for a in published {
-            self.cache
-                .insert(a.article_id.clone(), (now, ArticleState::Live(a).into()));
+            self.cache.insert(
+                a.article_id.clone(),
+                (now, ArticleState::Live(Box::new(a)).into()),
+            );
         }
         for id in removed {
             self.cache.insert(id, (now, Entry::Withdrawn));

@@ -414,7 +414,7 @@ impl Store for MemoryStore {
                     return ArticleState::Withdrawn;
                 }
                 match state.articles.get(id) {
-                    Some((a, expires)) if *expires > now => ArticleState::Live(a.clone()),
+                    Some((a, expires)) if *expires > now => ArticleState::Live(Box::new(a.clone())),
                     _ => ArticleState::Unknown,
                 }
             })

@@ -194,8 +194,8 @@ pub trait Store: Send + Sync + 'static {
 pub enum ArticleState {
     /// Never published, or its metadata expired.
     Unknown,
-    /// Published, with its metadata.
-    Live(ArticleMeta),
+    /// Published, with its metadata (boxed: most states read are small).
+    Live(Box<ArticleMeta>),
     /// Unpublished: its events are not counted.
     Withdrawn,
 }
@@ -204,7 +204,7 @@ impl ArticleState {
     /// The metadata of a live article.
     pub fn live(self) -> Option<ArticleMeta> {
         match self {
-            ArticleState::Live(m) => Some(m),
+            ArticleState::Live(m) => Some(*m),
             _ => None,
         }
     }

@@ -509,6 +509,8 @@ impl Store for RedisStore {
                 ("tags", Some(tags)),
                 ("published_at", a.published_at_ms.map(|v| v.to_string())),
                 ("author", a.author.clone()),
+                ("summary", a.summary.clone()),
+                ("image_url", a.image_url.clone()),
             ]
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -592,7 +594,7 @@ impl Store for RedisStore {
                 if m.contains_key("withdrawn") {
                     return ArticleState::Withdrawn;
                 }
-                ArticleState::Live(ArticleMeta {
+                ArticleState::Live(Box::new(ArticleMeta {
                     article_id: id.clone(),
                     title: m.remove("title"),
                     url: m.remove("url"),
@@ -603,7 +605,9 @@ impl Store for RedisStore {
                         .unwrap_or_default(),
                     published_at_ms: m.get("published_at").and_then(|v| v.parse().ok()),
                     author: m.remove("author"),
-                })
+                    summary: m.remove("summary"),
+                    image_url: m.remove("image_url"),
+                }))
             })
             .collect())
     }

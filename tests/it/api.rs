@@ -226,6 +226,29 @@ async fn the_openapi_document_describes_the_real_responses() {
         assert!(errors.is_empty(), "{url}: {errors:?}\n{body}");
         covered.insert(*template);
     }
+    // The stream's events carry the rankings route's body.
+    let mut stream = app
+        .http
+        .get(format!("{}/v1/stream/rankings/trending?limit=2", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = stream.chunk().await.unwrap().expect("an event");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data: serde_json::Value =
+        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data:")).unwrap()).unwrap();
+    let schema = response_schema(&doc, "/v1/rankings/{profile}", 200);
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&data)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "stream: {errors:?}");
+    covered.insert("/v1/stream/rankings/{profile}");
     // Every documented route was exercised, and a wrong body is caught.
     let documented: std::collections::HashSet<&str> = doc["paths"]
         .as_object()

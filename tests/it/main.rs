@@ -15,3 +15,4 @@ mod lifecycle;
 mod operations;
 mod rankings;
 mod store_contract;
+mod streams;

@@ -1,0 +1,179 @@
+//! `GET /v1/stream/rankings/{profile}`: a ranking as Server-Sent Events.
+//!
+//! Every distinct query has one poller task, shared by all its subscribers:
+//! each tick it computes the list once and, when the order or the members
+//! changed, publishes a new frame through a `watch` channel. 10,000 readers
+//! of the same list cost one computation per tick, not 10,000. A frame's id
+//! only grows (it is the process's change counter, seeded from the clock),
+//! so a client that reconnects with `Last-Event-ID` of the current frame is
+//! not sent it again. At most `api.max_streams` are open at once (then 503);
+//! every stream ends when the server shuts down.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt as _};
+use parking_lot::Mutex;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{compute_ranking, ApiError, ApiState, RankingQuery};
+
+/// How often between comment lines that keep idle connections open.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// One published state of a list.
+#[derive(Debug)]
+struct Frame {
+    id: u64,
+    /// The ranking response, as JSON.
+    data: String,
+}
+
+/// The open streams of this replica and the pollers behind them.
+pub struct Streams {
+    pollers: Mutex<HashMap<String, watch::Receiver<Option<Arc<Frame>>>>>,
+    permits: Arc<Semaphore>,
+    tick: Duration,
+    ids: Arc<AtomicU64>,
+    closing: CancellationToken,
+}
+
+impl Streams {
+    /// At most `max_streams` open at once; lists recomputed every `tick`.
+    pub fn new(max_streams: usize, tick: Duration) -> Streams {
+        Streams {
+            pollers: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max_streams)),
+            tick,
+            ids: Arc::new(AtomicU64::new(crate::now_ms().max(0) as u64)),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// Ends every stream (at shutdown) and refuses new ones.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Streams open now.
+    pub fn open(&self, max_streams: usize) -> usize {
+        max_streams - self.permits.available_permits()
+    }
+
+    /// The frames of `query`'s list, starting its poller if none runs.
+    fn subscribe(
+        &self,
+        state: &ApiState,
+        query: RankingQuery,
+    ) -> watch::Receiver<Option<Arc<Frame>>> {
+        let key = query.key();
+        let mut pollers = self.pollers.lock();
+        if let Some(rx) = pollers.get(&key) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        pollers.insert(key.clone(), rx.clone());
+        let poll = Poller {
+            state: state.clone(),
+            query,
+            key,
+            tx,
+            tick: self.tick,
+            ids: self.ids.clone(),
+            closing: self.closing.clone(),
+        };
+        tokio::spawn(poll.run());
+        rx
+    }
+}
+
+/// Recomputes one list every tick while anyone listens.
+struct Poller {
+    state: ApiState,
+    query: RankingQuery,
+    key: String,
+    tx: watch::Sender<Option<Arc<Frame>>>,
+    tick: Duration,
+    ids: Arc<AtomicU64>,
+    closing: CancellationToken,
+}
+
+impl Poller {
+    async fn run(self) {
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shown: Option<Vec<String>> = None;
+        loop {
+            tokio::select! {
+                _ = self.closing.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            {
+                // The map holds one receiver: with no other, nobody listens.
+                let mut pollers = self.state.streams.pollers.lock();
+                if self.tx.receiver_count() <= 1 {
+                    pollers.remove(&self.key);
+                    break;
+                }
+            }
+            let list = match compute_ranking(&self.state, self.query.clone()).await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a streamed ranking could not be computed; trying again next tick");
+                    continue;
+                }
+            };
+            let members: Vec<String> = list.items.iter().map(|i| i.article_id.clone()).collect();
+            if shown.as_ref() == Some(&members) {
+                continue;
+            }
+            let frame = Frame {
+                id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+                data: serde_json::to_string(&list).expect("JSON serialises"),
+            };
+            shown = Some(members);
+            self.tx.send_replace(Some(Arc::new(frame)));
+        }
+    }
+}
+
+/// The SSE response for `query`: the list at connect (unless the client's
+/// `Last-Event-ID` is already the current frame), then every change.
+pub(super) fn stream(
+    state: &ApiState,
+    query: RankingQuery,
+    last_event_id: Option<u64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let streams = &state.streams;
+    if streams.closing.is_cancelled() {
+        return Err(ApiError::Overloaded("the server is shutting down".into()));
+    }
+    let permit = streams.permits.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Overloaded("too many open streams on this replica; try again shortly".into())
+    })?;
+    let rx = streams.subscribe(state, query);
+    let frames = futures::stream::unfold(
+        (rx, last_event_id, permit),
+        |(mut rx, mut last, permit): (_, Option<u64>, OwnedSemaphorePermit)| async move {
+            loop {
+                let current = rx.borrow_and_update().clone();
+                if let Some(frame) = current.filter(|f| last != Some(f.id)) {
+                    last = Some(frame.id);
+                    let event = Event::default()
+                        .event("ranking")
+                        .id(frame.id.to_string())
+                        .data(frame.data.clone());
+                    return Some((Ok(event), (rx, last, permit)));
+                }
+                rx.changed().await.ok()?;
+            }
+        },
+    )
+    .take_until(streams.closing.clone().cancelled_owned());
+    Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+}
