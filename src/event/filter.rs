@@ -10,14 +10,15 @@
 //! Invariants, which make the state durable (DESIGN §4):
 //!
 //! - A verdict depends only on the filter's state and the message: the
-//!   event, and the message's reference time (its Kafka timestamp, or the
-//!   wall clock when it has none, whichever is earlier). Replaying a
-//!   partition's messages from a saved state gives the same verdicts.
+//!   event, and the message's reference time (its Kafka timestamp; for a
+//!   message without one, the partition's clock). Replaying a partition's
+//!   messages from a saved state gives the same verdicts.
 //! - Staleness is judged against the partition's clock (the latest
 //!   reference time seen), which only moves forward; so a window can be
 //!   forgotten once no event that is not stale can fall into it
 //!   (`clock − max_event_age − dedupe_window`), and forgetting it changes
-//!   no verdict, whenever it happens.
+//!   no verdict, whenever it happens, once the saved state knows the
+//!   window's last form (changed windows wait for the next delta).
 //! - [`Filter::delta`] encodes what changed since the last delta, and
 //!   [`Filter::restore`] rebuilds the state from the deltas in order.
 
@@ -99,6 +100,8 @@ pub struct Filter {
     /// Entries in the deltas written since the last full snapshot.
     logged: usize,
     sweep_at: usize,
+    /// Whether changes are kept for [`Filter::delta`] (a saved filter).
+    saved: bool,
 }
 
 /// Bytes of one entry in a delta: key, first time, engaged seconds.
@@ -122,8 +125,19 @@ pub struct Delta {
 pub struct Corrupt(pub &'static str);
 
 impl Filter {
-    /// An empty filter naming triples with `seed`.
+    /// An empty filter naming triples with `seed`, whose changes are kept
+    /// for [`Filter::delta`].
     pub fn new(limits: Limits, seed: Seed) -> Filter {
+        Filter::with(limits, seed, true)
+    }
+
+    /// An empty filter that is never saved (the memory store rebuilds its
+    /// state from the topics): it keeps no record of changes.
+    pub fn unsaved(limits: Limits) -> Filter {
+        Filter::with(limits, random_seed(), false)
+    }
+
+    fn with(limits: Limits, seed: Seed, saved: bool) -> Filter {
         let s = seed;
         Filter {
             limits,
@@ -137,6 +151,7 @@ impl Filter {
             changed: Vec::new(),
             logged: 0,
             sweep_at: 1024,
+            saved,
         }
     }
 
@@ -169,10 +184,11 @@ impl Filter {
         let triple = (e.kind.index(), visitor.as_str(), e.article_id.as_str());
         let key = (u128::from(self.keys.0.hash_one(triple)) << 64)
             | u128::from(self.keys.1.hash_one(triple));
+        let tracked = self.saved;
         let fresh = Seen {
             first_ms: e.occurred_at_ms,
             engaged_seconds: units,
-            dirty: true,
+            dirty: tracked,
         };
         let (verdict, changed) = match self.seen.get_mut(&key) {
             Some(seen) if (e.occurred_at_ms - seen.first_ms).abs() < window => match e.kind {
@@ -183,8 +199,8 @@ impl Filter {
                         (Verdict::Duplicate, false)
                     } else {
                         seen.engaged_seconds += take;
-                        let was = std::mem::replace(&mut seen.dirty, true);
-                        (Verdict::Count(take), !was)
+                        let was = std::mem::replace(&mut seen.dirty, tracked);
+                        (Verdict::Count(take), tracked && !was)
                     }
                 }
                 _ => (Verdict::Duplicate, false),
@@ -192,11 +208,11 @@ impl Filter {
             Some(seen) => {
                 let was = seen.dirty;
                 *seen = fresh;
-                (Verdict::Count(units), !was)
+                (Verdict::Count(units), tracked && !was)
             }
             None => {
                 self.seen.insert(key, fresh);
-                (Verdict::Count(units), true)
+                (Verdict::Count(units), tracked)
             }
         };
         if changed {
@@ -221,11 +237,25 @@ impl Filter {
             .saturating_sub(self.limits.window_ms)
     }
 
-    /// Forgets windows past the horizon. Changes no verdict (see the module).
+    /// Forgets windows past the horizon. Changes no verdict (see the
+    /// module). A window changed since the last delta is kept until the
+    /// delta is taken: the saved state must learn of the change, or a
+    /// restore would bring back the window's earlier form.
     fn sweep(&mut self) {
         let horizon = self.horizon();
-        self.seen.retain(|_, s| s.first_ms >= horizon);
+        self.seen.retain(|_, s| s.dirty || s.first_ms >= horizon);
         self.sweep_at = (self.seen.len() * 2).max(1024);
+    }
+
+    /// The partition's clock: the latest reference time seen.
+    pub fn clock(&self) -> Option<i64> {
+        (self.clock_ms != i64::MIN).then_some(self.clock_ms)
+    }
+
+    /// The whole state, replacing every earlier delta.
+    pub fn snapshot(&mut self) -> Delta {
+        self.logged = usize::MAX / 4;
+        self.delta()
     }
 
     /// What changed since the last delta, or the whole state once the
@@ -261,7 +291,8 @@ impl Filter {
                     put(&mut bytes, k, s);
                 }
             }
-            self.logged += n as usize;
+            // An empty delta still takes a place in the saved log.
+            self.logged += (n as usize).max(1);
         }
         bytes[0] = FORMAT_VERSION;
         bytes[1..9].copy_from_slice(&self.clock_ms.to_le_bytes());
@@ -296,7 +327,7 @@ impl Filter {
                     },
                 );
             }
-            f.logged += n;
+            f.logged += n.max(1);
         }
         f.sweep();
         Ok(f)
@@ -445,17 +476,24 @@ mod tests {
             max_age_ms: 60 * MIN,
             window_ms: 30 * MIN,
         };
-        let mut f = Filter::new(limits, random_seed());
-        for i in 0..100_000i64 {
-            let at = NOW + i * MIN / 10;
-            assert_eq!(
-                f.judge(&ev(EventType::PageView, &format!("v{i}"), "a", at, 0.0), at),
-                Verdict::Count(1.0)
-            );
+        // Unsaved, and saved with a delta every 500 events (a batch).
+        for mut f in [Filter::unsaved(limits), Filter::new(limits, random_seed())] {
+            for i in 0..100_000i64 {
+                let at = NOW + i * MIN / 10;
+                assert_eq!(
+                    f.judge(&ev(EventType::PageView, &format!("v{i}"), "a", at, 0.0), at),
+                    Verdict::Count(1.0)
+                );
+                if i % 500 == 499 && f.saved {
+                    f.delta();
+                }
+            }
+            // Ten events a minute, kept while an event that is not stale
+            // can still fall into their window (90 minutes), plus one
+            // sweep's slack and one batch.
+            assert!(f.tracked() <= 90 * 10 * 2 + 1024 + 500, "{}", f.tracked());
+            assert!(f.changed.len() <= 500);
         }
-        // Ten events a minute, kept while an event that is not stale can
-        // still fall into their window (90 minutes), plus one sweep's slack.
-        assert!(f.tracked() <= 90 * 10 * 2 + 1024, "{}", f.tracked());
     }
 
     #[test]
@@ -529,6 +567,36 @@ mod tests {
         }
         assert!(snapshots > 0, "no snapshot was taken");
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_window_changed_and_then_past_the_horizon_is_saved_before_it_is_forgotten() {
+        let limits = Limits {
+            max_age_ms: 60 * MIN,
+            window_ms: 30 * MIN,
+        };
+        let seed = random_seed();
+        let mut live = Filter::new(limits, seed);
+        let v = |visitor: &str, at| ev(EventType::PageView, visitor, "a", at, 0.0);
+        assert_eq!(live.judge(&v("k", NOW), NOW), Verdict::Count(1.0));
+        let mut saved = vec![live.delta().bytes];
+        // A late view 45 minutes earlier starts a new window for k ...
+        assert_eq!(
+            live.judge(&v("k", NOW - 45 * MIN), NOW),
+            Verdict::Count(1.0)
+        );
+        // ... which falls behind the horizon as the clock moves on, with
+        // enough other readers to sweep.
+        for i in 0..1_100 {
+            live.judge(&v(&format!("o{i}"), NOW + 50 * MIN), NOW + 50 * MIN);
+        }
+        saved.push(live.delta().bytes);
+        let mut restored = Filter::restore(limits, seed, &saved).unwrap();
+        let late = v("k", NOW + 10 * MIN);
+        assert_eq!(
+            restored.judge(&late, NOW + 50 * MIN),
+            live.judge(&late, NOW + 50 * MIN)
+        );
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub(super) struct PartitionRead {
     pub source: Arc<str>,
     /// Highest offset read.
     pub highest: Option<i64>,
+    /// Messages read from it.
+    pub messages: usize,
 }
 
 /// An offset to commit once its batch is written: the next one to read.
@@ -102,7 +104,10 @@ impl Batch {
     /// Forgets what was flushed, keeping the partition names.
     /// Its buffers keep their capacity for the next batch.
     pub fn clear(&mut self) {
-        self.partitions.iter_mut().for_each(|p| p.highest = None);
+        self.partitions.iter_mut().for_each(|p| {
+            p.highest = None;
+            p.messages = 0;
+        });
         self.messages = 0;
         self.counted.clear();
         self.lifecycle.clear();
@@ -119,14 +124,26 @@ impl Batch {
         self.filters.extend(later.filters);
         for p in later.partitions {
             if let Some(highest) = p.highest {
-                self.note(&p.topic, p.partition, highest);
+                let i = self.position(&p.topic, p.partition);
+                let mine = &mut self.partitions[i];
+                mine.highest = Some(mine.highest.map_or(highest, |h| h.max(highest)));
+                mine.messages += p.messages;
             }
         }
     }
 
-    /// Records offset `offset` of `topic/partition` and returns its name.
+    /// Records a message at `offset` of `topic/partition` and returns its name.
     pub fn note(&mut self, topic: &str, partition: i32, offset: i64) -> &Arc<str> {
-        let i = match find(&self.partitions, topic, partition, |p| {
+        let i = self.position(topic, partition);
+        let p = &mut self.partitions[i];
+        p.highest = Some(p.highest.map_or(offset, |h| h.max(offset)));
+        p.messages += 1;
+        &p.source
+    }
+
+    /// The position of `topic/partition` in `partitions`, added if new.
+    fn position(&mut self, topic: &str, partition: i32) -> usize {
+        match find(&self.partitions, topic, partition, |p| {
             (&p.topic, p.partition)
         }) {
             Some(i) => i,
@@ -136,13 +153,11 @@ impl Batch {
                     partition,
                     source: format!("{topic}/{partition}").into(),
                     highest: None,
+                    messages: 0,
                 });
                 self.partitions.len() - 1
             }
-        };
-        let p = &mut self.partitions[i];
-        p.highest = Some(p.highest.map_or(offset, |h| h.max(offset)));
-        &p.source
+        }
     }
 
     /// Partitions read since the last flush, with their highest offset.
@@ -172,12 +187,16 @@ impl Batch {
             .filter(|p| revoked(&p.topic, p.partition))
             .map(|p| p.source.clone())
             .collect();
-        let before = self.counted.len() + self.dead.len();
         self.counted.retain(|c| !gone.contains(&c.source));
         self.dead.retain(|d| !revoked(&d.topic, d.partition));
         self.filters.retain(|f| !gone.contains(f.source.as_str()));
+        let dropped: usize = self
+            .partitions
+            .iter()
+            .filter(|p| revoked(&p.topic, p.partition))
+            .map(|p| p.messages)
+            .sum();
         self.partitions.retain(|p| !revoked(&p.topic, p.partition));
-        let dropped = before - self.counted.len() - self.dead.len();
         self.messages = self.messages.saturating_sub(dropped);
     }
 }

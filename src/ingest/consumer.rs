@@ -144,7 +144,11 @@ impl Ingest {
                     if let Some(f) = writing.wait(&mut batch).await {
                         retry_at = l.after_write(f, CommitMode::Async);
                     }
-                    l.hand_over(writing.writer(), &mut batch).await;
+                    if let Some(r) = l.hand_over(writing.writer(), &mut batch).await {
+                        retry_at = Some(r);
+                    } else if batch.messages == 0 {
+                        retry_at = None;
+                    }
                     false
                 }
                 _ = l.state.assigned() => {
@@ -160,7 +164,13 @@ impl Ingest {
                     retry_at = l.after_write(f, CommitMode::Async);
                     retry_at.is_none() && (owed || batch.messages >= max_batch)
                 }
-                _ = sleep_until(retry_at) => true,
+                _ = sleep_until(retry_at) => {
+                    retry_at = None;
+                    if batch.messages == 0 && l.paused {
+                        l.set_paused(false);
+                    }
+                    true
+                }
                 _ = tick.tick() => retry_at.is_none() && batch.messages > 0,
                 msg = l.consumer.recv(), if !full => {
                     // Then whatever else is already fetched, without going
@@ -284,8 +294,9 @@ impl Loop {
     /// when to try again, if the write failed.
     fn after_write(&mut self, f: Flushed, mode: CommitMode) -> Option<Instant> {
         match f {
-            Flushed::Done(commits) => {
+            Flushed::Done(commits, refused) => {
                 self.commit(&commits, mode);
+                self.reader.force_snapshot(&refused);
                 if self.paused {
                     self.set_paused(false);
                 }
@@ -322,6 +333,12 @@ impl Loop {
     /// Pauses every assigned partition, or resumes those not waiting for
     /// their filters.
     fn set_paused(&mut self, paused: bool) {
+        // Partitions assigned since the last restore stay paused until theirs.
+        for tp in self.state.take_assigned() {
+            if !self.restoring.contains(&tp) {
+                self.restoring.push(tp);
+            }
+        }
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
@@ -381,11 +398,7 @@ impl Loop {
             std::mem::take(&mut self.restoring).into_iter().zip(saved)
         {
             windows += saved.deltas.iter().map(Vec::len).sum::<usize>();
-            if let Err(e) = self.reader.restore(&topic, partition, saved) {
-                // Never stop on it: the partition starts with an empty filter.
-                tracing::error!(error = %e, topic, partition, "saved duplicate filter unreadable; starting empty");
-                self.reader.forget(&[(topic.clone(), partition)]);
-            }
+            self.reader.restore(&topic, partition, saved);
             ready.add_partition(&topic, partition);
         }
         tracing::info!(
@@ -406,20 +419,32 @@ impl Loop {
     /// read, then hands the partitions over. If the store is failing, what
     /// was read from the revoked partitions is dropped instead: it was not
     /// committed, so their next owner reads it again.
-    async fn hand_over(&mut self, writer: &mut Writer, batch: &mut Batch) {
-        let Some(revocation) = self.state.take_revocation() else {
-            return;
-        };
+    /// Returns when to try again if what is left still waits for the store.
+    async fn hand_over(&mut self, writer: &mut Writer, batch: &mut Batch) -> Option<Instant> {
+        let revocation = self.state.take_revocation()?;
+        let mut retry_at = None;
         if batch.messages > 0 {
             self.reader.seal(batch);
             let f = writer.flush(batch).await;
-            if self.after_write(f, CommitMode::Sync).is_some() {
+            retry_at = self.after_write(f, CommitMode::Sync);
+            if retry_at.is_some() {
                 batch.forget(&revocation.partitions);
             }
         }
         self.reader.forget(&revocation.partitions);
+        for tp in self.state.take_assigned() {
+            if !self.restoring.contains(&tp) {
+                self.restoring.push(tp);
+            }
+        }
         self.restoring
             .retain(|tp| !revocation.partitions.contains(tp));
         kafka::complete_revocation(&self.consumer, &revocation);
+        if batch.messages == 0 && self.paused {
+            // Nothing left to write: the remaining partitions read again.
+            self.set_paused(false);
+            retry_at = None;
+        }
+        retry_at
     }
 }

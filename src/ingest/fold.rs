@@ -1,4 +1,4 @@
-//! Step three of the write path, pure: a batch's counted events, what is
+//! The writer's fold, pure: a batch's counted events, what is
 //! known of their articles and the fences of their groups, folded into one
 //! [`Aggregate`]. No I/O: the writer reads what is missing first.
 //!

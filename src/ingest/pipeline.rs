@@ -27,7 +27,7 @@ pub struct Pipeline {
 
 fn written(f: Flushed) -> anyhow::Result<()> {
     match f {
-        Flushed::Done(_) => Ok(()),
+        Flushed::Done(..) => Ok(()),
         Flushed::Retry(_) => anyhow::bail!("the store refused the flush"),
     }
 }

@@ -29,6 +29,8 @@ struct Partition {
     covered: Option<i64>,
     /// The saved state's fence, as this reader last wrote or read it.
     saved: Option<i64>,
+    /// Save the whole state with the next batch (the saved one is unusable).
+    snapshot: bool,
 }
 
 /// Decodes, validates and filters messages.
@@ -66,27 +68,50 @@ impl Reader {
         }
     }
 
-    /// Takes over a partition from its saved state.
-    pub fn restore(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        saved: SavedFilter,
-    ) -> Result<(), Corrupt> {
-        let seed = match saved.seed.as_deref() {
-            Some(s) => filter::decode_seed(s).ok_or(Corrupt("seed"))?,
-            None => filter::random_seed(),
+    /// Takes over a partition from its saved state. A state that cannot be
+    /// read is logged and replaced: the partition starts with an empty
+    /// filter (still skipping what the saved fence covers, which every group
+    /// holds) and saves a snapshot with its next batch.
+    pub fn restore(&mut self, topic: &str, partition: i32, saved: SavedFilter) {
+        let seed = saved.seed.as_deref().and_then(filter::decode_seed);
+        let restored = match (saved.unreadable, seed) {
+            (true, _) => Err(Corrupt("unreadable fence")),
+            (false, None) if saved.seed.is_some() => Err(Corrupt("seed")),
+            (false, seed) => Filter::restore(
+                self.limits,
+                seed.unwrap_or_else(filter::random_seed),
+                &saved.deltas,
+            ),
         };
-        let f = Filter::restore(self.limits, seed, &saved.deltas)?;
+        let (filter, snapshot) = match restored {
+            Ok(f) => (f, false),
+            Err(e) => {
+                tracing::error!(error = %e, topic, partition, "saved duplicate filter unreadable; starting empty and saving a new one");
+                (Filter::new(self.limits, filter::random_seed()), true)
+            }
+        };
         self.forget(&[(topic.to_string(), partition)]);
         self.partitions.push(Partition {
             topic: topic.to_string(),
             partition,
-            filter: f,
+            filter,
             covered: saved.fence,
             saved: saved.fence,
+            snapshot,
         });
-        Ok(())
+    }
+
+    /// The next batch saves the whole state of these partitions
+    /// (`topic/partition`): their saved state refused a delta.
+    pub fn force_snapshot(&mut self, sources: &[String]) {
+        for p in &mut self.partitions {
+            if sources
+                .iter()
+                .any(|s| *s == format!("{}/{}", p.topic, p.partition))
+            {
+                p.snapshot = true;
+            }
+        }
     }
 
     /// Forgets the filters of partitions this consumer no longer owns.
@@ -114,9 +139,14 @@ impl Reader {
                 self.partitions.push(Partition {
                     topic: topic.to_string(),
                     partition,
-                    filter: Filter::new(self.limits, filter::random_seed()),
+                    filter: if self.durable {
+                        Filter::new(self.limits, filter::random_seed())
+                    } else {
+                        Filter::unsaved(self.limits)
+                    },
                     covered: None,
                     saved: None,
+                    snapshot: false,
                 });
                 self.partitions.len() - 1
             }
@@ -131,10 +161,18 @@ impl Reader {
         let offset = m.offset;
         let source = batch.note(topic, m.partition, offset).clone();
         let lifecycle_topic = topic == self.articles_topic;
-        // The time the message is judged at: when it was produced, or now
-        // if that is earlier or unknown. A replay judges it the same way.
-        let now = now_ms();
-        let reference = m.timestamp_ms.map_or(now, |t| t.min(now));
+        let p = self.partition(topic, m.partition);
+        if p.covered.is_some_and(|c| offset <= c) {
+            return;
+        }
+        // The time the message is judged at: when it was produced, so that
+        // a replay judges it the same way (for the rare message without a
+        // timestamp, the partition's clock; the wall clock for a first one).
+        let reference = m
+            .timestamp_ms
+            .filter(|t| *t >= 0)
+            .or_else(|| p.filter.clock())
+            .unwrap_or_else(now_ms);
         let info = MessageInfo {
             encoding: m
                 .content_type
@@ -145,10 +183,6 @@ impl Reader {
             lifecycle_topic,
             now_ms: reference,
         };
-        let p = self.partition(topic, m.partition);
-        if p.covered.is_some_and(|c| offset <= c) {
-            return;
-        }
         match self.decoder.decode(m.payload, &info) {
             Err(invalid) => {
                 self.count_invalid(&invalid);
@@ -201,7 +235,11 @@ impl Reader {
                 expected: p.saved,
                 new: highest,
                 seed: filter::encode_seed(&p.filter.seed()),
-                delta: p.filter.delta(),
+                delta: if std::mem::take(&mut p.snapshot) {
+                    p.filter.snapshot()
+                } else {
+                    p.filter.delta()
+                },
             });
             p.saved = Some(highest);
         }

@@ -1,4 +1,4 @@
-//! Step four of the write path: one batch to the store, in this order —
+//! Step three of the write path: one batch to the store, in this order —
 //! dead letters, article lifecycle, metadata of the batch's articles, the
 //! fences of its groups, the fold, the fenced apply, then the duplicate
 //! filters' deltas — and what should happen next (commit, or retry at a
@@ -36,8 +36,10 @@ const CONFLICT_RETRIES: usize = 3;
 /// What the consumer loop does after a write.
 #[derive(Debug)]
 pub(super) enum Flushed {
-    /// Everything was applied: commit these offsets, resume if paused.
-    Done(Vec<Commit>),
+    /// Everything was applied: commit these offsets, resume if paused; the
+    /// filters of these partitions (`topic/partition`) refused their delta
+    /// and must save a snapshot next (their offsets are not committed).
+    Done(Vec<Commit>, Vec<String>),
     /// Nothing more can be done now: pause, and try again at this time.
     Retry(tokio::time::Instant),
 }
@@ -92,12 +94,13 @@ impl Writer {
     /// conflicts). On success the batch is emptied.
     pub async fn flush(&mut self, batch: &mut Batch) -> Flushed {
         let started = Instant::now();
-        let mut result = self.try_flush(batch).await;
+        let mut refused = Vec::new();
+        let mut result = self.try_flush(batch, &mut refused).await;
         // Refused writes re-read the fences and go again at once: another
         // writer applied some of these events, the rest must still be applied.
         for _ in 0..CONFLICT_RETRIES {
             match &result {
-                Err(FlushError::Conflict(_)) => result = self.try_flush(batch).await,
+                Err(FlushError::Conflict(_)) => result = self.try_flush(batch, &mut refused).await,
                 _ => break,
             }
         }
@@ -107,11 +110,18 @@ impl Writer {
                     .flush_duration
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.flush_size.observe(batch.messages as f64);
-                let commits = batch.commits();
+                // A partition whose filter was not saved resumes, after a
+                // crash, from its last commit, where the saved state can
+                // still be rebuilt from.
+                let commits = batch
+                    .commits()
+                    .into_iter()
+                    .filter(|(t, p, _)| !refused.contains(&format!("{t}/{p}")))
+                    .collect();
                 batch.clear();
                 self.backoff = RETRY_MIN;
                 self.state.set_store_ok(true);
-                Flushed::Done(commits)
+                Flushed::Done(commits, refused)
             }
             Err(e) => {
                 let wait = self.backoff;
@@ -126,7 +136,11 @@ impl Writer {
         }
     }
 
-    async fn try_flush(&mut self, batch: &mut Batch) -> Result<(), FlushError> {
+    async fn try_flush(
+        &mut self,
+        batch: &mut Batch,
+        refused: &mut Vec<String>,
+    ) -> Result<(), FlushError> {
         let store = &*self.store;
         let m = &self.metrics;
         // 1. Invalid messages reach the dead-letter topic before their offsets are committed.
@@ -177,16 +191,17 @@ impl Writer {
         }
         // 4. The duplicate filters, now that every group holds the batch.
         if !batch.filters.is_empty() {
-            let refused = m
+            let not_saved = m
                 .time_store("filters", store.save_filters(&batch.filters))
                 .await?;
-            if !refused.is_empty() {
+            if !not_saved.is_empty() {
                 tracing::warn!(
-                    ?refused,
-                    "duplicate-filter state refused: another consumer owns these partitions"
+                    partitions = ?not_saved,
+                    "saved duplicate filter behind this batch's delta (the store lost writes, \
+                     or another consumer wrote); saving a snapshot next"
                 );
-                m.fence_conflicts.inc_by(refused.len() as u64);
-                return Err(FlushError::Conflict(refused.len()));
+                m.fence_conflicts.inc_by(not_saved.len() as u64);
+                refused.extend(not_saved);
             }
             batch.filters.clear();
         }

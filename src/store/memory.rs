@@ -223,16 +223,20 @@ impl Store for MemoryStore {
             if saved.fence.is_some_and(|f| f >= w.new) {
                 continue;
             }
-            if saved.fence != w.expected {
-                conflicts.push(w.source.clone());
-                continue;
-            }
             if w.delta.snapshot {
                 saved.deltas.clear();
+                saved.seed = Some(w.seed.clone());
+            } else {
+                let behind = saved.fence.unwrap_or(-1) < w.expected.unwrap_or(-1);
+                let other_seed = saved.seed.as_ref().is_some_and(|s| *s != w.seed);
+                if behind || other_seed {
+                    conflicts.push(w.source.clone());
+                    continue;
+                }
+                saved.seed.get_or_insert_with(|| w.seed.clone());
             }
             saved.deltas.push(w.delta.bytes.clone());
             saved.fence = Some(w.new);
-            saved.seed.get_or_insert_with(|| w.seed.clone());
         }
         Ok(conflicts)
     }

@@ -95,6 +95,8 @@ pub struct SavedFilter {
     pub seed: Option<String>,
     /// The deltas since the last snapshot, oldest first.
     pub deltas: Vec<Vec<u8>>,
+    /// The saved fence could not be read: start empty and save a snapshot.
+    pub unreadable: bool,
 }
 
 /// One partition's filter delta, saved after its batch was applied.
@@ -124,9 +126,11 @@ pub trait Store: Send + Sync + 'static {
     /// The saved duplicate-filter state of each partition `topic/partition`.
     async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError>;
 
-    /// Saves filter deltas, in order. Returns the sources whose stored fence
-    /// was neither the expected one nor already at or past the new one
-    /// (another writer got in between): nothing was saved for those.
+    /// Saves filter deltas, in order (`store/filter.lua` states the rules).
+    /// Returns the sources whose delta could not apply, because the saved
+    /// state is older than where the delta starts or was named with another
+    /// seed: nothing was saved for those, and their next write must be a
+    /// snapshot.
     async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError>;
 
     /// Applies one flush's increments and counts atomically per group,

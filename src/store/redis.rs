@@ -326,23 +326,23 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let replies: Vec<(HashMap<String, String>, Vec<Vec<u8>>)> =
             pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        replies
+        Ok(replies
             .into_iter()
-            .map(|(meta, deltas)| {
-                let fence = match meta.get("fence") {
-                    None => None,
-                    Some(f) => Some(
-                        f.parse()
-                            .map_err(|_| StoreError::Corrupt(format!("filter fence {f:?}")))?,
-                    ),
-                };
-                Ok(SavedFilter {
-                    fence,
-                    seed: meta.get("seed").cloned(),
-                    deltas,
-                })
-            })
-            .collect()
+            .map(
+                |(meta, deltas)| match meta.get("fence").map(|f| f.parse::<i64>()) {
+                    Some(Err(_)) => SavedFilter {
+                        unreadable: true,
+                        ..SavedFilter::default()
+                    },
+                    fence => SavedFilter {
+                        fence: fence.and_then(Result::ok),
+                        seed: meta.get("seed").cloned(),
+                        deltas,
+                        unreadable: false,
+                    },
+                },
+            )
+            .collect())
     }
 
     async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError> {

@@ -323,14 +323,14 @@ async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filter_state_is_saved_in_order_once_and_refused_to_a_writer_that_lost_it() {
+async fn filter_deltas_chain_apply_once_and_a_gap_or_another_seed_is_refused() {
     let redis = redis_server();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
-        let write = |expected, new, bytes: &[u8], snapshot| FilterWrite {
+        let write = |expected, new, bytes: &[u8], snapshot, seed: &str| FilterWrite {
             source: "e/3".into(),
             expected,
             new,
-            seed: "s".into(),
+            seed: seed.into(),
             delta: Delta {
                 bytes: bytes.to_vec(),
                 snapshot,
@@ -341,39 +341,49 @@ async fn filter_state_is_saved_in_order_once_and_refused_to_a_writer_that_lost_i
         assert_eq!((empty[0].fence, empty[1].fence), (None, None), "{name}");
         let refused = store
             .save_filters(&[
-                write(None, 5, b"one", false),
-                write(Some(5), 9, b"two", false),
+                write(None, 5, b"one", false, "s"),
+                write(Some(5), 9, b"two", false, "s"),
             ])
             .await
             .unwrap();
         assert!(refused.is_empty(), "{name}");
         // Saved again after a lost reply: already there, not appended twice.
-        assert!(store
-            .save_filters(&[write(Some(5), 9, b"two", false)])
-            .await
-            .unwrap()
-            .is_empty());
-        // A writer that did not see fence 9.
+        let again = store
+            .save_filters(&[write(Some(5), 9, b"two", false, "s")])
+            .await;
+        assert!(again.unwrap().is_empty(), "{name}");
+        // A delta from 5 to 12 holds everything after 5: it applies on 9 too.
+        let on_top = store
+            .save_filters(&[write(Some(5), 12, b"x", false, "s")])
+            .await;
+        assert!(on_top.unwrap().is_empty(), "{name}");
+        // A delta from 15 would skip what happened between 12 and 15, and one
+        // named with another seed would not match: both refused.
+        let gap = store
+            .save_filters(&[write(Some(15), 20, b"y", false, "s")])
+            .await;
+        assert_eq!(gap.unwrap(), ["e/3"], "{name}");
+        let seed = store
+            .save_filters(&[write(Some(12), 20, b"z", false, "t")])
+            .await;
+        assert_eq!(seed.unwrap(), ["e/3"], "{name}");
+        let saved = &store.load_filters(&sources).await.unwrap()[0];
+        assert_eq!(saved.fence, Some(12), "{name}");
+        assert_eq!(saved.seed.as_deref(), Some("s"), "{name}");
         assert_eq!(
-            store
-                .save_filters(&[write(Some(5), 12, b"x", false)])
-                .await
-                .unwrap(),
-            ["e/3"],
+            saved.deltas,
+            [b"one".to_vec(), b"two".to_vec(), b"x".to_vec()],
             "{name}"
         );
-        let saved = &store.load_filters(&sources).await.unwrap()[0];
-        assert_eq!(saved.fence, Some(9), "{name}");
-        assert_eq!(saved.seed.as_deref(), Some("s"), "{name}");
-        assert_eq!(saved.deltas, [b"one".to_vec(), b"two".to_vec()], "{name}");
-        store
-            .save_filters(&[write(Some(9), 15, b"all", true)])
-            .await
-            .unwrap();
+        // A snapshot replaces whatever is saved, seed included.
+        let snap = store
+            .save_filters(&[write(Some(15), 20, b"all", true, "t")])
+            .await;
+        assert!(snap.unwrap().is_empty(), "{name}");
         let saved = &store.load_filters(&sources).await.unwrap()[0];
         assert_eq!(
-            (saved.fence, saved.deltas.clone()),
-            (Some(15), vec![b"all".to_vec()]),
+            (saved.fence, saved.seed.as_deref(), saved.deltas.clone()),
+            (Some(20), Some("t"), vec![b"all".to_vec()]),
             "{name}"
         );
     }
