@@ -243,6 +243,10 @@ impl Settings {
             .into_iter()
             .filter(|(k, _)| k.starts_with("POPULARITY__"))
             .partition(|(k, _)| k.starts_with(PROPERTIES_ENV));
+        // Lists in the environment are comma separated; merged after
+        // deserialisation too.
+        let (origins, env): (Vec<_>, Vec<_>) =
+            env.into_iter().partition(|(k, _)| k == CORS_ORIGINS_ENV);
         let env: config::Map<String, String> = env.into_iter().collect();
         builder = builder.add_source(
             Environment::with_prefix("popularity")
@@ -258,6 +262,14 @@ impl Settings {
             let message = e.inner().to_string();
             invalid(key, strip_key_suffix(&message))
         })?;
+        for (_, v) in origins {
+            settings.api.cors_allowed_origins = v
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         for (k, v) in properties {
             let name = k[PROPERTIES_ENV.len()..]
                 .to_ascii_lowercase()
@@ -401,6 +413,9 @@ impl Settings {
     }
 }
 
+/// Environment form of `api.cors_allowed_origins`: origins separated by commas.
+const CORS_ORIGINS_ENV: &str = "POPULARITY__API__CORS_ALLOWED_ORIGINS";
+
 /// `scheme://host[:port]` with an http(s) scheme and nothing after: what a
 /// browser sends as `Origin`.
 fn is_origin(s: &str) -> bool {
@@ -535,6 +550,27 @@ mod tests {
         assert_eq!(s.ingest.max_batch_events, 7);
         assert_eq!(s.kafka.properties["security.protocol"], "ssl");
         assert_eq!(s.kafka.properties["sasl.mechanism"], "PLAIN");
+    }
+
+    #[test]
+    fn allowed_origins_come_from_the_environment_as_a_comma_separated_list() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                "POPULARITY__API__CORS_ALLOWED_ORIGINS",
+                "https://news.example.com, http://127.0.0.1:9000",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.api.cors_allowed_origins,
+            ["https://news.example.com", "http://127.0.0.1:9000"]
+        );
+        let e = err_of(&[(
+            "POPULARITY__API__CORS_ALLOWED_ORIGINS",
+            "news.example.com/path",
+        )]);
+        assert!(e.contains("api.cors_allowed_origins"), "{e}");
     }
 
     #[test]

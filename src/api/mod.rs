@@ -81,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
             "/assets/style.css",
             get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
         )
+        .route("/widget.js", get(widget))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -116,6 +117,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const STYLE_CSS: &str = include_str!("../../assets/style.css");
+const WIDGET_JS: &str = include_str!("../../assets/widget.js");
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -124,6 +126,38 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
             (header::CACHE_CONTROL, "public, max-age=60"),
         ],
         body,
+    )
+        .into_response()
+}
+
+/// The embeddable widget: long-lived caching, revalidated by its ETag
+/// (the hash of the script, which changes with every release that changes it).
+async fn widget(headers: HeaderMap) -> Response {
+    static ETAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let etag = ETAG.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        WIDGET_JS.hash(&mut h);
+        format!("\"w{:016x}\"", h.finish())
+    });
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let cache = [
+        (
+            header::CACHE_CONTROL,
+            "public, max-age=86400, stale-while-revalidate=604800",
+        ),
+        (header::ETAG, etag.as_str()),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (
+        cache,
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        WIDGET_JS,
     )
         .into_response()
 }

@@ -16,3 +16,4 @@ mod operations;
 mod rankings;
 mod store_contract;
 mod streams;
+mod widget;

@@ -1,0 +1,236 @@
+//! The embeddable widget in headless Chromium, on a page of another origin:
+//! three widgets show what the API returns, follow a ranking change without
+//! a reload, and show hostile titles and summaries as text.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const HOSTILE_TITLE: &str = r#"<img src=x onerror="window.__pwned='title'">"#;
+const HOSTILE_SUMMARY: &str = "<script>window.__pwned='summary'</script>";
+
+/// The news site's page: three widgets, and a log of what each shows over
+/// time (first article id and the time, whenever its list changes).
+fn page(api: &str) -> String {
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>A news site</title>
+<script defer src="{api}/widget.js"></script></head><body>
+<div id="w0" data-popularity-widget data-profile="trending" data-limit="5"></div>
+<div id="w1" data-popularity-widget data-profile="trending" data-section="news" data-limit="3"></div>
+<div id="w2" data-popularity-widget data-profile="popular" data-tag="red" data-limit="2"></div>
+<pre id="log"></pre><p id="pwned"></p>
+<!-- The page finishes loading, and is read, when the test releases this. -->
+<img src="/hold" alt="" width="1" height="1">
+<script>
+  const log = document.getElementById("log");
+  for (const id of ["w0", "w1", "w2"]) {{
+    const root = document.getElementById(id);
+    new MutationObserver(() => {{
+      const ids = [...root.querySelectorAll("li[data-article-id]")].map((li) => li.dataset.articleId);
+      log.textContent += id + " " + Date.now() + " " + ids.join(",") + "\n";
+    }}).observe(root, {{ childList: true, subtree: true }});
+  }}
+  setInterval(() => {{ document.getElementById("pwned").textContent = "pwned:" + String(window.__pwned); }}, 200);
+</script></body></html>"#
+    )
+}
+
+/// Serves the page; its `/hold` image answers once `release` is notified,
+/// which ends the page's loading (and makes Chromium write its DOM).
+async fn serve_page(
+    listener: tokio::net::TcpListener,
+    html: String,
+    release: std::sync::Arc<tokio::sync::Notify>,
+) {
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || {
+                let html = html.clone();
+                async move { axum::response::Html(html) }
+            }),
+        )
+        .route(
+            "/hold",
+            axum::routing::get(move || {
+                let release = release.clone();
+                async move {
+                    release.notified().await;
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+    axum::serve(listener, app).await.unwrap();
+}
+
+async fn publish(kafka: &Kafka, id: &str, title: &str, summary: &str, tags: &[&str]) {
+    kafka
+        .send_json(
+            &kafka.articles,
+            id,
+            &json!({"type":"article_published","article_id":id,"title":title,"summary":summary,
+                    "url":format!("https://news.example.com/{id}"),"section":"news","tags":tags,
+                    "published_at":now_ms() - 30 * 60_000}),
+        )
+        .await;
+}
+
+async fn views(kafka: &Kafka, article: &str, n: std::ops::Range<usize>) {
+    for v in n {
+        let e = json!({"type":"page_view","article_id":article,"visitor_id":format!("{article}-{v}"),"occurred_at":now_ms()});
+        kafka.send_json(&kafka.events, article, &e).await;
+    }
+}
+
+/// (time, first article id) of each change of widget `id` in the log.
+fn changes(dom: &str, id: &str) -> Vec<(i64, String)> {
+    let start = dom.find("<pre id=\"log\">").expect("the log");
+    let end = start + dom[start..].find("</pre>").unwrap();
+    dom[start + 14..end]
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            (parts.next()? == id).then_some(())?;
+            let at = parts.next()?.parse().ok()?;
+            let first = parts.next().unwrap_or("").split(',').next()?.to_string();
+            Some((at, first))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widgets_on_another_origin_show_the_api_follow_changes_and_run_no_injected_code() {
+    let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
+    let kafka = Kafka::start(2);
+    let mut s = settings(&kafka, None);
+    s.api.cors_allowed_origins = vec![page_origin.clone()];
+    let app = spawn_app(s).await;
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(serve_page(page_listener, page(&app.base), release.clone()));
+
+    publish(&kafka, "x1", HOSTILE_TITLE, HOSTILE_SUMMARY, &["red"]).await;
+    publish(
+        &kafka,
+        "x2",
+        "Council approves the budget",
+        "A short summary.",
+        &["red"],
+    )
+    .await;
+    views(&kafka, "x1", 0..4).await;
+    views(&kafka, "x2", 0..1).await;
+    wait_until("both articles ranked", Duration::from_secs(60), || async {
+        app.get("/v1/rankings/trending").await.1["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a[0]["title"].is_string())
+    })
+    .await;
+
+    let url = format!("{page_origin}/");
+    let browser = std::thread::spawn(move || {
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--timeout=60000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stderr(Stdio::null())
+            .output()
+            .expect("chromium must be installed (apt-get install -y chromium)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    // Once the three widgets hold their streams, readers move the list.
+    let streams =
+        "popularity_http_requests_total{route=\"/v1/stream/rankings/{profile}\",status=\"200\"}";
+    wait_until("three widget streams", Duration::from_secs(20), || async {
+        app.metric(streams).await >= 3.0
+    })
+    .await;
+    // The first frame goes out at connect; let the page draw it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let changed_at = now_ms();
+    views(&kafka, "x2", 1..10).await;
+    // Time for the change to reach the page, then the page may finish.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    release.notify_one();
+    let dom = tokio::task::spawn_blocking(move || browser.join().unwrap())
+        .await
+        .unwrap();
+
+    let w0 = changes(&dom, "w0");
+    assert_eq!(w0.first().map(|c| c.1.as_str()), Some("x1"), "{dom}");
+    let moved = w0
+        .iter()
+        .find(|(at, first)| *at >= changed_at && first == "x2")
+        .unwrap_or_else(|| panic!("the widget never showed the change: {w0:?}"));
+    let took = moved.0 - changed_at;
+    println!("widget: list changed {took} ms after the readers moved it");
+    assert!(took <= 2_000, "the widget took {took} ms");
+    for (id, want) in [("w1", "x2"), ("w2", "x2")] {
+        assert_eq!(
+            changes(&dom, id).last().map(|c| c.1.as_str()),
+            Some(want),
+            "{id}: {dom}"
+        );
+    }
+    // Hostile text shows as text and runs nothing.
+    assert!(dom.contains("pwned:undefined"), "injected code ran: {dom}");
+    assert!(
+        dom.contains("&lt;img src=x onerror="),
+        "title not shown as text: {dom}"
+    );
+    assert!(
+        dom.contains("&lt;script&gt;window.__pwned"),
+        "summary not shown as text"
+    );
+    assert!(
+        !dom.contains("<img src=\"x\""),
+        "the title became an element"
+    );
+    // Links come with their http(s) URL, the list is a list.
+    assert!(dom.contains("href=\"https://news.example.com/x2\""));
+    assert!(dom.contains("<ol class=\"popularity-list\">"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_script_is_served_with_long_lived_caching() {
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, None)).await;
+    let r = app
+        .http
+        .get(format!("{}/widget.js", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let cache = r.headers()["cache-control"].to_str().unwrap().to_string();
+    assert!(cache.contains("max-age=86400"), "{cache}");
+    let etag = r.headers()["etag"].clone();
+    assert!(r.text().await.unwrap().contains("data-popularity-widget"));
+    let again = app
+        .http
+        .get(format!("{}/widget.js", app.base))
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+}
