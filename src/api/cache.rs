@@ -2,34 +2,34 @@
 //! same response, computed by one request while the others wait for it (no
 //! thundering herd on the store).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
-use parking_lot::Mutex;
-use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
 
-/// Most entries kept before expired ones are swept.
-const SWEEP_ABOVE: usize = 10_000;
+/// Most answers held at once: distinct queries beyond it push out the least
+/// used ones, so arbitrary parameters (a `before=` cursor per request) cannot
+/// grow the cache within one TTL.
+pub const MAX_ENTRIES: u64 = 10_000;
 
-/// A rendered response body with its entity tag.
+/// A cached answer: the JSON body and its entity tag.
 #[derive(Debug)]
 pub struct Cached {
-    /// JSON body.
+    /// The serialised response body.
     pub body: Bytes,
     /// Strong entity tag of the body, quoted.
     pub etag: String,
-    /// The same, ready to send.
+    /// The same, ready to send as a header.
     pub etag_header: axum::http::HeaderValue,
 }
 
 impl Cached {
-    /// Wraps a body, computing its entity tag.
+    /// Wraps a serialised body and computes its ETag.
     pub fn new(body: Vec<u8>) -> Cached {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut h);
@@ -42,68 +42,68 @@ impl Cached {
     }
 }
 
-struct Slot {
-    created: Instant,
-    value: OnceCell<Arc<Cached>>,
-}
-
-/// The cache. A TTL of zero disables it.
+/// The in-process response cache: answers live for `api.cache_ttl`, at most
+/// [`MAX_ENTRIES`] of them, and concurrent misses of one key compute it once
+/// (moka's single-flight `try_get_with`); errors are not cached.
 pub struct Cache {
-    ttl: Duration,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// None when the TTL is zero: every request computes.
+    entries: Option<moka::future::Cache<String, Arc<Cached>>>,
     metrics: Metrics,
 }
 
 impl Cache {
-    /// A cache whose entries live `ttl`.
+    /// A cache whose entries live for `ttl` (zero disables it).
     pub fn new(ttl: Duration, metrics: Metrics) -> Cache {
-        Cache {
-            ttl,
-            slots: Mutex::new(HashMap::new()),
-            metrics,
-        }
+        let entries = (!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .time_to_live(ttl)
+                .build()
+        });
+        Cache { entries, metrics }
     }
 
-    /// The response for `key`: cached, being computed by another request, or
-    /// computed now by `compute`. Errors are not cached.
-    pub async fn get_or_compute<E, F, Fut>(&self, key: String, compute: F) -> Result<Arc<Cached>, E>
+    /// The cached answer for `key`, or the one `compute` gives (shared with
+    /// every concurrent request for the same key).
+    pub async fn get_or_compute<E, F, Fut>(
+        &self,
+        key: String,
+        compute: F,
+    ) -> Result<Arc<Cached>, Arc<E>>
     where
+        E: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Cached, E>>,
     {
-        if self.ttl.is_zero() {
+        let Some(entries) = &self.entries else {
             self.metrics.cache.with_label_values(&["miss"]).inc();
-            return compute().await.map(Arc::new);
-        }
-        let slot = {
-            let mut slots = self.slots.lock();
-            let now = Instant::now();
-            match slots.get(&key) {
-                Some(s) if now.duration_since(s.created) < self.ttl => s.clone(),
-                _ => {
-                    if slots.len() >= SWEEP_ABOVE {
-                        slots.retain(|_, s| now.duration_since(s.created) < self.ttl);
-                    }
-                    let s = Arc::new(Slot {
-                        created: now,
-                        value: OnceCell::new(),
-                    });
-                    slots.insert(key, s.clone());
-                    s
-                }
-            }
+            return compute().await.map(Arc::new).map_err(Arc::new);
         };
-        let mut computed = false;
-        let value = slot
-            .value
-            .get_or_try_init(|| {
-                computed = true;
-                async { compute().await.map(Arc::new) }
+        let computed = AtomicBool::new(false);
+        let value = entries
+            .try_get_with(key, async {
+                computed.store(true, Ordering::Relaxed);
+                compute().await.map(Arc::new)
             })
-            .await?;
-        let result = if computed { "miss" } else { "hit" };
+            .await;
+        let result = if computed.load(Ordering::Relaxed) {
+            "miss"
+        } else {
+            "hit"
+        };
         self.metrics.cache.with_label_values(&[result]).inc();
-        Ok(value.clone())
+        value
+    }
+
+    /// Answers held now (after pending evictions ran).
+    pub async fn entries(&self) -> u64 {
+        match &self.entries {
+            Some(e) => {
+                e.run_pending_tasks().await;
+                e.entry_count()
+            }
+            None => 0,
+        }
     }
 }
 
@@ -144,10 +144,10 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_and_errors_are_not_cached() {
         let cache = Cache::new(Duration::from_millis(30), Metrics::new());
-        let r: Result<_, &str> = cache
+        let r: Result<_, Arc<&str>> = cache
             .get_or_compute("k".into(), || async { Err("down") })
             .await;
-        assert_eq!(r.unwrap_err(), "down");
+        assert_eq!(*r.unwrap_err(), "down");
         let a = cache
             .get_or_compute("k".into(), || async {
                 Ok::<_, ()>(Cached::new(b"1".to_vec()))
@@ -171,5 +171,20 @@ mod tests {
             .unwrap();
         assert_eq!(&c.body[..], b"3");
         assert_ne!(a.etag, c.etag);
+    }
+
+    #[tokio::test]
+    async fn distinct_queries_beyond_the_bound_do_not_grow_the_cache() {
+        let cache = Cache::new(Duration::from_secs(600), Metrics::new());
+        for i in 0..(MAX_ENTRIES * 2) {
+            cache
+                .get_or_compute(format!("before={i}"), || async {
+                    Ok::<_, ()>(Cached::new(b"[]".to_vec()))
+                })
+                .await
+                .unwrap();
+        }
+        let held = cache.entries().await;
+        assert!(held <= MAX_ENTRIES, "{held} answers held");
     }
 }

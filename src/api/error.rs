@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// A query or path parameter is invalid: 400.
     #[error("{0}")]
@@ -23,6 +23,13 @@ pub enum ApiError {
     /// The store failed: 503, the cause logged, not sent.
     #[error("store failure")]
     Store(#[from] StoreError),
+}
+
+/// The error of a computation shared by concurrent requests (the cache).
+impl From<std::sync::Arc<ApiError>> for ApiError {
+    fn from(e: std::sync::Arc<ApiError>) -> ApiError {
+        std::sync::Arc::unwrap_or_clone(e)
+    }
 }
 
 impl ApiError {

@@ -68,10 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/index", get(news_index))
         .route("/v1/articles/{id}", get(article))
         .route("/v1/stream/rankings/{profile}", get(stream_ranking))
-        .route(
-            "/openapi.json",
-            get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
-        )
+        .route("/openapi.json", get(openapi))
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
         .route(
             "/assets/app.js",
@@ -314,18 +311,38 @@ where
 /// The configured ranking profiles.
 #[utoipa::path(get, path = "/v1/rankings", tag = "rankings",
     responses((status = 200, description = "Profiles", body = ProfilesResponse)))]
-async fn list_profiles(State(state): State<ApiState>) -> Json<ProfilesResponse> {
-    Json(ProfilesResponse {
-        profiles: state
-            .profiles
-            .iter()
-            .map(|p| ProfileView {
-                name: p.name.clone(),
-                half_life_seconds: p.half_life_ms / 1000.0,
-                weights: p.weights,
+async fn list_profiles(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let st = state.clone();
+    cached(
+        &state,
+        "profiles".to_string(),
+        &headers,
+        move || async move {
+            Ok(ProfilesResponse {
+                profiles: st
+                    .profiles
+                    .iter()
+                    .map(|p| ProfileView {
+                        name: p.name.clone(),
+                        half_life_seconds: p.half_life_ms / 1000.0,
+                        weights: p.weights,
+                    })
+                    .collect(),
             })
-            .collect(),
+        },
+    )
+    .await
+}
+
+/// The OpenAPI document, with the same caching headers as the answers.
+async fn openapi(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    cached(&state, "openapi".to_string(), &headers, || async {
+        Ok(<ApiDoc as utoipa::OpenApi>::openapi())
     })
+    .await
 }
 
 fn article_view(article_id: String, meta: Option<ArticleMeta>) -> ArticleView {

@@ -113,6 +113,32 @@ async fn answers_carry_cache_control_and_etag_and_identical_queries_hit_the_cach
             .await,
         2.0
     );
+    // The profiles and the OpenAPI document are cached like the rest.
+    for path in ["/v1/rankings", "/openapi.json"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .starts_with("public, max-age="),
+            "{path}"
+        );
+        let etag = r.headers()["etag"].clone();
+        let again = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .header("If-None-Match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+    }
     app.stop().await;
 }
 
