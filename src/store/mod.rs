@@ -10,8 +10,8 @@
 //! Redis sorted set does), trim to `max_members` dropping the lowest, and drop
 //! members below [`crate::scoring::SCORE_FLOOR`] when they rebase.
 
-pub mod memory;
-pub mod redis;
+mod memory;
+mod redis;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ pub struct Applied {
 }
 
 /// The prefix of fence fields in a group's meta hash.
-pub const FENCE_PREFIX: &str = "fence:";
+pub(crate) const FENCE_PREFIX: &str = "fence:";
 
 /// A member of a ranking with its decayed score.
 #[derive(Debug, Clone, PartialEq)]
@@ -273,7 +273,7 @@ pub fn moves(old: Option<&ArticleMeta>, new: &ArticleMeta) -> (Vec<Group>, Vec<G
 }
 
 /// The key group (Redis Cluster hash tag) of a group of rankings.
-pub fn group_tag(group: &Group) -> String {
+pub(crate) fn group_tag(group: &Group) -> String {
     match group {
         Group::All => "{all}".to_string(),
         Group::Section(s) => format!("{{s:{s}}}"),

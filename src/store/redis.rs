@@ -119,11 +119,6 @@ impl RedisStore {
         })
     }
 
-    /// The key names this store uses.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     /// Queues on `pipe` the moves of each article between section and tag
     /// rankings after its metadata changed from `previous` (see
     /// [`crate::store::moves`]). The overall scores that entered groups take

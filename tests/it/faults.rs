@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use popularity::event::proto;
 use popularity::scoring::Group;
-use popularity::store::redis::RedisStore;
 use popularity::store::Store;
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
@@ -254,7 +253,7 @@ pub struct Verdict {
 
 /// Waits until the store holds as many counted events as were produced
 /// (and a little longer, to see any excess), then compares every ranking.
-pub async fn verify(store: &RedisStore, produced: &Produced, timeout: Duration) -> Verdict {
+pub async fn verify(store: &StoreRef, produced: &Produced, timeout: Duration) -> Verdict {
     let ids: Vec<String> = (0..ARTICLES).map(|a| format!("f{a:02}")).collect();
     let deadline = Instant::now() + timeout;
     let mut last = 0;
@@ -499,7 +498,7 @@ impl Drop for Consumer {
 }
 
 /// Counted events in the store so far.
-async fn applied(store: &RedisStore) -> u64 {
+async fn applied(store: &StoreRef) -> u64 {
     let mut total = 0;
     for a in 0..ARTICLES {
         total += store
@@ -515,7 +514,7 @@ async fn applied(store: &RedisStore) -> u64 {
 /// Waits until the store holds at least `min_more` events beyond `since`,
 /// so that a fault lands while a consumer is really working. False when all
 /// `total` events were applied first.
-async fn wait_progress(store: &RedisStore, since: u64, min_more: u64, total: u64) -> bool {
+async fn wait_progress(store: &StoreRef, since: u64, min_more: u64, total: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let now = applied(store).await;
@@ -535,7 +534,7 @@ async fn wait_progress(store: &RedisStore, since: u64, min_more: u64, total: u64
 /// the events applied after each.
 async fn fault_rounds(
     env: &[(String, String)],
-    store: &RedisStore,
+    store: &StoreRef,
     total: u64,
     min_more: u64,
     jitter_ms: u64,
@@ -580,17 +579,14 @@ fn fast_producer(kafka: &Kafka) -> FutureProducer {
         .unwrap()
 }
 
-async fn store_for(redis_url: &str, prefix: &str) -> RedisStore {
-    let s = popularity::config::Settings::defaults();
-    RedisStore::connect(
-        redis_url,
-        prefix,
-        popularity::scoring::profiles(&s.scoring),
-        s.scoring.max_members,
-        s.store.metadata_ttl,
-    )
-    .await
-    .unwrap()
+/// The store the consumers write, built as the service builds it.
+type StoreRef = std::sync::Arc<dyn Store>;
+
+async fn store_for(redis_url: &str, prefix: &str) -> StoreRef {
+    let mut s = popularity::config::Settings::defaults();
+    s.store.redis_url = redis_url.to_string();
+    s.store.key_prefix = prefix.to_string();
+    popularity::store::connect(&s).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -904,7 +900,7 @@ async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
 struct Draining {
     redis: RedisServer,
     prefix: String,
-    store: RedisStore,
+    store: StoreRef,
     consumer: Consumer,
     stream: tokio::task::JoinHandle<Produced>,
     _kafka: Kafka,
@@ -1019,7 +1015,7 @@ async fn connections_killed_with_client_kill_8_times_double_no_repeat() {
 
 /// Seconds from a restarted consumer's start to its first applied event,
 /// after a `kill -9`, over `rounds` rounds.
-async fn restart_times(env: &[(String, String)], store: &RedisStore, rounds: usize) -> Vec<f64> {
+async fn restart_times(env: &[(String, String)], store: &StoreRef, rounds: usize) -> Vec<f64> {
     let mut times = Vec::new();
     let mut c = Consumer::start(env);
     for _ in 0..rounds {

@@ -3,9 +3,6 @@
 use std::time::Duration;
 
 use popularity::scoring::{Aggregate, Group};
-use popularity::store::memory::MemoryStore;
-use popularity::store::redis::RedisStore;
-use popularity::store::Store;
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -234,11 +231,12 @@ async fn memory_and_redis_stores_give_the_same_rankings() {
     // A short half-life so the stream crosses rebases.
     s.scoring.profiles[0].half_life = Duration::from_secs(60);
     let profiles = popularity::scoring::profiles(&s.scoring);
-    let ttl = Duration::from_secs(3600);
-    let redis_store = RedisStore::connect(&redis.url, &random_name("d"), profiles.clone(), 25, ttl)
-        .await
-        .unwrap();
-    let memory = MemoryStore::new(profiles.clone(), 25, ttl);
+    s.store.metadata_ttl = Duration::from_secs(3600);
+    s.store.redis_url = redis.url.clone();
+    s.store.key_prefix = random_name("d");
+    let redis_store = popularity::store::connect(&s).await.unwrap();
+    s.store.backend = popularity::config::Backend::Memory;
+    let memory = popularity::store::connect(&s).await.unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let kinds = popularity::event::EventType::ALL;
     let sections = ["news", "business", "sport"];
@@ -305,16 +303,17 @@ async fn memory_and_redis_stores_give_the_same_rankings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republications_move_scored_and_unscored_articles_on_both_stores() {
     let redis = redis_server();
-    let s = popularity::config::Settings::defaults();
+    let mut s = popularity::config::Settings::defaults();
     let profiles = popularity::scoring::profiles(&s.scoring);
-    let ttl = Duration::from_secs(3600);
-    let redis_store =
-        RedisStore::connect(&redis.url, &random_name("m"), profiles.clone(), 100, ttl)
-            .await
-            .unwrap();
-    let memory = MemoryStore::new(profiles.clone(), 100, ttl);
+    s.scoring.max_members = 100;
+    s.store.metadata_ttl = Duration::from_secs(3600);
+    s.store.redis_url = redis.url.clone();
+    s.store.key_prefix = random_name("m");
+    let redis_store = popularity::store::connect(&s).await.unwrap();
+    s.store.backend = popularity::config::Backend::Memory;
+    let memory = popularity::store::connect(&s).await.unwrap();
     let stores: [(&str, &dyn popularity::store::Store); 2] =
-        [("redis", &redis_store), ("memory", &memory)];
+        [("redis", &*redis_store), ("memory", &*memory)];
     let meta = |id: &str, section: &str, tags: &[&str]| popularity::event::ArticleMeta {
         article_id: id.to_string(),
         title: Some(format!("T {id}")),
