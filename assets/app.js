@@ -61,7 +61,8 @@ async function refresh() {
       el("li", { "data-article-id": i.article_id }, headline(i),
         el("span", { class: "meta" },
           el("span", { class: "section-name" }, i.section || ""), i.section ? " · " : "",
-          el("time", { datetime: i.published_at || "" }, ago(i.published_at)))));
+          el("time", { datetime: i.published_at || "" }, ago(i.published_at))),
+        i.summary ? el("p", { class: "summary" }, i.summary) : ""));
     fill($("#news-index ul"), index.items, (i) =>
       el("li", { "data-article-id": i.article_id }, headline(i),
         el("span", { class: "meta" }, el("time", { datetime: i.published_at || "" }, ago(i.published_at)))));
