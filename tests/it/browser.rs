@@ -10,27 +10,9 @@ use std::time::{Duration, Instant};
 use crate::helpers::free_port;
 
 fn chromium(args: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,900",
-            "--virtual-time-budget=8000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .expect("chromium must be installed (apt-get install -y chromium)");
-    assert!(out.status.success(), "chromium failed: {:?}", out.status);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut all = vec!["--window-size=1280,900", "--virtual-time-budget=8000"];
+    all.extend_from_slice(args);
+    crate::helpers::chromium(&all)
 }
 
 /// The values of `attr="…"` inside `<section id="{id}">…</section>`.

@@ -2,7 +2,6 @@
 //! three widgets show what the API returns, follow a ranking change without
 //! a reload, and show hostile titles and summaries as text.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -131,28 +130,8 @@ async fn widgets_on_another_origin_show_the_api_follow_changes_and_run_no_inject
     .await;
 
     let url = format!("{page_origin}/");
-    let browser = std::thread::spawn(move || {
-        let profile = tempfile::tempdir().unwrap();
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--timeout=60000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .stderr(Stdio::null())
-            .output()
-            .expect("chromium must be installed (apt-get install -y chromium)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    });
+    let browser =
+        std::thread::spawn(move || chromium(&["--timeout=60000", "--dump-dom", url.as_str()]));
     // Once the three widgets hold their streams, readers move the list.
     let streams =
         "popularity_http_requests_total{route=\"/v1/stream/rankings/{profile}\",status=\"200\"}";
