@@ -59,15 +59,25 @@ pub struct ApiState {
     pub cors_allowed_origins: Vec<String>,
 }
 
-/// The application: every route, with request metrics.
+/// Longest a request may take before it is answered 503 (streams excepted:
+/// they last as long as their reader).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request body accepted; 413 beyond.
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
+
+/// The application: every route, with request metrics, CORS, gzip (not for
+/// streams), a body limit and, except for streams, a timeout.
 pub fn router(state: ApiState) -> Router {
+    use tower_http::{
+        compression::CompressionLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    };
+    let streams = Router::new().route("/v1/stream/rankings/{profile}", get(stream_ranking));
     Router::new()
         .route("/v1/rankings", get(list_profiles))
         .route("/v1/rankings/{profile}", get(ranking))
         .route("/v1/rankings/{profile}/tags", get(popular_tags))
         .route("/v1/index", get(news_index))
         .route("/v1/articles/{id}", get(article))
-        .route("/v1/stream/rankings/{profile}", get(stream_ranking))
         .route("/openapi.json", get(openapi))
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
         .route(
@@ -83,7 +93,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .merge(streams)
         .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(CompressionLayer::new())
+        .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES))
         .layer(cors(&state.cors_allowed_origins))
         .with_state(state)
 }

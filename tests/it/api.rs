@@ -288,3 +288,70 @@ async fn the_openapi_document_describes_the_real_responses() {
     assert!(!validator.is_valid(&json!({"profile": "trending", "items": [{"rank": "first"}]})));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_compressed_streams_are_not_bodies_are_bounded_and_slow_answers_time_out() {
+    let redis = redis_server();
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    let now = now_ms();
+    for v in 0..30 {
+        let id = format!("c{v}");
+        let e = json!({"type":"page_view","article_id":id,"visitor_id":"v","occurred_at":now});
+        kafka.send_json(&kafka.events, &id, &e).await;
+    }
+    wait_until(
+        "thirty ranked articles",
+        Duration::from_secs(60),
+        || async {
+            app.get("/v1/rankings/trending?limit=100").await.1["items"]
+                .as_array()
+                .is_some_and(|a| a.len() == 30)
+        },
+    )
+    .await;
+    let gz = |path: &str| {
+        app.http
+            .get(format!("{}{path}", app.base))
+            .header("Accept-Encoding", "gzip")
+            .send()
+    };
+    let r = gz("/v1/rankings/trending?limit=100").await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let stream = gz("/v1/stream/rankings/trending").await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers().get("content-encoding").is_none(),
+        "a compressed stream buffers events"
+    );
+    drop(stream);
+    let big = app
+        .http
+        .get(format!("{}/v1/rankings", app.base))
+        .body(vec![b'x'; popularity::api::MAX_REQUEST_BODY_BYTES + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    // A store that hangs: the answer is a 503 at the timeout, not a hang.
+    let pid = redis.pid().expect("running").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = std::time::Instant::now();
+    let slow = app.get("/v1/rankings/popular?limit=7").await;
+    let took = started.elapsed();
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(slow.0, 503, "{:?}", slow.1);
+    assert!(
+        took >= popularity::api::REQUEST_TIMEOUT
+            && took < popularity::api::REQUEST_TIMEOUT + Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+}
