@@ -145,35 +145,16 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// The embeddable widget: long-lived caching, revalidated by its ETag
-/// (the hash of the script, which changes with every release that changes it).
+/// (which changes with every release that changes the script).
 async fn widget(headers: HeaderMap) -> Response {
-    static ETAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let etag = ETAG.get_or_init(|| {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        WIDGET_JS.hash(&mut h);
-        format!("\"w{:016x}\"", h.finish())
-    });
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let cache = [
-        (
-            header::CACHE_CONTROL,
-            "public, max-age=86400, stale-while-revalidate=604800",
-        ),
-        (header::ETAG, etag.as_str()),
-    ];
-    if fresh {
-        return (StatusCode::NOT_MODIFIED, cache).into_response();
-    }
-    (
-        cache,
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        WIDGET_JS,
+    static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
+    let script = WIDGET.get_or_init(|| Cached::new(WIDGET_JS.as_bytes().to_vec()));
+    conditional(
+        &headers,
+        script,
+        HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
+        "text/javascript; charset=utf-8",
     )
-        .into_response()
 }
 
 async fn record(State(state): State<ApiState>, req: Request, next: Next) -> Response {
@@ -305,8 +286,24 @@ where
             ))
         })
         .await?;
+    Ok(conditional(
+        headers,
+        &value,
+        state.cache_control.clone(),
+        "application/json",
+    ))
+}
+
+/// `value` with `Cache-Control` and its `ETag`, or `304 Not Modified` when
+/// the client's `If-None-Match` already names it.
+fn conditional(
+    headers: &HeaderMap,
+    value: &Cached,
+    cache_control: HeaderValue,
+    content_type: &'static str,
+) -> Response {
     let mut h = HeaderMap::with_capacity(3);
-    h.insert(header::CACHE_CONTROL, state.cache_control.clone());
+    h.insert(header::CACHE_CONTROL, cache_control);
     h.insert(header::ETAG, value.etag_header.clone());
     let matches = headers
         .get(header::IF_NONE_MATCH)
@@ -316,13 +313,10 @@ where
                 .any(|t| t.trim() == value.etag || t.trim() == "*")
         });
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+        return (StatusCode::NOT_MODIFIED, h).into_response();
     }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok((h, value.body.clone()).into_response())
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    (h, value.body.clone()).into_response()
 }
 
 /// The configured ranking profiles.

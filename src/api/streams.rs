@@ -60,11 +60,6 @@ impl Streams {
         self.closing.cancel();
     }
 
-    /// Streams open now.
-    pub fn open(&self, max_streams: usize) -> usize {
-        max_streams - self.permits.available_permits()
-    }
-
     /// The frames of `query`'s list, starting its poller if none runs.
     fn subscribe(
         &self,

@@ -254,8 +254,7 @@ impl Filter {
 
     /// The whole state, replacing every earlier delta.
     pub fn snapshot(&mut self) -> Delta {
-        self.logged = usize::MAX / 4;
-        self.delta()
+        self.encode(true)
     }
 
     /// What changed since the last delta, or the whole state once the
@@ -264,6 +263,11 @@ impl Filter {
     /// state, and each entry is written a bounded number of times).
     pub fn delta(&mut self) -> Delta {
         let snapshot = self.logged + self.changed.len() > 2 * self.seen.len() + 4096;
+        self.encode(snapshot)
+    }
+
+    /// The changes since the last delta, or the whole state.
+    fn encode(&mut self, snapshot: bool) -> Delta {
         let mut bytes = Vec::new();
         let mut n = 0u32;
         let mut put = |bytes: &mut Vec<u8>, key: u128, s: &Seen| {

@@ -334,11 +334,7 @@ impl Loop {
     /// their filters.
     fn set_paused(&mut self, paused: bool) {
         // Partitions assigned since the last restore stay paused until theirs.
-        for tp in self.state.take_assigned() {
-            if !self.restoring.contains(&tp) {
-                self.restoring.push(tp);
-            }
-        }
+        self.take_assigned();
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
@@ -364,14 +360,20 @@ impl Loop {
         }
     }
 
-    /// Restores the duplicate filters of newly assigned partitions from the
-    /// store and resumes them. Returns when to try again if the store failed.
-    async fn restore(&mut self) -> Option<Instant> {
+    /// Moves the partitions assigned (and paused) since the last call into
+    /// those waiting for their filters.
+    fn take_assigned(&mut self) {
         for tp in self.state.take_assigned() {
             if !self.restoring.contains(&tp) {
                 self.restoring.push(tp);
             }
         }
+    }
+
+    /// Restores the duplicate filters of newly assigned partitions from the
+    /// store and resumes them. Returns when to try again if the store failed.
+    async fn restore(&mut self) -> Option<Instant> {
+        self.take_assigned();
         if self.restoring.is_empty() {
             return None;
         }
@@ -432,11 +434,7 @@ impl Loop {
             }
         }
         self.reader.forget(&revocation.partitions);
-        for tp in self.state.take_assigned() {
-            if !self.restoring.contains(&tp) {
-                self.restoring.push(tp);
-            }
-        }
+        self.take_assigned();
         self.restoring
             .retain(|tp| !revocation.partitions.contains(tp));
         kafka::complete_revocation(&self.consumer, &revocation);

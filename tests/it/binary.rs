@@ -129,16 +129,7 @@ async fn the_binary_serves_rankings_from_the_dev_broker_and_stops_on_sigterm() {
         assert!(ok.success());
     }
     for (name, child) in [("serve", &mut serve), ("dev-broker", &mut broker)] {
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{name} did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = exited_by(child, started + Duration::from_secs(20), name);
         assert!(status.success(), "{name} exited with {status}");
     }
 }
@@ -173,17 +164,12 @@ fn the_demo_stops_on_a_sigint_sent_right_after_its_banner_even_when_started_with
             .args(["-INT", &demo.id().to_string()])
             .status()
             .unwrap();
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(s) = demo.try_wait().unwrap() {
-                break s;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                let _ = demo.kill();
-                panic!("round {round}: the demo ignored SIGINT for 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = exited_by(
+            &mut demo,
+            deadline,
+            &format!("round {round}: the demo on SIGINT"),
+        );
         assert!(status.success(), "round {round}: exited with {status}");
     }
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::free_port;
+use crate::helpers::{exited_by, free_port};
 
 fn chromium(args: &[&str]) -> String {
     let mut all = vec!["--window-size=1280,900", "--virtual-time-budget=8000"];
@@ -157,17 +157,11 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .args(["-INT", &demo.id().to_string()])
         .status()
         .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = demo.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "demo did not stop on Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exited_by(
+        demo,
+        Instant::now() + Duration::from_secs(30),
+        "the demo on Ctrl-C",
+    );
     assert!(status.success(), "demo exited with {status}");
     drop(stdout);
 }

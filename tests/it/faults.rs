@@ -464,17 +464,13 @@ impl Consumer {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "consumer exited with {status}");
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "consumer ignored SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = exited_by(
+            &mut self.child,
+            started + Duration::from_secs(60),
+            "the consumer on SIGTERM",
+        );
+        assert!(status.success(), "consumer exited with {status}");
+        started.elapsed()
     }
 
     pub async fn partitions(&self) -> Option<i64> {

@@ -171,3 +171,12 @@ pub fn to_proto(e: &serde_json::Value) -> popularity::event::proto::Event {
         e["engaged_seconds"].as_f64().unwrap_or(0.0),
     )
 }
+
+/// Page views of `article` now, one by each visitor of `visitors`.
+pub async fn views(kafka: &Kafka, article: &str, visitors: std::ops::Range<usize>) {
+    let now = now_ms();
+    for v in visitors {
+        let e = json!({"type":"page_view","article_id":article,"visitor_id":format!("{article}-v{v}"),"occurred_at":now});
+        kafka.send_json(&kafka.events, article, &e).await;
+    }
+}

@@ -261,3 +261,22 @@ pub fn chromium(args: &[&str]) -> String {
     assert!(out.status.success(), "chromium failed: {:?}", out.status);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Waits until `child` exits, at most until `deadline`; past it, kills the
+/// child and fails the test naming `what`.
+pub fn exited_by(
+    child: &mut std::process::Child,
+    deadline: Instant,
+    what: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not stop in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::fixtures::views;
 use crate::helpers::*;
 
 /// One `event: ranking` read from a stream: its id and JSON.
@@ -48,14 +49,6 @@ fn ids(body: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|i| i["article_id"].as_str().unwrap().to_string())
         .collect()
-}
-
-async fn views(kafka: &Kafka, article: &str, visitors: std::ops::Range<usize>) {
-    let now = now_ms();
-    for v in visitors {
-        let e = json!({"type":"page_view","article_id":article,"visitor_id":format!("{article}-v{v}"),"occurred_at":now});
-        kafka.send_json(&kafka.events, article, &e).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::fixtures::views;
 use crate::helpers::*;
 
 const HOSTILE_TITLE: &str = r#"<img src=x onerror="window.__pwned='title'">"#;
@@ -75,13 +76,6 @@ async fn publish(kafka: &Kafka, id: &str, title: &str, summary: &str, tags: &[&s
                     "published_at":now_ms() - 30 * 60_000}),
         )
         .await;
-}
-
-async fn views(kafka: &Kafka, article: &str, n: std::ops::Range<usize>) {
-    for v in n {
-        let e = json!({"type":"page_view","article_id":article,"visitor_id":format!("{article}-{v}"),"occurred_at":now_ms()});
-        kafka.send_json(&kafka.events, article, &e).await;
-    }
 }
 
 /// (time, first article id) of each change of widget `id` in the log.
