@@ -4,9 +4,11 @@
 //! tested without a socket. Ranking answers go through the [`cache::Cache`]
 //! and carry `Cache-Control` and `ETag`.
 
+mod assets;
 pub mod cache;
 pub mod error;
 pub mod model;
+mod params;
 pub mod streams;
 
 use std::collections::HashMap;
@@ -25,8 +27,9 @@ use serde_json::json;
 use self::cache::{Cache, Cached};
 pub use self::error::ApiError;
 use self::model::*;
+use self::params::Params;
+use crate::event::ArticleMeta;
 use crate::event::EventType;
-use crate::event::{slug, ArticleMeta};
 use crate::ingest::ConsumerState;
 use crate::metrics::Metrics;
 use crate::now_ms;
@@ -79,16 +82,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/index", get(news_index))
         .route("/v1/articles/{id}", get(article))
         .route("/openapi.json", get(openapi))
-        .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
-        .route(
-            "/assets/app.js",
-            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
-        )
-        .route(
-            "/assets/style.css",
-            get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
-        )
-        .route("/widget.js", get(widget))
+        .merge(assets::routes())
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -127,36 +121,6 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
-/// The web page, compiled into the binary: no CDN, nothing to deploy.
-const INDEX_HTML: &str = include_str!("../../assets/index.html");
-const APP_JS: &str = include_str!("../../assets/app.js");
-const STYLE_CSS: &str = include_str!("../../assets/style.css");
-const WIDGET_JS: &str = include_str!("../../assets/widget.js");
-
-async fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=60"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// The embeddable widget: long-lived caching, revalidated by its ETag
-/// (which changes with every release that changes the script).
-async fn widget(headers: HeaderMap) -> Response {
-    static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
-    let script = WIDGET.get_or_init(|| Cached::new(WIDGET_JS.as_bytes().to_vec()));
-    conditional(
-        &headers,
-        script,
-        HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
-        "text/javascript; charset=utf-8",
-    )
-}
-
 async fn record(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     // The matched route template (bounded), never the raw path.
     let matched = req.extensions().get::<MatchedPath>().cloned();
@@ -181,80 +145,6 @@ fn rfc3339(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
-}
-
-/// Query parameters, checked strictly: unknown names are rejected so typos
-/// do not silently return the default list.
-struct Params {
-    map: HashMap<String, String>,
-}
-
-impl Params {
-    fn new(map: HashMap<String, String>, allowed: &[&str]) -> Result<Params, ApiError> {
-        let mut unknown: Vec<&str> = map
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !allowed.contains(k))
-            .collect();
-        if !unknown.is_empty() {
-            unknown.sort_unstable();
-            return Err(ApiError::InvalidParameter(format!(
-                "unknown parameter {}; accepted: {}",
-                unknown.join(", "),
-                allowed.join(", ")
-            )));
-        }
-        Ok(Params { map })
-    }
-
-    fn number(
-        &self,
-        name: &str,
-        default: usize,
-        min: usize,
-        max: usize,
-    ) -> Result<usize, ApiError> {
-        match self.map.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::InvalidParameter(format!("{name} must be between {min} and {max}"))
-                }),
-        }
-    }
-
-    fn name(&self, name: &str) -> Result<Option<String>, ApiError> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(v) => {
-                let s = slug(v);
-                if s.is_empty() || v.len() > 200 {
-                    return Err(ApiError::InvalidParameter(format!(
-                        "{name} must be a non-empty name of at most 200 bytes"
-                    )));
-                }
-                Ok(Some(s))
-            }
-        }
-    }
-
-    fn duration(&self, name: &str) -> Result<Option<Duration>, ApiError> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(v) => humantime::parse_duration(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError::InvalidParameter(format!(
-                        "{name} must be a positive duration such as 48h or 30m"
-                    ))
-                }),
-        }
-    }
 }
 
 fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
@@ -659,7 +549,7 @@ async fn news_index(
     let params = Params::new(query, &["section", "limit", "before"])?;
     let limit = params.number("limit", 20, 1, MAX_LIMIT)?;
     let section = params.name("section")?;
-    let before = match params.map.get("before") {
+    let before = match params.raw("before") {
         None => None,
         Some(b) => Some(parse_before(b).ok_or_else(|| {
             ApiError::InvalidParameter(

@@ -1,0 +1,55 @@
+//! What the API serves from the binary itself: the web page and its files,
+//! and the embeddable widget.
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::cache::Cached;
+use super::{conditional, ApiState};
+
+/// The routes of the files below.
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
+        .route(
+            "/assets/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
+        )
+        .route("/widget.js", get(widget))
+}
+
+/// The web page, compiled into the binary: no CDN, nothing to deploy.
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const STYLE_CSS: &str = include_str!("../../assets/style.css");
+const WIDGET_JS: &str = include_str!("../../assets/widget.js");
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The embeddable widget: long-lived caching, revalidated by its ETag
+/// (which changes with every release that changes the script).
+async fn widget(headers: HeaderMap) -> Response {
+    static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
+    let script = WIDGET.get_or_init(|| Cached::new(WIDGET_JS.as_bytes().to_vec()));
+    conditional(
+        &headers,
+        script,
+        HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
+        "text/javascript; charset=utf-8",
+    )
+}
