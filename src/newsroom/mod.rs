@@ -14,6 +14,8 @@ use serde_json::json;
 use crate::event::decode::MessageInfo;
 use crate::event::{proto, Encoding, EventType};
 
+mod copy;
+
 /// Sections and the tags their articles carry.
 pub const SECTIONS: &[(&str, &[&str])] = &[
     (
@@ -33,155 +35,6 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("sport", &["football", "tennis", "olympics"]),
 ];
 
-/// Headlines per section (in the order of [`SECTIONS`]): every subject
-/// reads with every predicate, so a headline is one of each.
-const HEADLINES: &[(&[&str], &[&str])] = &[
-    (
-        &[
-            "Parliament",
-            "The foreign minister",
-            "The coalition",
-            "The health service",
-            "The central bank",
-            "The election commission",
-            "The climate envoy",
-            "The mayor of Lisbon",
-        ],
-        &[
-            "approves an emergency budget",
-            "delays the pension vote",
-            "faces questions over a leaked report",
-            "calls for talks on the border",
-            "promises a ban on coal by 2030",
-            "wins a court fight over data",
-            "sets a date for the referendum",
-            "backs a plan for cheaper trains",
-        ],
-    ),
-    (
-        &[
-            "The chipmaker",
-            "Europe's largest airline",
-            "A Nairobi fintech",
-            "The stock exchange",
-            "The energy regulator",
-            "A car maker",
-            "The oil major",
-            "A grocery chain",
-        ],
-        &[
-            "cuts its forecast for the year",
-            "buys a rival for $2 billion",
-            "raises prices for the third time",
-            "opens a factory in Porto",
-            "settles a dispute with its workers",
-            "doubles its profit",
-            "shelves plans for a listing",
-            "bets on solar power",
-        ],
-    ),
-    (
-        &[
-            "Our city",
-            "The new tax",
-            "Remote work",
-            "The school year",
-            "Public broadcasting",
-            "A four-day week",
-            "The housing plan",
-            "The referendum",
-        ],
-        &[
-            "needs a braver answer",
-            "is worth defending",
-            "deserves a second look",
-            "will not fix the deficit",
-            "asks too much of teachers",
-            "is a test of trust",
-            "should start with renters",
-            "could still surprise us",
-        ],
-    ),
-    (
-        &[
-            "The storm",
-            "The rescue operation",
-            "The investigation",
-            "The river",
-            "The ceasefire",
-            "The wildfire",
-            "The outage",
-            "The strike",
-        ],
-        &[
-            "reaches the coast overnight",
-            "enters its third day",
-            "widens to two ministries",
-            "rises past the 1998 record",
-            "holds for a second night",
-            "forces thousands to leave",
-            "is traced to a faulty cable",
-            "closes every port in the region",
-        ],
-    ),
-    (
-        &[
-            "A Hanoi noodle stall",
-            "The night train to Oslo",
-            "Slow travel",
-            "The museum",
-            "A forgotten grain",
-            "The city's oldest café",
-            "A weekend in Lima",
-            "Winter swimming",
-        ],
-        &[
-            "wins over the critics",
-            "is back after ten years",
-            "is cheaper than you think",
-            "reopens with a new wing",
-            "finds its way onto menus",
-            "changes hands after a century",
-            "makes the case for going slow",
-            "is the trend of the season",
-        ],
-    ),
-    (
-        &[
-            "The national team",
-            "The defending champion",
-            "The Busan club",
-            "A 17-year-old",
-            "The coach",
-            "The marathon",
-            "The Olympic committee",
-            "The league",
-        ],
-        &[
-            "books a place in the final",
-            "stuns the favourite in five sets",
-            "signs a record deal",
-            "breaks the course record",
-            "steps down after a losing run",
-            "moves to a new stadium",
-            "picks Accra for the next games",
-            "bans a team for a season",
-        ],
-    ),
-];
-/// One-line summaries, by how a story stands.
-const SUMMARIES: &[&str] = &[
-    "What happened, who is affected and what comes next.",
-    "The decision follows weeks of talks and divides opinion.",
-    "Officials promise more details in the coming days.",
-    "Critics say the plan leaves the hardest questions open.",
-    "Our correspondent explains why it matters beyond the city.",
-    "The numbers behind the story, and what they leave out.",
-    "Readers have asked about it all week; here are the answers.",
-    "A turning point, or a pause before the next round?",
-];
-/// Forms of a headline that has been used, so that none repeats.
-const FOLLOW_UPS: &[&str] = &["", "Analysis: ", "Live: ", "Explained: ", "What we know: "];
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const CRAWLER: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
@@ -315,7 +168,7 @@ struct Generated {
 /// The generator.
 pub struct Newsroom {
     /// Headlines used so far.
-    titles: std::collections::HashSet<String>,
+    headlines: copy::Headlines,
     shape: Shape,
     rng: StdRng,
     articles: Vec<Article>,
@@ -340,7 +193,7 @@ impl Newsroom {
             produced: 0,
             last: None,
             backlog: Vec::new(),
-            titles: Default::default(),
+            headlines: copy::Headlines::default(),
             shape,
         };
         for _ in 0..n.shape.articles.max(1) {
@@ -358,25 +211,6 @@ impl Newsroom {
         self.produced
     }
 
-    /// A headline of `section` not used before: a subject and a predicate
-    /// drawn until the pair is new, then in follow-up forms.
-    fn headline(&mut self, section: usize) -> String {
-        let (subjects, predicates) = HEADLINES[section % HEADLINES.len()];
-        for round in 0.. {
-            let prefix = FOLLOW_UPS.get(round / 4).copied().unwrap_or("More: ");
-            let s = subjects[self.rng.random_range(0..subjects.len())];
-            let p = predicates[self.rng.random_range(0..predicates.len())];
-            let mut title = format!("{prefix}{s} {p}");
-            if round >= 4 * FOLLOW_UPS.len() {
-                title = format!("{title} ({})", self.articles.len());
-            }
-            if self.titles.insert(title.clone()) {
-                return title;
-            }
-        }
-        unreachable!("the loop returns")
-    }
-
     fn publish(&mut self, at_ms: i64) -> Outgoing {
         let idx = self.articles.len();
         let section = self.rng.random_range(0..SECTIONS.len());
@@ -386,7 +220,7 @@ impl Newsroom {
             .collect();
         tags.dedup();
         let id = format!("a-{}", 1000 + idx);
-        let title = self.headline(section);
+        let title = self.headlines.next(&mut self.rng, section, idx);
         let payload = json!({
             "type": "article_published",
             "article_id": id,
@@ -396,7 +230,7 @@ impl Newsroom {
             "tags": tags,
             "published_at": at_ms,
             "author": "Newsroom Desk",
-            "summary": SUMMARIES[self.rng.random_range(0..SUMMARIES.len())],
+            "summary": copy::summary(&mut self.rng),
         });
         self.articles.push(Article {
             id: id.clone(),
