@@ -26,6 +26,10 @@ use ahash::HashMap;
 
 use super::{Behaviour, EventType};
 
+mod saved;
+
+pub use saved::{decode_seed, encode_seed, Corrupt, Delta};
+
 /// Most engaged seconds counted per visitor and article within one window.
 pub const MAX_ENGAGED_SECONDS_PER_WINDOW: f64 = 3600.0;
 
@@ -103,26 +107,6 @@ pub struct Filter {
     /// Whether changes are kept for [`Filter::delta`] (a saved filter).
     saved: bool,
 }
-
-/// Bytes of one entry in a delta: key, first time, engaged seconds.
-const ENTRY_BYTES: usize = 16 + 8 + 8;
-/// Version byte, clock, entry count.
-const HEADER_BYTES: usize = 1 + 8 + 4;
-const FORMAT_VERSION: u8 = 1;
-
-/// What changed in a filter, to be saved with the batch it belongs to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Delta {
-    /// The encoded entries.
-    pub bytes: Vec<u8>,
-    /// True when `bytes` is the whole state, replacing every earlier delta.
-    pub snapshot: bool,
-}
-
-/// A saved state that cannot be read.
-#[derive(Debug, thiserror::Error)]
-#[error("duplicate-filter state: {0}")]
-pub struct Corrupt(pub &'static str);
 
 impl Filter {
     /// An empty filter naming triples with `seed`, whose changes are kept
@@ -251,108 +235,6 @@ impl Filter {
     pub fn clock(&self) -> Option<i64> {
         (self.clock_ms != i64::MIN).then_some(self.clock_ms)
     }
-
-    /// The whole state, replacing every earlier delta.
-    pub fn snapshot(&mut self) -> Delta {
-        self.encode(true)
-    }
-
-    /// What changed since the last delta, or the whole state once the
-    /// deltas written since the last snapshot hold twice as many entries
-    /// as the state (so what is saved stays within about three times the
-    /// state, and each entry is written a bounded number of times).
-    pub fn delta(&mut self) -> Delta {
-        let snapshot = self.logged + self.changed.len() > 2 * self.seen.len() + 4096;
-        self.encode(snapshot)
-    }
-
-    /// The changes since the last delta, or the whole state.
-    fn encode(&mut self, snapshot: bool) -> Delta {
-        let mut bytes = Vec::new();
-        let mut n = 0u32;
-        let mut put = |bytes: &mut Vec<u8>, key: u128, s: &Seen| {
-            bytes.extend_from_slice(&key.to_le_bytes());
-            bytes.extend_from_slice(&s.first_ms.to_le_bytes());
-            bytes.extend_from_slice(&s.engaged_seconds.to_le_bytes());
-            n += 1;
-        };
-        if snapshot {
-            self.sweep();
-            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.seen.len());
-            bytes.resize(HEADER_BYTES, 0);
-            for (k, s) in self.seen.iter_mut() {
-                s.dirty = false;
-                put(&mut bytes, *k, s);
-            }
-            self.changed.clear();
-            self.logged = n as usize;
-        } else {
-            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.changed.len());
-            bytes.resize(HEADER_BYTES, 0);
-            for k in self.changed.drain(..) {
-                if let Some(s) = self.seen.get_mut(&k) {
-                    s.dirty = false;
-                    put(&mut bytes, k, s);
-                }
-            }
-            // An empty delta still takes a place in the saved log.
-            self.logged += (n as usize).max(1);
-        }
-        bytes[0] = FORMAT_VERSION;
-        bytes[1..9].copy_from_slice(&self.clock_ms.to_le_bytes());
-        bytes[9..13].copy_from_slice(&n.to_le_bytes());
-        Delta { bytes, snapshot }
-    }
-
-    /// The filter as the deltas `saved` (oldest first, from the last
-    /// snapshot on) left it.
-    pub fn restore(limits: Limits, seed: Seed, saved: &[Vec<u8>]) -> Result<Filter, Corrupt> {
-        let mut f = Filter::new(limits, seed);
-        for bytes in saved {
-            if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
-                return Err(Corrupt("unknown format"));
-            }
-            let int = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-            f.clock_ms = f.clock_ms.max(int(1));
-            let n = u32::from_le_bytes(bytes[9..13].try_into().unwrap()) as usize;
-            if bytes.len() != HEADER_BYTES + n * ENTRY_BYTES {
-                return Err(Corrupt("truncated"));
-            }
-            for e in bytes[HEADER_BYTES..].chunks_exact(ENTRY_BYTES) {
-                let key = u128::from_le_bytes(e[..16].try_into().unwrap());
-                let first_ms = i64::from_le_bytes(e[16..24].try_into().unwrap());
-                let engaged_seconds = f64::from_le_bytes(e[24..32].try_into().unwrap());
-                f.seen.insert(
-                    key,
-                    Seen {
-                        first_ms,
-                        engaged_seconds,
-                        dirty: false,
-                    },
-                );
-            }
-            f.logged += n.max(1);
-        }
-        f.sweep();
-        Ok(f)
-    }
-}
-
-/// The seed's text form, as saved beside the state.
-pub fn encode_seed(seed: &Seed) -> String {
-    seed.iter().map(|k| format!("{k:016x}")).collect()
-}
-
-/// Parses [`encode_seed`]'s form.
-pub fn decode_seed(s: &str) -> Option<Seed> {
-    if s.len() != 128 || !s.is_ascii() {
-        return None;
-    }
-    let mut seed = [0u64; 8];
-    for (i, k) in seed.iter_mut().enumerate() {
-        *k = u64::from_str_radix(&s[16 * i..16 * (i + 1)], 16).ok()?;
-    }
-    Some(seed)
 }
 
 #[cfg(test)]
