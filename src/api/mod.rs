@@ -620,7 +620,7 @@ async fn article(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if id.is_empty() || id.len() > crate::event::decode::MAX_ID_BYTES {
+    if id.is_empty() || id.len() > crate::event::fields::MAX_ID_BYTES {
         return Err(ApiError::InvalidParameter(
             "article id is empty or too long".to_string(),
         ));

@@ -7,6 +7,7 @@
 //! (bots, stale, duplicates) before they are scored.
 
 pub mod decode;
+pub mod fields;
 pub mod filter;
 
 /// The protobuf messages generated from `proto/popularity/v1/events.proto`.

@@ -1,0 +1,99 @@
+//! The rules of single fields, shared by every encoding: ids, tags, texts
+//! and links, with their bounds.
+
+use std::borrow::Cow;
+
+use super::{slug, Invalid};
+
+/// Longest accepted article, event or visitor id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Most tags accepted on one event.
+pub const MAX_TAGS: usize = 32;
+/// Longest headline or byline, in characters.
+pub const MAX_TITLE_CHARS: usize = 500;
+/// Longest summary, in characters.
+pub const MAX_SUMMARY_CHARS: usize = 1_000;
+/// Longest URL, in bytes.
+pub const MAX_URL_BYTES: usize = 2_048;
+
+/// A text field: empty is absent, longer than `max` characters is invalid.
+pub(super) fn text(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+    max: usize,
+) -> Result<Option<String>, Invalid> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if v.chars().count() > max => Err(Invalid::InvalidField {
+            field,
+            message: format!("longer than {max} characters"),
+        }),
+        Some(v) => Ok(Some(v.into_owned())),
+    }
+}
+
+/// A link shown to readers: an absolute `http` or `https` URL, so that a
+/// `javascript:` or `data:` URL never reaches a page.
+pub(super) fn web_url(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+) -> Result<Option<String>, Invalid> {
+    let Some(url) = text(field, value, MAX_URL_BYTES)? else {
+        return Ok(None);
+    };
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    let host_ok = rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !host.contains(char::is_whitespace)
+    });
+    if !host_ok || url.len() > MAX_URL_BYTES || url.chars().any(char::is_control) {
+        return Err(Invalid::InvalidField {
+            field,
+            message: "must be an http(s) URL".to_string(),
+        });
+    }
+    Ok(Some(url))
+}
+
+pub(super) fn check_id(field: &'static str, value: Option<&str>) -> Result<String, Invalid> {
+    optional_id(field, value)?.ok_or(Invalid::MissingField(field))
+}
+
+pub(super) fn optional_id(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<String>, Invalid> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) if v.len() > MAX_ID_BYTES => Err(Invalid::InvalidField {
+            field,
+            message: format!("longer than {MAX_ID_BYTES} bytes"),
+        }),
+        Some(v) if v.chars().any(char::is_control) => Err(Invalid::InvalidField {
+            field,
+            message: "contains control characters".to_string(),
+        }),
+        Some(v) => Ok(Some(v.to_string())),
+    }
+}
+
+pub(super) fn tags(raw: Option<Vec<Cow<'_, str>>>) -> Result<Vec<String>, Invalid> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_TAGS {
+        return Err(Invalid::InvalidField {
+            field: "tags",
+            message: format!("{} tags, at most {MAX_TAGS} are accepted", raw.len()),
+        });
+    }
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    for t in raw {
+        let s = slug(&t);
+        if !s.is_empty() && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
