@@ -1,0 +1,58 @@
+//! The Redis key layout of DESIGN §4: every key name, under one prefix.
+
+use crate::event::EventType;
+use crate::scoring::Group;
+use crate::store::group_tag;
+
+/// Key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (`pop` by default).
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `pop:{all}:meta`: landmarks (and later fences) of a group.
+    pub fn meta(&self, group: &Group) -> String {
+        format!("{}:{}:meta", self.prefix, group_tag(group))
+    }
+
+    /// `pop:{all}:r:trending`: one ranking.
+    pub fn ranking(&self, group: &Group, profile: &str) -> String {
+        format!("{}:{}:r:{profile}", self.prefix, group_tag(group))
+    }
+
+    /// `pop:{all}:count:page_view`: all-time counted events per article.
+    pub fn count(&self, kind: EventType) -> String {
+        format!("{}:{{all}}:count:{}", self.prefix, kind.as_str())
+    }
+
+    /// `pop:{idx}:all` or `pop:{idx}:s:<section>`: the News Index.
+    pub fn index(&self, section: Option<&str>) -> String {
+        match section {
+            None => format!("{}:{{idx}}:all", self.prefix),
+            Some(s) => format!("{}:{{idx}}:s:{s}", self.prefix),
+        }
+    }
+
+    /// `pop:{d:<topic>/<partition>}:meta`: a partition's duplicate-filter fence and seed.
+    pub fn filter_meta(&self, source: &str) -> String {
+        format!("{}:{{d:{source}}}:meta", self.prefix)
+    }
+
+    /// `pop:{d:<topic>/<partition>}:log`: its deltas since the last snapshot.
+    pub fn filter_log(&self, source: &str) -> String {
+        format!("{}:{{d:{source}}}:log", self.prefix)
+    }
+
+    /// `pop:article:<id>`: article metadata.
+    pub fn article(&self, id: &str) -> String {
+        format!("{}:article:{id}", self.prefix)
+    }
+}
