@@ -13,8 +13,10 @@ use serde::Deserialize;
 
 use crate::event::{slug, EventType};
 
+mod env;
+
 /// The built-in defaults, as the TOML an operator would write.
-pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+pub const DEFAULTS_TOML: &str = include_str!("../defaults.toml");
 
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -237,22 +239,12 @@ impl Settings {
                 .map_err(|e| ConfigError::Source(format!("cannot read {}: {e}", path.display())))?;
             builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
         }
-        // librdkafka property names hold dots, which `config` would read as
-        // nesting: those variables are merged after deserialisation.
-        let (properties, env): (Vec<_>, Vec<_>) = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("POPULARITY__"))
-            .partition(|(k, _)| k.starts_with(PROPERTIES_ENV));
-        // Lists in the environment are comma separated; merged after
-        // deserialisation too.
-        let (origins, env): (Vec<_>, Vec<_>) =
-            env.into_iter().partition(|(k, _)| k == CORS_ORIGINS_ENV);
-        let env: config::Map<String, String> = env.into_iter().collect();
+        let mut env = env::Variables::split(env);
         builder = builder.add_source(
             Environment::with_prefix("popularity")
                 .prefix_separator("__")
                 .separator("__")
-                .source(Some(env)),
+                .source(Some(std::mem::take(&mut env.plain))),
         );
         let merged = builder
             .build()
@@ -262,20 +254,7 @@ impl Settings {
             let message = e.inner().to_string();
             invalid(key, strip_key_suffix(&message))
         })?;
-        for (_, v) in origins {
-            settings.api.cors_allowed_origins = v
-                .split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty())
-                .map(str::to_string)
-                .collect();
-        }
-        for (k, v) in properties {
-            let name = k[PROPERTIES_ENV.len()..]
-                .to_ascii_lowercase()
-                .replace('_', ".");
-            settings.kafka.properties.insert(name, v);
-        }
+        env.merge_into(&mut settings);
         settings.validate()?;
         Ok(settings)
     }
@@ -413,9 +392,6 @@ impl Settings {
     }
 }
 
-/// Environment form of `api.cors_allowed_origins`: origins separated by commas.
-const CORS_ORIGINS_ENV: &str = "POPULARITY__API__CORS_ALLOWED_ORIGINS";
-
 /// `scheme://host[:port]` with an http(s) scheme and nothing after: what a
 /// browser sends as `Origin`.
 fn is_origin(s: &str) -> bool {
@@ -434,10 +410,6 @@ fn is_origin(s: &str) -> bool {
             .is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
-/// Environment form of `kafka.properties.*`: underscores after it stand for
-/// dots (`POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL` → `security.protocol`).
-const PROPERTIES_ENV: &str = "POPULARITY__KAFKA__PROPERTIES__";
-
 /// serde messages from `config` sometimes repeat the key; the key is reported separately.
 fn strip_key_suffix(message: &str) -> String {
     match message.find(" for key `") {
@@ -451,7 +423,7 @@ mod tests {
     #[test]
     fn the_example_file_sets_every_key_to_its_default() {
         use config::{Config, File, FileFormat};
-        let text = include_str!("../popularity.example.toml");
+        let text = include_str!("../../popularity.example.toml");
         // Read alone, without the built-in defaults: a key missing from the
         // example fails here.
         let alone: super::Settings = Config::builder()
