@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, cache::Cache, streams::Streams, ApiState};
+use crate::api::{self, streams::Streams, ApiState};
 use crate::config::Settings;
 use crate::ingest::{ConsumerState, Ingest};
 use crate::metrics::Metrics;
@@ -101,28 +101,7 @@ impl App {
             )?;
             (Some(ingest), Some(state))
         };
-        let state = ApiState {
-            store: store.clone(),
-            profiles,
-            metrics: metrics.clone(),
-            cache: Arc::new(Cache::new(settings.api.cache_ttl, metrics.clone())),
-            cache_control: axum::http::HeaderValue::from_str(&format!(
-                "public, max-age={}",
-                settings.api.cache_ttl.as_secs()
-            ))
-            .expect("digits are a valid header"),
-            consumer,
-            // Streamed lists are recomputed at the cache's pace (at least
-            // every 250 ms when the cache is off).
-            streams: Arc::new(Streams::new(
-                settings.api.max_streams,
-                settings
-                    .api
-                    .cache_ttl
-                    .max(std::time::Duration::from_millis(250)),
-            )),
-            cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
-        };
+        let state = ApiState::new(&settings, store.clone(), metrics.clone(), consumer);
         let streams = state.streams.clone();
         let listener = tokio::net::TcpListener::bind(&settings.api.listen)
             .await

@@ -1,90 +1,331 @@
-//! Query parameters of the API routes, parsed and bounded.
+//! Query parameters of the API routes, as types: each route's parameters are
+//! one struct that rejects unknown names, each value a type that checks its
+//! bounds while it is parsed, and the OpenAPI parameters are generated from
+//! the same types — so the bounds the document declares are the ones the
+//! code enforces.
 
-use std::collections::HashMap;
 use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::Deserialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::ApiError;
 use crate::event::slug;
+use crate::store::Cursor;
 
-/// Query parameters, checked strictly: unknown names are rejected so typos
-/// do not silently return the default list.
-pub(super) struct Params {
-    map: HashMap<String, String>,
+/// Largest `limit` accepted.
+pub const MAX_LIMIT: usize = 100;
+/// Largest `offset` accepted.
+pub const MAX_OFFSET: usize = 10_000;
+/// Longest section or tag name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// How many items a list has: 1 to [`MAX_LIMIT`], 10 by default.
+pub(super) type Limit = Bounded<1, MAX_LIMIT, 10>;
+/// How many articles a page of the News Index has: 20 by default.
+pub(super) type IndexLimit = Bounded<1, MAX_LIMIT, 20>;
+/// How many items of a list to skip: up to [`MAX_OFFSET`].
+pub(super) type Offset = Bounded<0, MAX_OFFSET, 0>;
+
+/// `GET /v1/rankings/{profile}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RankingParams {
+    /// Only this section (normalised to a slug); at most one of section and tag.
+    #[param(inline)]
+    pub section: Option<Name>,
+    /// Only this tag (normalised to a slug).
+    #[param(inline)]
+    pub tag: Option<Name>,
+    /// How many articles.
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: Limit,
+    /// How many to skip.
+    #[serde(default)]
+    #[param(inline)]
+    pub offset: Offset,
+    /// Only articles published this recently, e.g. 48h.
+    #[param(inline)]
+    pub published_within: Option<Within>,
 }
 
-impl Params {
-    /// The parameters of a request that accepts only `allowed`.
-    pub(super) fn new(map: HashMap<String, String>, allowed: &[&str]) -> Result<Params, ApiError> {
-        let mut unknown: Vec<&str> = map
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !allowed.contains(k))
-            .collect();
-        if !unknown.is_empty() {
-            unknown.sort_unstable();
-            return Err(ApiError::InvalidParameter(format!(
-                "unknown parameter {}; accepted: {}",
-                unknown.join(", "),
-                allowed.join(", ")
-            )));
+/// `GET /v1/stream/rankings/{profile}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StreamParams {
+    /// Only this section (normalised to a slug); at most one of section and tag.
+    #[param(inline)]
+    pub section: Option<Name>,
+    /// Only this tag (normalised to a slug).
+    #[param(inline)]
+    pub tag: Option<Name>,
+    /// How many articles.
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: Limit,
+    /// Only articles published this recently, e.g. 12h.
+    #[param(inline)]
+    pub published_within: Option<Within>,
+}
+
+/// `GET /v1/rankings/{profile}/tags`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TagParams {
+    /// How many tags.
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: Limit,
+    /// How many to skip.
+    #[serde(default)]
+    #[param(inline)]
+    pub offset: Offset,
+}
+
+/// `GET /v1/index`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct IndexParams {
+    /// Only this section (normalised to a slug).
+    #[param(inline)]
+    pub section: Option<Name>,
+    /// How many articles.
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: IndexLimit,
+    /// Only articles strictly older than this: a `next_before` cursor, an
+    /// RFC 3339 time or epoch milliseconds.
+    #[param(inline)]
+    pub before: Option<Before>,
+}
+
+/// The query string parsed into `T`; any problem is a 400 naming the
+/// parameter (`limit must be between 1 and 100`, `unknown field …`).
+pub(super) struct Strict<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Strict<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Strict)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::InvalidParameter(match path.as_str() {
+                    "" | "." => format!("invalid query: {}", e.inner()),
+                    _ => format!("{path} {}", e.inner()),
+                })
+            })
+    }
+}
+
+/// Deserialises a query value from its text with `parse`, whose error says
+/// what the value must be.
+fn from_text<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Text<T>(&'static str, fn(&str) -> Result<T, String>);
+    impl<T> Visitor<'_> for Text<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
         }
-        Ok(Params { map })
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.1)(v).map_err(E::custom)
+        }
     }
+    d.deserialize_str(Text(expecting, parse))
+}
 
-    /// The raw value of `name`, if given.
-    pub(super) fn raw(&self, name: &str) -> Option<&str> {
-        self.map.get(name).map(String::as_str)
+/// A whole number in `MIN..=MAX`, `DEFAULT` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bounded<const MIN: usize, const MAX: usize, const DEFAULT: usize>(pub usize);
+
+impl<const MIN: usize, const MAX: usize, const DEFAULT: usize> Default
+    for Bounded<MIN, MAX, DEFAULT>
+{
+    fn default() -> Self {
+        Bounded(DEFAULT)
     }
+}
 
-    /// `name` as a number in `min..=max`, or `default` when absent.
-    pub(super) fn number(
-        &self,
-        name: &str,
-        default: usize,
-        min: usize,
-        max: usize,
-    ) -> Result<usize, ApiError> {
-        match self.map.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<usize>()
+impl<'de, const MIN: usize, const MAX: usize, const DEFAULT: usize> Deserialize<'de>
+    for Bounded<MIN, MAX, DEFAULT>
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, "a whole number", |v| {
+            v.parse::<usize>()
                 .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::InvalidParameter(format!("{name} must be between {min} and {max}"))
-                }),
-        }
+                .filter(|n| (MIN..=MAX).contains(n))
+                .map(Bounded)
+                .ok_or_else(|| format!("must be between {MIN} and {MAX}"))
+        })
     }
+}
 
-    /// `name` as a section or tag slug.
-    pub(super) fn name(&self, name: &str) -> Result<Option<String>, ApiError> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(v) => {
-                let s = slug(v);
-                if s.is_empty() || v.len() > 200 {
-                    return Err(ApiError::InvalidParameter(format!(
-                        "{name} must be a non-empty name of at most 200 bytes"
-                    )));
-                }
-                Ok(Some(s))
+impl<const MIN: usize, const MAX: usize, const DEFAULT: usize> PartialSchema
+    for Bounded<MIN, MAX, DEFAULT>
+{
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(MIN as f64))
+            .maximum(Some(MAX as f64))
+            .default(Some(DEFAULT.into()))
+            .into()
+    }
+}
+
+impl<const MIN: usize, const MAX: usize, const DEFAULT: usize> ToSchema
+    for Bounded<MIN, MAX, DEFAULT>
+{
+}
+
+/// A section or tag, as its slug (DESIGN §2): not empty once normalised,
+/// at most [`MAX_NAME_BYTES`] as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Name(pub String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, "a name", |v| {
+            let s = slug(v);
+            if s.is_empty() || v.len() > MAX_NAME_BYTES {
+                return Err(format!(
+                    "must be a name with a letter or digit, of at most {MAX_NAME_BYTES} bytes"
+                ));
             }
-        }
+            Ok(Name(s))
+        })
     }
+}
 
-    /// `name` as a positive humantime duration.
-    pub(super) fn duration(&self, name: &str) -> Result<Option<Duration>, ApiError> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(v) => humantime::parse_duration(v)
+impl PartialSchema for Name {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_NAME_BYTES))
+            .examples([serde_json::json!("business")])
+            .into()
+    }
+}
+
+impl ToSchema for Name {}
+
+/// A positive duration such as `48h` or `30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Within(pub Duration);
+
+impl<'de> Deserialize<'de> for Within {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, "a duration", |v| {
+            humantime::parse_duration(v)
                 .ok()
                 .filter(|d| !d.is_zero())
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError::InvalidParameter(format!(
-                        "{name} must be a positive duration such as 48h or 30m"
-                    ))
-                }),
+                .map(Within)
+                .ok_or_else(|| "must be a positive duration such as 48h or 30m".to_string())
+        })
+    }
+}
+
+impl PartialSchema for Within {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .examples([serde_json::json!("48h")])
+            .into()
+    }
+}
+
+impl ToSchema for Within {}
+
+/// A position in the News Index: a `next_before` cursor, an RFC 3339 time
+/// or epoch milliseconds (then only strictly older articles follow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Before(pub Cursor);
+
+impl<'de> Deserialize<'de> for Before {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, "a position", |v| {
+            parse_before(v).map(Before).ok_or_else(|| {
+                "must be a next_before cursor, an RFC 3339 time or epoch milliseconds".to_string()
+            })
+        })
+    }
+}
+
+impl PartialSchema for Before {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .examples([serde_json::json!("2026-12-01T08:00:00Z")])
+            .into()
+    }
+}
+
+impl ToSchema for Before {}
+
+fn parse_before(s: &str) -> Option<Cursor> {
+    if let Some(c) = Cursor::decode(s) {
+        return Some(c);
+    }
+    let ms = s.parse::<i64>().ok().or_else(|| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    })?;
+    // An empty id sorts before every id: only strictly older articles follow.
+    Some(Cursor {
+        published_at_ms: ms,
+        article_id: String::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T: DeserializeOwned>(q: &str) -> Result<T, String> {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de).map_err(|e| format!("{} {}", e.path(), e.inner()))
+    }
+
+    #[test]
+    fn values_are_checked_while_parsed_and_defaults_fill_the_rest() {
+        let p: RankingParams = parse("section=World%20News&limit=5").unwrap();
+        assert_eq!(p.section, Some(Name("world-news".into())));
+        assert_eq!((p.limit.0, p.offset.0, p.tag), (5, 0, None));
+        let p: IndexParams = parse("").unwrap();
+        assert_eq!(p.limit.0, 20);
+        for (q, want) in [
+            ("limit=0", "limit must be between 1 and 100"),
+            ("limit=ten", "limit must be between 1 and 100"),
+            ("offset=10001", "offset must be between 0 and 10000"),
+            ("section=%21%21", "section must be a name"),
+            ("published_within=0s", "published_within must be a positive"),
+            ("limt=5", "unknown field `limt`"),
+            ("limit=1&limit=2", "duplicate field `limit`"),
+        ] {
+            let e = parse::<RankingParams>(q).unwrap_err();
+            assert!(e.contains(want), "{q}: {e}");
         }
     }
 }

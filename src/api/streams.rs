@@ -15,13 +15,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse as _, Response};
 use futures::{Stream, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{compute_ranking, ApiError, ApiState, RankingQuery};
+use super::params::{StreamParams, Strict};
+use super::rankings::{compute_ranking, RankingQuery};
+use super::{ApiError, ApiState};
 
 /// How often between comment lines that keep idle connections open.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -137,9 +142,39 @@ impl Poller {
     }
 }
 
+/// Most Popular / Popular Reads as Server-Sent Events: `event: ranking`
+/// with the JSON of the rankings route, at connect and whenever the list's
+/// order or members change; comment heartbeats every 15 s.
+#[utoipa::path(get, path = "/v1/stream/rankings/{profile}", tag = "rankings",
+    params(
+        ("profile" = String, Path, description = "Ranking profile, e.g. trending"),
+        StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the same list is not sent again"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream of RankingResponse", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid parameter", body = super::model::ErrorBody),
+        (status = 404, description = "Unknown profile", body = super::model::ErrorBody),
+        (status = 503, description = "Too many open streams", body = super::model::ErrorBody),
+    ))]
+pub(super) async fn stream_ranking(
+    State(state): State<ApiState>,
+    Path(profile): Path<String>,
+    Strict(p): Strict<StreamParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut q = RankingQuery::new(&state, profile, p.section, p.tag, p.limit.0)?;
+    q.within = p.published_within.map(|w| w.0);
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    Ok(stream(&state, q, last)?.into_response())
+}
+
 /// The SSE response for `query`: the list at connect (unless the client's
 /// `Last-Event-ID` is already the current frame), then every change.
-pub(super) fn stream(
+fn stream(
     state: &ApiState,
     query: RankingQuery,
     last_event_id: Option<u64>,

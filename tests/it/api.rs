@@ -37,7 +37,7 @@ async fn invalid_api_parameters_get_400_with_a_message_and_unknown_profiles_404(
             "/v1/rankings/trending?published_within=soon",
             "published_within must be",
         ),
-        ("/v1/rankings/trending?limt=5", "unknown parameter limt"),
+        ("/v1/rankings/trending?limt=5", "unknown field `limt`"),
         (
             "/v1/rankings/trending/tags?limit=1000",
             "limit must be between 1 and 100",

@@ -1,0 +1,99 @@
+//! Article pages: `/v1/articles/{id}`, and the view of an article that
+//! every list shares.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::model::*;
+use super::{cached, rfc3339, ApiError, ApiState};
+use crate::event::{ArticleMeta, EventType};
+use crate::now_ms;
+use crate::scoring::Group;
+use crate::store::ArticleState;
+
+/// An article as lists show it; metadata fields are null when unknown.
+pub(super) fn article_view(article_id: String, meta: Option<ArticleMeta>) -> ArticleView {
+    // Unknown metadata has no tags, which is not the same as none.
+    let known = meta.is_some();
+    let m = meta.unwrap_or_default();
+    ArticleView {
+        article_id,
+        title: m.title,
+        url: m.url,
+        section: m.section,
+        tags: known.then_some(m.tags),
+        published_at: m.published_at_ms.map(rfc3339),
+        author: m.author,
+        summary: m.summary,
+        image_url: m.image_url,
+    }
+}
+
+/// An article: metadata, score and ranks per profile, all-time counts.
+#[utoipa::path(get, path = "/v1/articles/{id}", tag = "articles",
+    params(("id" = String, Path, description = "Article id", min_length = 1, max_length = 256)),
+    responses(
+        (status = 200, description = "The article", body = ArticleResponse),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 404, description = "Unknown or unpublished article", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
+pub(super) async fn article(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if id.is_empty() || id.len() > crate::event::fields::MAX_ID_BYTES {
+        return Err(ApiError::InvalidParameter(
+            "article id is empty or too long".to_string(),
+        ));
+    }
+    let key = format!("a|{id}");
+    let st = state.clone();
+    cached(&state, key, &headers, move || async move {
+        let at = now_ms();
+        let meta = match st.store.articles(std::slice::from_ref(&id)).await?.pop() {
+            Some(ArticleState::Withdrawn) => {
+                return Err(ApiError::NotFound(format!(
+                    "article {id:?} was unpublished"
+                )))
+            }
+            Some(ArticleState::Live(m)) => Some(*m),
+            _ => None,
+        };
+        let overall = st.store.position(&Group::All, &id, at).await?;
+        let in_section = match meta.as_ref().and_then(|m| m.section.clone()) {
+            Some(s) => st.store.position(&Group::Section(s), &id, at).await?,
+            None => vec![None; st.profiles.len()],
+        };
+        let counts = st.store.counts(&id).await?;
+        if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; EventType::COUNT]
+        {
+            return Err(ApiError::NotFound(format!("unknown article {id:?}")));
+        }
+        let profiles = st
+            .profiles
+            .iter()
+            .zip(overall.iter().zip(&in_section))
+            .map(|(p, (o, s))| ArticleScore {
+                profile: p.name.clone(),
+                score: o.map_or(0.0, |(v, _)| v),
+                rank_overall: o.map(|(_, r)| r),
+                rank_in_section: s.map(|(_, r)| r),
+            })
+            .collect();
+        let count = |k: EventType| counts[k.index()];
+        Ok(ArticleResponse {
+            article: article_view(id, meta),
+            generated_at: rfc3339(at),
+            profiles,
+            counts: Counts {
+                page_view: count(EventType::PageView),
+                share: count(EventType::Share),
+                engagement: count(EventType::Engagement),
+            },
+        })
+    })
+    .await
+}

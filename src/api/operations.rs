@@ -1,0 +1,62 @@
+//! What operators and tools read: liveness, readiness, metrics and the
+//! OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{cached, ApiDoc, ApiError, ApiState};
+
+/// Alive: answers without touching the store.
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready: the store answers and, when this process consumes, it holds
+/// partitions and can write.
+pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness: store unreachable");
+        problems.push("store unreachable");
+    }
+    if let Some(c) = &state.consumer {
+        if !c.is_assigned() {
+            problems.push("consumer has no partitions assigned");
+        }
+        if !c.store_ok() {
+            problems.push("consumer cannot write to the store");
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reasons": problems})),
+        )
+            .into_response()
+    }
+}
+
+/// Prometheus text format.
+pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document, with the same caching headers as the answers.
+pub(super) async fn openapi(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    cached(&state, "openapi".to_string(), &headers, || async {
+        Ok(<ApiDoc as utoipa::OpenApi>::openapi())
+    })
+    .await
+}

@@ -1,0 +1,263 @@
+//! Most Popular, Popular Reads and Popular Tags: `/v1/rankings…`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::articles::article_view;
+use super::model::*;
+use super::params::{RankingParams, Strict, TagParams};
+use super::{cached, profile_index, rfc3339, ApiError, ApiState};
+use crate::event::ArticleMeta;
+use crate::now_ms;
+use crate::scoring::Group;
+
+/// The configured ranking profiles.
+#[utoipa::path(get, path = "/v1/rankings", tag = "rankings",
+    responses((status = 200, description = "Profiles", body = ProfilesResponse)))]
+pub(super) async fn list_profiles(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let st = state.clone();
+    cached(
+        &state,
+        "profiles".to_string(),
+        &headers,
+        move || async move {
+            Ok(ProfilesResponse {
+                profiles: st
+                    .profiles
+                    .iter()
+                    .map(|p| ProfileView {
+                        name: p.name.clone(),
+                        half_life_seconds: p.half_life_ms / 1000.0,
+                        weights: p.weights,
+                    })
+                    .collect(),
+            })
+        },
+    )
+    .await
+}
+
+/// Most Popular / Popular Reads: articles by decayed score.
+#[utoipa::path(get, path = "/v1/rankings/{profile}", tag = "rankings",
+    params(("profile" = String, Path, description = "Ranking profile, e.g. trending"), RankingParams),
+    responses(
+        (status = 200, description = "The ranking", body = RankingResponse),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
+pub(super) async fn ranking(
+    State(state): State<ApiState>,
+    Path(profile): Path<String>,
+    Strict(p): Strict<RankingParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut q = RankingQuery::new(&state, profile, p.section, p.tag, p.limit.0)?;
+    q.offset = p.offset.0;
+    q.within = p.published_within.map(|w| w.0);
+    let st = state.clone();
+    cached(&state, q.key(), &headers, move || async move {
+        compute_ranking(&st, q).await
+    })
+    .await
+}
+
+/// What a rankings request asks for, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RankingQuery {
+    profile: String,
+    index: usize,
+    group: Group,
+    section: Option<String>,
+    tag: Option<String>,
+    pub(super) limit: usize,
+    pub(super) offset: usize,
+    pub(super) within: Option<Duration>,
+}
+
+impl RankingQuery {
+    /// The first `limit` of `profile`'s ranking of the section, the tag or
+    /// everything (at most one of section and tag).
+    pub(super) fn new(
+        state: &ApiState,
+        profile: String,
+        section: Option<super::params::Name>,
+        tag: Option<super::params::Name>,
+        limit: usize,
+    ) -> Result<RankingQuery, ApiError> {
+        let index = profile_index(state, &profile)?;
+        let (section, tag) = (section.map(|s| s.0), tag.map(|t| t.0));
+        let group = match (&section, &tag) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidParameter(
+                    "give at most one of section and tag".to_string(),
+                ))
+            }
+            (Some(s), None) => Group::Section(s.clone()),
+            (None, Some(t)) => Group::Tag(t.clone()),
+            (None, None) => Group::All,
+        };
+        Ok(RankingQuery {
+            profile,
+            index,
+            group,
+            section,
+            tag,
+            limit,
+            offset: 0,
+            within: None,
+        })
+    }
+
+    /// The same for every request that asks for the same list.
+    pub(super) fn key(&self) -> String {
+        format!(
+            "r|{}|{:?}|{}|{}|{}",
+            self.profile,
+            self.group,
+            self.limit,
+            self.offset,
+            self.within.map(|d| d.as_millis()).unwrap_or(0)
+        )
+    }
+}
+
+/// The ranking a query asks for, decayed to now, with metadata.
+pub(super) async fn compute_ranking(
+    st: &ApiState,
+    q: RankingQuery,
+) -> Result<RankingResponse, ApiError> {
+    let at = now_ms();
+    let (p, offset, limit) = (q.index, q.offset, q.limit);
+    let items = match q.within {
+        None => {
+            let page = st.store.top(&q.group, p, offset, limit, at).await?;
+            let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
+            let metas = st.store.articles(&ids).await?;
+            page.items
+                .into_iter()
+                .zip(metas)
+                .enumerate()
+                .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m.live()))
+                .collect()
+        }
+        Some(within) => recent(st, &q, at, within).await?,
+    };
+    Ok(RankingResponse {
+        profile: q.profile,
+        section: q.section,
+        tag: q.tag,
+        generated_at: rfc3339(at),
+        items,
+    })
+}
+
+/// The ranking restricted to articles published within `within` of `at`:
+/// scans the ranking in pages until `offset + limit` qualify or it ends, so
+/// a page is never short while enough articles exist.
+async fn recent(
+    st: &ApiState,
+    q: &RankingQuery,
+    at: i64,
+    within: Duration,
+) -> Result<Vec<RankedArticle>, ApiError> {
+    let since = at - within.as_millis() as i64;
+    let want = q.offset + q.limit;
+    let page_size = (want * 4).clamp(100, 1000);
+    let mut out = Vec::new();
+    let mut qualifying = 0;
+    let mut start = 0;
+    loop {
+        let page = st
+            .store
+            .top(&q.group, q.index, start, page_size, at)
+            .await?;
+        let n = page.items.len();
+        let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
+        let metas = st.store.articles(&ids).await?;
+        for (s, m) in page.items.into_iter().zip(metas) {
+            let m = m.live();
+            let fresh = m
+                .as_ref()
+                .and_then(|m| m.published_at_ms)
+                .is_some_and(|p| p >= since);
+            if !fresh {
+                continue;
+            }
+            qualifying += 1;
+            if qualifying > q.offset {
+                out.push(ranked(qualifying, s.member, s.score, m));
+                if out.len() == q.limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if n < page_size {
+            return Ok(out);
+        }
+        start += n;
+    }
+}
+
+fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>) -> RankedArticle {
+    let v = article_view(article_id, meta);
+    RankedArticle {
+        rank,
+        article_id: v.article_id,
+        score,
+        title: v.title,
+        url: v.url,
+        section: v.section,
+        tags: v.tags,
+        published_at: v.published_at,
+        author: v.author,
+        summary: v.summary,
+        image_url: v.image_url,
+    }
+}
+
+/// Popular Tags: tags by the decayed score of their articles' events.
+#[utoipa::path(get, path = "/v1/rankings/{profile}/tags", tag = "rankings",
+    params(("profile" = String, Path, description = "Ranking profile"), TagParams),
+    responses(
+        (status = 200, description = "The tags", body = TagsResponse),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
+pub(super) async fn popular_tags(
+    State(state): State<ApiState>,
+    Path(profile): Path<String>,
+    Strict(params): Strict<TagParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let p = profile_index(&state, &profile)?;
+    let (limit, offset) = (params.limit.0, params.offset.0);
+    let key = format!("t|{profile}|{limit}|{offset}");
+    let st = state.clone();
+    cached(&state, key, &headers, move || async move {
+        let at = now_ms();
+        let page = st.store.top(&Group::Tags, p, offset, limit, at).await?;
+        Ok(TagsResponse {
+            profile,
+            generated_at: rfc3339(at),
+            items: page
+                .items
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| RankedTag {
+                    rank: offset + i + 1,
+                    tag: s.member,
+                    score: s.score,
+                })
+                .collect(),
+        })
+    })
+    .await
+}
