@@ -3,14 +3,21 @@
 //   <div data-popularity-widget data-profile="trending" data-section="news" data-limit="5"></div>
 // on a page and the div becomes a live list of the most read articles,
 // kept current through /v1/stream/rankings (polling /v1/rankings where
-// EventSource is missing). Options: data-profile (default trending),
-// data-section or data-tag, data-limit (1-100, default 5), data-title.
+// EventSource is missing). Options:
+//   data-list       ranking (default), index (the News Index) or tags (Popular Tags)
+//   data-profile    ranking profile (default trending)
+//   data-section    only this section (ranking, index); data-tag: only this tag (ranking)
+//   data-published-within  only articles published this recently, e.g. 12h (ranking)
+//   data-limit      1-100 (default 5)
+//   data-title      a heading above the list
+//   data-compact    titles only, numbered (no section, time, summary or image)
+//   data-refresh    seconds between polls of index, tags and the fallback (default 15)
 // No dependencies; every text is inserted as text, never as HTML.
+// window.PopularityWidget.mount(el) / .unmount(el) start and stop one by hand.
 (function () {
   "use strict";
   var script = document.currentScript;
   var base = script && script.src ? new URL(script.src).origin : "";
-  var POLL_MS = 15000;
 
   function ago(iso) {
     var s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -39,15 +46,14 @@
     }
   }
 
-  function render(root, data) {
-    var list = el("ol", { "class": "popularity-list" });
-    (data.items || []).forEach(function (item) {
-      var li = el("li", { "data-article-id": item.article_id });
-      var img = item.image_url && safe(item.image_url);
-      if (img) li.appendChild(el("img", { src: img, alt: "", loading: "lazy", width: "72", height: "48" }));
-      var body = el("div", { "class": "popularity-body" });
-      var href = item.url && safe(item.url);
-      body.appendChild(el(href ? "a" : "span", { href: href, "class": "popularity-title" }, item.title || item.article_id));
+  function article(item, compact) {
+    var li = el("li", { "data-article-id": item.article_id });
+    var img = !compact && item.image_url && safe(item.image_url);
+    if (img) li.appendChild(el("img", { src: img, alt: "", loading: "lazy", width: "72", height: "48" }));
+    var body = el("div", { "class": "popularity-body" });
+    var href = item.url && safe(item.url);
+    body.appendChild(el(href ? "a" : "span", { href: href, "class": "popularity-title" }, item.title || item.article_id));
+    if (!compact) {
       var meta = el("div", { "class": "popularity-meta" });
       if (item.section) meta.appendChild(el("span", { "class": "popularity-section" }, item.section));
       if (item.published_at) {
@@ -56,60 +62,101 @@
       }
       body.appendChild(meta);
       if (item.summary) body.appendChild(el("p", { "class": "popularity-summary" }, item.summary));
-      li.appendChild(body);
-      list.appendChild(li);
+    }
+    li.appendChild(body);
+    return li;
+  }
+
+  function render(root, kind, data) {
+    var compact = root.hasAttribute("data-compact");
+    var list = el(kind === "ranking" ? "ol" : "ul", { "class": "popularity-list popularity-" + kind });
+    (data.items || []).forEach(function (item) {
+      list.appendChild(kind === "tags"
+        ? el("li", { "data-tag": item.tag }, "#" + item.tag)
+        : article(item, compact));
     });
     if (!list.firstChild) list.appendChild(el("li", { "class": "popularity-empty" }, "Nothing yet"));
     var old = root.querySelector(".popularity-list");
     if (old) root.replaceChild(list, old); else root.appendChild(list);
   }
 
-  function start(root) {
-    var d = root.dataset;
+  // The route and query of a widget's list.
+  function source(d, kind) {
     var q = new URLSearchParams();
-    if (d.section) q.set("section", d.section);
-    if (d.tag) q.set("tag", d.tag);
+    var profile = encodeURIComponent(d.profile || "trending");
     q.set("limit", d.limit || "5");
-    var path = "/" + encodeURIComponent(d.profile || "trending") + "?" + q;
+    if (kind === "tags") return { path: "/v1/rankings/" + profile + "/tags", query: q };
+    if (d.section) q.set("section", d.section);
+    if (kind === "index") return { path: "/v1/index", query: q };
+    if (d.tag) q.set("tag", d.tag);
+    if (d.publishedWithin) q.set("published_within", d.publishedWithin);
+    return { path: "/v1/rankings/" + profile, query: q, stream: "/v1/stream/rankings/" + profile };
+  }
+
+  function mount(root) {
+    unmount(root);
+    var d = root.dataset;
+    var kind = d.list === "index" || d.list === "tags" ? d.list : "ranking";
+    var src = source(d, kind);
+    var refresh = Math.max(2, Number(d.refresh) || 15) * 1000;
     root.classList.add("popularity-widget");
-    if (d.title) root.appendChild(el("h2", { "class": "popularity-heading" }, d.title));
-    root.setAttribute("aria-live", "polite");
-    function show(text) {
-      try { render(root, JSON.parse(text)); } catch (e) { /* a bad frame: keep the last list */ }
+    if (d.title && !root.querySelector(".popularity-heading")) {
+      root.insertBefore(el("h2", { "class": "popularity-heading" }, d.title), root.firstChild);
     }
-    if (window.EventSource) {
-      var es = new EventSource(base + "/v1/stream/rankings" + path);
+    root.setAttribute("aria-live", "polite");
+    var state = { stopped: false };
+    root.__popularity = state;
+    function show(text) {
+      try { render(root, kind, JSON.parse(text)); } catch (e) { /* a bad frame: keep the last list */ }
+    }
+    if (src.stream && window.EventSource) {
+      var es = new EventSource(base + src.stream + "?" + src.query);
       es.addEventListener("ranking", function (e) { show(e.data); });
+      state.stop = function () { es.close(); };
       return;
     }
+    var timer = null;
     function poll() {
-      fetch(base + "/v1/rankings" + path, { headers: { accept: "application/json" } })
+      fetch(base + src.path + "?" + src.query, { headers: { accept: "application/json" } })
         .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (t) { if (t) show(t); })
+        .then(function (t) { if (t && !state.stopped) show(t); })
         .catch(function () { /* the next poll retries */ })
-        .then(function () { setTimeout(poll, POLL_MS); });
+        .then(function () { if (!state.stopped) timer = setTimeout(poll, refresh); });
     }
+    state.stop = function () { clearTimeout(timer); };
     poll();
+  }
+
+  function unmount(root) {
+    var state = root.__popularity;
+    if (!state) return;
+    state.stopped = true;
+    state.stop && state.stop();
+    root.__popularity = null;
   }
 
   function style() {
     var css = ".popularity-widget{font:15px/1.4 system-ui,sans-serif;color:#1a1a1a;background:#fff}" +
       ".popularity-heading{font-size:13px;letter-spacing:.08em;text-transform:uppercase;margin:0 0 8px}" +
-      ".popularity-list{list-style:decimal;margin:0;padding-left:1.6em}" +
+      ".popularity-list{margin:0;padding-left:1.6em}" +
+      "ol.popularity-list{list-style:decimal}ul.popularity-list{list-style:none;padding-left:0}" +
       ".popularity-list li{margin:0 0 10px;overflow:hidden}" +
       ".popularity-list img{float:right;margin-left:8px;border-radius:3px;object-fit:cover}" +
       ".popularity-title{color:#0b3d91;font-weight:600;text-decoration:none}" +
       ".popularity-title:hover,.popularity-title:focus{text-decoration:underline}" +
       ".popularity-meta{font-size:12px;color:#4d4d4d}" +
       ".popularity-section{text-transform:capitalize}" +
-      ".popularity-summary{margin:2px 0 0;font-size:13px;color:#333}";
-    document.head.appendChild(el("style", {}, css));
+      ".popularity-summary{margin:2px 0 0;font-size:13px;color:#333}" +
+      ".popularity-tags{display:flex;flex-wrap:wrap;gap:6px}" +
+      ".popularity-tags li{margin:0;border:1px solid #ccc;border-radius:12px;padding:1px 9px;font-size:13px}";
+    // First in the head, so that the page's own rules win.
+    document.head.insertBefore(el("style", {}, css), document.head.firstChild);
   }
 
   function init() {
     style();
     var roots = document.querySelectorAll("[data-popularity-widget]");
-    for (var i = 0; i < roots.length; i++) start(roots[i]);
+    for (var i = 0; i < roots.length; i++) mount(roots[i]);
     // Relative times keep ticking.
     setInterval(function () {
       var times = document.querySelectorAll(".popularity-widget time[datetime]");
@@ -117,6 +164,7 @@
     }, 30000);
   }
 
+  window.PopularityWidget = { mount: mount, unmount: unmount };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();

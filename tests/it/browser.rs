@@ -1,33 +1,43 @@
-//! The web page in headless Chromium, against a running `popularity demo`:
-//! every widget shows items that the API returns. Writes its screenshot
-//! under the target directory (`screenshot.png` in `CARGO_TARGET_TMPDIR`),
-//! never into the source tree; docs/screenshot.png is refreshed by copying it.
+//! The web page at `/` in headless Chromium, against a running `popularity
+//! demo`: its four lists are the widget, and each shows what the API
+//! returns; choosing a section re-points them. Writes its screenshot under
+//! the target directory (`screenshot.png` in `CARGO_TARGET_TMPDIR`), never
+//! into the source tree; docs/screenshot.png is refreshed by copying it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::helpers::{exited_by, free_port};
+use crate::webdriver::Browser;
 
-fn chromium(args: &[&str]) -> String {
-    let mut all = vec!["--window-size=1280,900", "--virtual-time-budget=8000"];
-    all.extend_from_slice(args);
-    crate::helpers::chromium(&all)
-}
+/// What each list of the page shows: article ids (tags for Popular Tags),
+/// and the sections Popular Reads and the News Index name, once every list
+/// holds at least what the demo's traffic gives it.
+const SHOWN: &str = r##"
+const values = (id, attr) => [...document.querySelectorAll(`#${id} li[${attr}]`)].map((li) => li.getAttribute(attr));
+const texts = (sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent);
+const r = {
+  top: values("most-popular", "data-article-id"),
+  reads: values("popular-reads", "data-article-id"),
+  index: values("news-index", "data-article-id"),
+  tags: values("popular-tags", "data-tag"),
+  read_sections: texts("#popular-reads .popularity-section"),
+  index_sections: texts("#news-index .popularity-section"),
+  read_times: texts("#popular-reads time"),
+  read_summaries: texts("#popular-reads .popularity-summary").length,
+  top_summaries: texts("#most-popular .popularity-summary").length,
+};
+return r.top.length >= 5 && r.reads.length >= 1 && r.index.length >= 8 && r.tags.length >= 3 ? r : null;
+"##;
 
-/// The values of `attr="…"` inside `<section id="{id}">…</section>`.
-fn widget_values(dom: &str, id: &str, attr: &str) -> Vec<String> {
-    let start = dom
-        .find(&format!("<section id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no widget {id} in the page"));
-    let end = start + dom[start..].find("</section>").unwrap();
-    let needle = format!("{attr}=\"");
-    dom[start..end]
-        .match_indices(&needle)
-        .map(|(i, _)| {
-            let rest = &dom[start + i + needle.len()..end];
-            rest[..rest.find('"').unwrap()].to_string()
-        })
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
         .collect()
 }
 
@@ -122,36 +132,78 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .await;
         [top, reads, index, tags]
     };
+    let browser = Browser::start().await;
     let before_asked = Instant::now();
     let before = lists().await;
-    let dom = chromium(&["--dump-dom", &format!("{base}/")]);
-    tokio::time::sleep_until((before_asked + Duration::from_millis(1200)).into()).await;
+    browser.open(&format!("{base}/")).await;
+    let shown = browser
+        .wait_for("every list of the page", Duration::from_secs(20), SHOWN)
+        .await;
+    // `after` is computed after the page read what it shows.
+    tokio::time::sleep_until(
+        (before_asked.max(Instant::now()) + Duration::from_millis(1200)).into(),
+    )
+    .await;
     let after = lists().await;
     let [top, reads, index, tags] = std::array::from_fn(|i| {
         let mut both = before[i].clone();
         both.extend(after[i].iter().cloned());
         both
     });
-    for (widget, attr, api, want) in [
-        ("most-popular", "data-article-id", &top, 5),
-        ("popular-reads", "data-article-id", &reads, 1),
-        ("news-index", "data-article-id", &index, 8),
-        ("popular-tags", "data-tag", &tags, 3),
+    for (list, api) in [
+        ("top", &top),
+        ("reads", &reads),
+        ("index", &index),
+        ("tags", &tags),
     ] {
-        let shown = widget_values(&dom, widget, attr);
-        assert!(shown.len() >= want, "{widget} shows {shown:?}");
-        for v in &shown {
+        for v in strings(&shown[list]) {
             assert!(
-                api.contains(v),
-                "{widget} shows {v}, which the API does not return: {api:?}"
+                api.contains(&v),
+                "{list} shows {v}, which the API does not return: {api:?}"
             );
         }
     }
-    assert!(dom.contains("ago"), "Popular Reads shows relative times");
+    // Popular Reads as the reference sidebar: section, relative time and
+    // summary; Most Popular titles only.
+    let reads_shown = strings(&shown["reads"]).len();
+    assert_eq!(
+        strings(&shown["read_sections"]).len(),
+        reads_shown,
+        "{shown}"
+    );
+    assert!(
+        strings(&shown["read_times"])
+            .iter()
+            .all(|t| t.ends_with(" ago") || t == "just now"),
+        "{shown}"
+    );
+    assert_eq!(shown["read_summaries"], reads_shown, "{shown}");
+    assert_eq!(shown["top_summaries"], 0, "{shown}");
 
     let shot = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshot.png");
-    chromium(&[&format!("--screenshot={shot}"), &format!("{base}/")]);
+    browser.screenshot(shot).await;
     assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
+
+    // Choosing a section re-points the lists that follow it.
+    let section = strings(&shown["index_sections"])[0].to_lowercase();
+    browser
+        .eval(&format!(
+            "const s = document.getElementById('section'); s.value = {section:?}; \
+             s.dispatchEvent(new Event('change')); return s.value;"
+        ))
+        .await;
+    let script = format!(
+        "const t = [...document.querySelectorAll('#news-index .popularity-section')].map((e) => e.textContent.toLowerCase()); \
+         return t.length > 0 && t.every((s) => s === {section:?}) ? t.length : null;"
+    );
+    browser
+        .wait_for(
+            "the News Index of one section",
+            Duration::from_secs(20),
+            &script,
+        )
+        .await;
+    drop(browser);
 
     Command::new("kill")
         .args(["-INT", &demo.id().to_string()])

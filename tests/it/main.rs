@@ -16,4 +16,5 @@ mod operations;
 mod rankings;
 mod store_contract;
 mod streams;
+mod webdriver;
 mod widget;

@@ -176,7 +176,7 @@ async fn widgets_on_another_origin_show_the_api_follow_changes_and_run_no_inject
     );
     // Links come with their http(s) URL, the list is a list.
     assert!(dom.contains("href=\"https://news.example.com/x2\""));
-    assert!(dom.contains("<ol class=\"popularity-list\">"));
+    assert!(dom.contains("<ol class=\"popularity-list popularity-ranking\">"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,4 +206,64 @@ async fn the_widget_script_is_served_with_long_lived_caching() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_event_source_the_widget_polls_and_still_follows_changes() {
+    let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
+    let kafka = Kafka::start(2);
+    let mut s = settings(&kafka, None);
+    s.api.cors_allowed_origins = vec![page_origin.clone()];
+    let app = spawn_app(s).await;
+    // A browser without EventSource, as some embedded web views are.
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Old browser</title>
+<script>window.EventSource = undefined;</script>
+<script src="{}/widget.js"></script></head><body>
+<div id="w" data-popularity-widget data-profile="trending" data-limit="3" data-refresh="2"></div>
+</body></html>"#,
+        app.base
+    );
+    tokio::spawn(serve_page(
+        page_listener,
+        html,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    ));
+    publish(&kafka, "p1", "First", "One.", &["red"]).await;
+    publish(&kafka, "p2", "Second", "Two.", &["red"]).await;
+    views(&kafka, "p1", 0..3).await;
+    views(&kafka, "p2", 0..1).await;
+    wait_until("both articles ranked", Duration::from_secs(60), || async {
+        app.get("/v1/rankings/trending").await.1["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    })
+    .await;
+
+    let browser = crate::webdriver::Browser::start().await;
+    browser.open(&format!("{page_origin}/")).await;
+    let first = "const li = document.querySelector('#w li[data-article-id]'); return li && li.dataset.articleId;";
+    let shown = browser
+        .wait_for("the polled list", Duration::from_secs(10), first)
+        .await;
+    assert_eq!(shown, "p1");
+    let changed = std::time::Instant::now();
+    views(&kafka, "p2", 1..10).await;
+    browser
+        .wait_for(
+            "the polled list to follow the readers",
+            Duration::from_secs(15),
+            "const li = document.querySelector('#w li[data-article-id]'); return li && li.dataset.articleId === 'p2';",
+        )
+        .await;
+    println!(
+        "polling widget: followed the change in {} ms",
+        changed.elapsed().as_millis()
+    );
+    let streams =
+        "popularity_http_requests_total{route=\"/v1/stream/rankings/{profile}\",status=\"200\"}";
+    let polls = "popularity_http_requests_total{route=\"/v1/rankings/{profile}\",status=\"200\"}";
+    assert_eq!(app.metric(streams).await, 0.0, "a stream was opened");
+    assert!(app.metric(polls).await >= 2.0, "the widget did not poll");
 }
