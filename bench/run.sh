@@ -12,4 +12,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 cargo build --release --locked --bin popularity
+# Row (s) holds 10,000 streams: a socket each in the bench and in the replica.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec ./target/release/popularity bench "$@"

@@ -5,7 +5,10 @@
 //! Rows: (a) the broker limit (consume only), (b) end to end, (c) the
 //! pipeline without the broker (JSON, protobuf), (d) a naive consumer,
 //! (e) freshness at half of (b), (f) the API with `wrk` (cache hits and
-//! misses), (g) memory as distinct articles grow.
+//! misses), (g) memory as distinct articles grow, (s) Server-Sent Event
+//! streams held by one API replica.
+
+mod streams;
 
 use std::collections::HashMap;
 
@@ -52,7 +55,7 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Rows to run, e.g. `cd` (default: every row). Rows a, b, e and f share
     /// one broker run: asking for any of them runs all four.
-    #[arg(long, default_value = "abcdefg")]
+    #[arg(long, default_value = "abcdefgs")]
     pub rows: String,
     /// Internal: run row (g) alone against this Redis URL and print its
     /// figures as `articles rss_bytes used_memory` lines; the parent runs it
@@ -78,7 +81,12 @@ fn used_memory(url: &str) -> anyhow::Result<u64> {
 }
 
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of("/proc/self/status")
+}
+
+/// The resident set of the process whose `/proc/<pid>/status` is `status`.
+fn rss_of(status: &str) -> u64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -164,6 +172,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if want("g") {
         memory_rows(&options, &redis, &mut rows)?;
+    }
+    if want("s") {
+        streams::rows(&settings, &redis, &mut rows).await?;
     }
 
     println!("machine: {machine}");
