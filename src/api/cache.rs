@@ -48,7 +48,10 @@ impl Cached {
 pub struct Cache {
     /// None when the TTL is zero: every request computes.
     entries: Option<moka::future::Cache<String, Arc<Cached>>>,
-    metrics: Metrics,
+    // The two series, resolved once: a label lookup per request costs a
+    // hash and a lock.
+    hits: prometheus::IntCounter,
+    misses: prometheus::IntCounter,
 }
 
 impl Cache {
@@ -60,7 +63,11 @@ impl Cache {
                 .time_to_live(ttl)
                 .build()
         });
-        Cache { entries, metrics }
+        Cache {
+            entries,
+            hits: metrics.cache.with_label_values(&["hit"]),
+            misses: metrics.cache.with_label_values(&["miss"]),
+        }
     }
 
     /// The cached answer for `key`, or the one `compute` gives (shared with
@@ -76,7 +83,7 @@ impl Cache {
         Fut: Future<Output = Result<Cached, E>>,
     {
         let Some(entries) = &self.entries else {
-            self.metrics.cache.with_label_values(&["miss"]).inc();
+            self.misses.inc();
             return compute().await.map(Arc::new).map_err(Arc::new);
         };
         let computed = AtomicBool::new(false);
@@ -86,12 +93,11 @@ impl Cache {
                 compute().await.map(Arc::new)
             })
             .await;
-        let result = if computed.load(Ordering::Relaxed) {
-            "miss"
+        if computed.load(Ordering::Relaxed) {
+            self.misses.inc();
         } else {
-            "hit"
-        };
-        self.metrics.cache.with_label_values(&[result]).inc();
+            self.hits.inc();
+        }
         value
     }
 
@@ -114,7 +120,8 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_identical_requests_compute_once() {
-        let cache = Arc::new(Cache::new(Duration::from_secs(60), Metrics::new()));
+        let m = Metrics::new();
+        let cache = Arc::new(Cache::new(Duration::from_secs(60), m.clone()));
         let calls = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..50)
             .map(|_| {
@@ -136,7 +143,6 @@ mod tests {
             assert_eq!(&t.await.unwrap().body[..], b"body");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let m = &cache.metrics;
         assert_eq!(m.cache.with_label_values(&["miss"]).get(), 1);
         assert_eq!(m.cache.with_label_values(&["hit"]).get(), 49);
     }

@@ -21,15 +21,16 @@ use crate::store::Cursor;
     ))]
 pub(super) async fn news_index(
     State(state): State<ApiState>,
-    Strict(params): Strict<IndexParams>,
+    query: Strict<IndexParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = params.limit.0;
-    let section = params.section.map(|s| s.0);
-    let before = params.before.map(|b| b.0);
-    let key = format!("i|{section:?}|{limit}|{before:?}");
+    let key = format!("i?{}", query.raw());
     let st = state.clone();
     cached(&state, key, &headers, move || async move {
+        let params = query.parse()?;
+        let limit = params.limit.0;
+        let section = params.section.map(|s| s.0);
+        let before = params.before.map(|b| b.0);
         let at = now_ms();
         // One more than asked tells whether another page exists.
         let mut rows = st

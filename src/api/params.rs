@@ -109,25 +109,42 @@ pub(super) struct IndexParams {
     pub before: Option<Before>,
 }
 
-/// The query string parsed into `T`; any problem is a 400 naming the
-/// parameter (`limit must be between 1 and 100`, `unknown field …`).
-pub(super) struct Strict<T>(pub T);
+/// A route's query string, as sent, parsed into `T` on demand: cached
+/// answers are found by the query as sent, so only a miss (or a stream)
+/// parses it. Any problem is a 400 naming the parameter (`limit must be
+/// between 1 and 100`, `unknown field …`).
+pub(super) struct Strict<T> {
+    raw: String,
+    parsed: std::marker::PhantomData<fn() -> T>,
+}
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Strict<T> {
-    type Rejection = ApiError;
+impl<T: DeserializeOwned> Strict<T> {
+    /// The query string as sent (without `?`).
+    pub(super) fn raw(&self) -> &str {
+        &self.raw
+    }
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or_default();
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(Strict)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                ApiError::InvalidParameter(match path.as_str() {
-                    "" | "." => format!("invalid query: {}", e.inner()),
-                    _ => format!("{path} {}", e.inner()),
-                })
+    /// The parameters, checked.
+    pub(super) fn parse(&self) -> Result<T, ApiError> {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(self.raw.as_bytes()));
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::InvalidParameter(match path.as_str() {
+                "" | "." => format!("invalid query: {}", e.inner()),
+                _ => format!("{path} {}", e.inner()),
             })
+        })
+    }
+}
+
+impl<S: Send + Sync, T> FromRequestParts<S> for Strict<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Strict {
+            raw: parts.uri.query().unwrap_or_default().to_string(),
+            parsed: std::marker::PhantomData,
+        })
     }
 }
 

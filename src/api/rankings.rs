@@ -55,14 +55,16 @@ pub(super) async fn list_profiles(
 pub(super) async fn ranking(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
-    Strict(p): Strict<RankingParams>,
+    query: Strict<RankingParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut q = RankingQuery::new(&state, profile, p.section, p.tag, p.limit.0)?;
-    q.offset = p.offset.0;
-    q.within = p.published_within.map(|w| w.0);
+    let key = format!("r|{profile}?{}", query.raw());
     let st = state.clone();
-    cached(&state, q.key(), &headers, move || async move {
+    cached(&state, key, &headers, move || async move {
+        let p = query.parse()?;
+        let mut q = RankingQuery::new(&st, profile, p.section, p.tag, p.limit.0)?;
+        q.offset = p.offset.0;
+        q.within = p.published_within.map(|w| w.0);
         compute_ranking(&st, q).await
     })
     .await
@@ -234,14 +236,15 @@ fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>
 pub(super) async fn popular_tags(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
-    Strict(params): Strict<TagParams>,
+    query: Strict<TagParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let p = profile_index(&state, &profile)?;
-    let (limit, offset) = (params.limit.0, params.offset.0);
-    let key = format!("t|{profile}|{limit}|{offset}");
+    let key = format!("t|{profile}?{}", query.raw());
     let st = state.clone();
     cached(&state, key, &headers, move || async move {
+        let p = profile_index(&st, &profile)?;
+        let params = query.parse()?;
+        let (limit, offset) = (params.limit.0, params.offset.0);
         let at = now_ms();
         let page = st.store.top(&Group::Tags, p, offset, limit, at).await?;
         Ok(TagsResponse {

@@ -94,14 +94,40 @@ fn changes(dom: &str, id: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// A news site's origin (its listener, not yet serving) and the service,
+/// which allows that origin.
+struct Site {
+    page_listener: tokio::net::TcpListener,
+    page_origin: String,
+    kafka: Kafka,
+    app: TestApp,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
+        let kafka = Kafka::start(2);
+        let mut s = settings(&kafka, None);
+        s.api.cors_allowed_origins = vec![page_origin.clone()];
+        let app = spawn_app(s).await;
+        Site {
+            page_listener,
+            page_origin,
+            kafka,
+            app,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn widgets_on_another_origin_show_the_api_follow_changes_and_run_no_injected_code() {
-    let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
-    let kafka = Kafka::start(2);
-    let mut s = settings(&kafka, None);
-    s.api.cors_allowed_origins = vec![page_origin.clone()];
-    let app = spawn_app(s).await;
+    let Site {
+        page_listener,
+        page_origin,
+        kafka,
+        app,
+    } = Site::start().await;
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
     tokio::spawn(serve_page(page_listener, page(&app.base), release.clone()));
 
@@ -210,12 +236,12 @@ async fn the_widget_script_is_served_with_long_lived_caching() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_event_source_the_widget_polls_and_still_follows_changes() {
-    let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
-    let kafka = Kafka::start(2);
-    let mut s = settings(&kafka, None);
-    s.api.cors_allowed_origins = vec![page_origin.clone()];
-    let app = spawn_app(s).await;
+    let Site {
+        page_listener,
+        page_origin,
+        kafka,
+        app,
+    } = Site::start().await;
     // A browser without EventSource, as some embedded web views are.
     let html = format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Old browser</title>
