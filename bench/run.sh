@@ -14,4 +14,4 @@ fi
 cargo build --release --locked --bin popularity
 # Row (s) holds 10,000 streams: a socket each in the bench and in the replica.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-exec ./target/release/popularity bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/popularity" bench "$@"

@@ -273,14 +273,16 @@ async fn broker_rows(
         &format!("http://{api2_addr}/v1/rankings/trending?limit=10"),
         options.seconds,
     )?;
+    let ratio = hits.0.parse::<f64>().unwrap_or(0.0) / floor.0.parse::<f64>().unwrap_or(f64::NAN);
+    let hits_target = format!("≥ 0.9 × /healthz, p99 ≤ 5 ms: {ratio:.2} ×");
     for (label, r, target) in [
         (
             "baseline: /healthz, same server and middleware",
             &floor,
             "—",
         ),
-        ("cache hits", &hits, "≥ 50,000/s, p99 ≤ 5 ms"),
-        ("cache misses (cache off)", &misses, "—"),
+        ("cache hits", &hits, hits_target.as_str()),
+        ("cache misses (cache off)", &misses, "p99 ≤ 5 ms"),
     ] {
         rows.push(Row {
             id: "f",
