@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, streams::Streams, ApiState};
+use crate::collector::Collector;
 use crate::config::Settings;
 use crate::ingest::{ConsumerState, Ingest};
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ pub enum Role {
     Consumer,
     /// Serve the API.
     Api,
+    /// Take events from browsers (`POST /v1/events`, `/tracker.js`).
+    Collector,
 }
 
 /// The static group membership id a single-node install gets by default:
@@ -61,15 +64,45 @@ pub struct App {
     listener: tokio::net::TcpListener,
     router: axum::Router,
     ingest: Option<Ingest>,
-    store: Arc<dyn Store>,
+    store: Option<Arc<dyn Store>>,
     metrics: Metrics,
-    streams: Arc<Streams>,
+    streams: Option<Arc<Streams>>,
+    collector: Option<Arc<Collector>>,
 }
 
 impl App {
     /// Connects and binds everything `role` needs.
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<App> {
         let settings = Arc::new(settings);
+        let metrics = Metrics::new();
+        let collects = matches!(role, Role::All | Role::Collector) && settings.collector.enabled;
+        let collector = collects
+            .then(|| Collector::build(&settings, metrics.clone()))
+            .transpose()?;
+        let listener = tokio::net::TcpListener::bind(&settings.api.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.api.listen))?;
+        if role == Role::Collector {
+            let Some(c) = collector else {
+                anyhow::bail!(
+                    "invalid configuration: `collector.enabled`: is false, so --role collector has nothing to do"
+                );
+            };
+            let router = api::edge(
+                c.routes().merge(api::operations_alone(metrics.clone())),
+                &metrics,
+                &settings.api.cors_allowed_origins,
+            );
+            return Ok(App {
+                listener,
+                router,
+                ingest: None,
+                store: None,
+                metrics,
+                streams: None,
+                collector: Some(c),
+            });
+        }
         let store = crate::store::connect(&settings)
             .await
             .with_context(|| format!("connecting to the store at {}", settings.store.redis_url))?;
@@ -78,7 +111,6 @@ impl App {
                 "invalid configuration: `store.backend`: memory keeps state in one process, so it needs --role all"
             );
         }
-        let metrics = Metrics::new();
         let profiles = scoring::profiles(&settings.scoring);
         let (ingest, consumer) = if role == Role::Api {
             (None, None)
@@ -103,16 +135,14 @@ impl App {
         };
         let state = ApiState::new(&settings, store.clone(), metrics.clone(), consumer);
         let streams = state.streams.clone();
-        let listener = tokio::net::TcpListener::bind(&settings.api.listen)
-            .await
-            .with_context(|| format!("binding {}", settings.api.listen))?;
         Ok(App {
             listener,
-            router: api::router(state),
-            streams,
+            router: api::router(state, collector.as_ref().map(|c| c.routes())),
+            streams: Some(streams),
             ingest,
-            store,
+            store: Some(store),
             metrics,
+            collector,
         })
     }
 
@@ -128,26 +158,36 @@ impl App {
         self.metrics.clone()
     }
 
-    /// The store this application reads and writes.
-    pub fn store(&self) -> Arc<dyn Store> {
+    /// The store this application reads and writes (none for a collector).
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
         self.store.clone()
     }
 
     /// Serves and consumes until `shutdown` is cancelled, then drains: the
-    /// consumer flushes and commits, the server finishes requests in flight.
+    /// consumer flushes and commits, the server finishes requests in flight,
+    /// the collector's producer delivers what it holds.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.ingest.map(|i| tokio::spawn(i.run(shutdown.clone())));
         let signal = shutdown.clone();
         let streams = self.streams.clone();
         // Open streams never end by themselves: close them so that the
         // server's graceful shutdown does not wait for them.
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             signal.cancelled().await;
-            streams.close();
+            if let Some(s) = streams {
+                s.close();
+            }
         });
         let served = server.await.context("HTTP server failed");
         // A failed server stops the consumer too.
         shutdown.cancel();
+        if let Some(c) = self.collector {
+            let _ = tokio::task::spawn_blocking(move || c.flush(std::time::Duration::from_secs(5)))
+                .await;
+        }
         if let Some(c) = consumer {
             c.await.context("consumer task panicked")??;
         }

@@ -98,6 +98,19 @@ impl DevBroker {
         Ok(())
     }
 
+    /// Takes the broker down (it closes its connections and refuses new
+    /// ones) or brings it back, as a broker outage would.
+    pub fn set_down(&self, down: bool) {
+        // SAFETY: the cluster is live; broker 1 is its only broker.
+        unsafe {
+            if down {
+                sys::rd_kafka_mock_broker_set_down(self.cluster, 1);
+            } else {
+                sys::rd_kafka_mock_broker_set_up(self.cluster, 1);
+            }
+        }
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap

@@ -28,6 +28,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod collector;
 pub mod config;
 pub mod demo;
 pub mod devbroker;

@@ -64,7 +64,28 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Response cache lookups by result (hit, miss).
     pub cache: IntCounterVec,
+    /// Collector: events acknowledged by Kafka.
+    pub collector_events: IntCounter,
+    /// Collector: requests refused, by reason.
+    pub collector_rejected: IntCounterVec,
+    /// Collector: events from crawler user agents, dropped.
+    pub collector_bots: IntCounter,
+    /// Collector: time from a request's first send to Kafka's last
+    /// acknowledgement, seconds.
+    pub collector_produce: Histogram,
+    /// Collector: events Kafka did not acknowledge in time, or refused.
+    pub collector_kafka_errors: IntCounter,
 }
+
+/// Reasons of `collector_rejected_total`.
+pub const COLLECTOR_REASONS: [&str; 6] = [
+    "invalid_event",
+    "too_many_events",
+    "payload_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "unavailable",
+];
 
 /// Registers `metric` and returns it: every metric of the service goes
 /// through here, so a name clash fails at start.
@@ -247,6 +268,38 @@ impl Metrics {
         );
         cache.with_label_values(&["hit"]);
         cache.with_label_values(&["miss"]);
+        let collector_events = plain_counter(
+            &registry,
+            "collector_events_total",
+            "Collector: events acknowledged by Kafka.",
+        );
+        let collector_rejected = counter(
+            &registry,
+            "collector_rejected_total",
+            "Collector: requests refused, by reason.",
+            &["reason"],
+        );
+        for r in COLLECTOR_REASONS {
+            collector_rejected.with_label_values(&[r]);
+        }
+        let collector_bots = plain_counter(
+            &registry,
+            "collector_bot_events_total",
+            "Collector: events from crawler user agents, dropped.",
+        );
+        let collector_produce = plain_histogram(
+            &registry,
+            "collector_produce_seconds",
+            "Collector: time for Kafka to acknowledge a request's events.",
+            vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        );
+        let collector_kafka_errors = plain_counter(
+            &registry,
+            "collector_kafka_errors_total",
+            "Collector: events Kafka did not acknowledge in time, or refused.",
+        );
         let build = register(
             &registry,
             IntGaugeVec::new(
@@ -279,6 +332,11 @@ impl Metrics {
             http_requests,
             http_duration,
             cache,
+            collector_events,
+            collector_rejected,
+            collector_bots,
+            collector_produce,
+            collector_kafka_errors,
         }
     }
 

@@ -41,13 +41,22 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The embeddable widget: long-lived caching, revalidated by its ETag
-/// (which changes with every release that changes the script).
+/// The embeddable widget.
 async fn widget(headers: HeaderMap) -> Response {
     static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
-    let script = WIDGET.get_or_init(|| Cached::new(WIDGET_JS.as_bytes().to_vec()));
+    script(&headers, &WIDGET, WIDGET_JS)
+}
+
+/// A script for other sites' pages: long-lived caching, revalidated by its
+/// ETag (which changes with every release that changes the script).
+pub(crate) fn script(
+    headers: &HeaderMap,
+    once: &'static std::sync::OnceLock<Cached>,
+    text: &'static str,
+) -> Response {
+    let script = once.get_or_init(|| Cached::new(text.as_bytes().to_vec()));
     conditional(
-        &headers,
+        headers,
         script,
         HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
         "text/javascript; charset=utf-8",

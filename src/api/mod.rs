@@ -10,7 +10,7 @@
 //! carry `Cache-Control` and `ETag`.
 
 mod articles;
-mod assets;
+pub(crate) mod assets;
 pub mod cache;
 pub mod error;
 mod index;
@@ -115,9 +115,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body accepted; 413 beyond.
 pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
 
-/// The application: every route, with request metrics, CORS, gzip (not for
-/// streams), a body limit and, except for streams, a timeout.
-pub fn router(state: ApiState) -> Router {
+/// The application: every route of the API (and the collector's, when this
+/// process collects), with gzip (not for streams), a body limit and, except
+/// for streams, a timeout; then [`edge`]. The collector reads its bodies
+/// with its own limit (`collector.max_body_bytes`).
+pub fn router(state: ApiState, collector: Option<Router>) -> Router {
     use tower_http::{
         compression::CompressionLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
     };
@@ -125,7 +127,7 @@ pub fn router(state: ApiState) -> Router {
         "/v1/stream/rankings/{profile}",
         get(streams::stream_ranking),
     );
-    Router::new()
+    let api = Router::new()
         .route("/v1/rankings", get(rankings::list_profiles))
         .route("/v1/rankings/{profile}", get(rankings::ranking))
         .route("/v1/rankings/{profile}/tags", get(rankings::popular_tags))
@@ -142,11 +144,40 @@ pub fn router(state: ApiState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .merge(streams)
-        .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES))
-        .layer(cors(&state.cors_allowed_origins))
-        .with_state(state)
+        .with_state(state.clone());
+    let app = match collector {
+        Some(c) => api.merge(c),
+        None => api,
+    };
+    edge(app, &state.metrics, &state.cors_allowed_origins)
+}
+
+/// What every route of the process gets at its edge: request metrics by
+/// route template and status, and CORS for the allowed origins.
+pub fn edge(app: Router, metrics: &Metrics, cors_allowed_origins: &[String]) -> Router {
+    app.layer(middleware::from_fn_with_state(
+        Arc::new(metrics.clone()),
+        record,
+    ))
+    .layer(cors(cors_allowed_origins))
+}
+
+/// Liveness, readiness and metrics for a process that serves no API (a
+/// collector alone): ready as long as it runs.
+pub fn operations_alone(metrics: Metrics) -> Router {
+    let metrics = Arc::new(metrics);
+    Router::new()
+        .route("/healthz", get(operations::healthz))
+        .route("/readyz", get(operations::healthz))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { operations::render(&m) }
+            }),
+        )
 }
 
 /// Cross-origin access for browsers on the allowed origins (or any, with
@@ -171,13 +202,12 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
-async fn record(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+async fn record(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     // The matched route template (bounded), never the raw path.
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
     let response = next.run(req).await;
-    let m = &state.metrics;
     m.http_duration
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());

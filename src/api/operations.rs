@@ -43,9 +43,14 @@ pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
 
 /// Prometheus text format.
 pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+    render(&state.metrics)
+}
+
+/// `metrics` in the Prometheus text format.
+pub(super) fn render(metrics: &crate::metrics::Metrics) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        metrics.render(),
     )
         .into_response()
 }

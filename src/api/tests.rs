@@ -55,7 +55,7 @@ impl Api {
         assert!(store.apply(&batch).await.unwrap().conflicts.is_empty());
         let state = ApiState::new(&settings, store, Metrics::new(), None);
         Api {
-            router: router(state),
+            router: router(state, None),
         }
     }
 

@@ -9,15 +9,25 @@ use super::Settings;
 /// dots (`POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL` → `security.protocol`).
 pub(super) const PROPERTIES_ENV: &str = "POPULARITY__KAFKA__PROPERTIES__";
 
-/// Environment form of `api.cors_allowed_origins`: origins separated by commas.
-const CORS_ORIGINS_ENV: &str = "POPULARITY__API__CORS_ALLOWED_ORIGINS";
+/// Where a list setting lives.
+type ListField = fn(&mut Settings) -> &mut Vec<String>;
+
+/// The lists, in environment form: values separated by commas.
+const LISTS: [(&str, ListField); 2] = [
+    ("POPULARITY__API__CORS_ALLOWED_ORIGINS", |s| {
+        &mut s.api.cors_allowed_origins
+    }),
+    ("POPULARITY__COLLECTOR__TRUSTED_PROXIES", |s| {
+        &mut s.collector.trusted_proxies
+    }),
+];
 
 /// The `POPULARITY__` variables of an environment, sorted by who reads them.
 pub(super) struct Variables {
     /// What `config` reads.
     pub plain: config::Map<String, String>,
     properties: Vec<(String, String)>,
-    origins: Option<String>,
+    lists: Vec<(usize, String)>,
 }
 
 impl Variables {
@@ -26,7 +36,7 @@ impl Variables {
         let mut v = Variables {
             plain: config::Map::new(),
             properties: Vec::new(),
-            origins: None,
+            lists: Vec::new(),
         };
         for (k, value) in env
             .into_iter()
@@ -34,8 +44,8 @@ impl Variables {
         {
             if k.starts_with(PROPERTIES_ENV) {
                 v.properties.push((k, value));
-            } else if k == CORS_ORIGINS_ENV {
-                v.origins = Some(value);
+            } else if let Some(i) = LISTS.iter().position(|(name, _)| *name == k) {
+                v.lists.push((i, value));
             } else {
                 v.plain.insert(k, value);
             }
@@ -45,8 +55,8 @@ impl Variables {
 
     /// Sets what `config` did not read.
     pub fn merge_into(self, settings: &mut Settings) {
-        if let Some(v) = self.origins {
-            settings.api.cors_allowed_origins = v
+        for (i, v) in self.lists {
+            *(LISTS[i].1)(settings) = v
                 .split(',')
                 .map(str::trim)
                 .filter(|o| !o.is_empty())

@@ -51,6 +51,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The HTTP API.
     pub api: ApiSettings,
+    /// `POST /v1/events`: events from browsers.
+    pub collector: CollectorSettings,
     /// The consumer: flush cadence and filters.
     pub ingest: IngestSettings,
     /// Ranking profiles and bounds.
@@ -148,6 +150,32 @@ pub struct ApiSettings {
     /// Most Server-Sent Event streams open at once on this replica; beyond
     /// it a new stream gets 503.
     pub max_streams: usize,
+}
+
+/// Collector settings (DESIGN §10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorSettings {
+    /// Serve `POST /v1/events` with roles `all` and `collector`.
+    pub enabled: bool,
+    /// Largest request body accepted; 413 beyond.
+    pub max_body_bytes: usize,
+    /// Most events in one request; 400 beyond.
+    pub max_events_per_request: usize,
+    /// Sustained requests per second allowed from one client address.
+    pub requests_per_second_per_ip: u32,
+    /// Requests one client address may send at once above that rate.
+    pub burst: u32,
+    /// Proxies (CIDRs, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names
+    /// the client; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Key of the daily visitor hash; replicas must share it. Unset: a
+    /// random key per process (visitors then differ between replicas).
+    pub visitor_secret: Option<String>,
+    /// Longest wait for Kafka to acknowledge a request's events; past it
+    /// the request is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: Duration,
 }
 
 /// Consumer settings.
@@ -341,6 +369,45 @@ impl Settings {
                 ));
             }
         }
+        let c = &self.collector;
+        if c.max_body_bytes == 0 || c.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "collector.max_body_bytes",
+                "must be between 1 and 16777216",
+            ));
+        }
+        if c.max_events_per_request == 0 || c.max_events_per_request > 10_000 {
+            return Err(invalid(
+                "collector.max_events_per_request",
+                "must be between 1 and 10000",
+            ));
+        }
+        if c.requests_per_second_per_ip == 0 {
+            return Err(invalid(
+                "collector.requests_per_second_per_ip",
+                "must be greater than zero",
+            ));
+        }
+        if c.burst == 0 {
+            return Err(invalid("collector.burst", "must be greater than zero"));
+        }
+        for cidr in &c.trusted_proxies {
+            cidr.parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "collector.trusted_proxies",
+                        format!("{cidr:?} is not an address or a CIDR such as 10.0.0.0/8"),
+                    )
+                })?;
+        }
+        if c.visitor_secret.as_deref().is_some_and(|k| k.len() < 16) {
+            return Err(invalid(
+                "collector.visitor_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        positive("collector.produce_timeout", c.produce_timeout)?;
         positive("ingest.flush_interval", self.ingest.flush_interval)?;
         if self.ingest.max_batch_events == 0 {
             return Err(invalid("ingest.max_batch_events", "must be at least 1"));

@@ -120,7 +120,7 @@ pub struct TestApp {
 pub async fn spawn_app(settings: Settings) -> TestApp {
     let app = App::build(settings, Role::All).await.expect("build");
     let base = format!("http://{}", app.local_addr());
-    let store = app.store();
+    let store = app.store().expect("this role has a store");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {

@@ -6,6 +6,7 @@
 mod api;
 mod binary;
 mod browser;
+mod collector;
 mod dead_letters;
 mod deployment;
 mod faults;

@@ -1,0 +1,197 @@
+//! A request's events made ready for the `events` topic: each one completed
+//! as DESIGN §10 says (the request's user agent, a daily visitor when it
+//! names none, the receive time when its own is missing or out of bounds)
+//! and then validated by the consumer's own [`Decoder`], on the very bytes
+//! that will be produced: what the collector accepts, the consumer counts.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use super::visitor::Visitors;
+use crate::event::decode::{Decoder, Encoding, Invalid, MessageInfo};
+use crate::event::{Event, EventType};
+
+/// One event, ready to produce.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The message key.
+    pub article_id: String,
+    /// The message, JSON.
+    pub payload: Vec<u8>,
+}
+
+/// The events of one request: those to produce, and how many came from
+/// crawlers (dropped).
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// To produce, in request order.
+    pub events: Vec<Prepared>,
+    /// Dropped as crawler traffic.
+    pub bots: usize,
+}
+
+/// Why a request's events were refused: nothing of it is produced.
+#[derive(Debug, PartialEq)]
+pub enum Refused {
+    /// The body is not a JSON object or array of objects.
+    NotJson(String),
+    /// An empty array.
+    Empty,
+    /// More events than `collector.max_events_per_request`.
+    TooMany {
+        /// Events in the request.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Event number `index` (0-based) is invalid.
+    Event {
+        /// Its position in the request, from 0.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::NotJson(e) => write!(
+                f,
+                "the body must be a JSON event or an array of events: {e}"
+            ),
+            Refused::Empty => f.write_str("the array holds no events"),
+            Refused::TooMany { count, max } => {
+                write!(f, "{count} events in one request; at most {max}")
+            }
+            Refused::Event { index, reason } => write!(f, "event {index}: {reason}"),
+        }
+    }
+}
+
+/// What the request tells about its events.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Receive time, epoch milliseconds.
+    pub now_ms: i64,
+    /// The site the reader is on (the page's host).
+    pub host: &'a str,
+    /// The reader's address, if known; never stored.
+    pub client: Option<IpAddr>,
+    /// The request's `User-Agent`.
+    pub user_agent: &'a str,
+}
+
+/// The rules the events are completed and checked with.
+pub struct Rules<'a> {
+    /// The consumer's decoder.
+    pub decoder: &'a Decoder,
+    /// Daily visitor ids.
+    pub visitors: &'a Visitors,
+    /// Oldest event time kept (older ones get the receive time).
+    pub max_age_ms: i64,
+    /// Most events in one request.
+    pub max_events: usize,
+}
+
+/// The events of `body`, completed and validated; all or nothing.
+pub fn prepare(body: &[u8], req: &Request<'_>, rules: &Rules<'_>) -> Result<Batch, Refused> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Refused::NotJson(e.to_string()))?;
+    let items = match value {
+        Value::Array(items) => items,
+        one @ Value::Object(_) => vec![one],
+        _ => return Err(Refused::NotJson("neither an object nor an array".into())),
+    };
+    if items.is_empty() {
+        return Err(Refused::Empty);
+    }
+    if items.len() > rules.max_events {
+        return Err(Refused::TooMany {
+            count: items.len(),
+            max: rules.max_events,
+        });
+    }
+    let mut out = Batch::default();
+    for (index, item) in items.into_iter().enumerate() {
+        let refuse = |reason: String| Refused::Event { index, reason };
+        let Value::Object(event) = item else {
+            return Err(refuse("must be a JSON object".into()));
+        };
+        match one(event, req, rules).map_err(refuse)? {
+            Some(p) => out.events.push(p),
+            None => out.bots += 1,
+        }
+    }
+    Ok(out)
+}
+
+/// One event completed and validated; `None` for crawler traffic.
+fn one(
+    mut event: Map<String, Value>,
+    req: &Request<'_>,
+    rules: &Rules<'_>,
+) -> Result<Option<Prepared>, String> {
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if matches!(kind, "article_published" | "article_unpublished") {
+        return Err(format!(
+            "{kind} is not accepted here: article metadata comes from the articles topic"
+        ));
+    }
+    if req.user_agent.is_empty() {
+        event.remove("user_agent");
+    } else {
+        event.insert("user_agent".into(), req.user_agent.into());
+    }
+    let named = event.get("visitor_id").is_some_and(|v| !v.is_null());
+    if let (false, Some(client)) = (named, req.client) {
+        let id = rules
+            .visitors
+            .id(req.now_ms, req.host, client, req.user_agent);
+        event.insert("visitor_id".into(), id.into());
+    }
+    if event.get("occurred_at").is_none_or(Value::is_null) {
+        event.insert("occurred_at".into(), req.now_ms.into());
+    }
+    let mut payload = serde_json::to_vec(&event).expect("a JSON map serialises");
+    let mut decoded = decode(rules.decoder, &payload, req.now_ms);
+    // A time out of bounds (a retry queue's old event, a wrong clock)
+    // becomes the receive time rather than a refusal.
+    let out_of_bounds = match &decoded {
+        Err(Invalid::FutureTimestamp { .. }) => true,
+        Ok(Event::Behaviour(b)) => b.occurred_at_ms < req.now_ms - rules.max_age_ms,
+        _ => false,
+    };
+    if out_of_bounds {
+        event.insert("occurred_at".into(), req.now_ms.into());
+        payload = serde_json::to_vec(&event).expect("a JSON map serialises");
+        decoded = decode(rules.decoder, &payload, req.now_ms);
+    }
+    match decoded.map_err(|e| e.to_string())? {
+        Event::Behaviour(b) if b.bot => Ok(None),
+        Event::Behaviour(b) => Ok(Some(Prepared {
+            article_id: b.article_id,
+            payload,
+        })),
+        _ => Err(format!(
+            "type must be one of {}",
+            EventType::ALL.map(|t| t.as_str()).join(", ")
+        )),
+    }
+}
+
+fn decode(decoder: &Decoder, payload: &[u8], now_ms: i64) -> Result<Event, Invalid> {
+    decoder.decode(
+        payload,
+        &MessageInfo {
+            encoding: Encoding::Json,
+            key: None,
+            timestamp_ms: Some(now_ms),
+            lifecycle_topic: false,
+            now_ms,
+        },
+    )
+}
