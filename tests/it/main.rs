@@ -17,5 +17,6 @@ mod operations;
 mod rankings;
 mod store_contract;
 mod streams;
+mod tracker;
 mod webdriver;
 mod widget;
