@@ -146,6 +146,12 @@ impl App {
         })
     }
 
+    /// The same application serving `routes` too (the demo's pages).
+    pub fn with_routes(mut self, routes: axum::Router) -> App {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// The address the API listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener

@@ -67,7 +67,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     )
     .await;
 
-    let app = App::build(settings.clone(), Role::All).await?;
+    let app = App::build(settings.clone(), Role::All)
+        .await?
+        .with_routes(article_pages());
     let addr = app.local_addr();
     let server = tokio::spawn(app.run(shutdown.clone()));
     // One write, and a closed stdout is no reason to stop the demo.
@@ -75,6 +77,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         "popularity demo\n  web page:   http://{addr}/\n  rankings:   http://{addr}/v1/rankings/trending?limit=5\n  \
          by section: http://{addr}/v1/rankings/popular?section=business\n  tags:       http://{addr}/v1/rankings/trending/tags\n  \
          index:      http://{addr}/v1/index?section=news\n  metrics:    http://{addr}/metrics\n  \
+         an article: http://{addr}/demo/article/a-1000 (the tracker on it counts your visit)\n  \
          kafka:      bootstrap.servers={} (in-memory dev broker)\nCtrl-C stops it.\n",
         broker.bootstrap_servers()
     );
@@ -100,4 +103,28 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         Ok(joined) => joined?,
         Err(_) => anyhow::bail!("the service did not stop within 30 s"),
     }
+}
+
+/// `/demo/article/{id}`: a sample article page with the tracker on it, so
+/// that opening it adds a counted page view, engaged time and shares.
+fn article_pages() -> axum::Router {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::response::{Html, IntoResponse};
+    const PAGE: &str = include_str!("../assets/demo-article.html");
+    axum::Router::new().route(
+        "/demo/article/{id}",
+        axum::routing::get(|Path(id): Path<String>| async move {
+            // Only ids that need no escaping reach the page.
+            let plain = !id.is_empty()
+                && id.len() <= crate::event::fields::MAX_ID_BYTES
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !plain {
+                return (StatusCode::NOT_FOUND, "no such demo article").into_response();
+            }
+            Html(PAGE.replace("{{ARTICLE_ID}}", &id)).into_response()
+        }),
+    )
 }

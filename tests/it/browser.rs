@@ -203,6 +203,30 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
             &script,
         )
         .await;
+    // The demo's article page carries the tracker: a visit there counts.
+    browser
+        .open(&format!("{base}/demo/article/reader-test"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    browser.click("[data-popularity-share]").await;
+    browser.open("about:blank").await;
+    let counted = || async {
+        let r = http
+            .get(format!("{base}/v1/articles/reader-test"))
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["counts"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counted().await != serde_json::json!({"page_view": 1, "share": 1, "engagement": 1}) {
+        assert!(
+            Instant::now() < deadline,
+            "the visit was not counted: {}",
+            counted().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(browser);
 
     Command::new("kill")
