@@ -302,7 +302,8 @@ fn conditional(
         streams::stream_ranking,
         rankings::popular_tags,
         index::news_index,
-        articles::article
+        articles::article,
+        crate::collector::collect
     ),
     components(schemas(model::Weights))
 )]

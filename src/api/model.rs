@@ -185,8 +185,13 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_parameter`, `not_found` or `unavailable`.
+    /// `invalid_parameter`, `not_found` or `unavailable`; from the
+    /// collector also `invalid_event`, `too_many_events`,
+    /// `payload_too_large`, `unsupported_media_type` and `rate_limited`.
     pub code: String,
     /// A message for the developer calling the API.
     pub message: String,
+    /// The collector: the position (from 0) of the invalid event.
+    #[schema(minimum = 0)]
+    pub index: Option<usize>,
 }

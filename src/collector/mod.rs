@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod events;
+pub mod schema;
 mod tracker;
 pub mod visitor;
 
@@ -234,8 +235,22 @@ impl Problem {
     }
 }
 
-/// `POST /v1/events`.
-async fn collect(State(c): State<Arc<Collector>>, request: Request) -> Response {
+/// Behaviour events from browsers: produced to the events topic once
+/// Kafka acknowledged every one of them; all or nothing.
+#[utoipa::path(post, path = "/v1/events", tag = "collector",
+    request_body(content(
+        (schema::CollectedEvents = "application/json"),
+        (schema::CollectedEvents = "text/plain"),
+    )),
+    responses(
+        (status = 202, description = "Produced", body = schema::Accepted),
+        (status = 400, description = "An invalid event (its index is named) or too many", body = crate::api::model::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::api::model::ErrorBody),
+        (status = 415, description = "Neither JSON nor text/plain", body = crate::api::model::ErrorBody),
+        (status = 429, description = "Too many requests from this address; see Retry-After", body = crate::api::model::ErrorBody),
+        (status = 503, description = "Kafka did not acknowledge in time; see Retry-After", body = crate::api::model::ErrorBody),
+    ))]
+pub(crate) async fn collect(State(c): State<Arc<Collector>>, request: Request) -> Response {
     match accept(&c, request).await {
         Ok(accepted) => {
             (StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response()

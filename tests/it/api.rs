@@ -173,7 +173,8 @@ async fn readiness_needs_a_reachable_store_and_an_assigned_consumer() {
 /// The response schema the OpenAPI document gives for `path` and `status`,
 /// as a standalone JSON Schema (its `$ref`s resolve against `components`).
 fn response_schema(doc: &serde_json::Value, path: &str, status: u16) -> serde_json::Value {
-    let schema = &doc["paths"][path]["get"]["responses"][status.to_string()]["content"]
+    let method = if path == "/v1/events" { "post" } else { "get" };
+    let schema = &doc["paths"][path][method]["responses"][status.to_string()]["content"]
         ["application/json"]["schema"];
     assert!(!schema.is_null(), "no schema for {path} {status}");
     json!({"allOf": [schema], "components": doc["components"]})
@@ -275,6 +276,40 @@ async fn the_openapi_document_describes_the_real_responses() {
         .collect();
     assert!(errors.is_empty(), "stream: {errors:?}");
     covered.insert("/v1/stream/rankings/{profile}");
+    // The collector: a request the document describes, and its answers.
+    let events = json!([{"type":"page_view","article_id":"o3","occurred_at":now}]);
+    let request =
+        &doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]["text/plain"]["schema"];
+    let request = json!({"allOf": [request], "components": doc["components"]});
+    let validator = jsonschema::validator_for(&request).unwrap();
+    assert!(
+        validator.is_valid(&events),
+        "the document refuses a valid request"
+    );
+    assert!(!validator.is_valid(&json!([{"type":"click","article_id":"o3"}])));
+    for (body, status) in [(events.clone(), 202), (json!([{"type":"page_view"}]), 400)] {
+        let r = app
+            .http
+            .post(format!("{}/v1/events", app.base))
+            .header("content-type", "text/plain")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+        let data: serde_json::Value = r.json().await.unwrap();
+        let schema = response_schema(&doc, "/v1/events", status);
+        let errors: Vec<String> = jsonschema::validator_for(&schema)
+            .unwrap()
+            .iter_errors(&data)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "/v1/events {status}: {errors:?} in {data}"
+        );
+    }
+    covered.insert("/v1/events");
     // Every documented route was exercised, and a wrong body is caught.
     let documented: std::collections::HashSet<&str> = doc["paths"]
         .as_object()
