@@ -117,7 +117,7 @@ fn article_pages() -> axum::Router {
         axum::routing::get(|Path(id): Path<String>| async move {
             // Only ids that need no escaping reach the page.
             let plain = !id.is_empty()
-                && id.len() <= crate::event::fields::MAX_ID_BYTES
+                && id.len() <= crate::event::fields::MAX_ID_CHARS
                 && id
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

@@ -44,7 +44,7 @@ pub(super) async fn article(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if id.is_empty() || id.len() > crate::event::fields::MAX_ID_BYTES {
+    if id.is_empty() || id.chars().count() > crate::event::fields::MAX_ID_CHARS {
         return Err(ApiError::InvalidParameter(
             "article id is empty or too long".to_string(),
         ));

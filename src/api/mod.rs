@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use self::cache::{Cache, Cached};
 pub use self::error::ApiError;
-pub use self::params::{MAX_LIMIT, MAX_NAME_BYTES, MAX_OFFSET};
+pub use self::params::{MAX_LIMIT, MAX_NAME_CHARS, MAX_OFFSET};
 use self::streams::Streams;
 use crate::config::Settings;
 use crate::ingest::ConsumerState;

@@ -52,6 +52,20 @@ pub struct RankingResponse {
     pub items: Vec<RankedArticle>,
 }
 
+/// One event of `GET /v1/stream/rankings/{profile}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RankingEvent {
+    /// Always `ranking`.
+    #[schema(pattern = "^ranking$")]
+    pub event: String,
+    /// Increasing; send it back as `Last-Event-ID` when reconnecting.
+    #[schema(pattern = "^[0-9]+$")]
+    pub id: String,
+    /// A [`RankingResponse`], as JSON text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// One article of a ranking; metadata fields are null when unknown.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RankedArticle {

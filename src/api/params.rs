@@ -22,8 +22,8 @@ use crate::store::Cursor;
 pub const MAX_LIMIT: usize = 100;
 /// Largest `offset` accepted.
 pub const MAX_OFFSET: usize = 10_000;
-/// Longest section or tag name accepted, in bytes.
-pub const MAX_NAME_BYTES: usize = 200;
+/// Longest section or tag name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 
 /// How many items a list has: 1 to [`MAX_LIMIT`], 10 by default.
 pub(super) type Limit = Bounded<1, MAX_LIMIT, 10>;
@@ -37,7 +37,7 @@ pub(super) type Offset = Bounded<0, MAX_OFFSET, 0>;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct RankingParams {
-    /// Only this section (normalised to a slug); at most one of section and tag.
+    /// Only this section (normalised to a slug); with `tag`, the tag's articles in it.
     #[param(inline)]
     pub section: Option<Name>,
     /// Only this tag (normalised to a slug).
@@ -61,7 +61,7 @@ pub(super) struct RankingParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct StreamParams {
-    /// Only this section (normalised to a slug); at most one of section and tag.
+    /// Only this section (normalised to a slug); with `tag`, the tag's articles in it.
     #[param(inline)]
     pub section: Option<Name>,
     /// Only this tag (normalised to a slug).
@@ -215,21 +215,22 @@ impl<const MIN: usize, const MAX: usize, const DEFAULT: usize> ToSchema
 {
 }
 
-/// A section or tag, as its slug (DESIGN §2): not empty once normalised,
-/// at most [`MAX_NAME_BYTES`] as given.
+/// A section or tag, as its slug (DESIGN §2): 1 to [`MAX_NAME_CHARS`]
+/// characters as given. A name with no letter or digit has an empty slug,
+/// which no article has: its lists are empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Name(pub String);
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_text(d, "a name", |v| {
-            let s = slug(v);
-            if s.is_empty() || v.len() > MAX_NAME_BYTES {
+            let n = v.chars().count();
+            if n == 0 || n > MAX_NAME_CHARS {
                 return Err(format!(
-                    "must be a name with a letter or digit, of at most {MAX_NAME_BYTES} bytes"
+                    "must be a name of 1 to {MAX_NAME_CHARS} characters"
                 ));
             }
-            Ok(Name(s))
+            Ok(Name(slug(v)))
         })
     }
 }
@@ -239,7 +240,7 @@ impl PartialSchema for Name {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .min_length(Some(1))
-            .max_length(Some(MAX_NAME_BYTES))
+            .max_length(Some(MAX_NAME_CHARS))
             .examples([serde_json::json!("business")])
             .into()
     }
@@ -247,18 +248,35 @@ impl PartialSchema for Name {
 
 impl ToSchema for Name {}
 
-/// A positive duration such as `48h` or `30m`.
+/// A positive duration: a whole number and a unit, `s`, `m`, `h` or `d`
+/// (`48h`, `30m`, `7d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Within(pub Duration);
+
+/// What [`Within`] accepts, as the document declares it.
+const WITHIN_PATTERN: &str = "^[1-9][0-9]{0,8}[smhd]$";
 
 impl<'de> Deserialize<'de> for Within {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_text(d, "a duration", |v| {
-            humantime::parse_duration(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .map(Within)
-                .ok_or_else(|| "must be a positive duration such as 48h or 30m".to_string())
+            let bad = || "must be a positive duration such as 48h, 30m or 7d".to_string();
+            let unit = v.chars().last().ok_or_else(bad)?;
+            let digits = &v[..v.len() - unit.len_utf8()];
+            let seconds = match unit {
+                's' => 1,
+                'm' => 60,
+                'h' => 3_600,
+                'd' => 86_400,
+                _ => return Err(bad()),
+            };
+            let plain = (1..=9).contains(&digits.len())
+                && !digits.starts_with('0')
+                && digits.bytes().all(|b| b.is_ascii_digit());
+            if !plain {
+                return Err(bad());
+            }
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            Ok(Within(Duration::from_secs(n * seconds)))
         })
     }
 }
@@ -267,6 +285,7 @@ impl PartialSchema for Within {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::String)
+            .pattern(Some(WITHIN_PATTERN))
             .examples([serde_json::json!("48h")])
             .into()
     }
@@ -291,12 +310,19 @@ impl<'de> Deserialize<'de> for Before {
 
 impl PartialSchema for Before {
     fn schema() -> RefOr<Schema> {
+        // Epoch milliseconds or a cursor (`<ms>.<article id>`); RFC 3339
+        // times are accepted too, but not declared: a pattern for them
+        // would also admit impossible dates.
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .examples([serde_json::json!("2026-12-01T08:00:00Z")])
+            .pattern(Some(BEFORE_PATTERN))
+            .examples([serde_json::json!("1796222717718")])
             .into()
     }
 }
+
+/// The declared forms of [`Before`].
+const BEFORE_PATTERN: &str = "^-?[0-9]{1,15}(\\.[^\\x00-\\x1f\\x7f-\\x9f]+)?$";
 
 impl ToSchema for Before {}
 
@@ -336,8 +362,12 @@ mod tests {
             ("limit=0", "limit must be between 1 and 100"),
             ("limit=ten", "limit must be between 1 and 100"),
             ("offset=10001", "offset must be between 0 and 10000"),
-            ("section=%21%21", "section must be a name"),
+            ("section=", "section must be a name of 1 to 200"),
             ("published_within=0s", "published_within must be a positive"),
+            (
+                "published_within=1hour",
+                "published_within must be a positive",
+            ),
             ("limt=5", "unknown field `limt`"),
             ("limit=1&limit=2", "duplicate field `limit`"),
         ] {

@@ -84,8 +84,9 @@ pub(crate) struct RankingQuery {
 }
 
 impl RankingQuery {
-    /// The first `limit` of `profile`'s ranking of the section, the tag or
-    /// everything (at most one of section and tag).
+    /// The first `limit` of `profile`'s ranking of the section, the tag
+    /// (of the tag's articles in the section, when both are given) or
+    /// everything.
     pub(super) fn new(
         state: &ApiState,
         profile: String,
@@ -95,14 +96,10 @@ impl RankingQuery {
     ) -> Result<RankingQuery, ApiError> {
         let index = profile_index(state, &profile)?;
         let (section, tag) = (section.map(|s| s.0), tag.map(|t| t.0));
+        // Both: the tag's ranking, keeping the section's articles.
         let group = match (&section, &tag) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::InvalidParameter(
-                    "give at most one of section and tag".to_string(),
-                ))
-            }
+            (_, Some(t)) => Group::Tag(t.clone()),
             (Some(s), None) => Group::Section(s.clone()),
-            (None, Some(t)) => Group::Tag(t.clone()),
             (None, None) => Group::All,
         };
         Ok(RankingQuery {
@@ -137,8 +134,9 @@ pub(super) async fn compute_ranking(
 ) -> Result<RankingResponse, ApiError> {
     let at = now_ms();
     let (p, offset, limit) = (q.index, q.offset, q.limit);
-    let items = match q.within {
-        None => {
+    let in_section = q.tag.is_some() && q.section.is_some();
+    let items = match (q.within, in_section) {
+        (None, false) => {
             let page = st.store.top(&q.group, p, offset, limit, at).await?;
             let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
             let metas = st.store.articles(&ids).await?;
@@ -149,7 +147,7 @@ pub(super) async fn compute_ranking(
                 .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m.live()))
                 .collect()
         }
-        Some(within) => recent(st, &q, at, within).await?,
+        (within, _) => filtered(st, &q, at, within).await?,
     };
     Ok(RankingResponse {
         profile: q.profile,
@@ -160,16 +158,19 @@ pub(super) async fn compute_ranking(
     })
 }
 
-/// The ranking restricted to articles published within `within` of `at`:
-/// scans the ranking in pages until `offset + limit` qualify or it ends, so
-/// a page is never short while enough articles exist.
-async fn recent(
+/// The ranking restricted to the articles that qualify: published within
+/// `within` of `at` when given, and in the query's section when a tag and
+/// a section are both asked for. Scans the ranking in pages until
+/// `offset + limit` qualify or it ends, so a page is never short while
+/// enough articles exist; ranks count qualifying articles only.
+async fn filtered(
     st: &ApiState,
     q: &RankingQuery,
     at: i64,
-    within: Duration,
+    within: Option<Duration>,
 ) -> Result<Vec<RankedArticle>, ApiError> {
-    let since = at - within.as_millis() as i64;
+    let since = within.map(|w| at - w.as_millis() as i64);
+    let section = q.tag.as_ref().and(q.section.as_deref());
     let want = q.offset + q.limit;
     let page_size = (want * 4).clamp(100, 1000);
     let mut out = Vec::new();
@@ -185,11 +186,14 @@ async fn recent(
         let metas = st.store.articles(&ids).await?;
         for (s, m) in page.items.into_iter().zip(metas) {
             let m = m.live();
-            let fresh = m
-                .as_ref()
-                .and_then(|m| m.published_at_ms)
-                .is_some_and(|p| p >= since);
-            if !fresh {
+            let fresh = since.is_none_or(|since| {
+                m.as_ref()
+                    .and_then(|m| m.published_at_ms)
+                    .is_some_and(|p| p >= since)
+            });
+            let placed = section
+                .is_none_or(|want| m.as_ref().and_then(|m| m.section.as_deref()) == Some(want));
+            if !(fresh && placed) {
                 continue;
             }
             qualifying += 1;

@@ -152,7 +152,7 @@ impl Poller {
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the same list is not sent again"),
     ),
     responses(
-        (status = 200, description = "text/event-stream of RankingResponse", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream: each `ranking` event's data is a RankingResponse", content_type = "text/event-stream", body = super::model::RankingEvent),
         (status = 400, description = "Invalid parameter", body = super::model::ErrorBody),
         (status = 404, description = "Unknown profile", body = super::model::ErrorBody),
         (status = 503, description = "Too many open streams", body = super::model::ErrorBody),

@@ -1,21 +1,41 @@
-//! The collector's request and answer, as types for the OpenAPI document:
-//! the bounds declared here are the ones the decoder enforces
-//! (`crate::event::fields`).
+//! The collector's request and answer, as types for the OpenAPI document.
+//! What they declare is what the decoder accepts (`crate::event::fields`):
+//! ids of up to 256 characters without control characters, times after
+//! 1970.
 
 use serde::Serialize;
 use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Schema};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
-/// A behaviour event as the collector takes it (DESIGN §2). The collector
-/// sets `user_agent` from the request, and `visitor_id` when it is absent.
+/// `page_view` or `share`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ViewOrShareType {
+    /// A page view.
+    PageView,
+    /// A share.
+    Share,
+}
+
+/// `engagement`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum EngagementType {
+    /// Engaged seconds.
+    Engagement,
+}
+
+/// A page view or a share (DESIGN §2). The collector sets `user_agent`
+/// from the request, and `visitor_id` when it is absent.
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code)]
-pub struct CollectedEvent {
-    /// `page_view`, `share` or `engagement`.
+pub struct ViewOrShare {
+    /// What happened.
     #[serde(rename = "type")]
-    #[schema(value_type = String, pattern = "^(page_view|share|engagement)$")]
-    pub kind: String,
+    pub kind: ViewOrShareType,
     /// The article's id.
     #[schema(
         min_length = 1,
@@ -23,36 +43,58 @@ pub struct CollectedEvent {
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
     )]
     pub article_id: String,
-    /// When it happened: RFC 3339 or epoch milliseconds; the receive time
-    /// when absent or out of bounds.
-    #[schema(value_type = Option<i64>, minimum = 0)]
+    /// When it happened, epoch milliseconds (RFC 3339 text is accepted
+    /// too); the receive time when absent or out of bounds.
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub occurred_at: Option<i64>,
-    /// Who did it; a daily visitor is derived when absent.
-    #[schema(
-        min_length = 1,
-        max_length = 256,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
-    )]
+    /// Who did it; a daily visitor is derived when absent or empty.
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub visitor_id: Option<String>,
     /// The producer's id of the event.
-    #[schema(
-        min_length = 1,
-        max_length = 256,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
-    )]
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub event_id: Option<String>,
     /// Section, normalised to a slug.
-    #[schema(max_length = 200)]
     pub section: Option<String>,
     /// Tags, normalised to slugs.
     #[schema(max_items = 32)]
     pub tags: Option<Vec<String>>,
-    /// Engaged seconds (required for `engagement`).
-    #[schema(minimum = 0.0, maximum = 86400.0)]
-    pub engaged_seconds: Option<f64>,
-    /// For shares: the network, e.g. `whatsapp`.
-    #[schema(max_length = 64)]
-    pub network: Option<String>,
+    /// For shares: the network, e.g. `"whatsapp"`; carried along, not
+    /// counted, so any value is accepted.
+    pub network: Option<serde_json::Value>,
+}
+
+/// Seconds of active reading (DESIGN §2).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct Engagement {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EngagementType,
+    /// The article's id.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub article_id: String,
+    /// Engaged seconds.
+    #[schema(minimum = 0.0)]
+    pub engaged_seconds: f64,
+    /// When it happened, epoch milliseconds (RFC 3339 text is accepted
+    /// too); the receive time when absent or out of bounds.
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub occurred_at: Option<i64>,
+    /// Who did it; a daily visitor is derived when absent or empty.
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub visitor_id: Option<String>,
+    /// The producer's id of the event.
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub event_id: Option<String>,
+    /// Section, normalised to a slug.
+    pub section: Option<String>,
+    /// Tags, normalised to slugs.
+    #[schema(max_items = 32)]
+    pub tags: Option<Vec<String>>,
 }
 
 /// One event, or an array of 1 to 100 of them (the default
@@ -61,14 +103,18 @@ pub struct CollectedEvent {
 #[allow(dead_code)]
 pub enum CollectedEvents {
     /// One event.
-    One(CollectedEvent),
+    One,
     /// Several, all or nothing.
-    Many(Vec<CollectedEvent>),
+    Many,
 }
 
 impl PartialSchema for CollectedEvents {
     fn schema() -> RefOr<Schema> {
-        let one = || Ref::from_schema_name("CollectedEvent");
+        let one = || {
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name("ViewOrShare"))
+                .item(Ref::from_schema_name("Engagement"))
+        };
         OneOfBuilder::new()
             .item(one())
             .item(
@@ -83,7 +129,10 @@ impl PartialSchema for CollectedEvents {
 
 impl ToSchema for CollectedEvents {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.push(("CollectedEvent".into(), CollectedEvent::schema()));
+        schemas.push(("ViewOrShare".into(), ViewOrShare::schema()));
+        schemas.push(("Engagement".into(), Engagement::schema()));
+        schemas.push(("ViewOrShareType".into(), ViewOrShareType::schema()));
+        schemas.push(("EngagementType".into(), EngagementType::schema()));
     }
 }
 

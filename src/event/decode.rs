@@ -340,7 +340,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
                 Ok(i64::try_from(v).map_or(RawTime::Other(v.to_string()), RawTime::Millis))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(RawTime::Other(v.to_string()))
+                // `1694494080000.0` is an integer to JSON Schema, and to us.
+                let whole = v.fract() == 0.0 && v.abs() < 9.2e18;
+                Ok(if whole {
+                    RawTime::Millis(v as i64)
+                } else {
+                    RawTime::Other(v.to_string())
+                })
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
                 Ok(RawTime::Other(v.to_string()))

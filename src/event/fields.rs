@@ -5,8 +5,8 @@ use std::borrow::Cow;
 
 use super::{slug, Invalid};
 
-/// Longest accepted article, event or visitor id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+/// Longest accepted article, event or visitor id, in characters.
+pub const MAX_ID_CHARS: usize = 256;
 /// Most tags accepted on one event.
 pub const MAX_TAGS: usize = 32;
 /// Longest headline or byline, in characters.
@@ -68,9 +68,9 @@ pub(super) fn optional_id(
 ) -> Result<Option<String>, Invalid> {
     match value {
         None | Some("") => Ok(None),
-        Some(v) if v.len() > MAX_ID_BYTES => Err(Invalid::InvalidField {
+        Some(v) if v.chars().count() > MAX_ID_CHARS => Err(Invalid::InvalidField {
             field,
-            message: format!("longer than {MAX_ID_BYTES} bytes"),
+            message: format!("longer than {MAX_ID_CHARS} characters"),
         }),
         Some(v) if v.chars().any(char::is_control) => Err(Invalid::InvalidField {
             field,

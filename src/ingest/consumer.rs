@@ -135,6 +135,7 @@ impl Ingest {
         let mut restore_at: Option<Instant> = None;
         // A flush came due while the writer was busy.
         let mut owed = false;
+        let mut kafka_errors = ErrorLog::default();
         loop {
             let full = batch.messages >= max_batch && writing.busy();
             let due = tokio::select! {
@@ -180,7 +181,7 @@ impl Ingest {
                     while let Some(msg) = next.take() {
                         match msg {
                             Ok(m) => l.reader.read(Incoming::from_kafka(&m), &mut batch),
-                            Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                            Err(e) => kafka_errors.report(&e),
                         }
                         drained += 1;
                         if drained < DRAIN_MAX && batch.messages < max_batch {
@@ -444,5 +445,30 @@ impl Loop {
             retry_at = None;
         }
         retry_at
+    }
+}
+
+/// Kafka's errors as they reach the log: the first at once, then at most one
+/// line every 10 s with how many came meanwhile. librdkafka queues one error
+/// per broker and per attempt while a cluster is unreachable, which would
+/// otherwise be thousands of identical lines.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn report(&mut self, e: &rdkafka::error::KafkaError) {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now - t < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %e, more_since_last = self.suppressed, "Kafka consumer error");
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }

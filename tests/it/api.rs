@@ -28,10 +28,6 @@ async fn invalid_api_parameters_get_400_with_a_message_and_unknown_profiles_404(
             "/v1/rankings/trending?offset=-1",
             "offset must be between 0 and 10000",
         ),
-        (
-            "/v1/rankings/trending?section=news&tag=x",
-            "at most one of section and tag",
-        ),
         ("/v1/rankings/trending?section=", "section must be"),
         (
             "/v1/rankings/trending?published_within=soon",
