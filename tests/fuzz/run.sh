@@ -58,6 +58,9 @@ for _ in $(seq 1 100); do
 done
 
 set +e
+# From the scratch directory: schemathesis keeps a cache of what it found
+# in the working directory, which is not to be the source tree.
+cd "$WORK"
 "$CACHE/venv/bin/schemathesis" run "http://127.0.0.1:$API_PORT/openapi.json" \
   --checks all \
   --max-examples "${FUZZ_MAX_EXAMPLES:-25}" \
