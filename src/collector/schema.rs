@@ -28,73 +28,63 @@ pub enum EngagementType {
     Engagement,
 }
 
-/// A page view or a share (DESIGN §2). The collector sets `user_agent`
-/// from the request, and `visitor_id` when it is absent.
+/// What every behaviour event carries (DESIGN §2). The collector sets
+/// `user_agent` from the request, and `visitor_id` when it is absent.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct Common {
+    /// The article's id.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub article_id: String,
+    /// When it happened, epoch milliseconds (RFC 3339 text is accepted
+    /// too); the receive time when absent or out of bounds.
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub occurred_at: Option<i64>,
+    /// Who did it; a daily visitor is derived when absent or empty.
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub visitor_id: Option<String>,
+    /// The producer's id of the event.
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub event_id: Option<String>,
+    /// Section, normalised to a slug.
+    pub section: Option<String>,
+    /// Tags, normalised to slugs.
+    #[schema(max_items = 32)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A page view or a share.
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ViewOrShare {
     /// What happened.
     #[serde(rename = "type")]
     pub kind: ViewOrShareType,
-    /// The article's id.
-    #[schema(
-        min_length = 1,
-        max_length = 256,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
-    )]
-    pub article_id: String,
-    /// When it happened, epoch milliseconds (RFC 3339 text is accepted
-    /// too); the receive time when absent or out of bounds.
-    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
-    pub occurred_at: Option<i64>,
-    /// Who did it; a daily visitor is derived when absent or empty.
-    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
-    pub visitor_id: Option<String>,
-    /// The producer's id of the event.
-    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
-    pub event_id: Option<String>,
-    /// Section, normalised to a slug.
-    pub section: Option<String>,
-    /// Tags, normalised to slugs.
-    #[schema(max_items = 32)]
-    pub tags: Option<Vec<String>>,
+    /// What every event carries.
+    #[serde(flatten)]
+    pub common: Common,
     /// For shares: the network, e.g. `"whatsapp"`; carried along, not
     /// counted, so any value is accepted.
     pub network: Option<serde_json::Value>,
 }
 
-/// Seconds of active reading (DESIGN §2).
+/// Seconds of active reading.
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct Engagement {
     /// What happened.
     #[serde(rename = "type")]
     pub kind: EngagementType,
-    /// The article's id.
-    #[schema(
-        min_length = 1,
-        max_length = 256,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
-    )]
-    pub article_id: String,
+    /// What every event carries.
+    #[serde(flatten)]
+    pub common: Common,
     /// Engaged seconds.
     #[schema(minimum = 0.0)]
     pub engaged_seconds: f64,
-    /// When it happened, epoch milliseconds (RFC 3339 text is accepted
-    /// too); the receive time when absent or out of bounds.
-    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
-    pub occurred_at: Option<i64>,
-    /// Who did it; a daily visitor is derived when absent or empty.
-    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
-    pub visitor_id: Option<String>,
-    /// The producer's id of the event.
-    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
-    pub event_id: Option<String>,
-    /// Section, normalised to a slug.
-    pub section: Option<String>,
-    /// Tags, normalised to slugs.
-    #[schema(max_items = 32)]
-    pub tags: Option<Vec<String>>,
 }
 
 /// One event, or an array of 1 to 100 of them (the default
@@ -129,6 +119,7 @@ impl PartialSchema for CollectedEvents {
 
 impl ToSchema for CollectedEvents {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push(("Common".into(), Common::schema()));
         schemas.push(("ViewOrShare".into(), ViewOrShare::schema()));
         schemas.push(("Engagement".into(), Engagement::schema()));
         schemas.push(("ViewOrShareType".into(), ViewOrShareType::schema()));

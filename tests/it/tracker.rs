@@ -2,7 +2,9 @@
 //! headless Chromium over WebDriver: a reader opens the page, stays, clicks
 //! a share button and leaves; the rankings then count exactly one page
 //! view, one share, and the engaged seconds of the visit. Also its size,
-//! and that a collector that is down raises no error in the page.
+//! and that while its collector is down the script throws nothing and
+//! writes nothing to the console (the browser still reports each failed
+//! request there itself, which no script can prevent).
 
 use std::time::{Duration, Instant};
 
@@ -114,14 +116,31 @@ async fn the_tracker_is_small_and_quiet_when_the_collector_is_down() {
     let script_host = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let script_origin = format!("http://{}", script_host.local_addr().unwrap());
     let body = String::from_utf8(script.to_vec()).unwrap();
-    // The script is served from an origin with no collector behind it.
-    let only_script = axum::Router::new().route(
-        "/tracker.js",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { ([("content-type", "text/javascript")], body) }
-        }),
-    );
+    // The script's origin serves it, but its collector is down: every
+    // post is a 503, as a collector without Kafka answers.
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let counted = posts.clone();
+    let only_script = axum::Router::new()
+        .route(
+            "/tracker.js",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([("content-type", "text/javascript")], body) }
+            }),
+        )
+        .route(
+            "/v1/events",
+            axum::routing::post(move |body: String| {
+                counted.lock().unwrap().push(body);
+                async {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        [("access-control-allow-origin", "*"), ("retry-after", "5")],
+                        "",
+                    )
+                }
+            }),
+        );
     tokio::spawn(async move { axum::serve(script_host, only_script).await.unwrap() });
     tokio::spawn(serve(site, article_page(&script_origin)));
     let browser = Browser::start().await;
@@ -131,4 +150,26 @@ async fn the_tracker_is_small_and_quiet_when_the_collector_is_down() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let errors = browser.eval("return window.__errors;").await;
     assert_eq!(errors, Value::Array(vec![]), "errors in the page");
+    // The browser reports each failed request itself (source "network");
+    // the script adds nothing of its own to the console.
+    let console = browser.console().await;
+    let own: Vec<&Value> = console
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] != "network")
+        .collect();
+    assert!(own.is_empty(), "the tracker wrote to the console: {own:?}");
+    // It sent the page view, and with the share the page view again from
+    // its queue of failed sends.
+    let posts = posts.lock().unwrap().clone();
+    assert!(posts.len() >= 2, "{posts:?}");
+    assert!(posts[0].contains("\"page_view\""), "{posts:?}");
+    let retried = posts[1..]
+        .iter()
+        .any(|p| p.contains("\"share\"") && p.contains("\"page_view\""));
+    assert!(
+        retried,
+        "the failed page view was not sent again: {posts:?}"
+    );
 }

@@ -55,7 +55,8 @@ impl Browser {
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"}
         }}});
         let created: Value = http
             .post(format!("{base}/session"))
@@ -141,6 +142,18 @@ impl Browser {
             json!({}),
         )
         .await;
+    }
+
+    /// What the page wrote to the browser's console since the last call
+    /// (`[{level, message, ...}]`), the browser's own network errors
+    /// included.
+    pub async fn console(&self) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/se/log",
+            json!({ "type": "browser" }),
+        )
+        .await
     }
 
     /// Writes a PNG of the window to `path`.
