@@ -5,8 +5,9 @@
 //! Rows: (a) the broker limit (consume only), (b) end to end, (c) the
 //! pipeline without the broker (JSON, protobuf), (d) a naive consumer,
 //! (e) freshness at half of (b), (f) the API with `wrk` (cache hits and
-//! misses), (g) memory as distinct articles grow, (s) Server-Sent Event
-//! streams held by one API replica.
+//! misses), (g) memory as distinct articles grow, (h) the Python peer a
+//! user would write instead, (s) Server-Sent Event streams held by one API
+//! replica.
 
 mod streams;
 
@@ -229,14 +230,30 @@ async fn broker_rows(
     let metrics = app.metrics();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
-    let b = end_to_end(&metrics, n).await?;
+    let (b, b_steady) = end_to_end(&metrics, n).await?;
     rows.push(Row {
         id: "b",
         what: "end to end: broker → service → Redis, default settings".into(),
         value: fmt_rate(b),
         target: format!("≥ 80% of (a): {:.0}%", 100.0 * b / a),
     });
-    eprintln!("bench: (b) {}", fmt_rate(b));
+    rows.push(Row {
+        id: "b",
+        what: "end to end, steady state (10% to 90% of the backlog)".into(),
+        value: fmt_rate(b_steady),
+        target: format!("≥ 80% of (a): {:.0}%", 100.0 * b_steady / a),
+    });
+    eprintln!("bench: (b) {}, steady {}", fmt_rate(b), fmt_rate(b_steady));
+    // (h) the peer a user would write instead, on the same backlog.
+    if let Some((steady, all)) = peer(settings, redis)? {
+        rows.push(Row {
+            id: "h",
+            what: "peer: Python, confluent-kafka consume(10000), sums per batch, one ZINCRBY pipeline per batch; steady state".into(),
+            value: format!("{} (whole run {})", fmt_rate(steady), fmt_rate(all)),
+            target: format!("(b) ≥ 10 × (h): {:.1} ×", b_steady / steady),
+        });
+        eprintln!("bench: (h) {}", fmt_rate(steady));
+    }
 
     // (e) freshness at half of (b), and at a fixed 50 k/s to compare runs
     // (the generator, the broker, the service and Redis share the cores).
@@ -439,11 +456,13 @@ fn flushed(metrics: &Metrics) -> f64 {
     metrics.flush_size.get_sample_sum()
 }
 
-/// Throughput of the service draining what is on the topics, measured from
-/// its first flush (the group join is not throughput).
-async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<f64> {
+/// Throughput of the service draining what is on the topics: measured from
+/// its first flush (the group join is not throughput), and in steady state,
+/// while the 10% to 90% of the backlog were flushed.
+async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<(f64, f64)> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<(Instant, f64)> = None;
+    let (mut at10, mut at90): (Option<(Instant, f64)>, Option<(Instant, f64)>) = (None, None);
     let mut report = Instant::now();
     loop {
         let done = flushed(metrics);
@@ -454,20 +473,59 @@ async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<f64> {
         if done > 0.0 && first.is_none() {
             first = Some((Instant::now(), done));
         }
+        if done >= n as f64 * 0.1 && at10.is_none() {
+            at10 = Some((Instant::now(), done));
+        }
+        if done >= n as f64 * 0.9 && at90.is_none() {
+            at90 = Some((Instant::now(), done));
+        }
         if done >= n as f64 {
             let (t0, d0) = first.expect("set above");
+            let ((t10, d10), (t90, d90)) = (at10.expect("set above"), at90.expect("set above"));
             eprintln!(
                 "bench: (b) {} flushes, {:.2}s in flushes",
                 metrics.flush_duration.get_sample_count(),
                 metrics.flush_duration.get_sample_sum()
             );
             print_store_times("(b)", metrics);
-            return Ok(rate(done - d0, t0.elapsed()));
+            return Ok((rate(done - d0, t0.elapsed()), rate(d90 - d10, t90 - t10)));
         }
         if Instant::now() > deadline {
             bail!("the service flushed {done} of {n} messages in 10 minutes");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Row (h): the Python peer (`bench/peer.py`) on the same backlog (the
+/// events topic from the start), as `bench/run.sh` sets it up in
+/// `POPULARITY_BENCH_PEER`; its rate while 10% to 90% of what it read were
+/// applied, and over its whole run (3 s of final idleness excluded).
+fn peer(settings: &Settings, redis: &RedisServer) -> anyhow::Result<Option<(f64, f64)>> {
+    let Ok(command) = std::env::var("POPULARITY_BENCH_PEER") else {
+        eprintln!("bench: (h) skipped: POPULARITY_BENCH_PEER is not set (bench/run.sh sets it)");
+        return Ok(None);
+    };
+    let mut parts = command.split_whitespace();
+    let program = parts.next().context("POPULARITY_BENCH_PEER is empty")?;
+    let out = Command::new(program)
+        .args(parts)
+        .args([
+            settings.kafka.brokers.as_str(),
+            settings.kafka.topics.events.as_str(),
+            redis.url.as_str(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the Python peer")?;
+    if !out.status.success() {
+        bail!("the Python peer failed: {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = text.split_whitespace().map(|x| x.parse::<f64>());
+    match (v.next(), v.next()) {
+        (Some(Ok(steady)), Some(Ok(all))) => Ok(Some((steady, all))),
+        _ => bail!("the Python peer printed {text:?}"),
     }
 }
 
