@@ -462,7 +462,9 @@ fn flushed(metrics: &Metrics) -> f64 {
 async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<(f64, f64)> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<(Instant, f64)> = None;
-    let (mut at10, mut at90): (Option<(Instant, f64)>, Option<(Instant, f64)>) = (None, None);
+    // (when, how many) at the first poll past 10% and past 90%.
+    let mut at10: Option<(Instant, f64)> = None;
+    let mut at90: Option<(Instant, f64)> = None;
     let mut report = Instant::now();
     loop {
         let done = flushed(metrics);
