@@ -347,8 +347,11 @@ mod tests {
     use super::*;
 
     fn parse<T: DeserializeOwned>(q: &str) -> Result<T, String> {
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
-        serde_path_to_error::deserialize(de).map_err(|e| format!("{} {}", e.path(), e.inner()))
+        let query = Strict::<T> {
+            raw: q.to_string(),
+            parsed: std::marker::PhantomData,
+        };
+        query.parse().map_err(|e| e.to_string())
     }
 
     #[test]

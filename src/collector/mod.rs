@@ -183,28 +183,24 @@ enum Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let (status, code, message) = match &self {
-            Problem::Refused(r @ Refused::TooMany { .. }) => {
-                (StatusCode::BAD_REQUEST, "too_many_events", r.to_string())
-            }
-            Problem::Refused(r) => (StatusCode::BAD_REQUEST, "invalid_event", r.to_string()),
+        // The error code is the metrics' reason: one name for both.
+        let (status, message) = match &self {
+            Problem::Refused(r) => (StatusCode::BAD_REQUEST, r.to_string()),
             Problem::TooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
                 format!("the body is larger than {max} bytes"),
             ),
             Problem::MediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
                 "send application/json or text/plain".to_string(),
             ),
             Problem::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
                 "too many requests from this address; slow down".to_string(),
             ),
-            Problem::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
+            Problem::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
         };
+        let code = self.reason();
         let mut body = json!({ "error": { "code": code, "message": message } });
         if let Problem::Refused(Refused::Event { index, .. }) = &self {
             body["error"]["index"] = json!(index);
