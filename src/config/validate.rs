@@ -1,0 +1,191 @@
+//! The rules of the settings that types alone cannot state: non-empty
+//! names, parseable addresses and URLs, bounds, and how settings relate;
+//! each failure names its key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{invalid, Backend, ConfigError, Settings};
+use crate::event::slug;
+
+impl Settings {
+    /// Checks every value that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonempty = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        let positive = |key: &str, d: Duration| {
+            if d.is_zero() {
+                Err(invalid(key, "must be greater than zero"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("kafka.brokers", &self.kafka.brokers)?;
+        nonempty("kafka.group_id", &self.kafka.group_id)?;
+        nonempty("kafka.topics.events", &self.kafka.topics.events)?;
+        nonempty("kafka.topics.articles", &self.kafka.topics.articles)?;
+        nonempty("kafka.topics.dead_letter", &self.kafka.topics.dead_letter)?;
+        if self.kafka.topics.dead_letter == self.kafka.topics.events
+            || self.kafka.topics.dead_letter == self.kafka.topics.articles
+        {
+            return Err(invalid(
+                "kafka.topics.dead_letter",
+                "must differ from the topics it receives from",
+            ));
+        }
+        for key in self.kafka.properties.keys() {
+            if matches!(
+                key.as_str(),
+                "bootstrap.servers"
+                    | "group.id"
+                    | "enable.auto.commit"
+                    | "enable.auto.offset.store"
+            ) {
+                return Err(invalid(
+                    format!("kafka.properties.{key}"),
+                    "is set by popularity itself and cannot be overridden",
+                ));
+            }
+        }
+        if self.store.backend == Backend::Redis {
+            let url = &self.store.redis_url;
+            redis::Client::open(url.as_str()).map_err(|e| {
+                invalid(
+                    "store.redis_url",
+                    format!("{url:?} is not a Redis URL: {e}"),
+                )
+            })?;
+        }
+        let prefix = &self.store.key_prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}', ':', ' ']) {
+            return Err(invalid(
+                "store.key_prefix",
+                format!("{prefix:?} must be non-empty without braces, colons or spaces"),
+            ));
+        }
+        positive("store.metadata_ttl", self.store.metadata_ttl)?;
+        self.api
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("api.listen", format!("{:?}: {e}", self.api.listen)))?;
+        for origin in &self.api.cors_allowed_origins {
+            if origin != "*" && !is_origin(origin) {
+                return Err(invalid(
+                    "api.cors_allowed_origins",
+                    format!("{origin:?} is not an origin such as https://news.example.com, nor *"),
+                ));
+            }
+        }
+        let c = &self.collector;
+        if c.max_body_bytes == 0 || c.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "collector.max_body_bytes",
+                "must be between 1 and 16777216",
+            ));
+        }
+        if c.max_events_per_request == 0 || c.max_events_per_request > 10_000 {
+            return Err(invalid(
+                "collector.max_events_per_request",
+                "must be between 1 and 10000",
+            ));
+        }
+        if c.requests_per_second_per_ip == 0 {
+            return Err(invalid(
+                "collector.requests_per_second_per_ip",
+                "must be greater than zero",
+            ));
+        }
+        if c.burst == 0 {
+            return Err(invalid("collector.burst", "must be greater than zero"));
+        }
+        for cidr in &c.trusted_proxies {
+            cidr.parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "collector.trusted_proxies",
+                        format!("{cidr:?} is not an address or a CIDR such as 10.0.0.0/8"),
+                    )
+                })?;
+        }
+        if c.visitor_secret.as_deref().is_some_and(|k| k.len() < 16) {
+            return Err(invalid(
+                "collector.visitor_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        positive("collector.produce_timeout", c.produce_timeout)?;
+        positive("ingest.flush_interval", self.ingest.flush_interval)?;
+        if self.ingest.max_batch_events == 0 {
+            return Err(invalid("ingest.max_batch_events", "must be at least 1"));
+        }
+        if self.ingest.max_message_bytes == 0 {
+            return Err(invalid("ingest.max_message_bytes", "must be at least 1"));
+        }
+        positive("ingest.max_event_age", self.ingest.max_event_age)?;
+        positive("ingest.shutdown_deadline", self.ingest.shutdown_deadline)?;
+        if self.scoring.profiles.is_empty() {
+            return Err(invalid(
+                "scoring.profiles",
+                "at least one profile is needed",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.scoring.profiles.iter().enumerate() {
+            let key = format!("scoring.profiles[{i}]");
+            if p.name.is_empty() || slug(&p.name) != p.name {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} must be a lowercase slug like \"trending\"", p.name),
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", p.name),
+                ));
+            }
+            positive(&format!("{key}.half_life"), p.half_life)?;
+            for (field, w) in [
+                ("page_view", p.weights.page_view),
+                ("share", p.weights.share),
+                ("engaged_second", p.weights.engaged_second),
+            ] {
+                if !w.is_finite() || w < 0.0 {
+                    return Err(invalid(
+                        format!("{key}.weights.{field}"),
+                        format!("{w} must be a finite number >= 0"),
+                    ));
+                }
+            }
+        }
+        if self.scoring.max_members == 0 {
+            return Err(invalid("scoring.max_members", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]` with an http(s) scheme and nothing after: what a
+/// browser sends as `Origin`.
+fn is_origin(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '*'])
+        && rest.split(':').count() <= 2
+        && rest
+            .split(':')
+            .nth(1)
+            .is_none_or(|p| p.parse::<u16>().is_ok())
+}
