@@ -97,7 +97,7 @@ fn filter_and_aggregate(c: &mut Criterion) {
     // As the consumer does: each article placed once per flush.
     let places: Vec<_> = events
         .iter()
-        .map(|e| placement(&e.article_id, e.section.as_deref(), &e.tags))
+        .map(|e| placement(&e.article_id, e.section.as_deref(), &e.tags, 1))
         .collect();
     g.bench_function("aggregate", |b| {
         b.iter(|| {

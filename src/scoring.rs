@@ -120,6 +120,41 @@ pub enum Group {
     Tag(String),
     /// Tags themselves, ranked by the events of their articles.
     Tags,
+    /// One of the shards a group is split into in cluster mode (DESIGN §4):
+    /// the members [`shard_of`] puts there, with their own landmarks and
+    /// fences. Writes name shards; reads name the group and merge them.
+    Shard(Box<Group>, u16),
+}
+
+impl Group {
+    /// The group this is a shard of, or itself.
+    pub fn base(&self) -> &Group {
+        match self {
+            Group::Shard(g, _) => g,
+            g => g,
+        }
+    }
+
+    /// The shard of this group that holds `member` when groups are split in
+    /// `shards`: the group itself when there is one.
+    pub fn shard_for(&self, member: &str, shards: u16) -> Group {
+        let base = self.base();
+        if shards <= 1 {
+            return base.clone();
+        }
+        Group::Shard(Box::new(base.clone()), shard_of(member, shards))
+    }
+}
+
+/// The shard of `member` among `shards`: FNV-1a of its bytes, so every
+/// process and version agrees.
+pub fn shard_of(member: &str, shards: u16) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in member.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))) as u16
 }
 
 /// The increments of one flush, relative to a reference time, per group,
@@ -139,12 +174,20 @@ pub struct Aggregate {
     /// Per-profile increments of the event being added (reused).
     scratch: Vec<f64>,
     profiles: Profiles,
+    /// Shards per group ([`Aggregate::add`] places events in them).
+    shards: u16,
 }
 
 /// Where an event of an article lands: each group with the member it bumps
 /// there (the article, or the tag in the tags ranking). Computed once per
 /// article and flush, so adding an event allocates nothing.
-pub fn placement(article_id: &str, section: Option<&str>, tags: &[String]) -> Vec<(Group, String)> {
+/// With `shards` > 1 each group is the shard that holds the member.
+pub fn placement(
+    article_id: &str,
+    section: Option<&str>,
+    tags: &[String],
+    shards: u16,
+) -> Vec<(Group, String)> {
     let mut out = Vec::with_capacity(2 + 2 * tags.len());
     out.push((Group::All, article_id.to_string()));
     if let Some(s) = section {
@@ -153,6 +196,11 @@ pub fn placement(article_id: &str, section: Option<&str>, tags: &[String]) -> Ve
     for t in tags {
         out.push((Group::Tag(t.clone()), article_id.to_string()));
         out.push((Group::Tags, t.clone()));
+    }
+    if shards > 1 {
+        for (g, member) in &mut out {
+            *g = g.shard_for(member, shards);
+        }
     }
     out
 }
@@ -168,7 +216,15 @@ impl Aggregate {
             fences: HashMap::default(),
             scratch: Vec::new(),
             profiles,
+            shards: 1,
         }
+    }
+
+    /// The same aggregate placing the events [`Aggregate::add`] takes in
+    /// groups split into `shards` (a sharded store's [`crate::store::Store::shards`]).
+    pub fn sharded(mut self, shards: u16) -> Aggregate {
+        self.shards = shards.max(1);
+        self
     }
 
     /// Folds in one counted event: `units` views, shares or engaged seconds.
@@ -181,7 +237,7 @@ impl Aggregate {
         at_ms: i64,
         units: f64,
     ) {
-        let place = placement(article_id, section, tags);
+        let place = placement(article_id, section, tags, self.shards);
         self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
     }
 
@@ -206,7 +262,7 @@ impl Aggregate {
             if !admit(k) {
                 continue;
             }
-            counted |= *group == Group::All;
+            counted |= *group.base() == Group::All;
             self.credit(group, member, &incs);
         }
         self.scratch = incs;
@@ -242,7 +298,7 @@ impl Aggregate {
         for (group, member) in place {
             self.credit(group, member, incs);
         }
-        if place.iter().any(|(g, _)| *g == Group::All) {
+        if place.iter().any(|(g, _)| *g.base() == Group::All) {
             self.count(article_id, counts);
         }
         self.events += events;

@@ -120,19 +120,60 @@ pub enum Backend {
     Memory,
 }
 
+/// How the Redis store reaches its servers (DESIGN §4 "Topologies").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server.
+    Standalone,
+    /// The master Sentinels name, followed after a failover.
+    Sentinel,
+    /// A Redis Cluster, groups split into shards.
+    Cluster,
+}
+
 /// Store settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// `redis` or `memory`.
     pub backend: Backend,
-    /// `redis://…` or `rediss://…`.
+    /// `standalone`, `sentinel` or `cluster`.
+    pub redis_mode: RedisMode,
+    /// `redis://…` or `rediss://…`; in sentinel and cluster mode a
+    /// comma-separated list (the Sentinels, or the cluster's seed nodes).
     pub redis_url: String,
+    /// The master's name in Sentinel.
+    pub sentinel_master: String,
+    /// Replicas that must hold a write before its offsets are committed.
+    pub wait_replicas: usize,
+    /// Shards per group in cluster mode.
+    pub shards: u16,
     /// Replaces `pop` in every key.
     pub key_prefix: String,
     /// How long article metadata is kept after its last publication event.
     #[serde(with = "humantime_serde")]
     pub metadata_ttl: Duration,
+}
+
+impl StoreSettings {
+    /// The URLs of `redis_url`: one server, the Sentinels or seed nodes.
+    pub fn redis_urls(&self) -> Vec<&str> {
+        self.redis_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Shards per group: `shards` in cluster mode, else 1.
+    pub fn effective_shards(&self) -> u16 {
+        if self.redis_mode == RedisMode::Cluster {
+            self.shards
+        } else {
+            1
+        }
+    }
 }
 
 /// HTTP API settings.
@@ -434,6 +475,41 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_and_cluster_take_lists_and_standalone_one_url() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("POPULARITY__STORE__REDIS_MODE", "cluster"),
+                (
+                    "POPULARITY__STORE__REDIS_URL",
+                    "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.store.redis_mode, RedisMode::Cluster);
+        assert_eq!(
+            s.store.redis_urls(),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert_eq!(s.store.effective_shards(), 8);
+        let e = err_of(&[(
+            "POPULARITY__STORE__REDIS_URL",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+        )]);
+        assert!(
+            e.contains("store.redis_url") && e.contains("standalone"),
+            "{e}"
+        );
+        let e = err_of(&[
+            ("POPULARITY__STORE__REDIS_MODE", "sentinel"),
+            ("POPULARITY__STORE__REDIS_URL", "redis://127.0.0.1:26379"),
+            ("POPULARITY__STORE__SENTINEL_MASTER", " "),
+        ]);
+        assert!(e.contains("store.sentinel_master"), "{e}");
+    }
+
+    #[test]
     fn an_unknown_key_fails_naming_it() {
         let e = err_of(&[("POPULARITY__INGEST__FLUSH_INTERVALL", "1s")]);
         assert!(e.contains("ingest") && e.contains("flush_intervall"), "{e}");
@@ -471,6 +547,13 @@ mod tests {
                 "store.redis_url",
             ),
             ("POPULARITY__STORE__KEY_PREFIX", "a{b}", "store.key_prefix"),
+            ("POPULARITY__STORE__REDIS_MODE", "ring", "store.redis_mode"),
+            ("POPULARITY__STORE__SHARDS", "0", "store.shards"),
+            (
+                "POPULARITY__STORE__WAIT_REPLICAS",
+                "99",
+                "store.wait_replicas",
+            ),
             ("POPULARITY__STORE__BACKEND", "mongo", "store.backend"),
             (
                 "POPULARITY__SCORING__MAX_MEMBERS",

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{invalid, Backend, ConfigError, Settings};
+use super::{invalid, Backend, ConfigError, RedisMode, Settings, StoreSettings};
 use crate::event::slug;
 
 impl Settings {
@@ -54,13 +54,7 @@ impl Settings {
             }
         }
         if self.store.backend == Backend::Redis {
-            let url = &self.store.redis_url;
-            redis::Client::open(url.as_str()).map_err(|e| {
-                invalid(
-                    "store.redis_url",
-                    format!("{url:?} is not a Redis URL: {e}"),
-                )
-            })?;
+            self.store.validate_redis()?;
         }
         let prefix = &self.store.key_prefix;
         if prefix.is_empty() || prefix.contains(['{', '}', ':', ' ']) {
@@ -188,4 +182,39 @@ fn is_origin(s: &str) -> bool {
             .split(':')
             .nth(1)
             .is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+impl StoreSettings {
+    /// The Redis topology: URLs that parse, as many as the mode takes, and
+    /// bounds on replicas and shards.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let urls = self.redis_urls();
+        if self.redis_mode == RedisMode::Standalone && urls.len() != 1 {
+            return Err(invalid(
+                "store.redis_url",
+                "takes one URL in standalone mode (lists are for sentinel and cluster)",
+            ));
+        }
+        if urls.is_empty() {
+            return Err(invalid("store.redis_url", "must not be empty"));
+        }
+        for url in &urls {
+            redis::Client::open(*url).map_err(|e| {
+                invalid(
+                    "store.redis_url",
+                    format!("{url:?} is not a Redis URL: {e}"),
+                )
+            })?;
+        }
+        if self.redis_mode == RedisMode::Sentinel && self.sentinel_master.trim().is_empty() {
+            return Err(invalid("store.sentinel_master", "must not be empty"));
+        }
+        if self.wait_replicas > 16 {
+            return Err(invalid("store.wait_replicas", "must be between 0 and 16"));
+        }
+        if self.shards == 0 || self.shards > 256 {
+            return Err(invalid("store.shards", "must be between 1 and 256"));
+        }
+        Ok(())
+    }
 }

@@ -53,6 +53,7 @@ pub(super) struct Placement<'a> {
 pub(super) fn place<'a>(
     counted: &'a [Counted],
     sources: &[PartitionRead],
+    shards: u16,
     known: impl Fn(&str) -> Known<'a>,
 ) -> Placement<'a> {
     type PlaceKey<'a> = (&'a str, Option<&'a str>, &'a [String]);
@@ -83,7 +84,7 @@ pub(super) fn place<'a>(
         };
         let key = (c.article_id.as_str(), section, tags);
         let place = *place_of.entry(key).or_insert_with(|| {
-            let entries = placement(&c.article_id, section, tags);
+            let entries = placement(&c.article_id, section, tags, shards);
             let numbers = entries
                 .iter()
                 .map(|(g, _)| {

@@ -154,7 +154,9 @@ impl Writer {
         self.catalog.look_up(store, m, &batch.counted).await?;
         self.fences.sync(self.state.generation());
         let catalog = &self.catalog;
-        let placement = fold::place(&batch.counted, &batch.partitions, |id| catalog.known(id));
+        let placement = fold::place(&batch.counted, &batch.partitions, store.shards(), |id| {
+            catalog.known(id)
+        });
         let missing = self.fences.missing(&placement.groups);
         if !missing.is_empty() {
             let read = m.time_store("fences", store.fences(&missing)).await?;
@@ -176,7 +178,7 @@ impl Writer {
                 }
             };
             self.fences.applied(&aggregate.fences, &applied.conflicts);
-            if !applied.conflicts.contains(&Group::All) {
+            if !applied.conflicts.iter().any(|g| *g.base() == Group::All) {
                 self.observe_applied(&aggregate, batch);
             }
             if !applied.conflicts.is_empty() {

@@ -29,16 +29,9 @@ pub async fn connect(settings: &crate::config::Settings) -> Result<Arc<dyn Store
     let max_members = settings.scoring.max_members;
     let s = &settings.store;
     Ok(match s.backend {
-        Backend::Redis => Arc::new(
-            redis::RedisStore::connect(
-                &s.redis_url,
-                &s.key_prefix,
-                profiles,
-                max_members,
-                s.metadata_ttl,
-            )
-            .await?,
-        ),
+        Backend::Redis => {
+            Arc::new(redis::RedisStore::connect(s, profiles, max_members, s.metadata_ttl).await?)
+        }
         Backend::Memory => Arc::new(memory::MemoryStore::new(
             profiles,
             max_members,
@@ -122,6 +115,12 @@ pub trait Store: Send + Sync + 'static {
     /// and saves its duplicate filter; otherwise it keeps nothing between
     /// starts and rebuilds the state from the topics' retained history.
     fn durable(&self) -> bool;
+
+    /// Shards per group: writes name the shard of each member
+    /// ([`Group::shard_for`]); reads name groups and get every shard merged.
+    fn shards(&self) -> u16 {
+        1
+    }
 
     /// The saved duplicate-filter state of each partition `topic/partition`.
     async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError>;
@@ -279,5 +278,9 @@ pub(crate) fn group_tag(group: &Group) -> String {
         Group::Section(s) => format!("{{s:{s}}}"),
         Group::Tag(t) => format!("{{t:{t}}}"),
         Group::Tags => "{tags}".to_string(),
+        Group::Shard(g, k) => {
+            let base = group_tag(g);
+            format!("{}#{k}}}", &base[..base.len() - 1])
+        }
     }
 }

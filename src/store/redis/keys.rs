@@ -28,9 +28,11 @@ impl Keys {
         format!("{}:{}:r:{profile}", self.prefix, group_tag(group))
     }
 
-    /// `pop:{all}:count:page_view`: all-time counted events per article.
-    pub fn count(&self, kind: EventType) -> String {
-        format!("{}:{{all}}:count:{}", self.prefix, kind.as_str())
+    /// `pop:{all}:count:page_view` (in cluster mode `pop:{all#3}:…`, the
+    /// shard of [`Group::All`] that ranks the article): all-time counted
+    /// events per article.
+    pub fn count(&self, all: &Group, kind: EventType) -> String {
+        format!("{}:{}:count:{}", self.prefix, group_tag(all), kind.as_str())
     }
 
     /// `pop:{idx}:all` or `pop:{idx}:s:<section>`: the News Index.

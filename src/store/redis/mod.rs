@@ -1,33 +1,36 @@
-//! The Redis store: the layout of DESIGN §4.
+//! The Redis store: the layout of DESIGN §4, on any topology ([`link`]).
 //!
 //! Each flush is one `EVALSHA` of `apply.lua` per group of keys (one hash
-//! tag, so one Cluster slot), all pipelined in one round trip. Reads fetch a
-//! ranking and its landmark in one `MULTI`/`EXEC`, so they are consistent
-//! with any concurrent rebase.
+//! tag, so one Cluster slot), all sent at once. Reads fetch a ranking and
+//! its landmark in one `MULTI`/`EXEC`, so they are consistent with any
+//! concurrent rebase. In cluster mode every group is split into shards by
+//! member ([`Group::shard_for`]); reads merge the shards ([`shards`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::{Cmd, FromRedisValue, Script, Value};
 
 mod keys;
+mod link;
 mod scripts;
+mod shards;
 
 use super::{
-    Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Scored, Store, StoreError,
-    FENCE_PREFIX,
+    Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Store, StoreError, FENCE_PREFIX,
 };
+use crate::config::StoreSettings;
 use crate::event::{ArticleMeta, EventType, PerType};
 use crate::now_ms;
-use crate::scoring::{decayed, Aggregate, Group, Profiles};
+use crate::scoring::{Aggregate, Group, Profiles};
 use keys::Keys;
+use link::{Link, Part};
 
 /// A Redis-backed store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    link: Link,
     keys: Keys,
     profiles: Profiles,
     max_members: usize,
@@ -35,108 +38,81 @@ pub struct RedisStore {
     apply_script: Script,
     place_script: Script,
     filter_script: Script,
+    /// Shards per group (1 unless in cluster mode).
+    shards: u16,
+    /// Replicas that must hold every write before it counts as done.
+    wait_replicas: usize,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// `v` read as `T`, or the store holds something this version cannot read.
+fn parse<T: FromRedisValue>(v: Value) -> Result<T, StoreError> {
+    redis::from_redis_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The call of `script` on `keys`; its arguments follow.
+fn evalsha(script: &Script, keys: &[String]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
+}
+
 impl RedisStore {
-    /// Connects to `url` (`redis://` or `rediss://`).
+    /// Connects as `settings` say (standalone, Sentinel or Cluster).
     pub async fn connect(
-        url: &str,
-        key_prefix: &str,
+        settings: &StoreSettings,
         profiles: Profiles,
         max_members: usize,
         metadata_ttl: Duration,
     ) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
         Ok(RedisStore {
-            conn,
-            keys: Keys::new(key_prefix),
+            link: Link::open(settings).await.map_err(unavailable)?,
+            keys: Keys::new(&settings.key_prefix),
             profiles,
             max_members,
             metadata_ttl,
             apply_script: Script::new(include_str!("../apply.lua")),
             place_script: Script::new(include_str!("../place.lua")),
             filter_script: Script::new(include_str!("../filter.lua")),
+            shards: settings.effective_shards(),
+            wait_replicas: settings.wait_replicas,
         })
     }
 
-    /// Score (decayed to `at_ms`) and 1-based rank of each of `members` in
-    /// `group`, per profile, read atomically in one round trip.
-    async fn positions(
-        &self,
-        group: &Group,
-        members: &[&str],
-        at_ms: i64,
-    ) -> Result<Vec<Vec<Option<(f64, usize)>>>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic().hgetall(self.keys.meta(group));
-        let keys: Vec<String> = self
-            .profiles
-            .iter()
-            .map(|p| self.keys.ranking(group, &p.name))
-            .collect();
-        for member in members {
-            for key in &keys {
-                pipe.zscore(key, member).zrevrank(key, member);
-            }
-        }
-        let mut conn = self.conn.clone();
-        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
-        let mut it = values.into_iter();
-        let meta: HashMap<String, String> =
-            redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).map_err(corrupt)?;
-        let landmarks: Vec<Option<i64>> = self
-            .profiles
-            .iter()
-            .map(|p| {
-                meta.get(&format!("landmark:{}", p.name))
-                    .and_then(|l| l.parse::<i64>().ok())
-            })
-            .collect();
-        let mut out = Vec::with_capacity(members.len());
-        for _ in members {
-            let mut row = Vec::with_capacity(self.profiles.len());
-            for (p, landmark) in self.profiles.iter().zip(&landmarks) {
-                let score: Option<f64> =
-                    redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))
-                        .map_err(corrupt)?;
-                let rank: Option<usize> =
-                    redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))
-                        .map_err(corrupt)?;
-                row.push(match (score, rank, landmark) {
-                    (Some(v), Some(r), Some(l)) => {
-                        Some((decayed(v, *l, at_ms, p.half_life_ms), r + 1))
-                    }
-                    _ => None,
-                });
-            }
-            out.push(row);
-        }
-        Ok(out)
+    /// Sends `parts` (see [`Link::send`]).
+    async fn send(&self, parts: &[Part]) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.link.send(parts).await.map_err(unavailable)
     }
 
-    /// `HGETALL` of every key, in one pipeline.
+    /// Returns once `wait_replicas` replicas hold what this process wrote
+    /// (DESIGN §4): after every write, and after reading the fences a write
+    /// will rely on, which may come from a write not yet replicated.
+    async fn settle(&self) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        self.link
+            .wait(self.wait_replicas)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// `HGETALL` of every key, at once.
     async fn hashes(
         &self,
         keys: impl Iterator<Item = String>,
     ) -> Result<Vec<HashMap<String, String>>, StoreError> {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.hgetall(key);
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await.map_err(unavailable)
+        let parts: Vec<Part> = keys
+            .map(|k| Part::one(redis::cmd("HGETALL").arg(k).clone()))
+            .collect();
+        self.send(&parts)
+            .await?
+            .into_iter()
+            .map(|mut r| parse(r.pop().unwrap_or(Value::Nil)))
+            .collect()
     }
 }
 
@@ -146,20 +122,35 @@ impl Store for RedisStore {
         true
     }
 
+    fn shards(&self) -> u16 {
+        self.shards
+    }
+
     async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError> {
-        let mut pipe = redis::pipe();
-        for s in sources {
-            pipe.atomic()
-                .hgetall(self.keys.filter_meta(s))
-                .lrange(self.keys.filter_log(s), 0, -1);
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<(HashMap<String, String>, Vec<Vec<u8>>)> =
-            pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        Ok(replies
+        let parts: Vec<Part> = sources
+            .iter()
+            .map(|s| {
+                let mut p = Part::atomic();
+                p.add(redis::cmd("HGETALL").arg(self.keys.filter_meta(s)).clone())
+                    .add(
+                        redis::cmd("LRANGE")
+                            .arg(self.keys.filter_log(s))
+                            .arg(0)
+                            .arg(-1)
+                            .clone(),
+                    );
+                p
+            })
+            .collect();
+        let replies = self.send(&parts).await?;
+        self.settle().await?;
+        replies
             .into_iter()
-            .map(
-                |(meta, deltas)| match meta.get("fence").map(|f| f.parse::<i64>()) {
+            .map(|r| {
+                let mut it = r.into_iter();
+                let meta: HashMap<String, String> = parse(it.next().unwrap_or(Value::Nil))?;
+                let deltas: Vec<Vec<u8>> = parse(it.next().unwrap_or(Value::Nil))?;
+                Ok(match meta.get("fence").map(|f| f.parse::<i64>()) {
                     Some(Err(_)) => SavedFilter {
                         unreadable: true,
                         ..SavedFilter::default()
@@ -170,71 +161,69 @@ impl Store for RedisStore {
                         deltas,
                         unreadable: false,
                     },
-                },
-            )
-            .collect())
+                })
+            })
+            .collect()
     }
 
     async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        self.filter_script
-            .prepare_invoke()
-            .load_async(&mut conn)
+        self.link
+            .load(&self.filter_script)
             .await
             .map_err(unavailable)?;
-        let invocations: Vec<_> = writes
+        let parts: Vec<Part> = writes
             .iter()
             .map(|w| {
-                let mut inv = self.filter_script.prepare_invoke();
-                inv.key(self.keys.filter_meta(&w.source))
-                    .key(self.keys.filter_log(&w.source))
-                    .arg(w.expected.map(|e| e.to_string()).unwrap_or_default())
+                let mut cmd = evalsha(
+                    &self.filter_script,
+                    &[
+                        self.keys.filter_meta(&w.source),
+                        self.keys.filter_log(&w.source),
+                    ],
+                );
+                cmd.arg(w.expected.map(|e| e.to_string()).unwrap_or_default())
                     .arg(w.new)
                     .arg(&w.seed)
                     .arg(if w.delta.snapshot { "1" } else { "0" })
                     .arg(&w.delta.bytes[..]);
-                inv
+                Part::one(cmd)
             })
             .collect();
-        let mut pipe = redis::pipe();
-        for inv in &invocations {
-            pipe.invoke_script(inv);
+        let replies = self.send(&parts).await?;
+        self.settle().await?;
+        let mut refused = Vec::new();
+        for (w, mut r) in writes.iter().zip(replies) {
+            if parse::<i64>(r.pop().unwrap_or(Value::Nil))? == 2 {
+                refused.push(w.source.clone());
+            }
         }
-        let replies: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        Ok(writes
-            .iter()
-            .zip(replies)
-            .filter(|(_, r)| *r == 2)
-            .map(|(w, _)| w.source.clone())
-            .collect())
+        Ok(refused)
     }
 
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
         if batch.groups.is_empty() {
             return Ok(Applied::default());
         }
-        let mut conn = self.conn.clone();
         // Loaded on every flush: a restarted Redis has an empty script cache.
-        self.apply_script
-            .prepare_invoke()
-            .load_async(&mut conn)
+        self.link
+            .load(&self.apply_script)
             .await
             .map_err(unavailable)?;
         let groups: Vec<&Group> = batch.groups.keys().collect();
-        let invocations: Vec<_> = groups.iter().map(|g| self.invocation(batch, g)).collect();
-        let mut pipe = redis::pipe();
-        for inv in &invocations {
-            pipe.invoke_script(inv);
-        }
-        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let parts: Vec<Part> = groups
+            .iter()
+            .map(|g| Part::one(self.invocation(batch, g)))
+            .collect();
+        let replies = self.send(&parts).await?;
+        self.settle().await?;
         let mut applied = Applied::default();
-        for (group, reply) in groups.into_iter().zip(replies) {
-            match reply {
-                redis::Value::Int(_) => {}
-                redis::Value::Array(v) => {
+        for (group, mut reply) in groups.into_iter().zip(replies) {
+            match reply.pop().unwrap_or(Value::Nil) {
+                Value::Int(_) => {}
+                Value::Array(v) => {
                     tracing::info!(?group, reply = ?v, "fence conflict");
                     applied.conflicts.push(group.clone());
                 }
@@ -255,6 +244,7 @@ impl Store for RedisStore {
         let metas = self
             .hashes(groups.iter().map(|g| self.keys.meta(g)))
             .await?;
+        self.settle().await?;
         Ok(metas
             .into_iter()
             .map(|m| {
@@ -276,42 +266,13 @@ impl Store for RedisStore {
         limit: usize,
         at_ms: i64,
     ) -> Result<Page, StoreError> {
-        let p = &self.profiles[profile];
-        let mut conn = self.conn.clone();
-        let stop = offset.saturating_add(limit).saturating_sub(1);
-        let (landmark, items): (Option<String>, Vec<(String, f64)>) = redis::pipe()
-            .atomic()
-            .hget(self.keys.meta(group), format!("landmark:{}", p.name))
-            .zrevrange_withscores(
-                self.keys.ranking(group, &p.name),
-                offset as isize,
-                stop as isize,
-            )
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let Some(landmark) = landmark else {
-            return Ok(Page::default());
-        };
-        let l: i64 = landmark
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("landmark {landmark:?} is not an integer")))?;
-        Ok(Page {
-            items: items
-                .into_iter()
-                .map(|(member, v)| Scored {
-                    member,
-                    score: decayed(v, l, at_ms, p.half_life_ms),
-                })
-                .collect(),
-        })
+        self.merged_top(group, profile, offset, limit, at_ms).await
     }
 
     async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
         if articles.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
         // The previous metadata, to move the article out of its old index and rankings.
         let ids: Vec<String> = articles.iter().map(|a| a.article_id.clone()).collect();
         let previous: Vec<Option<ArticleMeta>> = self
@@ -320,15 +281,12 @@ impl Store for RedisStore {
             .into_iter()
             .map(ArticleState::live)
             .collect();
-        let old: Vec<Option<String>> = previous
-            .iter()
-            .map(|m| m.as_ref().and_then(|m| m.section.clone()))
-            .collect();
         let ttl = self.metadata_ttl.as_secs().max(1) as i64;
         let horizon = now_ms() - self.metadata_ttl.as_millis() as i64;
         let max = self.max_members as isize;
-        let mut pipe = redis::pipe();
-        for (a, old_section) in articles.iter().zip(old) {
+        let mut parts = Vec::new();
+        let mut index = Part::default();
+        for (a, before) in articles.iter().zip(&previous) {
             let id = &a.article_id;
             let key = self.keys.article(id);
             let tags = serde_json::to_string(&a.tags).expect("tags serialise");
@@ -346,32 +304,53 @@ impl Store for RedisStore {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
             // A republication replaces every field (and a withdrawal): nothing lingers.
-            pipe.del(&key).ignore();
-            pipe.hset_multiple(&key, &fields).ignore();
-            pipe.expire(&key, ttl).ignore();
+            let mut meta = Part::atomic();
+            meta.add(redis::cmd("DEL").arg(&key).clone())
+                .add(redis::cmd("HSET").arg(&key).arg(&fields).clone())
+                .add(redis::cmd("EXPIRE").arg(&key).arg(ttl).clone());
+            parts.push(meta);
+            let old_section = before.as_ref().and_then(|m| m.section.clone());
             if old_section.is_some() && old_section != a.section {
-                pipe.zrem(self.keys.index(old_section.as_deref()), id)
-                    .ignore();
+                index.add(
+                    redis::cmd("ZREM")
+                        .arg(self.keys.index(old_section.as_deref()))
+                        .arg(id)
+                        .clone(),
+                );
             }
             if let Some(ms) = a.published_at_ms {
                 let mut targets = vec![self.keys.index(None)];
                 targets.extend(a.section.as_deref().map(|s| self.keys.index(Some(s))));
                 for ix in targets {
-                    pipe.zadd(&ix, id, ms).ignore();
-                    pipe.zrembyscore(&ix, "-inf", format!("({horizon}"))
-                        .ignore();
-                    pipe.zremrangebyrank(&ix, 0, -(max + 1)).ignore();
+                    index
+                        .add(redis::cmd("ZADD").arg(&ix).arg(ms).arg(id).clone())
+                        .add(
+                            redis::cmd("ZREMRANGEBYSCORE")
+                                .arg(&ix)
+                                .arg("-inf")
+                                .arg(format!("({horizon}"))
+                                .clone(),
+                        )
+                        .add(
+                            redis::cmd("ZREMRANGEBYRANK")
+                                .arg(&ix)
+                                .arg(0)
+                                .arg(-(max + 1))
+                                .clone(),
+                        );
                 }
             }
         }
-        if self.relocations(articles, &previous, &mut pipe).await? {
-            self.place_script
-                .prepare_invoke()
-                .load_async(&mut conn)
+        // Every index key is in the {idx} slot.
+        parts.push(index);
+        if self.relocations(articles, &previous, &mut parts).await? {
+            self.link
+                .load(&self.place_script)
                 .await
                 .map_err(unavailable)?;
         }
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        self.send(&parts).await?;
+        self.settle().await
     }
 
     async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
@@ -380,31 +359,61 @@ impl Store for RedisStore {
         }
         let states = self.articles(ids).await?;
         let ttl = self.metadata_ttl.as_secs().max(1) as i64;
-        let mut pipe = redis::pipe();
+        let mut parts = Vec::new();
+        let mut index = Part::default();
         for (id, state) in ids.iter().zip(states) {
             let meta = state.live().unwrap_or_default();
             let mut groups = vec![Group::All];
-            groups.extend(meta.section.iter().map(|s| Group::Section(s.clone())));
-            groups.extend(meta.tags.iter().map(|t| Group::Tag(t.clone())));
+            groups.extend(super::article_groups(Some(&meta)));
             for g in &groups {
-                for p in self.profiles.iter() {
-                    pipe.zrem(self.keys.ranking(g, &p.name), id).ignore();
+                let g = g.shard_for(id, self.shards);
+                let mut p = Part::default();
+                for prof in self.profiles.iter() {
+                    p.add(
+                        redis::cmd("ZREM")
+                            .arg(self.keys.ranking(&g, &prof.name))
+                            .arg(id)
+                            .clone(),
+                    );
                 }
+                parts.push(p);
             }
+            let all = Group::All.shard_for(id, self.shards);
+            let mut counts = Part::default();
             for kind in EventType::ALL {
-                pipe.zrem(self.keys.count(kind), id).ignore();
+                counts.add(
+                    redis::cmd("ZREM")
+                        .arg(self.keys.count(&all, kind))
+                        .arg(id)
+                        .clone(),
+                );
             }
-            pipe.zrem(self.keys.index(None), id).ignore();
+            parts.push(counts);
+            index.add(
+                redis::cmd("ZREM")
+                    .arg(self.keys.index(None))
+                    .arg(id)
+                    .clone(),
+            );
             if let Some(s) = &meta.section {
-                pipe.zrem(self.keys.index(Some(s)), id).ignore();
+                index.add(
+                    redis::cmd("ZREM")
+                        .arg(self.keys.index(Some(s)))
+                        .arg(id)
+                        .clone(),
+                );
             }
             let key = self.keys.article(id);
-            pipe.del(&key).ignore();
-            pipe.hset(&key, "withdrawn", 1).ignore();
-            pipe.expire(&key, ttl).ignore();
+            let mut withdrawn = Part::atomic();
+            withdrawn
+                .add(redis::cmd("DEL").arg(&key).clone())
+                .add(redis::cmd("HSET").arg(&key).arg("withdrawn").arg(1).clone())
+                .add(redis::cmd("EXPIRE").arg(&key).arg(ttl).clone());
+            parts.push(withdrawn);
         }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        parts.push(index);
+        self.send(&parts).await?;
+        self.settle().await
     }
 
     async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError> {
@@ -449,30 +458,36 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Vec<Cursor>, StoreError> {
         let key = self.keys.index(section);
-        let mut conn = self.conn.clone();
-        let rows: Vec<(String, f64)> = match before {
-            None => conn
-                .zrevrange_withscores(&key, 0, limit as isize - 1)
-                .await
-                .map_err(unavailable)?,
+        let one = |cmd: &mut Cmd| {
+            let cmd = cmd.clone();
+            async move { self.link.one(cmd).await.map_err(unavailable) }
+        };
+        let rows: Vec<(String, f64)> = parse(match before {
+            None => {
+                one(redis::cmd("ZREVRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(limit as isize - 1)
+                    .arg("WITHSCORES"))
+                .await?
+            }
             Some(c) => {
                 // Members as old as the cursor sort by id: skip those at or
                 // above it, so pages neither repeat nor miss an article.
                 let ms = c.published_at_ms;
-                let ties: usize = conn.zcount(&key, ms, ms).await.map_err(unavailable)?;
-                redis::cmd("ZREVRANGEBYSCORE")
+                let ties: usize =
+                    parse(one(redis::cmd("ZCOUNT").arg(&key).arg(ms).arg(ms)).await?)?;
+                one(redis::cmd("ZREVRANGEBYSCORE")
                     .arg(&key)
                     .arg(ms)
                     .arg("-inf")
                     .arg("WITHSCORES")
                     .arg("LIMIT")
                     .arg(0)
-                    .arg(limit + ties)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?
+                    .arg(limit + ties))
+                .await?
             }
-        };
+        })?;
         Ok(rows
             .into_iter()
             .map(|(article_id, ms)| Cursor {
@@ -495,25 +510,25 @@ impl Store for RedisStore {
     }
 
     async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError> {
-        let mut pipe = redis::pipe();
+        let all = Group::All.shard_for(id, self.shards);
+        let mut part = Part::default();
         for kind in EventType::ALL {
-            pipe.zscore(self.keys.count(kind), id);
+            part.add(
+                redis::cmd("ZSCORE")
+                    .arg(self.keys.count(&all, kind))
+                    .arg(id)
+                    .clone(),
+            );
         }
-        let mut conn = self.conn.clone();
-        let v: Vec<Option<f64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut replies = self.send(&[part]).await?;
         let mut out = [0u64; EventType::COUNT];
-        for (o, c) in out.iter_mut().zip(v) {
-            *o = c.unwrap_or(0.0) as u64;
+        for (o, v) in out.iter_mut().zip(replies.pop().unwrap_or_default()) {
+            *o = parse::<Option<f64>>(v)?.unwrap_or(0.0) as u64;
         }
         Ok(out)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.link.ping().await.map_err(unavailable)
     }
 }

@@ -1,24 +1,27 @@
 //! The arguments of the Lua scripts: one flush's increments for
 //! `apply.lua`, and an article's moves between rankings for `place.lua`.
 
+use redis::Cmd;
+
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
-use crate::scoring::{Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
+use crate::scoring::{shard_of, Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
 use crate::store::{StoreError, FENCE_PREFIX};
 
-use super::RedisStore;
+use super::link::Part;
+use super::{evalsha, RedisStore};
 
 impl RedisStore {
-    /// Queues on `pipe` the moves of each article between section and tag
+    /// Adds to `parts` the moves of each article between section and tag
     /// rankings after its metadata changed from `previous` (see
     /// [`crate::store::moves`]). The overall scores that entered groups take
-    /// are read first, for every article in one round trip. Returns whether
-    /// `pipe` invokes `place.lua`.
+    /// are read first, for every article at once. Returns whether `parts`
+    /// invoke `place.lua`.
     pub(super) async fn relocations(
         &self,
         articles: &[ArticleMeta],
         previous: &[Option<ArticleMeta>],
-        pipe: &mut redis::Pipeline,
+        parts: &mut Vec<Part>,
     ) -> Result<bool, StoreError> {
         let moves: Vec<(Vec<Group>, Vec<Group>)> = articles
             .iter()
@@ -42,9 +45,17 @@ impl RedisStore {
         for (a, (left, entered)) in articles.iter().zip(moves) {
             let id = &a.article_id;
             for g in &left {
+                let g = g.shard_for(id, self.shards);
+                let mut part = Part::default();
                 for p in self.profiles.iter() {
-                    pipe.zrem(self.keys.ranking(g, &p.name), id).ignore();
+                    part.add(
+                        redis::cmd("ZREM")
+                            .arg(self.keys.ranking(&g, &p.name))
+                            .arg(id)
+                            .clone(),
+                    );
                 }
+                parts.push(part);
             }
             if entered.is_empty() {
                 continue;
@@ -55,11 +66,10 @@ impl RedisStore {
                 continue;
             }
             for g in &entered {
-                let mut inv = self.place_script.prepare_invoke();
-                inv.key(self.keys.meta(g));
-                for p in self.profiles.iter() {
-                    inv.key(self.keys.ranking(g, &p.name));
-                }
+                let g = g.shard_for(id, self.shards);
+                let mut keys = vec![self.keys.meta(&g)];
+                keys.extend(self.profiles.iter().map(|p| self.keys.ranking(&g, &p.name)));
+                let mut inv = evalsha(&self.place_script, &keys);
                 inv.arg(id)
                     .arg(at)
                     .arg(self.max_members)
@@ -69,30 +79,36 @@ impl RedisStore {
                         .arg(p.half_life_ms)
                         .arg(o.map(|(s, _)| s.to_string()).unwrap_or_default());
                 }
-                pipe.invoke_script(&inv).ignore();
+                parts.push(Part::one(inv));
                 placed = true;
             }
         }
         Ok(placed)
     }
 
-    /// The call of `apply.lua` for `group`'s share of `batch`.
-    pub(super) fn invocation(
-        &self,
-        batch: &Aggregate,
-        group: &Group,
-    ) -> redis::ScriptInvocation<'_> {
-        let mut inv = self.apply_script.prepare_invoke();
-        inv.key(self.keys.meta(group));
-        for p in self.profiles.iter() {
-            inv.key(self.keys.ranking(group, &p.name));
+    /// The call of `apply.lua` for `group`'s share of `batch`. The all-time
+    /// counts go with the overall ranking, in cluster mode with the shard
+    /// that ranks the article.
+    pub(super) fn invocation(&self, batch: &Aggregate, group: &Group) -> Cmd {
+        let counts: Vec<_> = match group {
+            Group::All => batch.counts.iter().collect(),
+            Group::Shard(g, k) if **g == Group::All => batch
+                .counts
+                .iter()
+                .filter(|(article, _)| shard_of(article, self.shards) == *k)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut keys = vec![self.keys.meta(group)];
+        keys.extend(
+            self.profiles
+                .iter()
+                .map(|p| self.keys.ranking(group, &p.name)),
+        );
+        if !counts.is_empty() {
+            keys.extend(EventType::ALL.iter().map(|k| self.keys.count(group, *k)));
         }
-        let with_counts = *group == Group::All && !batch.counts.is_empty();
-        if with_counts {
-            for kind in EventType::ALL {
-                inv.key(self.keys.count(kind));
-            }
-        }
+        let mut inv = evalsha(&self.apply_script, &keys);
         let fences = batch.fences.get(group).map(Vec::as_slice).unwrap_or(&[]);
         inv.arg(batch.reference_ms)
             .arg(self.max_members)
@@ -116,16 +132,12 @@ impl RedisStore {
                 inv.arg(*v);
             }
         }
-        if with_counts {
-            inv.arg(batch.counts.len());
-            for (article, c) in &batch.counts {
-                inv.arg(article);
-                for n in c {
-                    inv.arg(*n);
-                }
+        inv.arg(counts.len());
+        for (article, c) in counts {
+            inv.arg(article);
+            for n in c {
+                inv.arg(*n);
             }
-        } else {
-            inv.arg(0);
         }
         inv
     }
