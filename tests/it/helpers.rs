@@ -27,11 +27,28 @@ pub fn random_name(prefix: &str) -> String {
 
 pub use popularity::now_ms;
 
-pub use popularity::redis_server::{Persistence, RedisServer};
+pub use popularity::redis_server::{Persistence, RedisCluster, RedisSentinels, RedisServer};
 
 /// A `redis-server` of its own for one test, keeping nothing on disk.
 pub fn redis_server() -> RedisServer {
     RedisServer::start(Persistence::None).expect("redis-server")
+}
+
+/// Redis in every topology the store runs on, started for one test: one
+/// server, a 3-primary cluster with a replica each, and a master with two
+/// replicas under three Sentinels.
+pub struct Topologies {
+    pub standalone: RedisServer,
+    pub cluster: RedisCluster,
+    pub sentinels: RedisSentinels,
+}
+
+pub fn topologies() -> Topologies {
+    Topologies {
+        standalone: redis_server(),
+        cluster: RedisCluster::start(3, 1).expect("redis cluster"),
+        sentinels: RedisSentinels::start(2, 3).expect("redis sentinels"),
+    }
 }
 
 /// A dev broker, its topics and a producer.

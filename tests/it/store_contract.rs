@@ -1,12 +1,15 @@
 //! The store contract: every backend gives the same answers to the same
-//! writes. Each check runs on the memory store and on a real
-//! `redis-server`; expected values come from the formula of DESIGN §3 or
-//! from the rule itself, never from another backend.
+//! writes. Each check runs on the memory store and on real Redis servers in
+//! every topology (standalone, a 3-primary cluster with a replica each, a
+//! master with two replicas under three Sentinels); expected values come
+//! from the formula of DESIGN §3 or from the rule itself, never from
+//! another backend.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popularity::config::{Backend, Settings};
+use popularity::config::{Backend, RedisMode, Settings};
 use popularity::event::filter::Delta;
 use popularity::event::{ArticleMeta, EventType};
 use popularity::fence::Fence;
@@ -17,25 +20,44 @@ use crate::helpers::*;
 
 const HOUR: i64 = 3_600_000;
 
-/// Both backends with the given bound and metadata TTL.
+/// Every backend and topology with the given bound and metadata TTL.
 async fn stores(
-    redis: &RedisServer,
+    servers: &Topologies,
     max_members: usize,
     ttl: Duration,
 ) -> Vec<(&'static str, Arc<dyn Store>)> {
     let mut out = Vec::new();
-    for backend in [Backend::Memory, Backend::Redis] {
+    for (name, backend, mode, url) in [
+        ("memory", Backend::Memory, RedisMode::Standalone, ""),
+        (
+            "redis",
+            Backend::Redis,
+            RedisMode::Standalone,
+            servers.standalone.url.as_str(),
+        ),
+        (
+            "cluster",
+            Backend::Redis,
+            RedisMode::Cluster,
+            servers.cluster.url.as_str(),
+        ),
+        (
+            "sentinel",
+            Backend::Redis,
+            RedisMode::Sentinel,
+            servers.sentinels.url.as_str(),
+        ),
+    ] {
         let mut s = Settings::defaults();
         s.store.backend = backend;
-        s.store.redis_url = redis.url.clone();
+        s.store.redis_mode = mode;
+        if !url.is_empty() {
+            s.store.redis_url = url.to_string();
+        }
+        s.store.sentinel_master = servers.sentinels.master_name.clone();
         s.store.key_prefix = random_name("contract");
         s.store.metadata_ttl = ttl;
         s.scoring.max_members = max_members;
-        let name = if backend == Backend::Redis {
-            "redis"
-        } else {
-            "memory"
-        };
         out.push((name, popularity::store::connect(&s).await.unwrap()));
     }
     out
@@ -71,13 +93,15 @@ async fn score(store: &dyn Store, group: &Group, member: &str, at: i64) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_back() {
-    let redis = redis_server();
+    let redis = topologies();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
-        let mut a = Aggregate::new(profiles(), now);
+        // The group that holds "a": a shard of it in cluster mode.
+        let all = Group::All.shard_for("a", store.shards());
+        let mut a = Aggregate::new(profiles(), now).sharded(store.shards());
         a.add(EventType::PageView, "a", None, &[], now - HOUR, 1.0);
         a.fence(
-            Group::All,
+            all.clone(),
             Fence {
                 source: "e/0".into(),
                 expected: None,
@@ -91,15 +115,15 @@ async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_b
         // The same write again, as after a lost reply: refused, not doubled.
         assert_eq!(
             store.apply(&a).await.unwrap().conflicts,
-            vec![Group::All],
+            vec![all.clone()],
             "{name}"
         );
-        let fences = store.fences(&[Group::All]).await.unwrap();
+        let fences = store.fences(&[all.clone()]).await.unwrap();
         assert_eq!(fences[0].get("e/0"), Some(&10), "{name}");
-        let mut b = Aggregate::new(profiles(), now);
+        let mut b = Aggregate::new(profiles(), now).sharded(store.shards());
         b.add(EventType::Share, "a", None, &[], now, 1.0);
         b.fence(
-            Group::All,
+            all.clone(),
             Fence {
                 source: "e/0".into(),
                 expected: Some(10),
@@ -119,7 +143,7 @@ async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() {
-    let redis = redis_server();
+    let redis = topologies();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let start = now_ms() - 400 * HOUR;
         let mut events: Vec<(i64, f64)> = Vec::new();
@@ -127,7 +151,7 @@ async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() 
         // after 128 hours, several times.
         for step in 0..=40 {
             let r = start + step * 10 * HOUR;
-            let mut a = Aggregate::new(profiles(), r);
+            let mut a = Aggregate::new(profiles(), r).sharded(store.shards());
             a.add(EventType::PageView, "a", None, &[], r - 1_000, 1.0);
             a.add(EventType::Engagement, "a", None, &[], r, 30.0);
             events.extend([(r - 1_000, 1.0), (r, 30.0 * 0.05)]);
@@ -142,10 +166,10 @@ async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rankings_keep_max_members_dropping_the_lowest() {
-    let redis = redis_server();
+    let redis = topologies();
     for (name, store) in stores(&redis, 5, Duration::from_secs(3600)).await {
         let now = now_ms();
-        let mut a = Aggregate::new(profiles(), now);
+        let mut a = Aggregate::new(profiles(), now).sharded(store.shards());
         for i in 0..8 {
             for _ in 0..=i {
                 a.add(
@@ -169,7 +193,7 @@ async fn rankings_keep_max_members_dropping_the_lowest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_news_index_pages_newest_first_and_keeps_only_the_metadata_ttl() {
-    let redis = redis_server();
+    let redis = topologies();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3 * 3600)).await {
         let now = now_ms();
         // Five recent articles (two published at the same time) and one
@@ -207,7 +231,7 @@ async fn the_news_index_pages_newest_first_and_keeps_only_the_metadata_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it() {
-    let redis = redis_server();
+    let redis = topologies();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
         store
@@ -215,7 +239,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
             .await
             .unwrap();
         let tags = vec!["red".to_string()];
-        let mut agg = Aggregate::new(profiles(), now);
+        let mut agg = Aggregate::new(profiles(), now).sharded(store.shards());
         agg.add(
             EventType::PageView,
             "a",
@@ -271,7 +295,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdrawal() {
-    let redis = redis_server();
+    let redis = topologies();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
         store
@@ -282,7 +306,7 @@ async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdr
             .await
             .unwrap();
         let tags = vec!["red".to_string()];
-        let mut agg = Aggregate::new(profiles(), now);
+        let mut agg = Aggregate::new(profiles(), now).sharded(store.shards());
         agg.add(EventType::PageView, "a", Some("news"), &tags, now, 1.0);
         agg.add(EventType::PageView, "b", Some("news"), &[], now, 1.0);
         store.apply(&agg).await.unwrap();
@@ -324,7 +348,7 @@ async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_deltas_chain_apply_once_and_a_gap_or_another_seed_is_refused() {
-    let redis = redis_server();
+    let redis = topologies();
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let write = |expected, new, bytes: &[u8], snapshot, seed: &str| FilterWrite {
             source: "e/3".into(),
@@ -468,4 +492,110 @@ async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_resto
     );
     assert_eq!(restored.tracked(), f.tracked());
     assert!(used < 40 * n as i64, "{used} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every_topology() {
+    use rand::{Rng, SeedableRng};
+    let redis = topologies();
+    // Above the number of articles: trimming while writing would drop
+    // scores the formula keeps (`rankings_keep_max_members…` checks it).
+    let max_members = 1000;
+    for (name, store) in stores(&redis, max_members, Duration::from_secs(3600)).await {
+        let split = if name == "cluster" { 8 } else { 1 };
+        assert_eq!(store.shards(), split, "{name}: shards per group");
+        let now = now_ms();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20261202);
+        let sections = ["news", "sport"];
+        let tag_names = ["red", "blue", "green"];
+        // (article, section, tags) for 80 articles.
+        let articles: Vec<(String, &str, Vec<String>)> = (0..80)
+            .map(|i| {
+                let tags = tag_names
+                    .iter()
+                    .filter(|_| rng.random_bool(0.4))
+                    .map(|t| t.to_string())
+                    .collect();
+                (format!("art-{i}"), sections[i % 2], tags)
+            })
+            .collect();
+        // Events spread over six hours, written in three flushes with
+        // reference times of their own; expected scores from the formula.
+        let mut events: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+        let mut tag_events: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+        for flush in 0..3 {
+            let r = now - (2 - flush) * 2 * HOUR;
+            let mut agg = Aggregate::new(profiles(), r).sharded(store.shards());
+            for _ in 0..600 {
+                let (id, section, tags) = &articles[rng.random_range(0..articles.len())];
+                let at = r - rng.random_range(0..2 * HOUR);
+                let (kind, units, weight) = match rng.random_range(0..10) {
+                    0 => (EventType::Share, 1.0, 5.0),
+                    1 | 2 => (EventType::Engagement, 20.0, 20.0 * 0.05),
+                    _ => (EventType::PageView, 1.0, 1.0),
+                };
+                agg.add(kind, id, Some(section), tags, at, units);
+                events.entry(id.clone()).or_default().push((at, weight));
+                for t in tags {
+                    tag_events.entry(t.clone()).or_default().push((at, weight));
+                }
+            }
+            assert!(
+                store.apply(&agg).await.unwrap().conflicts.is_empty(),
+                "{name}"
+            );
+        }
+        let want = |evs: &HashMap<String, Vec<(i64, f64)>>, keep: &dyn Fn(&str) -> bool| {
+            let mut v: Vec<(String, f64)> = evs
+                .iter()
+                .filter(|(m, _)| keep(m))
+                .map(|(m, e)| (m.clone(), trending(e, now)))
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+            v
+        };
+        let section_of: HashMap<&str, &str> =
+            articles.iter().map(|(a, s, _)| (a.as_str(), *s)).collect();
+        let cases = [
+            (Group::All, want(&events, &|_| true)),
+            (
+                Group::Section("sport".into()),
+                want(&events, &|m| section_of[m] == "sport"),
+            ),
+            (Group::Tags, want(&tag_events, &|_| true)),
+        ];
+        for (group, expected) in cases {
+            let page = store.top(&group, 0, 0, 100, now).await.unwrap();
+            assert_eq!(page.items.len(), expected.len(), "{name} {group:?}");
+            for (got, (member, score)) in page.items.iter().zip(&expected) {
+                assert_eq!(&got.member, member, "{name} {group:?}");
+                assert!(
+                    rel_err(got.score, *score) < 1e-9,
+                    "{name} {group:?} {member}"
+                );
+            }
+            // A page further down is the same slice of the same order.
+            let page = store.top(&group, 0, 7, 5, now).await.unwrap();
+            let members: Vec<&str> = page.items.iter().map(|s| s.member.as_str()).collect();
+            let slice: Vec<&str> = expected
+                .iter()
+                .skip(7)
+                .take(5)
+                .map(|(m, _)| m.as_str())
+                .collect();
+            assert_eq!(members, slice, "{name} {group:?}");
+        }
+        // Ranks across shards: every ranked article's rank, overall.
+        let expected = want(&events, &|_| true);
+        for (rank, (member, score)) in expected.iter().enumerate().step_by(4) {
+            let pos = store.position(&Group::All, member, now).await.unwrap();
+            let (s, r) = pos[0].unwrap_or_else(|| panic!("{name}: {member} unranked"));
+            assert_eq!(r, rank + 1, "{name}: rank of {member}");
+            assert!(rel_err(s, *score) < 1e-9, "{name}: score of {member}");
+        }
+        // Counts live with the article's shard of the overall ranking.
+        let (first, _) = &expected[0];
+        let counts = store.counts(first).await.unwrap();
+        assert!(counts.iter().sum::<u64>() > 0, "{name}: counts of {first}");
+    }
 }

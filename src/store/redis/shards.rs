@@ -84,6 +84,9 @@ impl RedisStore {
                     .total_cmp(&a.score)
                     .then_with(|| b.member.cmp(&a.member))
             });
+            // Each shard keeps `max_members`, so together they hold at least
+            // the group's first `max_members`: what one sorted set would keep.
+            items.truncate(self.max_members);
         }
         Ok(Page {
             items: items.into_iter().skip(skip).take(limit).collect(),
@@ -194,6 +197,14 @@ impl RedisStore {
                 let above: usize = parse(v)?;
                 if let Some((_, rank)) = &mut out[i][pi] {
                     *rank += above;
+                }
+            }
+        }
+        // Past `max_members` one sorted set would not hold the member.
+        for row in &mut out {
+            for p in row.iter_mut() {
+                if p.is_some_and(|(_, rank)| rank > self.max_members) {
+                    *p = None;
                 }
             }
         }
