@@ -494,7 +494,7 @@ impl Drop for Consumer {
 }
 
 /// Counted events in the store so far.
-async fn applied(store: &StoreRef) -> u64 {
+pub async fn applied(store: &StoreRef) -> u64 {
     let mut total = 0;
     for a in 0..ARTICLES {
         total += store
@@ -552,21 +552,21 @@ async fn fault_rounds(
     (after.len(), after)
 }
 
-fn report(name: &str, v: &Verdict, extra: &str) {
+pub fn report(name: &str, v: &Verdict, extra: &str) {
     println!(
         "faults: {name}: events counted {} (and {} repeats, {} bots), {extra}, lost {}, doubled {}, max relative error {:.1e} over {} scores",
         v.produced, v.repeats, v.bots, v.lost, v.doubled, v.max_rel_err, v.compared
     );
 }
 
-fn assert_exact(v: &Verdict) {
+pub fn assert_exact(v: &Verdict) {
     assert_eq!(v.lost, 0, "events lost: {v:?}");
     assert_eq!(v.doubled, 0, "events doubled: {v:?}");
     assert!(v.max_rel_err <= 1e-9, "scores off: {v:?}");
     assert!(v.compared > 100, "too little compared: {v:?}");
 }
 
-fn fast_producer(kafka: &Kafka) -> FutureProducer {
+pub fn fast_producer(kafka: &Kafka) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", kafka.broker.bootstrap_servers())
         .set("linger.ms", "10")
@@ -576,7 +576,7 @@ fn fast_producer(kafka: &Kafka) -> FutureProducer {
 }
 
 /// The store the consumers write, built as the service builds it.
-type StoreRef = std::sync::Arc<dyn Store>;
+pub type StoreRef = std::sync::Arc<dyn Store>;
 
 async fn store_for(redis_url: &str, prefix: &str) -> StoreRef {
     let mut s = popularity::config::Settings::defaults();

@@ -74,8 +74,19 @@ impl Part {
 pub(super) enum Link {
     Standalone(ConnectionManager),
     Sentinel(Arc<Sentinel>),
-    Cluster(ClusterConnection),
+    Cluster(Arc<Cluster>),
 }
+
+/// A cluster connection, made again from the seed nodes after a failure
+/// that a failover explains: the client follows MOVED, but a primary that
+/// died answers nothing, so its slots are only learnt anew this way.
+pub(super) struct Cluster {
+    client: redis::cluster::ClusterClient,
+    conn: Mutex<(ClusterConnection, std::time::Instant)>,
+}
+
+/// The shortest time between two rebuilds of a cluster connection.
+const CLUSTER_RENEW_AFTER: Duration = Duration::from_millis(500);
 
 /// The master the Sentinels name, connected; looked up again after any
 /// failure that a failover explains (a dropped connection, a refused one,
@@ -112,15 +123,18 @@ impl Link {
                 s.connection(&Self::sentinel_config()).await?;
                 Link::Sentinel(Arc::new(s))
             }
-            RedisMode::Cluster => Link::Cluster(
-                redis::cluster::ClusterClient::builder(urls)
+            RedisMode::Cluster => {
+                let client = redis::cluster::ClusterClient::builder(urls)
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT)
                     .retries(8)
-                    .build()?
-                    .get_async_connection()
-                    .await?,
-            ),
+                    .build()?;
+                let conn = client.get_async_connection().await?;
+                Link::Cluster(Arc::new(Cluster {
+                    client,
+                    conn: Mutex::new((conn, std::time::Instant::now())),
+                }))
+            }
         })
     }
 
@@ -137,7 +151,10 @@ impl Link {
                 let mut c = s.connection(&Self::sentinel_config()).await?;
                 s.check(send_merged(&mut c, parts).await)
             }
-            Link::Cluster(c) => try_join_all(parts.iter().map(|p| send_routed(c.clone(), p))).await,
+            Link::Cluster(c) => {
+                c.check(try_join_all(parts.iter().map(|p| send_routed(c, p))).await)
+                    .await
+            }
         }
     }
 
@@ -161,7 +178,10 @@ impl Link {
                 s.check(invocation.load_async(&mut c).await).map(drop)
             }
             // SCRIPT LOAD is routed to every primary.
-            Link::Cluster(c) => invocation.load_async(&mut c.clone()).await.map(drop),
+            Link::Cluster(c) => {
+                let r = invocation.load_async(&mut c.connection()).await.map(drop);
+                c.check(r).await
+            }
         }
     }
 
@@ -211,6 +231,50 @@ impl Link {
     }
 }
 
+impl Cluster {
+    fn connection(&self) -> ClusterConnection {
+        self.conn.lock().expect("not poisoned").0.clone()
+    }
+
+    /// After a failure: a dead or replaced primary, or slots that moved.
+    async fn check<T>(&self, r: RedisResult<T>) -> RedisResult<T> {
+        if let Err(e) = &r {
+            if failover(e) || retryable(e) {
+                self.renew(e).await;
+            }
+        }
+        r
+    }
+
+    /// Rebuilds the connection from the seeds, at most every [`CLUSTER_RENEW_AFTER`].
+    async fn renew(&self, e: &RedisError) {
+        let due = self.conn.lock().expect("not poisoned").1.elapsed() >= CLUSTER_RENEW_AFTER;
+        if due {
+            self.conn.lock().expect("not poisoned").1 = std::time::Instant::now();
+            match self.client.get_async_connection().await {
+                Ok(c) => {
+                    tracing::warn!(error = %e, "cluster node lost; slots learnt again from the seeds");
+                    *self.conn.lock().expect("not poisoned") = (c, std::time::Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster seeds do not answer"),
+            }
+        }
+    }
+}
+
+/// Failures a failover explains: the server is gone, or no longer the master.
+fn failover(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || matches!(
+            e.code(),
+            Some("READONLY" | "MASTERDOWN" | "LOADING" | "CLUSTERDOWN")
+        )
+}
+
 impl Sentinel {
     /// The master's connection, discovered through the Sentinels when there is none.
     async fn connection(
@@ -234,12 +298,7 @@ impl Sentinel {
     /// Forgets the master after a failure a failover explains.
     fn check<T>(&self, r: RedisResult<T>) -> RedisResult<T> {
         if let Err(e) = &r {
-            if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_timeout()
-                || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
-            {
+            if failover(e) {
                 tracing::warn!(error = %e, "master lost; asking the Sentinels again");
                 *self.master.lock().expect("not poisoned") = None;
             }
@@ -285,23 +344,28 @@ async fn send_merged<C: ConnectionLike + Send>(
 }
 
 /// One part to the primary of its slot.
-async fn send_routed(mut conn: ClusterConnection, part: &Part) -> RedisResult<Vec<Value>> {
+async fn send_routed(cluster: &Cluster, part: &Part) -> RedisResult<Vec<Value>> {
     if part.cmds.is_empty() {
         return Ok(Vec::new());
     }
     if !part.atomic && part.cmds.len() == 1 {
-        let v: Value = part.cmds[0].query_async(&mut conn).await?;
+        let v: Value = part.cmds[0].query_async(&mut cluster.connection()).await?;
         return checked(vec![v]);
     }
     // The cluster client routes a pipeline by its first key but does not
-    // follow a redirect inside it: while a slot moves, retry the part.
+    // follow a redirect inside it: while a slot moves, learn the slots
+    // again and retry the part.
     let pipe = part.pipeline();
     let mut delay = Duration::from_millis(25);
     for attempt in 0.. {
-        match pipe.query_async::<Vec<Value>>(&mut conn).await {
+        match pipe
+            .query_async::<Vec<Value>>(&mut cluster.connection())
+            .await
+        {
             Ok(v) => return checked(v),
-            Err(e) if attempt < 8 && retryable(&e) => {
+            Err(e) if attempt < 8 && (retryable(&e) || failover(&e)) => {
                 tracing::debug!(error = %e, "part retried while the cluster moves slots");
+                cluster.renew(&e).await;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
@@ -320,6 +384,16 @@ fn retryable(e: &RedisError) -> bool {
         || matches!(
             e.code(),
             Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "EXECABORT" | "LOADING")
+        )
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::Moved
+                    | redis::ServerErrorKind::Ask
+                    | redis::ServerErrorKind::TryAgain
+                    | redis::ServerErrorKind::ClusterDown
+                    | redis::ServerErrorKind::ExecAbort
+            )
         )
 }
 

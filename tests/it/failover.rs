@@ -1,0 +1,231 @@
+//! Faults of the store's topologies while a backlog with repeat visitors
+//! drains: the primary that took the most writes killed with SIGKILL (in a
+//! cluster its replica takes over, under Sentinel a replica is promoted),
+//! and slots resharded mid-stream. Every ranking is compared with the
+//! formula over the produced events; each test prints its figures.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use popularity::config::{RedisMode, Settings};
+use popularity::scoring::Group;
+
+use crate::faults::{
+    assert_exact, consumer_env, fast_producer, produce, report, verify, Consumer, StoreRef,
+};
+use crate::helpers::*;
+
+/// A store of `mode` on `url`, as the consumers build it.
+async fn store_of(mode: RedisMode, url: &str, prefix: &str) -> StoreRef {
+    let mut s = Settings::defaults();
+    s.store.redis_mode = mode;
+    s.store.redis_url = url.to_string();
+    s.store.key_prefix = prefix.to_string();
+    popularity::store::connect(&s).await.unwrap()
+}
+
+/// The consumer's environment on a topology, with `WAIT 1` after writes.
+fn env_of(kafka: &Kafka, mode: &str, url: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut env = consumer_env(kafka, url, prefix, &random_name("g"));
+    env.push(("POPULARITY__STORE__REDIS_MODE".into(), mode.into()));
+    env.push(("POPULARITY__STORE__WAIT_REPLICAS".into(), "1".into()));
+    env
+}
+
+/// Counted events so far, or `None` while the store does not answer.
+async fn counted(store: &StoreRef) -> Option<u64> {
+    let mut total = 0;
+    for a in 0..40 {
+        total += store
+            .counts(&format!("f{a:02}"))
+            .await
+            .ok()?
+            .iter()
+            .sum::<u64>();
+    }
+    Some(total)
+}
+
+/// Waits until at least `n` events are counted.
+async fn wait_counted(store: &StoreRef, n: u64) {
+    wait_until("events counted", Duration::from_secs(90), || async {
+        counted(store).await.is_some_and(|c| c >= n)
+    })
+    .await;
+}
+
+/// Calls of the write scripts (`EVALSHA`) each server answered so far.
+fn script_calls(url: &str) -> u64 {
+    let Ok(mut c) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+        return 0;
+    };
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap_or_default();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads the overall ranking every 50 ms from `kill` on, and returns how
+/// long after it reads failed last (zero when none failed), once they have
+/// answered for two seconds in a row.
+async fn reads_back_after(store: &StoreRef, kill: Instant) -> Duration {
+    let mut last_failure = None;
+    let mut ok_since = None;
+    while kill.elapsed() < Duration::from_secs(60) {
+        match store.top(&Group::All, 0, 0, 10, now_ms()).await {
+            Ok(_) => {
+                let since = *ok_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+            Err(_) => {
+                last_failure = Some(kill.elapsed());
+                ok_since = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last_failure.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing() {
+    let mut cluster = RedisCluster::start(3, 1).unwrap();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("cfail");
+    let env = env_of(&kafka, "cluster", &cluster.url, &prefix);
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, 31, None).await });
+    let store = store_of(RedisMode::Cluster, &cluster.url, &prefix).await;
+    wait_counted(&store, 8_000).await;
+    // The primary that took the most writes.
+    let primaries = cluster.primaries().unwrap();
+    let calls: Vec<(usize, u64)> = primaries
+        .iter()
+        .map(|(i, _)| (*i, script_calls(&cluster.nodes[*i].url)))
+        .collect();
+    let (victim, most) = *calls.iter().max_by_key(|(_, c)| *c).unwrap();
+    cluster.nodes[victim].down();
+    let killed = Instant::now();
+    let back = reads_back_after(&store, killed).await;
+    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    let failed_over = killed.elapsed();
+    // The killed node comes back as its successor's replica, as a restarted
+    // pod would: until then no write of that shard can be replicated.
+    cluster.nodes[victim].up().unwrap();
+    let produced = stream.await.unwrap();
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(consumer);
+    report(
+        "cluster primary killed (wait_replicas 1)",
+        &v,
+        &format!(
+            "killed the primary with {most} of {} script calls; reads answered again {:.1} s after the kill, cluster ok {:.1} s after it",
+            calls.iter().map(|(_, c)| c).sum::<u64>(),
+            back.as_secs_f64(),
+            failed_over.as_secs_f64()
+        ),
+    );
+    assert_exact(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing() {
+    let mut set = RedisSentinels::start(2, 3).unwrap();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("sfail");
+    let mut env = env_of(&kafka, "sentinel", &set.url, &prefix);
+    env.push((
+        "POPULARITY__STORE__SENTINEL_MASTER".into(),
+        set.master_name.clone(),
+    ));
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, 32, None).await });
+    let mut s = Settings::defaults();
+    s.store.redis_mode = RedisMode::Sentinel;
+    s.store.redis_url = set.url.clone();
+    s.store.sentinel_master = set.master_name.clone();
+    s.store.key_prefix = prefix.clone();
+    let store = popularity::store::connect(&s).await.unwrap();
+    wait_counted(&store, 8_000).await;
+    let master = set.master().unwrap();
+    let most = script_calls(&set.servers[master].url);
+    set.servers[master].down();
+    let killed = Instant::now();
+    let back = reads_back_after(&store, killed).await;
+    let promoted = set.master().unwrap();
+    assert_ne!(promoted, master, "a replica was promoted");
+    let produced = stream.await.unwrap();
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(consumer);
+    report(
+        "Sentinel master killed (wait_replicas 1)",
+        &v,
+        &format!(
+            "killed the master after {most} script calls; reads answered again {:.1} s after the kill",
+            back.as_secs_f64()
+        ),
+    );
+    assert_exact(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_resharded_mid_stream_lose_and_double_nothing() {
+    let cluster = RedisCluster::start(3, 1).unwrap();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("reshard");
+    let env = env_of(&kafka, "cluster", &cluster.url, &prefix);
+    let consumer = Consumer::start(&env);
+    let producer = fast_producer(&kafka);
+    let topic = kafka.events.clone();
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, 33, None).await });
+    let store = store_of(RedisMode::Cluster, &cluster.url, &prefix).await;
+    wait_counted(&store, 8_000).await;
+    // Move a third of every primary's slots to the next one, while writing.
+    let primaries = cluster.primaries().unwrap();
+    let started = Instant::now();
+    let mut moved = 0;
+    for k in 0..primaries.len() {
+        let (from_node, from) = &primaries[k];
+        let (_, to) = &primaries[(k + 1) % primaries.len()];
+        let seed = format!("127.0.0.1:{}", cluster.nodes[*from_node].port());
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &seed])
+            .args(["--cluster-from", from, "--cluster-to", to])
+            .args(["--cluster-slots", "1800", "--cluster-yes"])
+            .args(["--cluster-pipeline", "10"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reshard: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        moved += 1800;
+    }
+    let took = started.elapsed();
+    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    let produced = stream.await.unwrap();
+    let v = verify(&store, &produced, Duration::from_secs(120)).await;
+    drop(consumer);
+    report(
+        "slots resharded mid-stream",
+        &v,
+        &format!("{moved} slots moved in {:.1} s", took.as_secs_f64()),
+    );
+    assert_exact(&v);
+}
+
