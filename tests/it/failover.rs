@@ -70,28 +70,27 @@ fn script_calls(url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the overall ranking every 50 ms from `kill` on, and returns how
-/// long after it reads failed last (zero when none failed), once they have
-/// answered for two seconds in a row.
+/// Reads the overall ranking every 50 ms from `kill` on, until reads have
+/// answered promptly for two seconds in a row, and returns when the last
+/// read that failed or took over 250 ms ended (zero when none did).
 async fn reads_back_after(store: &StoreRef, kill: Instant) -> Duration {
-    let mut last_failure = None;
+    let mut disturbed_until = Duration::ZERO;
     let mut ok_since = None;
     while kill.elapsed() < Duration::from_secs(60) {
-        match store.top(&Group::All, 0, 0, 10, now_ms()).await {
-            Ok(_) => {
-                let since = *ok_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
+        let started = Instant::now();
+        let read = store.top(&Group::All, 0, 0, 10, now_ms()).await;
+        if read.is_ok() && started.elapsed() < Duration::from_millis(250) {
+            let since = *ok_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                break;
             }
-            Err(_) => {
-                last_failure = Some(kill.elapsed());
-                ok_since = None;
-            }
+        } else {
+            disturbed_until = kill.elapsed();
+            ok_since = None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    last_failure.unwrap_or_default()
+    disturbed_until
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,6 +180,23 @@ async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
     assert_exact(&v);
 }
 
+/// Waits until every node agrees on who serves which slot, as
+/// `redis-cli --cluster reshard` requires.
+fn wait_agreed(seed: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let check = Command::new("redis-cli")
+            .args(["--cluster", "check", seed])
+            .output()
+            .unwrap();
+        if check.status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the nodes did not agree on the slots within 30 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_resharded_mid_stream_lose_and_double_nothing() {
     let cluster = RedisCluster::start(3, 1).unwrap();
@@ -202,6 +218,7 @@ async fn slots_resharded_mid_stream_lose_and_double_nothing() {
         let (from_node, from) = &primaries[k];
         let (_, to) = &primaries[(k + 1) % primaries.len()];
         let seed = format!("127.0.0.1:{}", cluster.nodes[*from_node].port());
+        wait_agreed(&seed);
         let out = Command::new("redis-cli")
             .args(["--cluster", "reshard", &seed])
             .args(["--cluster-from", from, "--cluster-to", to])
@@ -228,4 +245,3 @@ async fn slots_resharded_mid_stream_lose_and_double_nothing() {
     );
     assert_exact(&v);
 }
-
