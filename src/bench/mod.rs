@@ -6,9 +6,10 @@
 //! pipeline without the broker (JSON, protobuf), (d) a naive consumer,
 //! (e) freshness at half of (b), (f) the API with `wrk` (cache hits and
 //! misses), (g) memory as distinct articles grow, (h) the Python peer a
-//! user would write instead, (s) Server-Sent Event streams held by one API
-//! replica.
+//! user would write instead, (k) the store on a local Redis Cluster beside
+//! standalone, (s) Server-Sent Event streams held by one API replica.
 
+mod cluster;
 mod streams;
 
 use std::collections::HashMap;
@@ -56,7 +57,7 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Rows to run, e.g. `cd` (default: every row). Rows a, b, e and f share
     /// one broker run: asking for any of them runs all four.
-    #[arg(long, default_value = "abcdefgs")]
+    #[arg(long, default_value = "abcdefghks")]
     pub rows: String,
     /// Internal: run row (g) alone against this Redis URL and print its
     /// figures as `articles rss_bytes used_memory` lines; the parent runs it
@@ -65,7 +66,7 @@ pub struct BenchOptions {
     pub memory_only: Option<String>,
 }
 
-struct Row {
+pub(super) struct Row {
     id: &'static str,
     what: String,
     value: String,
@@ -101,7 +102,7 @@ fn rate(n: f64, d: Duration) -> f64 {
     n / d.as_secs_f64().max(1e-9)
 }
 
-fn fmt_rate(r: f64) -> String {
+pub(super) fn fmt_rate(r: f64) -> String {
     if r >= 1e6 {
         format!("{:.2} M/s", r / 1e6)
     } else if r >= 1e3 {
@@ -115,7 +116,11 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-fn settings_for(broker: &DevBroker, redis: &RedisServer, topics: (&str, &str, &str)) -> Settings {
+pub(super) fn settings_for(
+    broker: &DevBroker,
+    redis: &RedisServer,
+    topics: (&str, &str, &str),
+) -> Settings {
     let mut s = Settings::defaults();
     s.kafka.brokers = broker.bootstrap_servers().to_string();
     s.kafka.group_id = format!("bench-{}", now_ms());
@@ -173,6 +178,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if want("g") {
         memory_rows(&options, &redis, &mut rows)?;
+    }
+    if want("k") {
+        cluster::rows(&options, &redis, &mut rows).await?;
     }
     if want("s") {
         streams::rows(&settings, &redis, &mut rows).await?;
@@ -459,7 +467,7 @@ fn flushed(metrics: &Metrics) -> f64 {
 /// Throughput of the service draining what is on the topics: measured from
 /// its first flush (the group join is not throughput), and in steady state,
 /// while the 10% to 90% of the backlog were flushed.
-async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<(f64, f64)> {
+pub(super) async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<(f64, f64)> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<(Instant, f64)> = None;
     // (when, how many) at the first poll past 10% and past 90%.
@@ -608,7 +616,7 @@ async fn freshness(
 }
 
 /// Runs `wrk` for `seconds`; returns requests/s, p50 and p99 as printed.
-fn wrk(url: &str, seconds: u64) -> anyhow::Result<(String, String, String)> {
+pub(super) fn wrk(url: &str, seconds: u64) -> anyhow::Result<(String, String, String)> {
     let out = Command::new("wrk")
         .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", url])
         .output()

@@ -1,0 +1,143 @@
+//! Row (k): the store on a local Redis Cluster (3 primaries, a replica
+//! each) beside one standalone server, in the same run, on one backlog of
+//! its own: ingest end to end, API reads that reach Redis (cache off), and
+//! each primary's share of the write scripts (`INFO commandstats`).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{end_to_end, fmt_rate, wrk, BenchOptions, Row};
+use crate::app::{App, Role};
+use crate::config::{RedisMode, Settings};
+use crate::devbroker::DevBroker;
+use crate::loadgen::{self, Limits};
+use crate::newsroom::{Newsroom, Shape};
+use crate::now_ms;
+use crate::redis_server::{RedisCluster, RedisServer};
+
+/// Calls of `EVALSHA` a server answered since its statistics were reset.
+fn script_calls(url: &str) -> anyhow::Result<u64> {
+    let mut c = redis::Client::open(url)?.get_connection()?;
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut c)?;
+    Ok(stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0))
+}
+
+fn reset_stats(url: &str) -> anyhow::Result<()> {
+    let mut c = redis::Client::open(url)?.get_connection()?;
+    redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut c)?;
+    Ok(())
+}
+
+/// Ingest rate (steady state) and API misses of the service on `store`'s topology.
+async fn measure(
+    base: &Settings,
+    options: &BenchOptions,
+    n: u64,
+    label: &str,
+) -> anyhow::Result<(f64, (String, String, String))> {
+    let mut s = base.clone();
+    s.kafka.group_id = format!("bench-k-{label}-{}", now_ms());
+    s.store.key_prefix = format!("benchk{}", now_ms() % 100_000);
+    let app = App::build(s.clone(), Role::All).await?;
+    let metrics = app.metrics();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run(stop.clone()));
+    let (_, steady) = end_to_end(&metrics, n).await?;
+    s.api.cache_ttl = Duration::ZERO;
+    let api = App::build(s, Role::Api).await?;
+    let addr = api.local_addr();
+    let api_server = tokio::spawn(api.run(stop.clone()));
+    let reads = wrk(
+        &format!("http://{addr}/v1/rankings/trending?limit=10"),
+        options.seconds,
+    )?;
+    stop.cancel();
+    let _ = server.await;
+    let _ = api_server.await;
+    Ok((steady, reads))
+}
+
+/// Row (k), standalone then cluster.
+pub(super) async fn rows(
+    options: &BenchOptions,
+    redis: &RedisServer,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let topics = ("k-events", "k-articles", "k-events.dlq");
+    let broker = DevBroker::start(&[topics.0, topics.1, topics.2], 12)?;
+    let mut base = super::settings_for(&broker, redis, topics);
+    let n = options.broker_events / 2;
+    let producer = loadgen::producer(&base.kafka)?;
+    let mut newsroom = Newsroom::new(Shape::default(), now_ms());
+    let limits = Limits {
+        count: Some(n),
+        ..Limits::default()
+    };
+    let sent = loadgen::run(
+        &producer,
+        &base.kafka,
+        &mut newsroom,
+        limits,
+        &CancellationToken::new(),
+    )
+    .await;
+    let n = sent.delivered;
+    eprintln!("bench: (k) produced {n} messages; standalone first");
+    let (alone, alone_reads) = measure(&base, options, n, "standalone").await?;
+    eprintln!("bench: (k) starting a 3-primary cluster with a replica each");
+    let cluster = RedisCluster::start(3, 1)?;
+    let primaries = cluster.primaries()?;
+    for (i, _) in &primaries {
+        reset_stats(&cluster.nodes[*i].url)?;
+    }
+    base.store.redis_mode = RedisMode::Cluster;
+    base.store.redis_url = cluster.url.clone();
+    let (clustered, cluster_reads) = measure(&base, options, n, "cluster").await?;
+    let calls: Vec<u64> = primaries
+        .iter()
+        .map(|(i, _)| script_calls(&cluster.nodes[*i].url))
+        .collect::<anyhow::Result<_>>()?;
+    let total: u64 = calls.iter().sum();
+    let shares: Vec<f64> = calls
+        .iter()
+        .map(|c| 100.0 * *c as f64 / total.max(1) as f64)
+        .collect();
+    let most = shares.iter().cloned().fold(0.0, f64::max);
+    let shards = base.store.shards;
+    rows.push(Row {
+        id: "k",
+        what: "ingest end to end, steady state: standalone | 3-primary cluster (1 replica each)"
+            .into(),
+        value: format!("{} | {}", fmt_rate(alone), fmt_rate(clustered)),
+        target: format!("cluster / standalone: {:.2} ×", clustered / alone),
+    });
+    rows.push(Row {
+        id: "k",
+        what: "API reads reaching Redis (cache off), wrk: standalone | cluster".into(),
+        value: format!(
+            "{} req/s, p99 {} | {} req/s, p99 {}",
+            alone_reads.0, alone_reads.2, cluster_reads.0, cluster_reads.2
+        ),
+        target: "—".into(),
+    });
+    rows.push(Row {
+        id: "k",
+        what: format!("write scripts per primary, {shards} shards per group ({total} calls)"),
+        value: shares
+            .iter()
+            .map(|s| format!("{s:.0}%"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        target: format!(
+            "no primary > 50%: {}",
+            if most <= 50.0 { "met" } else { "missed" }
+        ),
+    });
+    eprintln!("bench: (k) standalone {alone:.0}/s, cluster {clustered:.0}/s, shares {shares:?}");
+    Ok(())
+}
