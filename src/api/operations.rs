@@ -18,9 +18,16 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 /// partitions and can write.
 pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
     let mut problems = Vec::new();
-    if let Err(e) = state.store.ping().await {
-        tracing::warn!(error = %e, "readiness: store unreachable");
-        problems.push("store unreachable");
+    match state.store.ping().await {
+        Ok(()) => {}
+        Err(e @ crate::store::StoreError::NoMaster(_)) => {
+            tracing::warn!(error = %e, "readiness: store has no master");
+            problems.push("store has no master");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: store unreachable");
+            problems.push("store unreachable");
+        }
     }
     if let Some(c) = &state.consumer {
         if !c.is_assigned() {

@@ -46,6 +46,10 @@ pub enum StoreError {
     /// The backend could not be reached or refused the operation.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Sentinel or Cluster mode, and no master serves (some of) the keys:
+    /// a failover is under way, or failed.
+    #[error("store has no master: {0}")]
+    NoMaster(String),
     /// The backend answered something this version cannot read.
     #[error("unexpected store data: {0}")]
     Corrupt(String),

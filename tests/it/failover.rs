@@ -93,6 +93,31 @@ async fn reads_back_after(store: &StoreRef, kill: Instant) -> Duration {
     disturbed_until
 }
 
+/// Polls a consumer's `/readyz` for `span` and returns when, after the
+/// start, it reported a store with no master.
+fn watch_readiness(consumer: &Consumer, span: Duration) -> tokio::task::JoinHandle<Vec<f64>> {
+    let url = consumer.metrics_url.replace("/metrics", "/readyz");
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        while started.elapsed() < span {
+            if let Ok(r) = reqwest::get(&url).await {
+                let unready = r.status() == 503;
+                if unready
+                    && r.text()
+                        .await
+                        .unwrap_or_default()
+                        .contains("store has no master")
+                {
+                    seen.push(started.elapsed().as_secs_f64());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing() {
     let mut cluster = RedisCluster::start(3, 1).unwrap();
@@ -115,12 +140,18 @@ async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
     let (victim, most) = *calls.iter().max_by_key(|(_, c)| *c).unwrap();
     cluster.nodes[victim].down();
     let killed = Instant::now();
+    let readiness = watch_readiness(&consumer, Duration::from_secs(8));
     let back = reads_back_after(&store, killed).await;
     cluster.wait_ok(Duration::from_secs(30)).unwrap();
     let failed_over = killed.elapsed();
     // The killed node comes back as its successor's replica, as a restarted
     // pod would: until then no write of that shard can be replicated.
     cluster.nodes[victim].up().unwrap();
+    let no_master = readiness.await.unwrap();
+    assert!(
+        !no_master.is_empty(),
+        "readiness never reported the lost master"
+    );
     let produced = stream.await.unwrap();
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     drop(consumer);
@@ -128,10 +159,12 @@ async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
         "cluster primary killed (wait_replicas 1)",
         &v,
         &format!(
-            "killed the primary with {most} of {} script calls; reads answered again {:.1} s after the kill, cluster ok {:.1} s after it",
+            "killed the primary with {most} of {} script calls; reads answered again {:.1} s after the kill, cluster ok {:.1} s after it; /readyz said no master {:.1}-{:.1} s after it",
             calls.iter().map(|(_, c)| c).sum::<u64>(),
             back.as_secs_f64(),
-            failed_over.as_secs_f64()
+            failed_over.as_secs_f64(),
+            no_master[0],
+            no_master[no_master.len() - 1]
         ),
     );
     assert_exact(&v);
@@ -163,9 +196,15 @@ async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
     let most = script_calls(&set.servers[master].url);
     set.servers[master].down();
     let killed = Instant::now();
+    let readiness = watch_readiness(&consumer, Duration::from_secs(8));
     let back = reads_back_after(&store, killed).await;
     let promoted = set.master().unwrap();
     assert_ne!(promoted, master, "a replica was promoted");
+    let no_master = readiness.await.unwrap();
+    assert!(
+        !no_master.is_empty(),
+        "readiness never reported the lost master"
+    );
     let produced = stream.await.unwrap();
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     drop(consumer);
@@ -173,8 +212,10 @@ async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
         "Sentinel master killed (wait_replicas 1)",
         &v,
         &format!(
-            "killed the master after {most} script calls; reads answered again {:.1} s after the kill",
-            back.as_secs_f64()
+            "killed the master after {most} script calls; reads answered again {:.1} s after the kill; /readyz said no master {:.1}-{:.1} s after it",
+            back.as_secs_f64(),
+            no_master[0],
+            no_master[no_master.len() - 1]
         ),
     );
     assert_exact(&v);

@@ -215,13 +215,18 @@ impl Link {
                     })?;
             if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
                 return Err(RedisError::from((
-                    redis::ErrorKind::Io,
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
                     "cluster down",
                     "cluster_state is not ok (a slot has no primary)".to_string(),
                 )));
             }
         }
         self.one(redis::cmd("PING")).await.map(drop)
+    }
+
+    /// Whether a master can be lost and replaced (Sentinel and Cluster).
+    pub fn replicated(&self) -> bool {
+        !matches!(self, Link::Standalone(_))
     }
 
     fn sentinel_config() -> redis::AsyncConnectionConfig {
@@ -263,12 +268,14 @@ impl Cluster {
 }
 
 /// Failures a failover explains: the server is gone, or no longer the master.
-fn failover(e: &RedisError) -> bool {
+pub(super) fn failover(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
         || matches!(
             e.code(),
             Some("READONLY" | "MASTERDOWN" | "LOADING" | "CLUSTERDOWN")

@@ -529,6 +529,12 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.link.ping().await.map_err(unavailable)
+        self.link.ping().await.map_err(|e| {
+            if self.link.replicated() && link::failover(&e) {
+                StoreError::NoMaster(e.to_string())
+            } else {
+                unavailable(e)
+            }
+        })
     }
 }
