@@ -409,6 +409,30 @@ mod tests {
     }
 
     #[test]
+    fn sharded_placement_puts_each_member_in_one_stable_shard_of_each_group() {
+        let tags = vec!["red".to_string()];
+        let plain = placement("a-1", Some("news"), &tags, 1);
+        let sharded = placement("a-1", Some("news"), &tags, 8);
+        assert_eq!(plain.len(), sharded.len());
+        for ((g, m), (sg, sm)) in plain.iter().zip(&sharded) {
+            assert_eq!(m, sm);
+            // The tags ranking's members are tags: sharded by the tag.
+            assert_eq!(*sg, Group::Shard(Box::new(g.clone()), shard_of(m, 8)));
+            assert_eq!(sg.base(), g);
+        }
+        // FNV-1a, fixed: every process and version places a member alike.
+        assert_eq!(shard_of("a-1", 8), shard_of("a-1", 8));
+        let spread: std::collections::HashSet<u16> =
+            (0..200).map(|i| shard_of(&format!("art-{i}"), 8)).collect();
+        assert_eq!(spread.len(), 8, "200 members reach every shard");
+        assert_eq!(Group::All.shard_for("x", 1), Group::All);
+        assert_eq!(
+            crate::store::group_tag(&Group::Section("news".into()).shard_for("x", 8)),
+            format!("{{s:news#{}}}", shard_of("x", 8))
+        );
+    }
+
+    #[test]
     fn forward_decay_matches_the_direct_sum_for_random_out_of_order_streams() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for profile in test_profiles().iter() {

@@ -141,7 +141,7 @@ impl Link {
     /// Sends `parts` and returns each one's replies (for an atomic part,
     /// the replies of its commands). A server error in any reply fails the
     /// call: what ran before it may have applied, like a lost reply.
-    pub async fn send(&self, parts: &[Part]) -> RedisResult<Vec<Vec<Value>>> {
+    pub async fn send(&self, parts: Vec<Part>) -> RedisResult<Vec<Vec<Value>>> {
         if parts.is_empty() {
             return Ok(Vec::new());
         }
@@ -160,7 +160,7 @@ impl Link {
 
     /// One command, its reply.
     pub async fn one(&self, cmd: Cmd) -> RedisResult<Value> {
-        let mut replies = self.send(&[Part::one(cmd)]).await?;
+        let mut replies = self.send(vec![Part::one(cmd)]).await?;
         Ok(replies
             .pop()
             .and_then(|mut r| r.pop())
@@ -317,15 +317,17 @@ impl Sentinel {
 /// Every part in one pipeline, one round trip; replies split per part.
 async fn send_merged<C: ConnectionLike + Send>(
     conn: &mut C,
-    parts: &[Part],
+    parts: Vec<Part>,
 ) -> RedisResult<Vec<Vec<Value>>> {
     let mut pipe = redis::pipe();
+    let mut shape = Vec::with_capacity(parts.len());
     for p in parts {
+        shape.push((p.cmds.len(), p.atomic));
         if p.atomic {
             pipe.cmd("MULTI");
         }
-        for c in &p.cmds {
-            pipe.add_command(c.clone());
+        for c in p.cmds {
+            pipe.add_command(c);
         }
         if p.atomic {
             pipe.cmd("EXEC");
@@ -333,17 +335,17 @@ async fn send_merged<C: ConnectionLike + Send>(
     }
     let replies: Vec<Value> = pipe.query_async(conn).await?;
     let mut it = replies.into_iter();
-    let mut out = Vec::with_capacity(parts.len());
-    for p in parts {
-        let values: Vec<Value> = if p.atomic {
+    let mut out = Vec::with_capacity(shape.len());
+    for (n, atomic) in shape {
+        let values: Vec<Value> = if atomic {
             // OK, one QUEUED per command, then EXEC's array.
-            let exec = it.by_ref().nth(p.cmds.len() + 1).unwrap_or(Value::Nil);
+            let exec = it.by_ref().nth(n + 1).unwrap_or(Value::Nil);
             match exec {
                 Value::Array(v) => v,
                 other => return Err(unexpected(other)),
             }
         } else {
-            it.by_ref().take(p.cmds.len()).collect()
+            it.by_ref().take(n).collect()
         };
         out.push(checked(values)?);
     }

@@ -83,7 +83,7 @@ impl RedisStore {
     }
 
     /// Sends `parts` (see [`Link::send`]).
-    async fn send(&self, parts: &[Part]) -> Result<Vec<Vec<Value>>, StoreError> {
+    async fn send(&self, parts: Vec<Part>) -> Result<Vec<Vec<Value>>, StoreError> {
         self.link.send(parts).await.map_err(unavailable)
     }
 
@@ -108,7 +108,7 @@ impl RedisStore {
         let parts: Vec<Part> = keys
             .map(|k| Part::one(redis::cmd("HGETALL").arg(k).clone()))
             .collect();
-        self.send(&parts)
+        self.send(parts)
             .await?
             .into_iter()
             .map(|mut r| parse(r.pop().unwrap_or(Value::Nil)))
@@ -142,7 +142,7 @@ impl Store for RedisStore {
                 p
             })
             .collect();
-        let replies = self.send(&parts).await?;
+        let replies = self.send(parts).await?;
         self.settle().await?;
         replies
             .into_iter()
@@ -192,7 +192,7 @@ impl Store for RedisStore {
                 Part::one(cmd)
             })
             .collect();
-        let replies = self.send(&parts).await?;
+        let replies = self.send(parts).await?;
         self.settle().await?;
         let mut refused = Vec::new();
         for (w, mut r) in writes.iter().zip(replies) {
@@ -217,7 +217,7 @@ impl Store for RedisStore {
             .iter()
             .map(|g| Part::one(self.invocation(batch, g)))
             .collect();
-        let replies = self.send(&parts).await?;
+        let replies = self.send(parts).await?;
         self.settle().await?;
         let mut applied = Applied::default();
         for (group, mut reply) in groups.into_iter().zip(replies) {
@@ -349,7 +349,7 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        self.send(&parts).await?;
+        self.send(parts).await?;
         self.settle().await
     }
 
@@ -412,7 +412,7 @@ impl Store for RedisStore {
             parts.push(withdrawn);
         }
         parts.push(index);
-        self.send(&parts).await?;
+        self.send(parts).await?;
         self.settle().await
     }
 
@@ -520,7 +520,7 @@ impl Store for RedisStore {
                     .clone(),
             );
         }
-        let mut replies = self.send(&[part]).await?;
+        let mut replies = self.send(vec![part]).await?;
         let mut out = [0u64; EventType::COUNT];
         for (o, v) in out.iter_mut().zip(replies.pop().unwrap_or_default()) {
             *o = parse::<Option<f64>>(v)?.unwrap_or(0.0) as u64;

@@ -64,7 +64,7 @@ impl RedisStore {
             })
             .collect();
         let mut items = Vec::new();
-        for reply in self.send(&parts).await? {
+        for reply in self.send(parts).await? {
             let mut it = reply.into_iter();
             let landmark: Option<String> = parse(it.next().unwrap_or(Value::Nil))?;
             let rows: Vec<(String, f64)> = parse(it.next().unwrap_or(Value::Nil))?;
@@ -131,7 +131,7 @@ impl RedisStore {
                 part
             })
             .collect();
-        let replies = self.send(&parts).await?;
+        let replies = self.send(parts).await?;
         let mut landmarks: Vec<Vec<Option<i64>>> = Vec::with_capacity(shards.len());
         let mut out: Vec<Vec<Option<(f64, usize)>>> =
             vec![vec![None; self.profiles.len()]; members.len()];
@@ -191,7 +191,7 @@ impl RedisStore {
             parts.push(part);
         }
         let mut asked = asked.into_iter();
-        for reply in self.send(&parts).await? {
+        for reply in self.send(parts).await? {
             for v in reply {
                 let (i, pi) = asked.next().expect("one reply per count asked");
                 let above: usize = parse(v)?;
