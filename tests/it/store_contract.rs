@@ -118,7 +118,7 @@ async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_b
             vec![all.clone()],
             "{name}"
         );
-        let fences = store.fences(&[all.clone()]).await.unwrap();
+        let fences = store.fences(std::slice::from_ref(&all)).await.unwrap();
         assert_eq!(fences[0].get("e/0"), Some(&10), "{name}");
         let mut b = Aggregate::new(profiles(), now).sharded(store.shards());
         b.add(EventType::Share, "a", None, &[], now, 1.0);
