@@ -111,16 +111,17 @@ pub(super) async fn rows(
     let shards = base.store.shards;
     rows.push(Row {
         id: "k",
-        what: "ingest end to end, steady state: standalone | 3-primary cluster (1 replica each)"
-            .into(),
-        value: format!("{} | {}", fmt_rate(alone), fmt_rate(clustered)),
+        what:
+            "ingest end to end, steady state: standalone, then a 3-primary cluster (1 replica each)"
+                .into(),
+        value: format!("{} · {}", fmt_rate(alone), fmt_rate(clustered)),
         target: format!("cluster / standalone: {:.2} ×", clustered / alone),
     });
     rows.push(Row {
         id: "k",
-        what: "API reads reaching Redis (cache off), wrk: standalone | cluster".into(),
+        what: "API reads reaching Redis (cache off), wrk: standalone, then cluster".into(),
         value: format!(
-            "{} req/s, p99 {} | {} req/s, p99 {}",
+            "{} req/s, p99 {} · {} req/s, p99 {}",
             alone_reads.0, alone_reads.2, cluster_reads.0, cluster_reads.2
         ),
         target: "—".into(),
