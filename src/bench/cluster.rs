@@ -71,7 +71,7 @@ pub(super) async fn rows(
     let topics = ("k-events", "k-articles", "k-events.dlq");
     let broker = DevBroker::start(&[topics.0, topics.1, topics.2], 12)?;
     let mut base = super::settings_for(&broker, redis, topics);
-    let n = options.broker_events / 2;
+    let n = options.broker_events;
     let producer = loadgen::producer(&base.kafka)?;
     let mut newsroom = Newsroom::new(Shape::default(), now_ms());
     let limits = Limits {
