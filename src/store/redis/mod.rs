@@ -38,7 +38,6 @@ pub struct RedisStore {
     apply_script: Script,
     place_script: Script,
     filter_script: Script,
-    top_script: Script,
     /// Shards per group (1 unless in cluster mode).
     shards: u16,
     /// Replicas that must hold every write before it counts as done.
@@ -78,7 +77,6 @@ impl RedisStore {
             apply_script: Script::new(include_str!("../apply.lua")),
             place_script: Script::new(include_str!("../place.lua")),
             filter_script: Script::new(include_str!("../filter.lua")),
-            top_script: Script::new(include_str!("../top.lua")),
             shards: settings.effective_shards(),
             wait_replicas: settings.wait_replicas,
         })

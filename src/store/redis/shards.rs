@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use redis::Value;
 
 use super::link::Part;
-use super::{evalsha, parse, RedisStore};
+use super::{parse, RedisStore};
 use crate::scoring::{decayed, Group};
 use crate::store::{Page, Scored, StoreError};
 
@@ -42,34 +42,32 @@ impl RedisStore {
             (0, offset)
         };
         let stop = offset.saturating_add(limit).saturating_sub(1);
-        let parts = || -> Vec<Part> {
-            shards
-                .iter()
-                .map(|g| {
-                    let mut cmd = evalsha(
-                        &self.top_script,
-                        &[self.keys.meta(g), self.keys.ranking(g, &p.name)],
-                    );
-                    cmd.arg(format!("landmark:{}", p.name)).arg(start).arg(stop);
-                    Part::one(cmd)
-                })
-                .collect()
-        };
-        let replies = match self.send(parts()).await {
-            // A restarted or promoted server has an empty script cache.
-            Err(StoreError::Unavailable(e)) if e.contains("NoScript") || e.contains("NOSCRIPT") => {
-                self.link
-                    .load(&self.top_script)
-                    .await
-                    .map_err(super::unavailable)?;
-                self.send(parts()).await?
-            }
-            r => r?,
-        };
+        let parts: Vec<Part> = shards
+            .iter()
+            .map(|g| {
+                let mut part = Part::atomic();
+                part.add(
+                    redis::cmd("HGET")
+                        .arg(self.keys.meta(g))
+                        .arg(format!("landmark:{}", p.name))
+                        .clone(),
+                )
+                .add(
+                    redis::cmd("ZREVRANGE")
+                        .arg(self.keys.ranking(g, &p.name))
+                        .arg(start)
+                        .arg(stop)
+                        .arg("WITHSCORES")
+                        .clone(),
+                );
+                part
+            })
+            .collect();
         let mut items = Vec::new();
-        for mut reply in replies {
-            let (landmark, rows): (Option<String>, Vec<(String, f64)>) =
-                parse(reply.pop().unwrap_or(Value::Nil))?;
+        for reply in self.send(parts).await? {
+            let mut it = reply.into_iter();
+            let landmark: Option<String> = parse(it.next().unwrap_or(Value::Nil))?;
+            let rows: Vec<(String, f64)> = parse(it.next().unwrap_or(Value::Nil))?;
             let Some(landmark) = landmark else { continue };
             let l: i64 = landmark.parse().map_err(|_| {
                 StoreError::Corrupt(format!("landmark {landmark:?} is not an integer"))
