@@ -64,13 +64,20 @@ impl RedisServer {
             let port = free_bus_port()?;
             let dir = std::env::temp_dir()
                 .join(format!("popularity-redis-{port}-{}", std::process::id()));
+            // A server started with --requirepass is reached with it.
+            let auth = args
+                .iter()
+                .position(|a| a == "--requirepass")
+                .and_then(|i| args.get(i + 1))
+                .map(|pw| format!(":{pw}@"))
+                .unwrap_or_default();
             let mut server = RedisServer {
                 child: None,
                 port,
                 persistence,
                 dir,
                 args: args.to_vec(),
-                url: format!("redis://127.0.0.1:{port}"),
+                url: format!("redis://{auth}127.0.0.1:{port}"),
             };
             match server.up() {
                 Ok(()) => return Ok(server),
@@ -96,6 +103,8 @@ impl RedisServer {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--maxmemory-policy", "noeviction"])
+            // A replica's first synchronisation starts at once, not after 5 s.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.args);
@@ -277,17 +286,39 @@ impl RedisSentinels {
     /// Starts a master, `replicas` replicas of it and `sentinels` Sentinels
     /// (a quorum of two) that fail it over after one second of silence.
     pub fn start(replicas: usize, sentinels: usize) -> anyhow::Result<RedisSentinels> {
-        let master = RedisServer::start(Persistence::None)?;
+        RedisSentinels::start_with_password(replicas, sentinels, None)
+    }
+
+    /// The same, every server and Sentinel requiring `password` when given
+    /// (the URLs then carry it).
+    pub fn start_with_password(
+        replicas: usize,
+        sentinels: usize,
+        password: Option<&str>,
+    ) -> anyhow::Result<RedisSentinels> {
+        let auth: Vec<String> = password
+            .map(|pw| {
+                ["--requirepass", pw, "--masterauth", pw]
+                    .map(String::from)
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        let master = RedisServer::start_with(Persistence::None, &auth)?;
         let master_port = master.port;
         let mut servers = vec![master];
         for _ in 0..replicas {
-            let args = vec![
+            let mut args = vec![
                 "--replicaof".to_string(),
                 "127.0.0.1".to_string(),
                 master_port.to_string(),
             ];
+            args.extend(auth.iter().cloned());
             servers.push(RedisServer::start_with(Persistence::None, &args)?);
         }
+        let sentinel_auth = password
+            .map(|pw| format!("requirepass {pw}\nsentinel auth-pass popularity {pw}\n"))
+            .unwrap_or_default();
+        let url_auth = password.map(|pw| format!(":{pw}@")).unwrap_or_default();
         let master_name = "popularity".to_string();
         let mut children = Vec::new();
         let mut dirs = Vec::new();
@@ -305,7 +336,7 @@ impl RedisSentinels {
                      sentinel monitor {master_name} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {master_name} 1000\n\
                      sentinel failover-timeout {master_name} 3000\n\
-                     sentinel parallel-syncs {master_name} 2\n",
+                     sentinel parallel-syncs {master_name} 2\n{sentinel_auth}",
                     dir.display()
                 ),
             )?;
@@ -318,7 +349,7 @@ impl RedisSentinels {
                 .context("starting redis-server --sentinel")?;
             children.push(child);
             dirs.push(dir);
-            urls.push(format!("redis://127.0.0.1:{port}"));
+            urls.push(format!("redis://{url_auth}127.0.0.1:{port}"));
         }
         let set = RedisSentinels {
             servers,
@@ -332,7 +363,7 @@ impl RedisSentinels {
     }
 
     /// Waits until every Sentinel names a master and the master has
-    /// `replicas` replicas online.
+    /// `replicas` replicas online (synchronised, acknowledging writes).
     fn wait_ready(&self, replicas: usize, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
@@ -345,7 +376,8 @@ impl RedisSentinels {
                             .arg("replication")
                             .query::<String>(&mut c)
                     })
-                    .is_ok_and(|i| i.contains(&format!("connected_slaves:{replicas}")))
+                    // Online: past the first full synchronisation, acknowledging writes.
+                    .is_ok_and(|i| i.matches("state=online").count() >= replicas)
             });
             if named && online {
                 return Ok(());

@@ -368,3 +368,30 @@ async fn no_master_is_reported_by_readiness_in_cluster_and_sentinel_mode() {
     );
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_sentinel_urls_reaches_sentinels_and_master() {
+    use popularity::event::EventType;
+    use popularity::scoring::Aggregate;
+    let set = RedisSentinels::start_with_password(1, 3, Some("s3cret-pw")).unwrap();
+    let mut s = Settings::defaults();
+    s.store.redis_mode = RedisMode::Sentinel;
+    s.store.redis_url = set.url.clone();
+    s.store.sentinel_master = set.master_name.clone();
+    s.store.wait_replicas = 1;
+    s.store.key_prefix = random_name("auth");
+    let store = popularity::store::connect(&s).await.unwrap();
+    store.ping().await.unwrap();
+    let now = now_ms();
+    let profiles = popularity::scoring::profiles(&s.scoring);
+    let mut a = Aggregate::new(profiles, now);
+    a.add(EventType::Share, "a", None, &[], now - 3_600_000, 1.0);
+    assert!(store.apply(&a).await.unwrap().conflicts.is_empty());
+    let page = store.top(&Group::All, 0, 0, 10, now).await.unwrap();
+    let want = direct_score(&[(now - 3_600_000, 5.0)], now, TRENDING_H);
+    assert_eq!(page.items.len(), 1);
+    assert!(rel_err(page.items[0].score, want) < 1e-12);
+    // Without the password the Sentinels refuse.
+    s.store.redis_url = set.url.replace(":s3cret-pw@", "");
+    assert!(popularity::store::connect(&s).await.is_err());
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, RedisError, RedisResult, Script, Value};
 
 use crate::config::{RedisMode, StoreSettings};
@@ -111,9 +111,9 @@ impl Link {
             }
             RedisMode::Sentinel => {
                 let client = SentinelClient::build(
-                    urls,
+                    urls.clone(),
                     settings.sentinel_master.clone(),
-                    None,
+                    Some(master_connection_info(urls[0])?),
                     SentinelServerType::Master,
                 )?;
                 let s = Sentinel {
@@ -234,6 +234,22 @@ impl Link {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
     }
+}
+
+/// How to reach the master the Sentinels name: with the credentials,
+/// database and TLS of the first Sentinel URL (`rediss://:PASSWORD@…/0`).
+fn master_connection_info(url: &str) -> RedisResult<SentinelNodeConnectionInfo> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+    let node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(info.redis_settings().clone());
+    Ok(match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => node.set_tls_mode(if *insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        }),
+        _ => node,
+    })
 }
 
 impl Cluster {
