@@ -15,15 +15,6 @@ use crate::faults::{
 };
 use crate::helpers::*;
 
-/// A store of `mode` on `url`, as the consumers build it.
-async fn store_of(mode: RedisMode, url: &str, prefix: &str) -> StoreRef {
-    let mut s = Settings::defaults();
-    s.store.redis_mode = mode;
-    s.store.redis_url = url.to_string();
-    s.store.key_prefix = prefix.to_string();
-    popularity::store::connect(&s).await.unwrap()
-}
-
 /// The consumer's environment on a topology, with `WAIT 1` after writes.
 fn env_of(kafka: &Kafka, mode: &str, url: &str, prefix: &str) -> Vec<(String, String)> {
     let mut env = consumer_env(kafka, url, prefix, &random_name("g"));
@@ -126,19 +117,58 @@ fn watch_readiness(consumer: &Consumer, span: Duration) -> tokio::task::JoinHand
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing() {
-    let mut cluster = RedisCluster::start(3, 1).unwrap();
+/// A backlog draining into a topology: the consumer (a child process)
+/// with `WAIT 1`, the paced stream of 40,000 events, and a store of the
+/// test's own on the same keys, once 8,000 events are counted.
+struct Draining {
+    consumer: Consumer,
+    stream: tokio::task::JoinHandle<crate::faults::Produced>,
+    store: StoreRef,
+    _kafka: Kafka,
+}
+
+async fn draining(settings: &Settings, mode: &str, seed: u64) -> Draining {
     let kafka = Kafka::start(6);
-    let prefix = random_name("cfail");
-    let env = env_of(&kafka, "cluster", &cluster.url, &prefix);
+    let st = &settings.store;
+    let mut env = env_of(&kafka, mode, &st.redis_url, &st.key_prefix);
+    env.push((
+        "POPULARITY__STORE__SENTINEL_MASTER".into(),
+        st.sentinel_master.clone(),
+    ));
     let consumer = Consumer::start(&env);
     let producer = fast_producer(&kafka);
     let topic = kafka.events.clone();
     let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, 31, None).await });
-    let store = store_of(RedisMode::Cluster, &cluster.url, &prefix).await;
+        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, seed, None).await });
+    let store = popularity::store::connect(settings).await.unwrap();
     wait_counted(&store, 8_000).await;
+    Draining {
+        consumer,
+        stream,
+        store,
+        _kafka: kafka,
+    }
+}
+
+/// Settings of a store of `mode` on `url`, under a new key prefix.
+fn settings_of(mode: RedisMode, url: &str, prefix: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.store.redis_mode = mode;
+    s.store.redis_url = url.to_string();
+    s.store.key_prefix = random_name(prefix);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing() {
+    let mut cluster = RedisCluster::start(3, 1).unwrap();
+    let s = settings_of(RedisMode::Cluster, &cluster.url, "cfail");
+    let Draining {
+        consumer,
+        stream,
+        store,
+        _kafka,
+    } = draining(&s, "cluster", 31).await;
     // The primary that took the most writes.
     let primaries = cluster.primaries().unwrap();
     let calls: Vec<(usize, u64)> = primaries
@@ -178,25 +208,14 @@ async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing() {
     let mut set = RedisSentinels::start(2, 3).unwrap();
-    let kafka = Kafka::start(6);
-    let prefix = random_name("sfail");
-    let mut env = env_of(&kafka, "sentinel", &set.url, &prefix);
-    env.push((
-        "POPULARITY__STORE__SENTINEL_MASTER".into(),
-        set.master_name.clone(),
-    ));
-    let consumer = Consumer::start(&env);
-    let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
-    let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, 32, None).await });
-    let mut s = Settings::defaults();
-    s.store.redis_mode = RedisMode::Sentinel;
-    s.store.redis_url = set.url.clone();
+    let mut s = settings_of(RedisMode::Sentinel, &set.url, "sfail");
     s.store.sentinel_master = set.master_name.clone();
-    s.store.key_prefix = prefix.clone();
-    let store = popularity::store::connect(&s).await.unwrap();
-    wait_counted(&store, 8_000).await;
+    let Draining {
+        consumer,
+        stream,
+        store,
+        _kafka,
+    } = draining(&s, "sentinel", 32).await;
     let master = set.master().unwrap();
     let most = script_calls(&set.servers[master].url);
     set.servers[master].down();
@@ -243,16 +262,13 @@ fn wait_agreed(seed: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_resharded_mid_stream_lose_and_double_nothing() {
     let cluster = RedisCluster::start(3, 1).unwrap();
-    let kafka = Kafka::start(6);
-    let prefix = random_name("reshard");
-    let env = env_of(&kafka, "cluster", &cluster.url, &prefix);
-    let consumer = Consumer::start(&env);
-    let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
-    let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, 33, None).await });
-    let store = store_of(RedisMode::Cluster, &cluster.url, &prefix).await;
-    wait_counted(&store, 8_000).await;
+    let s = settings_of(RedisMode::Cluster, &cluster.url, "reshard");
+    let Draining {
+        consumer,
+        stream,
+        store,
+        _kafka,
+    } = draining(&s, "cluster", 33).await;
     // Move a third of every primary's slots to the next one, while writing.
     let primaries = cluster.primaries().unwrap();
     let started = Instant::now();
