@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{end_to_end, fmt_rate, wrk, BenchOptions, Row};
+use super::broker::end_to_end;
+use super::{fmt_rate, wrk, BenchOptions, Row};
 use crate::app::{App, Role};
 use crate::config::{RedisMode, Settings};
 use crate::devbroker::DevBroker;

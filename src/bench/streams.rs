@@ -73,7 +73,7 @@ impl Replica {
     }
 
     fn rss_bytes(&self) -> u64 {
-        super::rss_of(&format!("/proc/{}/status", self.child.id()))
+        super::memory::rss_of(&format!("/proc/{}/status", self.child.id()))
     }
 }
 
