@@ -61,16 +61,25 @@ fn script_calls(url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the overall ranking every 50 ms from `kill` on, until reads have
-/// answered promptly for two seconds in a row, and returns when the last
-/// read that failed or took over 250 ms ended (zero when none did).
-async fn reads_back_after(store: &StoreRef, kill: Instant) -> Duration {
+/// Asks an API replica for the overall ranking every 50 ms from `kill`
+/// on, until it has answered 200 promptly for two seconds in a row, and
+/// returns when the last request that failed or took over 250 ms ended
+/// (zero when none did).
+async fn api_back_after(api: &Api, kill: Instant) -> Duration {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let mut disturbed_until = Duration::ZERO;
     let mut ok_since = None;
     while kill.elapsed() < Duration::from_secs(60) {
         let started = Instant::now();
-        let read = store.top(&Group::All, 0, 0, 10, now_ms()).await;
-        if read.is_ok() && started.elapsed() < Duration::from_millis(250) {
+        let ok = http
+            .get(&api.rankings)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ok && started.elapsed() < Duration::from_millis(250) {
             let since = *ok_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_secs(2) {
                 break;
@@ -176,10 +185,12 @@ async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
         .map(|(i, _)| (*i, script_calls(&cluster.nodes[*i].url)))
         .collect();
     let (victim, most) = *calls.iter().max_by_key(|(_, c)| *c).unwrap();
+    let api = Api::start(s.clone()).await;
     cluster.nodes[victim].down();
     let killed = Instant::now();
     let readiness = watch_readiness(&consumer, Duration::from_secs(8));
-    let back = reads_back_after(&store, killed).await;
+    let back = api_back_after(&api, killed).await;
+    api.stop().await;
     cluster.wait_ok(Duration::from_secs(30)).unwrap();
     let failed_over = killed.elapsed();
     // The killed node comes back as its successor's replica, as a restarted
@@ -195,7 +206,7 @@ async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
         "cluster primary killed (wait_replicas 1)",
         &v,
         &format!(
-            "killed the primary with {most} of {} script calls; reads answered again {:.1} s after the kill, cluster ok {:.1} s after it; /readyz said no master {}",
+            "killed the primary with {most} of {} script calls; the API answered again {:.1} s after the kill, cluster ok {:.1} s after it; /readyz said no master {}",
             calls.iter().map(|(_, c)| c).sum::<u64>(),
             back.as_secs_f64(),
             failed_over.as_secs_f64(),
@@ -218,10 +229,12 @@ async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
     } = draining(&s, "sentinel", 32).await;
     let master = set.master().unwrap();
     let most = script_calls(&set.servers[master].url);
+    let api = Api::start(s.clone()).await;
     set.servers[master].down();
     let killed = Instant::now();
     let readiness = watch_readiness(&consumer, Duration::from_secs(8));
-    let back = reads_back_after(&store, killed).await;
+    let back = api_back_after(&api, killed).await;
+    api.stop().await;
     let promoted = set.master().unwrap();
     assert_ne!(promoted, master, "a replica was promoted");
     // Whether a poll lands in the second or two without a master depends
@@ -234,7 +247,7 @@ async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
         "Sentinel master killed (wait_replicas 1)",
         &v,
         &format!(
-            "killed the master after {most} script calls; reads answered again {:.1} s after the kill; /readyz said no master {}",
+            "killed the master after {most} script calls; the API answered again {:.1} s after the kill; /readyz said no master {}",
             back.as_secs_f64(),
             span_of(&no_master)
         ),
@@ -308,20 +321,27 @@ async fn slots_resharded_mid_stream_lose_and_double_nothing() {
 /// An API replica on `settings`' store, running.
 struct Api {
     readyz: String,
+    /// The overall trending ranking.
+    rankings: String,
     stop: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Api {
-    async fn start(settings: Settings) -> Api {
+    /// An API replica with its response cache off, so that every request reads Redis.
+    async fn start(mut settings: Settings) -> Api {
+        settings.api.listen = "127.0.0.1:0".into();
+        settings.api.cache_ttl = Duration::ZERO;
         let app = popularity::app::App::build(settings, popularity::app::Role::Api)
             .await
             .unwrap();
         let readyz = format!("http://{}/readyz", app.local_addr());
+        let rankings = format!("http://{}/v1/rankings/trending?limit=10", app.local_addr());
         let stop = tokio_util::sync::CancellationToken::new();
         let server = tokio::spawn(app.run(stop.clone()));
         Api {
             readyz,
+            rankings,
             stop,
             server,
         }
@@ -359,7 +379,6 @@ async fn no_master_is_reported_by_readiness_in_cluster_and_sentinel_mode() {
     // No replicas: what dies is not replaced.
     let mut cluster = RedisCluster::start(3, 0).unwrap();
     let mut s = Settings::defaults();
-    s.api.listen = "127.0.0.1:0".into();
     s.store.redis_mode = RedisMode::Cluster;
     s.store.redis_url = cluster.url.clone();
     let api = Api::start(s.clone()).await;

@@ -28,7 +28,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Commands that go to one slot together, replies in order. An atomic part
 /// runs in `MULTI`/`EXEC`: a consistent read, or writes that land together.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Part {
     cmds: Vec<Cmd>,
     atomic: bool,
@@ -148,8 +148,17 @@ impl Link {
         match self {
             Link::Standalone(c) => send_merged(&mut c.clone(), parts).await,
             Link::Sentinel(s) => {
+                // A connection to a master that is gone fails once: ask the
+                // Sentinels again and send once more (a repeated write is
+                // refused by its fences or sets what it set).
                 let mut c = s.connection(&Self::sentinel_config()).await?;
-                s.check(send_merged(&mut c, parts).await)
+                match s.check(send_merged(&mut c, parts.clone()).await) {
+                    Err(e) if failover(&e) => {
+                        let mut c = s.connection(&Self::sentinel_config()).await?;
+                        s.check(send_merged(&mut c, parts).await)
+                    }
+                    r => r,
+                }
             }
             Link::Cluster(c) => {
                 c.check(try_join_all(parts.iter().map(|p| send_routed(c, p))).await)
