@@ -1,0 +1,172 @@
+//! The wire form of an event: every field of every event type as sent,
+//! borrowed from a JSON payload where it can be, or taken from a protobuf
+//! message. [`super::decode`] validates it into an [`super::Event`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::decode::Invalid;
+use super::proto;
+
+/// A time as sent: RFC 3339 text or integer epoch milliseconds.
+#[derive(Debug)]
+pub(super) enum RawTime<'a> {
+    Text(Cow<'a, str>),
+    Millis(i64),
+    Other(String),
+}
+
+impl RawTime<'_> {
+    pub(super) fn millis(&self, field: &'static str) -> Result<i64, Invalid> {
+        let bad = |message: String| Invalid::InvalidField { field, message };
+        match self {
+            RawTime::Millis(ms) if *ms > 0 => Ok(*ms),
+            RawTime::Millis(ms) => Err(bad(format!(
+                "{ms} is not a positive epoch-millisecond time"
+            ))),
+            RawTime::Text(s) => {
+                let t =
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| bad(format!("{s:?} is not an RFC 3339 time: {e}")))?;
+                let ms = t.unix_timestamp_nanos() / 1_000_000;
+                i64::try_from(ms)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| bad(format!("{s:?} is before 1970")))
+            }
+            RawTime::Other(v) => Err(bad(format!(
+                "{v} is neither RFC 3339 text nor integer epoch milliseconds"
+            ))),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTime<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 string or integer epoch milliseconds")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RawTime::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawTime::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawTime::Millis(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(RawTime::Other(v.to_string()), RawTime::Millis))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                // `1694494080000.0` is an integer to JSON Schema, and to us.
+                let whole = v.fract() == 0.0 && v.abs() < 9.2e18;
+                Ok(if whole {
+                    RawTime::Millis(v as i64)
+                } else {
+                    RawTime::Other(v.to_string())
+                })
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawTime::Other(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Every field of every event type, borrowed from the payload where it can
+/// be; unknown fields are ignored so producers can add their own.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    pub(super) kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) event_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) article_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) occurred_at: Option<RawTime<'a>>,
+    #[serde(borrow)]
+    pub(super) visitor_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) section: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) tags: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    pub(super) user_agent: Option<Cow<'a, str>>,
+    pub(super) bot: Option<bool>,
+    pub(super) engaged_seconds: Option<f64>,
+    #[serde(borrow)]
+    pub(super) title: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) published_at: Option<RawTime<'a>>,
+    #[serde(borrow)]
+    pub(super) author: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) summary: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) image_url: Option<Cow<'a, str>>,
+}
+
+impl Raw<'static> {
+    pub(super) fn from_proto(event: proto::Event) -> Result<Raw<'static>, Invalid> {
+        use proto::event::Payload;
+        fn s(v: String) -> Option<Cow<'static, str>> {
+            (!v.is_empty()).then_some(Cow::Owned(v))
+        }
+        fn ms(v: i64) -> Option<RawTime<'static>> {
+            (v != 0).then_some(RawTime::Millis(v))
+        }
+        fn behaviour(kind: &'static str, b: Option<proto::Behaviour>) -> Raw<'static> {
+            let b = b.unwrap_or_default();
+            Raw {
+                kind: Some(Cow::Borrowed(kind)),
+                event_id: s(b.event_id),
+                article_id: s(b.article_id),
+                occurred_at: ms(b.occurred_at_ms),
+                visitor_id: s(b.visitor_id),
+                section: s(b.section),
+                tags: Some(b.tags.into_iter().map(Cow::Owned).collect()),
+                user_agent: s(b.user_agent),
+                bot: Some(b.bot),
+                ..Raw::default()
+            }
+        }
+        Ok(match event.payload {
+            None => return Err(Invalid::MissingField("type")),
+            Some(Payload::PageView(p)) => behaviour("page_view", p.event),
+            Some(Payload::Share(p)) => behaviour("share", p.event),
+            Some(Payload::Engagement(p)) => Raw {
+                engaged_seconds: Some(p.engaged_seconds),
+                ..behaviour("engagement", p.event)
+            },
+            Some(Payload::ArticlePublished(p)) => Raw {
+                kind: Some(Cow::Borrowed("article_published")),
+                article_id: s(p.article_id),
+                title: s(p.title),
+                url: s(p.url),
+                section: s(p.section),
+                tags: Some(p.tags.into_iter().map(Cow::Owned).collect()),
+                published_at: ms(p.published_at_ms),
+                author: s(p.author),
+                summary: s(p.summary),
+                image_url: s(p.image_url),
+                ..Raw::default()
+            },
+            Some(Payload::ArticleUnpublished(p)) => Raw {
+                kind: Some(Cow::Borrowed("article_unpublished")),
+                article_id: s(p.article_id),
+                ..Raw::default()
+            },
+        })
+    }
+}
