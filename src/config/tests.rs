@@ -1,0 +1,256 @@
+//! The settings' unit tests: loading, environment forms, validation.
+
+#[test]
+fn the_example_file_sets_every_key_to_its_default() {
+    use config::{Config, File, FileFormat};
+    let text = include_str!("../../popularity.example.toml");
+    // Read alone, without the built-in defaults: a key missing from the
+    // example fails here.
+    let alone: super::Settings = Config::builder()
+        .add_source(File::from_str(text, FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .expect("the example holds every key");
+    assert_eq!(
+        format!("{alone:?}"),
+        format!("{:?}", super::Settings::defaults()),
+        "the example's values are the defaults"
+    );
+}
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn err_of(pairs: &[(&str, &str)]) -> String {
+    Settings::load(None, env(pairs)).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_match_the_design() {
+    let s = Settings::defaults();
+    assert_eq!(s.kafka.brokers, "127.0.0.1:9092");
+    assert_eq!(s.kafka.group_id, "popularity");
+    assert_eq!(s.kafka.topics.events, "events");
+    assert_eq!(s.kafka.topics.articles, "articles");
+    assert_eq!(s.kafka.topics.dead_letter, "events.dlq");
+    assert_eq!(s.store.backend, Backend::Redis);
+    assert_eq!(s.store.redis_url, "redis://127.0.0.1:6379");
+    assert_eq!(s.store.key_prefix, "pop");
+    assert_eq!(s.api.listen, "0.0.0.0:8080");
+    assert_eq!(s.api.cache_ttl, Duration::from_secs(1));
+    assert_eq!(s.ingest.flush_interval, Duration::from_millis(250));
+    assert_eq!(s.ingest.max_batch_events, 50_000);
+    assert_eq!(s.ingest.dedupe_window, Duration::from_secs(30 * 60));
+    assert_eq!(s.ingest.max_event_age, Duration::from_secs(7 * 86_400));
+    assert_eq!(s.ingest.max_clock_skew, Duration::from_secs(300));
+    assert_eq!(s.scoring.max_members, 10_000);
+    let profiles: Vec<_> = s
+        .scoring
+        .profiles
+        .iter()
+        .map(|p| (p.name.as_str(), p.half_life.as_secs()))
+        .collect();
+    assert_eq!(
+        profiles,
+        [
+            ("trending", 7_200),
+            ("popular", 86_400),
+            ("weekly", 604_800)
+        ]
+    );
+    for p in &s.scoring.profiles {
+        assert_eq!(
+            p.weights,
+            WeightSettings {
+                page_view: 1.0,
+                share: 5.0,
+                engaged_second: 0.05
+            }
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_file_which_overrides_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n\
+         [kafka.properties]\n\"sasl.mechanism\" = \"PLAIN\"\n[ingest]\nflush_interval = \"1s\"\n",
+    )
+    .unwrap();
+    let s = Settings::load(
+        Some(&path),
+        env(&[
+            ("POPULARITY__KAFKA__BROKERS", "env:9092"),
+            ("POPULARITY__INGEST__MAX_BATCH_EVENTS", "7"),
+            ("POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL", "ssl"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.kafka.group_id, "from-file");
+    assert_eq!(s.kafka.brokers, "env:9092");
+    assert_eq!(s.ingest.flush_interval, Duration::from_secs(1));
+    assert_eq!(s.ingest.max_batch_events, 7);
+    assert_eq!(s.kafka.properties["security.protocol"], "ssl");
+    assert_eq!(s.kafka.properties["sasl.mechanism"], "PLAIN");
+}
+
+#[test]
+fn allowed_origins_come_from_the_environment_as_a_comma_separated_list() {
+    let s = Settings::load(
+        None,
+        env(&[(
+            "POPULARITY__API__CORS_ALLOWED_ORIGINS",
+            "https://news.example.com, http://127.0.0.1:9000",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.api.cors_allowed_origins,
+        ["https://news.example.com", "http://127.0.0.1:9000"]
+    );
+    let e = err_of(&[(
+        "POPULARITY__API__CORS_ALLOWED_ORIGINS",
+        "news.example.com/path",
+    )]);
+    assert!(e.contains("api.cors_allowed_origins"), "{e}");
+}
+
+#[test]
+fn sentinel_and_cluster_take_lists_and_standalone_one_url() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("POPULARITY__STORE__REDIS_MODE", "cluster"),
+            (
+                "POPULARITY__STORE__REDIS_URL",
+                "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.store.redis_mode, RedisMode::Cluster);
+    assert_eq!(
+        s.store.redis_urls(),
+        ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+    );
+    assert_eq!(s.store.effective_shards(), 8);
+    let e = err_of(&[(
+        "POPULARITY__STORE__REDIS_URL",
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+    )]);
+    assert!(
+        e.contains("store.redis_url") && e.contains("standalone"),
+        "{e}"
+    );
+    let e = err_of(&[
+        ("POPULARITY__STORE__REDIS_MODE", "sentinel"),
+        ("POPULARITY__STORE__REDIS_URL", "redis://127.0.0.1:26379"),
+        ("POPULARITY__STORE__SENTINEL_MASTER", " "),
+    ]);
+    assert!(e.contains("store.sentinel_master"), "{e}");
+}
+
+#[test]
+fn an_unknown_key_fails_naming_it() {
+    let e = err_of(&[("POPULARITY__INGEST__FLUSH_INTERVALL", "1s")]);
+    assert!(e.contains("ingest") && e.contains("flush_intervall"), "{e}");
+}
+
+#[test]
+fn an_invalid_duration_fails_naming_the_key() {
+    let e = err_of(&[("POPULARITY__INGEST__FLUSH_INTERVAL", "soon")]);
+    assert!(e.contains("`ingest.flush_interval`"), "{e}");
+}
+
+#[test]
+fn a_non_numeric_count_fails_naming_the_key() {
+    let e = err_of(&[("POPULARITY__INGEST__MAX_BATCH_EVENTS", "many")]);
+    assert!(e.contains("`ingest.max_batch_events`"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_fail_naming_the_key() {
+    for (k, v, key) in [
+        (
+            "POPULARITY__INGEST__MAX_BATCH_EVENTS",
+            "0",
+            "ingest.max_batch_events",
+        ),
+        (
+            "POPULARITY__INGEST__FLUSH_INTERVAL",
+            "0s",
+            "ingest.flush_interval",
+        ),
+        ("POPULARITY__API__LISTEN", "nowhere", "api.listen"),
+        (
+            "POPULARITY__STORE__REDIS_URL",
+            "http://x",
+            "store.redis_url",
+        ),
+        ("POPULARITY__STORE__KEY_PREFIX", "a{b}", "store.key_prefix"),
+        ("POPULARITY__STORE__REDIS_MODE", "ring", "store.redis_mode"),
+        ("POPULARITY__STORE__SHARDS", "0", "store.shards"),
+        (
+            "POPULARITY__STORE__WAIT_REPLICAS",
+            "99",
+            "store.wait_replicas",
+        ),
+        ("POPULARITY__STORE__BACKEND", "mongo", "store.backend"),
+        (
+            "POPULARITY__SCORING__MAX_MEMBERS",
+            "0",
+            "scoring.max_members",
+        ),
+        (
+            "POPULARITY__KAFKA__TOPICS__DEAD_LETTER",
+            "events",
+            "kafka.topics.dead_letter",
+        ),
+        (
+            "POPULARITY__KAFKA__PROPERTIES__GROUP_ID",
+            "x",
+            "kafka.properties.group.id",
+        ),
+    ] {
+        let e = err_of(&[(k, v)]);
+        assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");
+    }
+}
+
+#[test]
+fn bad_profiles_fail_naming_the_profile_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let cases = [
+        ("Trending", "2h", "1.0", "scoring.profiles[0].name"),
+        ("trending", "0s", "1.0", "scoring.profiles[0].half_life"),
+        (
+            "trending",
+            "2h",
+            "-1.0",
+            "scoring.profiles[0].weights.page_view",
+        ),
+    ];
+    for (name, hl, w, key) in cases {
+        std::fs::write(
+            &path,
+            format!(
+                "[[scoring.profiles]]\nname = \"{name}\"\nhalf_life = \"{hl}\"\n\
+                 weights = {{ page_view = {w}, share = 5.0, engaged_second = 0.05 }}\n"
+            ),
+        )
+        .unwrap();
+        let e = Settings::load(Some(&path), []).unwrap_err().to_string();
+        assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+    }
+}
