@@ -18,7 +18,7 @@ use crate::newsroom::{Newsroom, Shape};
 use crate::now_ms;
 use crate::redis_server::RedisServer;
 
-use super::{fmt_rate, mib, print_store_times, rate, wrk, BenchOptions, Row};
+use super::{cache_misses, fmt_rate, mib, print_store_times, rate, wrk, BenchOptions, Row};
 
 /// Rows (a), (b), (e) and (f): one broker run and one service.
 pub(super) async fn broker_rows(
@@ -113,15 +113,7 @@ pub(super) async fn broker_rows(
         &format!("http://{api}/v1/rankings/trending?limit=10"),
         options.seconds,
     )?;
-    let mut nocache = settings.clone();
-    nocache.api.cache_ttl = Duration::ZERO;
-    let api2 = App::build(nocache, Role::Api).await?;
-    let api2_addr = api2.local_addr();
-    let server2 = tokio::spawn(api2.run(shutdown.clone()));
-    let misses = wrk(
-        &format!("http://{api2_addr}/v1/rankings/trending?limit=10"),
-        options.seconds,
-    )?;
+    let misses = cache_misses(settings, options.seconds).await?;
     let ratio = hits.0.parse::<f64>().unwrap_or(0.0) / floor.0.parse::<f64>().unwrap_or(f64::NAN);
     let hits_target = format!("≥ 0.9 × /healthz, p99 ≤ 5 ms: {ratio:.2} ×");
     for (label, r, target) in [
@@ -142,7 +134,6 @@ pub(super) async fn broker_rows(
     }
     shutdown.cancel();
     let _ = server.await;
-    let _ = server2.await;
     drop(producer);
     Ok(())
 }

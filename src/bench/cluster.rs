@@ -3,12 +3,10 @@
 //! its own: ingest end to end, API reads that reach Redis (cache off), and
 //! each primary's share of the write scripts (`INFO commandstats`).
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 use super::broker::end_to_end;
-use super::{fmt_rate, wrk, BenchOptions, Row};
+use super::{cache_misses, fmt_rate, BenchOptions, Row};
 use crate::app::{App, Role};
 use crate::config::{RedisMode, Settings};
 use crate::devbroker::DevBroker;
@@ -52,17 +50,9 @@ async fn measure<T>(
     let server = tokio::spawn(app.run(stop.clone()));
     let (_, steady) = end_to_end(&metrics, n).await?;
     let seen = between()?;
-    s.api.cache_ttl = Duration::ZERO;
-    let api = App::build(s, Role::Api).await?;
-    let addr = api.local_addr();
-    let api_server = tokio::spawn(api.run(stop.clone()));
-    let reads = wrk(
-        &format!("http://{addr}/v1/rankings/trending?limit=10"),
-        options.seconds,
-    )?;
+    let reads = cache_misses(&s, options.seconds).await?;
     stop.cancel();
     let _ = server.await;
-    let _ = api_server.await;
     Ok((steady, seen, reads))
 }
 

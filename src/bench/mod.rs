@@ -24,6 +24,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, Role};
 use crate::config::{Backend, Settings};
 use crate::devbroker::DevBroker;
 use crate::metrics::Metrics;
@@ -182,6 +185,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
 }
 
 /// Runs `wrk` for `seconds`; returns requests/s, p50 and p99 as printed.
+/// `wrk` on the top-10 trending ranking of an API replica with its
+/// response cache off, so that every request reads Redis; the replica
+/// stops after.
+pub(super) async fn cache_misses(
+    settings: &Settings,
+    seconds: u64,
+) -> anyhow::Result<(String, String, String)> {
+    let mut s = settings.clone();
+    s.api.cache_ttl = Duration::ZERO;
+    let app = App::build(s, Role::Api).await?;
+    let addr = app.local_addr();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run(stop.clone()));
+    let misses = wrk(
+        &format!("http://{addr}/v1/rankings/trending?limit=10"),
+        seconds,
+    );
+    stop.cancel();
+    let _ = server.await;
+    misses
+}
+
 pub(super) fn wrk(url: &str, seconds: u64) -> anyhow::Result<(String, String, String)> {
     let out = Command::new("wrk")
         .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", url])
