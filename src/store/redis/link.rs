@@ -269,7 +269,7 @@ impl Cluster {
     /// After a failure: a dead or replaced primary, or slots that moved.
     async fn check<T>(&self, r: RedisResult<T>) -> RedisResult<T> {
         if let Err(e) = &r {
-            if failover(e) || retryable(e) {
+            if retryable(e) {
                 self.renew(e).await;
             }
         }
@@ -397,7 +397,7 @@ async fn send_routed(cluster: &Cluster, part: &Part) -> RedisResult<Vec<Value>> 
             .await
         {
             Ok(v) => return checked(v),
-            Err(e) if attempt < 8 && (retryable(&e) || failover(&e)) => {
+            Err(e) if attempt < 8 && retryable(&e) => {
                 tracing::debug!(error = %e, "part retried while the cluster moves slots");
                 cluster.renew(&e).await;
                 tokio::time::sleep(delay).await;
@@ -411,9 +411,7 @@ async fn send_routed(cluster: &Cluster, part: &Part) -> RedisResult<Vec<Value>> 
 
 /// Errors a moving or failing-over cluster gives, that a retry can outlive.
 fn retryable(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
+    failover(e)
         || e.is_cluster_error()
         || matches!(
             e.code(),

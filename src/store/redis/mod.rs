@@ -365,19 +365,7 @@ impl Store for RedisStore {
             let meta = state.live().unwrap_or_default();
             let mut groups = vec![Group::All];
             groups.extend(super::article_groups(Some(&meta)));
-            for g in &groups {
-                let g = g.shard_for(id, self.shards);
-                let mut p = Part::default();
-                for prof in self.profiles.iter() {
-                    p.add(
-                        redis::cmd("ZREM")
-                            .arg(self.keys.ranking(&g, &prof.name))
-                            .arg(id)
-                            .clone(),
-                    );
-                }
-                parts.push(p);
-            }
+            parts.extend(groups.iter().map(|g| self.removal(g, id)));
             let all = Group::All.shard_for(id, self.shards);
             let mut counts = Part::default();
             for kind in EventType::ALL {
@@ -458,36 +446,37 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Vec<Cursor>, StoreError> {
         let key = self.keys.index(section);
-        let one = |cmd: &mut Cmd| {
-            let cmd = cmd.clone();
-            async move { self.link.one(cmd).await.map_err(unavailable) }
-        };
-        let rows: Vec<(String, f64)> = parse(match before {
-            None => {
-                one(redis::cmd("ZREVRANGE")
-                    .arg(&key)
-                    .arg(0)
-                    .arg(limit as isize - 1)
-                    .arg("WITHSCORES"))
-                .await?
+        let one = |cmd: &Cmd| self.link.one(cmd.clone());
+        let rows: Vec<(String, f64)> = parse(
+            match before {
+                None => {
+                    one(redis::cmd("ZREVRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(limit as isize - 1)
+                        .arg("WITHSCORES"))
+                    .await
+                }
+                Some(c) => {
+                    // Members as old as the cursor sort by id: skip those at
+                    // or above it, so pages neither repeat nor miss an article.
+                    let ms = c.published_at_ms;
+                    let ties = one(redis::cmd("ZCOUNT").arg(&key).arg(ms).arg(ms))
+                        .await
+                        .map_err(unavailable)?;
+                    one(redis::cmd("ZREVRANGEBYSCORE")
+                        .arg(&key)
+                        .arg(ms)
+                        .arg("-inf")
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit + parse::<usize>(ties)?))
+                    .await
+                }
             }
-            Some(c) => {
-                // Members as old as the cursor sort by id: skip those at or
-                // above it, so pages neither repeat nor miss an article.
-                let ms = c.published_at_ms;
-                let ties: usize =
-                    parse(one(redis::cmd("ZCOUNT").arg(&key).arg(ms).arg(ms)).await?)?;
-                one(redis::cmd("ZREVRANGEBYSCORE")
-                    .arg(&key)
-                    .arg(ms)
-                    .arg("-inf")
-                    .arg("WITHSCORES")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit + ties))
-                .await?
-            }
-        })?;
+            .map_err(unavailable)?,
+        )?;
         Ok(rows
             .into_iter()
             .map(|(article_id, ms)| Cursor {

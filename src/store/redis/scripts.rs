@@ -44,19 +44,7 @@ impl RedisStore {
         let mut placed = false;
         for (a, (left, entered)) in articles.iter().zip(moves) {
             let id = &a.article_id;
-            for g in &left {
-                let g = g.shard_for(id, self.shards);
-                let mut part = Part::default();
-                for p in self.profiles.iter() {
-                    part.add(
-                        redis::cmd("ZREM")
-                            .arg(self.keys.ranking(&g, &p.name))
-                            .arg(id)
-                            .clone(),
-                    );
-                }
-                parts.push(part);
-            }
+            parts.extend(left.iter().map(|g| self.removal(g, id)));
             if entered.is_empty() {
                 continue;
             }
@@ -84,6 +72,22 @@ impl RedisStore {
             }
         }
         Ok(placed)
+    }
+
+    /// Removes `id` from every profile's ranking of `group` (of the shard
+    /// that holds it).
+    pub(super) fn removal(&self, group: &Group, id: &str) -> Part {
+        let g = group.shard_for(id, self.shards);
+        let mut part = Part::default();
+        for p in self.profiles.iter() {
+            part.add(
+                redis::cmd("ZREM")
+                    .arg(self.keys.ranking(&g, &p.name))
+                    .arg(id)
+                    .clone(),
+            );
+        }
+        part
     }
 
     /// The call of `apply.lua` for `group`'s share of `batch`. The all-time
