@@ -45,12 +45,12 @@ fn info(encoding: Encoding, lifecycle: bool) -> MessageInfo<'static> {
     }
 }
 
-fn behaviours() -> Vec<Behaviour> {
+fn behaviours() -> Vec<Behaviour<'static>> {
     let d = Decoder::new(65_536, 300_000);
     messages(WireFormat::Json)
         .iter()
         .filter_map(|(p, l)| match d.decode(p, &info(Encoding::Json, *l)) {
-            Ok(Event::Behaviour(b)) => Some(b),
+            Ok(Event::Behaviour(b)) => Some(b.into_owned()),
             _ => None,
         })
         .collect()
@@ -97,7 +97,10 @@ fn filter_and_aggregate(c: &mut Criterion) {
     // As the consumer does: each article placed once per flush.
     let places: Vec<_> = events
         .iter()
-        .map(|e| placement(&e.article_id, e.section.as_deref(), &e.tags, 1))
+        .map(|e| {
+            let tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
+            placement(&e.article_id, e.section.as_deref(), &tags, 1)
+        })
         .collect();
     g.bench_function("aggregate", |b| {
         b.iter(|| {

@@ -160,8 +160,11 @@ async fn naive(settings: &Settings, n: usize) -> anyhow::Result<f64> {
                 sections.insert(a.article_id, (a.section, a.tags));
             }
             Ok(Event::Behaviour(b)) if !b.bot => {
-                let (section, tags) = if b.section.is_some() {
-                    (b.section.clone(), b.tags.clone())
+                let (section, tags): (Option<String>, Vec<String>) = if b.section.is_some() {
+                    (
+                        b.section.as_deref().map(str::to_string),
+                        b.tags.iter().map(|t| t.to_string()).collect(),
+                    )
                 } else {
                     let key = format!("naive:article:{}", b.article_id);
                     let (s, t): (Option<String>, Option<String>) = redis::cmd("HMGET")
@@ -180,12 +183,13 @@ async fn naive(settings: &Settings, n: usize) -> anyhow::Result<f64> {
                         .unwrap_or_default();
                     (s.filter(|s| !s.is_empty()), tags)
                 };
-                let mut keys = vec![("all".to_string(), b.article_id.clone())];
+                let article_id = b.article_id.to_string();
+                let mut keys = vec![("all".to_string(), article_id.clone())];
                 if let Some(s) = &section {
-                    keys.push((format!("s:{s}"), b.article_id.clone()));
+                    keys.push((format!("s:{s}"), article_id.clone()));
                 }
                 for t in &tags {
-                    keys.push((format!("t:{t}"), b.article_id.clone()));
+                    keys.push((format!("t:{t}"), article_id.clone()));
                     keys.push(("tags".to_string(), t.clone()));
                 }
                 let units = if b.engaged_seconds > 0.0 {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::visitor::Visitors;
 use crate::event::decode::{Decoder, Encoding, Invalid, MessageInfo};
-use crate::event::{Event, EventType};
+use crate::event::{Behaviour, Event, EventType};
 
 /// One event, ready to produce.
 #[derive(Debug)]
@@ -162,7 +162,7 @@ fn one(
     // becomes the receive time rather than a refusal.
     let out_of_bounds = match &decoded {
         Err(Invalid::FutureTimestamp { .. }) => true,
-        Ok(Event::Behaviour(b)) => b.occurred_at_ms < req.now_ms - rules.max_age_ms,
+        Ok(Some(b)) => b.occurred_at_ms < req.now_ms - rules.max_age_ms,
         _ => false,
     };
     if out_of_bounds {
@@ -171,20 +171,26 @@ fn one(
         decoded = decode(rules.decoder, &payload, req.now_ms);
     }
     match decoded.map_err(|e| e.to_string())? {
-        Event::Behaviour(b) if b.bot => Ok(None),
-        Event::Behaviour(b) => Ok(Some(Prepared {
-            article_id: b.article_id,
+        Some(b) if b.bot => Ok(None),
+        Some(b) => Ok(Some(Prepared {
+            article_id: b.article_id.into_owned(),
             payload,
         })),
-        _ => Err(format!(
+        None => Err(format!(
             "type must be one of {}",
             EventType::ALL.map(|t| t.as_str()).join(", ")
         )),
     }
 }
 
-fn decode(decoder: &Decoder, payload: &[u8], now_ms: i64) -> Result<Event, Invalid> {
-    decoder.decode(
+/// A payload decoded as the consumer will: its behaviour event (owning its
+/// texts, so the payload can be rebuilt), or `None` for any other type.
+fn decode(
+    decoder: &Decoder,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<Option<Behaviour<'static>>, Invalid> {
+    let event = decoder.decode(
         payload,
         &MessageInfo {
             encoding: Encoding::Json,
@@ -193,5 +199,9 @@ fn decode(decoder: &Decoder, payload: &[u8], now_ms: i64) -> Result<Event, Inval
             lifecycle_topic: false,
             now_ms,
         },
-    )
+    )?;
+    Ok(match event {
+        Event::Behaviour(b) => Some(b.into_owned()),
+        _ => None,
+    })
 }

@@ -11,7 +11,7 @@ use super::fields::{
     check_id, optional_id, tags, text, web_url, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS,
 };
 use super::raw::Raw;
-use super::{proto, slug, ArticleMeta, Behaviour, Event, EventType};
+use super::{proto, slug_of, ArticleMeta, Behaviour, Event, EventType, Text};
 
 /// How a message's payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -136,7 +136,7 @@ pub struct MessageInfo<'a> {
 }
 
 /// Decodes one message with a default [`Decoder`] (convenience for tests).
-pub fn decode(payload: &[u8], info: &MessageInfo<'_>) -> Result<Event, Invalid> {
+pub fn decode<'a>(payload: &'a [u8], info: &MessageInfo<'_>) -> Result<Event<'a>, Invalid> {
     Decoder::new(64 * 1024, 300_000).decode(payload, info)
 }
 
@@ -165,8 +165,13 @@ impl Decoder {
         v
     }
 
-    /// Decodes and validates one message.
-    pub fn decode(&self, payload: &[u8], info: &MessageInfo<'_>) -> Result<Event, Invalid> {
+    /// Decodes and validates one message. A JSON behaviour event borrows
+    /// its texts from `payload`.
+    pub fn decode<'a>(
+        &self,
+        payload: &'a [u8],
+        info: &MessageInfo<'_>,
+    ) -> Result<Event<'a>, Invalid> {
         if payload.len() > self.max_bytes {
             return Err(Invalid::Oversized {
                 size: payload.len(),
@@ -181,7 +186,7 @@ impl Decoder {
                         Invalid::Malformed("tombstone key is not UTF-8".to_string())
                     })?;
                     return Ok(Event::Unpublished {
-                        article_id: check_id("article_id", Some(id))?,
+                        article_id: check_id("article_id", Some(Text::Borrowed(id)))?.into_owned(),
                     });
                 }
             }
@@ -198,19 +203,19 @@ impl Decoder {
         self.validate(raw, info)
     }
 
-    fn validate(&self, raw: Raw<'_>, info: &MessageInfo<'_>) -> Result<Event, Invalid> {
+    fn validate<'a>(&self, raw: Raw<'a>, info: &MessageInfo<'_>) -> Result<Event<'a>, Invalid> {
         let kind = raw.kind.as_deref().ok_or(Invalid::MissingField("type"))?;
         let behaviour = match (EventType::from_name(kind), kind) {
             (Some(k), _) => k,
             (None, "article_published") => return self.published(raw, info).map(Event::Published),
             (None, "article_unpublished") => {
                 return Ok(Event::Unpublished {
-                    article_id: check_id("article_id", raw.article_id.as_deref())?,
+                    article_id: check_id("article_id", raw.article_id)?.into_owned(),
                 })
             }
             (None, other) => return Err(Invalid::UnknownType(other.to_string())),
         };
-        let article_id = check_id("article_id", raw.article_id.as_deref())?;
+        let article_id = check_id("article_id", raw.article_id)?;
         let occurred_at_ms = match raw.occurred_at {
             Some(t) => t.millis("occurred_at")?,
             None => info
@@ -240,11 +245,11 @@ impl Decoder {
                 .is_some_and(|ua| self.is_bot_agent(ua));
         Ok(Event::Behaviour(Behaviour {
             kind: behaviour,
-            event_id: optional_id("event_id", raw.event_id.as_deref())?,
+            event_id: optional_id("event_id", raw.event_id)?,
             article_id,
             occurred_at_ms,
-            visitor_id: optional_id("visitor_id", raw.visitor_id.as_deref())?,
-            section: raw.section.as_deref().map(slug).filter(|s| !s.is_empty()),
+            visitor_id: optional_id("visitor_id", raw.visitor_id)?,
+            section: raw.section.map(slug_of).filter(|s| !s.is_empty()),
             tags: tags(raw.tags)?,
             engaged_seconds,
             bot,
@@ -262,11 +267,15 @@ impl Decoder {
             self.check_skew("published_at", ms, info.now_ms)?;
         }
         Ok(ArticleMeta {
-            article_id: check_id("article_id", raw.article_id.as_deref())?,
+            article_id: check_id("article_id", raw.article_id)?.into_owned(),
             title: text("title", raw.title, MAX_TITLE_CHARS)?,
             url: web_url("url", raw.url)?,
-            section: raw.section.as_deref().map(slug).filter(|s| !s.is_empty()),
-            tags: tags(raw.tags)?,
+            section: raw
+                .section
+                .map(slug_of)
+                .filter(|s| !s.is_empty())
+                .map(Text::into_owned),
+            tags: tags(raw.tags)?.into_iter().map(Text::into_owned).collect(),
             published_at_ms,
             author: text("author", raw.author, MAX_TITLE_CHARS)?,
             summary: text("summary", raw.summary, MAX_SUMMARY_CHARS)?,
@@ -299,11 +308,11 @@ mod tests {
         }
     }
 
-    fn json(text: &str) -> Result<Event, Invalid> {
+    fn json(text: &str) -> Result<Event<'_>, Invalid> {
         decode(text.as_bytes(), &info(Encoding::Json))
     }
 
-    fn behaviour(text: &str) -> Behaviour {
+    fn behaviour(text: &str) -> Behaviour<'_> {
         match json(text).unwrap() {
             Event::Behaviour(b) => b,
             other => panic!("{other:?}"),
@@ -326,7 +335,7 @@ mod tests {
                 occurred_at_ms: NOW,
                 visitor_id: Some("v-9".into()),
                 section: Some("special-updates".into()),
-                tags: vec!["international".into(), "u-s".into()],
+                tags: smallvec::smallvec!["international".into(), "u-s".into()],
                 engaged_seconds: 0.0,
                 bot: false,
             }
@@ -444,6 +453,7 @@ mod tests {
             json(&format!(
                 r#"{{"type":"article_published","article_id":"a","published_at":1,{extra}}}"#
             ))
+            .map(|_| ())
         };
         for bad in [
             r#""url":"javascript:alert(1)""#,
@@ -526,7 +536,8 @@ mod tests {
                 engaged_seconds: 15.0,
             })),
         };
-        let from_proto = decode(&msg.encode_to_vec(), &info(Encoding::Protobuf)).unwrap();
+        let bytes = msg.encode_to_vec();
+        let from_proto = decode(&bytes, &info(Encoding::Protobuf)).unwrap();
         let from_json = json(
             r#"{"type":"engagement","event_id":"e-3","article_id":"a-123","occurred_at":1694494080000,
                 "visitor_id":"v-9","section":"News","tags":["Politics"],"engaged_seconds":15}"#,
@@ -535,10 +546,8 @@ mod tests {
         assert_eq!(from_proto, from_json);
         let bad = decode(&[0xff, 0xff, 0xff], &info(Encoding::Protobuf)).unwrap_err();
         assert_eq!(bad.code(), "malformed");
-        let empty_kind = decode(
-            &proto::Event { payload: None }.encode_to_vec(),
-            &info(Encoding::Protobuf),
-        );
+        let empty = proto::Event { payload: None }.encode_to_vec();
+        let empty_kind = decode(&empty, &info(Encoding::Protobuf));
         // An Event with no payload encodes to zero bytes: an empty message.
         assert_eq!(empty_kind.unwrap_err().code(), "malformed");
     }

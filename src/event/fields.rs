@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 
-use super::{slug, Invalid};
+use super::raw::RawTags;
+use super::{slug_of, Invalid, Tags, Text};
 
 /// Longest accepted article, event or visitor id, in characters.
 pub const MAX_ID_CHARS: usize = 256;
@@ -58,16 +59,20 @@ pub(super) fn web_url(
     Ok(Some(url))
 }
 
-pub(super) fn check_id(field: &'static str, value: Option<&str>) -> Result<String, Invalid> {
+pub(super) fn check_id<'a>(
+    field: &'static str,
+    value: Option<Text<'a>>,
+) -> Result<Text<'a>, Invalid> {
     optional_id(field, value)?.ok_or(Invalid::MissingField(field))
 }
 
-pub(super) fn optional_id(
+pub(super) fn optional_id<'a>(
     field: &'static str,
-    value: Option<&str>,
-) -> Result<Option<String>, Invalid> {
+    value: Option<Text<'a>>,
+) -> Result<Option<Text<'a>>, Invalid> {
     match value {
-        None | Some("") => Ok(None),
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
         Some(v) if v.chars().count() > MAX_ID_CHARS => Err(Invalid::InvalidField {
             field,
             message: format!("longer than {MAX_ID_CHARS} characters"),
@@ -76,21 +81,21 @@ pub(super) fn optional_id(
             field,
             message: "contains control characters".to_string(),
         }),
-        Some(v) => Ok(Some(v.to_string())),
+        Some(v) => Ok(Some(v)),
     }
 }
 
-pub(super) fn tags(raw: Option<Vec<Cow<'_, str>>>) -> Result<Vec<String>, Invalid> {
-    let raw = raw.unwrap_or_default();
+pub(super) fn tags(raw: Option<RawTags<'_>>) -> Result<Tags<'_>, Invalid> {
+    let raw = raw.unwrap_or_default().0;
     if raw.len() > MAX_TAGS {
         return Err(Invalid::InvalidField {
             field: "tags",
             message: format!("{} tags, at most {MAX_TAGS} are accepted", raw.len()),
         });
     }
-    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    let mut out = Tags::new();
     for t in raw {
-        let s = slug(&t);
+        let s = slug_of(t);
         if !s.is_empty() && !out.contains(&s) {
             out.push(s);
         }

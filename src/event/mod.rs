@@ -19,6 +19,15 @@ pub mod proto {
 
 pub use decode::{decode, Encoding, Invalid};
 
+use std::borrow::Cow;
+
+/// A text field of an event: borrowed from the message's payload where it
+/// can be (the usual case), so reading an event allocates nothing.
+pub type Text<'a> = Cow<'a, str>;
+
+/// An event's normalised tags: a few, held inline.
+pub type Tags<'a> = smallvec::SmallVec<[Text<'a>; 4]>;
+
 impl proto::Event {
     /// A behaviour event of `kind` in protobuf: `behaviour` holds what every
     /// type shares, `network` is a share's, `engaged_seconds` an
@@ -92,27 +101,46 @@ impl EventType {
 /// event type is adding it to [`EventType`]; every such table follows.
 pub type PerType<T> = [T; EventType::COUNT];
 
-/// A valid behaviour event.
+/// A valid behaviour event, borrowing its texts from the message it was
+/// read from where it can.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Behaviour {
+pub struct Behaviour<'a> {
     /// What happened.
     pub kind: EventType,
     /// The producer's id of the event, if it sent one.
-    pub event_id: Option<String>,
+    pub event_id: Option<Text<'a>>,
     /// The article it happened to.
-    pub article_id: String,
+    pub article_id: Text<'a>,
     /// When it happened (epoch milliseconds): scores decay from this time.
     pub occurred_at_ms: i64,
     /// Who did it, if known; needed for deduplication.
-    pub visitor_id: Option<String>,
+    pub visitor_id: Option<Text<'a>>,
     /// Normalised section, if the event carried one.
-    pub section: Option<String>,
+    pub section: Option<Text<'a>>,
     /// Normalised tags (empty when the event carried none).
-    pub tags: Vec<String>,
+    pub tags: Tags<'a>,
     /// Engaged seconds (engagement only; 0 otherwise).
     pub engaged_seconds: f64,
     /// The producer flagged it or its user agent is a known crawler.
     pub bot: bool,
+}
+
+impl Behaviour<'_> {
+    /// The same event owning its texts.
+    pub fn into_owned(self) -> Behaviour<'static> {
+        let own = |t: Text<'_>| Text::Owned(t.into_owned());
+        Behaviour {
+            kind: self.kind,
+            event_id: self.event_id.map(own),
+            article_id: own(self.article_id),
+            occurred_at_ms: self.occurred_at_ms,
+            visitor_id: self.visitor_id.map(own),
+            section: self.section.map(own),
+            tags: self.tags.into_iter().map(own).collect(),
+            engaged_seconds: self.engaged_seconds,
+            bot: self.bot,
+        }
+    }
 }
 
 /// Metadata of a published article.
@@ -138,11 +166,11 @@ pub struct ArticleMeta {
     pub image_url: Option<String>,
 }
 
-/// A valid event of any type.
+/// A valid event of any type; a behaviour event borrows from its message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub enum Event<'a> {
     /// page_view, share or engagement.
-    Behaviour(Behaviour),
+    Behaviour(Behaviour<'a>),
     /// article_published: upserts metadata.
     Published(ArticleMeta),
     /// article_unpublished.
@@ -150,6 +178,35 @@ pub enum Event {
         /// The article withdrawn.
         article_id: String,
     },
+}
+
+/// [`slug`] of `name`, borrowed when `name` already is one (as producers
+/// usually send it): nothing is allocated then.
+pub fn slug_of(name: Text<'_>) -> Text<'_> {
+    if is_slug(&name) {
+        name
+    } else {
+        Text::Owned(slug(&name))
+    }
+}
+
+/// Whether [`slug`] leaves `name` as it is: letters and digits that are
+/// already lowercase, in runs joined by single dashes.
+fn is_slug(name: &str) -> bool {
+    let mut dash = true; // no leading dash
+    for c in name.chars() {
+        if c == '-' {
+            if dash {
+                return false;
+            }
+            dash = true;
+        } else if c.is_alphanumeric() && c.to_lowercase().eq(std::iter::once(c)) {
+            dash = false;
+        } else {
+            return false;
+        }
+    }
+    !dash || name.is_empty()
 }
 
 /// Normalises a section or tag name to a lowercase slug:
@@ -184,5 +241,38 @@ mod tests {
         assert_eq!(slug("already-slug"), "already-slug");
         assert_eq!(slug("Économie"), "économie");
         assert_eq!(slug("--"), "");
+    }
+
+    #[test]
+    fn a_name_that_is_already_a_slug_is_borrowed_and_any_other_is_normalised() {
+        let names = [
+            "news",
+            "special-updates",
+            "économie",
+            "a1-b2",
+            "",
+            "News",
+            "a--b",
+            "-a",
+            "a-",
+            "a b",
+            "u.s.",
+            "ÉCONOMIE",
+            "İstanbul",
+            "ǅ",
+            "a_b",
+            "ß",
+            "ﬃ",
+            "1-2-3",
+        ];
+        for name in names {
+            let out = slug_of(Text::Borrowed(name));
+            assert_eq!(out, slug(name), "{name:?}");
+            assert_eq!(
+                matches!(out, Text::Borrowed(_)),
+                slug(name) == name,
+                "{name:?} borrowed only when unchanged"
+            );
+        }
     }
 }

@@ -4,12 +4,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::decode::Invalid;
-use super::proto;
+use super::{proto, Tags, Text};
 
 /// A time as sent: RFC 3339 text or integer epoch milliseconds.
 #[derive(Debug)]
@@ -81,6 +82,53 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
     }
 }
 
+/// Tags as sent: each borrowed from the payload unless it holds an escape.
+/// (serde's own `Cow` borrows only where it is the field's whole type.)
+#[derive(Debug, Default)]
+pub(super) struct RawTags<'a>(pub(super) Tags<'a>);
+
+// The visitors name the output's lifetime apart from the input's: a
+// `SmallVec` is invariant over its items, so `RawTags<'de>` is not a
+// `RawTags<'a>`.
+impl<'de: 'a, 'a> Deserialize<'de> for RawTags<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Tag<'a>(Text<'a>);
+        impl<'de: 'a, 'a> Deserialize<'de> for Tag<'a> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V<'a>(PhantomData<&'a ()>);
+                impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                    type Value = Tag<'a>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("a tag (a string)")
+                    }
+                    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Tag<'a>, E> {
+                        Ok(Tag(Cow::Borrowed(v)))
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<Tag<'a>, E> {
+                        Ok(Tag(Cow::Owned(v.to_string())))
+                    }
+                }
+                d.deserialize_str(V(PhantomData))
+            }
+        }
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawTags<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of tags")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawTags<'a>, A::Error> {
+                let mut tags = Tags::new();
+                while let Some(Tag(t)) = seq.next_element()? {
+                    tags.push(t);
+                }
+                Ok(RawTags(tags))
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
+}
+
 /// Every field of every event type, borrowed from the payload where it can
 /// be; unknown fields are ignored so producers can add their own.
 #[derive(Debug, Default, Deserialize)]
@@ -98,7 +146,7 @@ pub(super) struct Raw<'a> {
     #[serde(borrow)]
     pub(super) section: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    pub(super) tags: Option<Vec<Cow<'a, str>>>,
+    pub(super) tags: Option<RawTags<'a>>,
     #[serde(borrow)]
     pub(super) user_agent: Option<Cow<'a, str>>,
     pub(super) bot: Option<bool>,
@@ -117,16 +165,16 @@ pub(super) struct Raw<'a> {
     pub(super) image_url: Option<Cow<'a, str>>,
 }
 
-impl Raw<'static> {
-    pub(super) fn from_proto(event: proto::Event) -> Result<Raw<'static>, Invalid> {
+impl<'a> Raw<'a> {
+    pub(super) fn from_proto(event: proto::Event) -> Result<Raw<'a>, Invalid> {
         use proto::event::Payload;
-        fn s(v: String) -> Option<Cow<'static, str>> {
+        fn s<'a>(v: String) -> Option<Cow<'a, str>> {
             (!v.is_empty()).then_some(Cow::Owned(v))
         }
-        fn ms(v: i64) -> Option<RawTime<'static>> {
+        fn ms<'a>(v: i64) -> Option<RawTime<'a>> {
             (v != 0).then_some(RawTime::Millis(v))
         }
-        fn behaviour(kind: &'static str, b: Option<proto::Behaviour>) -> Raw<'static> {
+        fn behaviour<'a>(kind: &'static str, b: Option<proto::Behaviour>) -> Raw<'a> {
             let b = b.unwrap_or_default();
             Raw {
                 kind: Some(Cow::Borrowed(kind)),
@@ -135,7 +183,7 @@ impl Raw<'static> {
                 occurred_at: ms(b.occurred_at_ms),
                 visitor_id: s(b.visitor_id),
                 section: s(b.section),
-                tags: Some(b.tags.into_iter().map(Cow::Owned).collect()),
+                tags: Some(RawTags(b.tags.into_iter().map(Cow::Owned).collect())),
                 user_agent: s(b.user_agent),
                 bot: Some(b.bot),
                 ..Raw::default()
@@ -155,7 +203,7 @@ impl Raw<'static> {
                 title: s(p.title),
                 url: s(p.url),
                 section: s(p.section),
-                tags: Some(p.tags.into_iter().map(Cow::Owned).collect()),
+                tags: Some(RawTags(p.tags.into_iter().map(Cow::Owned).collect())),
                 published_at: ms(p.published_at_ms),
                 author: s(p.author),
                 summary: s(p.summary),

@@ -1,12 +1,13 @@
 //! What the reader hands the writer: everything read since the last flush.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::event::{Event, EventType};
 use crate::store::FilterWrite;
+
+use super::places::Places;
 
 /// One message as the pipeline reads it: from Kafka, or from memory in
 /// benchmarks.
@@ -57,17 +58,18 @@ pub(super) struct DeadLetter {
     pub offset: i64,
 }
 
-/// A counted behaviour event waiting for the flush.
+/// A counted behaviour event waiting for the flush: 32 bytes, its texts
+/// interned in the batch's [`Places`].
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Counted {
-    /// `topic/partition` it came from.
-    pub source: Arc<str>,
     pub offset: i64,
-    pub kind: EventType,
-    pub article_id: String,
-    pub section: Option<String>,
-    pub tags: Vec<String>,
     pub at_ms: i64,
     pub units: f64,
+    /// Its number in [`Batch::places`].
+    pub place: u32,
+    /// The position of its partition in [`Batch::partitions`].
+    pub source: u16,
+    pub kind: EventType,
 }
 
 /// A partition read from since the last flush.
@@ -90,7 +92,9 @@ pub(super) type Commit = (String, i32, i64);
 pub(super) struct Batch {
     pub messages: usize,
     pub counted: Vec<Counted>,
-    pub lifecycle: Vec<Event>,
+    /// The places `counted` refers to (and others, of earlier batches).
+    pub places: Places,
+    pub lifecycle: Vec<Event<'static>>,
     pub dead: Vec<DeadLetter>,
     /// The duplicate filters' deltas of the partitions read, in order,
     /// saved once everything before them is applied.
@@ -110,6 +114,7 @@ impl Batch {
         });
         self.messages = 0;
         self.counted.clear();
+        self.places.trim();
         self.lifecycle.clear();
         self.dead.clear();
         self.filters.clear();
@@ -118,27 +123,49 @@ impl Batch {
     /// Appends what was read after this batch.
     pub fn absorb(&mut self, later: Batch) {
         self.messages += later.messages;
-        self.counted.extend(later.counted);
         self.lifecycle.extend(later.lifecycle);
         self.dead.extend(later.dead);
         self.filters.extend(later.filters);
-        for p in later.partitions {
-            if let Some(highest) = p.highest {
+        // Later's partitions and places, renumbered as this batch's.
+        let sources: Vec<u16> = later
+            .partitions
+            .iter()
+            .map(|p| {
                 let i = self.position(&p.topic, p.partition);
-                let mine = &mut self.partitions[i];
-                mine.highest = Some(mine.highest.map_or(highest, |h| h.max(highest)));
-                mine.messages += p.messages;
+                if let Some(highest) = p.highest {
+                    let mine = &mut self.partitions[i];
+                    mine.highest = Some(mine.highest.map_or(highest, |h| h.max(highest)));
+                    mine.messages += p.messages;
+                }
+                i as u16
+            })
+            .collect();
+        let mut places = vec![u32::MAX; later.places.len()];
+        for c in later.counted {
+            let place = &mut places[c.place as usize];
+            if *place == u32::MAX {
+                let p = later.places.get(c.place);
+                let tags: Vec<_> = p.tags.iter().map(|t| t.as_str().into()).collect();
+                *place = self
+                    .places
+                    .intern(&p.article_id, p.section.as_deref(), &tags);
             }
+            self.counted.push(Counted {
+                place: *place,
+                source: sources[c.source as usize],
+                ..c
+            });
         }
     }
 
-    /// Records a message at `offset` of `topic/partition` and returns its name.
-    pub fn note(&mut self, topic: &str, partition: i32, offset: i64) -> &Arc<str> {
+    /// Records a message at `offset` of `topic/partition` and returns the
+    /// partition's position.
+    pub fn note(&mut self, topic: &str, partition: i32, offset: i64) -> u16 {
         let i = self.position(topic, partition);
         let p = &mut self.partitions[i];
         p.highest = Some(p.highest.map_or(offset, |h| h.max(offset)));
         p.messages += 1;
-        &p.source
+        u16::try_from(i).expect("a consumer reads fewer than 65,536 partitions")
     }
 
     /// The position of `topic/partition` in `partitions`, added if new.
@@ -181,15 +208,32 @@ impl Batch {
                 .iter()
                 .any(|(t, p)| t == topic && *p == partition)
         };
-        let gone: HashSet<Arc<str>> = self
+        // Each partition's new position, or none if it goes.
+        let mut kept = 0;
+        let moved: Vec<Option<u16>> = self
             .partitions
             .iter()
-            .filter(|p| revoked(&p.topic, p.partition))
-            .map(|p| p.source.clone())
+            .map(|p| {
+                (!revoked(&p.topic, p.partition)).then(|| {
+                    kept += 1;
+                    kept - 1
+                })
+            })
             .collect();
-        self.counted.retain(|c| !gone.contains(&c.source));
+        self.counted.retain_mut(|c| match moved[c.source as usize] {
+            Some(i) => {
+                c.source = i;
+                true
+            }
+            None => false,
+        });
         self.dead.retain(|d| !revoked(&d.topic, d.partition));
-        self.filters.retain(|f| !gone.contains(f.source.as_str()));
+        self.filters.retain(|f| {
+            !self
+                .partitions
+                .iter()
+                .any(|p| revoked(&p.topic, p.partition) && *p.source == *f.source)
+        });
         let dropped: usize = self
             .partitions
             .iter()

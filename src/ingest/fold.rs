@@ -15,6 +15,7 @@ use crate::fence::{Fence, FenceBook};
 use crate::scoring::{placement, Aggregate, Group, Profiles};
 
 use super::batch::{Counted, PartitionRead};
+use super::places::{Place, Places};
 
 /// What the consumer knows of an article, for events that lack its section or tags.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +28,7 @@ pub(super) enum Known<'a> {
     Withdrawn,
 }
 
-/// Where one article's events of a batch go.
+/// Where one place's events of a batch go.
 struct Placed<'a> {
     article_id: &'a str,
     /// (group, member), as [`placement`] gives them.
@@ -41,50 +42,57 @@ pub(super) struct Placement<'a> {
     places: Vec<Placed<'a>>,
     /// Every group the batch touches.
     pub groups: Vec<Group>,
-    /// Each event with its place and the position of its partition.
-    events: Vec<(&'a Counted, usize, usize)>,
+    /// Per interned place, its number in `places`; [`WITHDRAWN`] for an
+    /// unpublished article, [`UNPLACED`] for a place no event of the batch has.
+    place_of: Vec<u32>,
     /// Per event type, the events of withdrawn articles (not counted).
     pub withdrawn: [u64; EventType::COUNT],
 }
 
-/// Places each event of `counted` once per distinct (article, section,
-/// tags): folding then allocates nothing per event and hashes no group or
-/// partition name.
+const UNPLACED: u32 = u32::MAX;
+const WITHDRAWN: u32 = u32::MAX - 1;
+
+/// Places each distinct place of `counted` once: folding then allocates
+/// nothing per event and hashes no group or partition name.
 pub(super) fn place<'a>(
-    counted: &'a [Counted],
-    sources: &[PartitionRead],
+    counted: &[Counted],
+    places: &'a Places,
     shards: u16,
     known: impl Fn(&str) -> Known<'a>,
 ) -> Placement<'a> {
-    type PlaceKey<'a> = (&'a str, Option<&'a str>, &'a [String]);
-    let mut place_of: AHashMap<PlaceKey<'a>, usize> = AHashMap::default();
     let mut group_of: AHashMap<Group, usize> = AHashMap::default();
     let mut p = Placement {
         places: Vec::new(),
         groups: Vec::new(),
-        events: Vec::with_capacity(counted.len()),
+        place_of: vec![UNPLACED; places.len()],
         withdrawn: [0; EventType::COUNT],
     };
     for c in counted {
-        // A withdrawn article's events are not counted even when they carry
-        // section and tags.
-        let (known_section, known_tags) = match known(&c.article_id) {
-            Known::Withdrawn => {
-                p.withdrawn[c.kind.index()] += 1;
-                continue;
-            }
-            Known::Live(s, t) => (s, t),
-            Known::Unknown => (None, &[][..]),
-        };
-        let section = c.section.as_deref().or(known_section);
-        let tags = if c.tags.is_empty() {
-            known_tags
-        } else {
-            &c.tags[..]
-        };
-        let key = (c.article_id.as_str(), section, tags);
-        let place = *place_of.entry(key).or_insert_with(|| {
-            let entries = placement(&c.article_id, section, tags, shards);
+        let slot = c.place as usize;
+        if p.place_of[slot] == UNPLACED {
+            let Place {
+                article_id,
+                section,
+                tags,
+            } = places.get(c.place);
+            // A withdrawn article's events are not counted even when they
+            // carry section and tags.
+            let (known_section, known_tags) = match known(article_id) {
+                Known::Withdrawn => {
+                    p.place_of[slot] = WITHDRAWN;
+                    p.withdrawn[c.kind.index()] += 1;
+                    continue;
+                }
+                Known::Live(s, t) => (s, t),
+                Known::Unknown => (None, &[][..]),
+            };
+            let section = section.as_deref().or(known_section);
+            let tags = if tags.is_empty() {
+                known_tags
+            } else {
+                &tags[..]
+            };
+            let entries = placement(article_id, section, tags, shards);
             let numbers = entries
                 .iter()
                 .map(|(g, _)| {
@@ -95,24 +103,16 @@ pub(super) fn place<'a>(
                 })
                 .collect();
             p.places.push(Placed {
-                article_id: &c.article_id,
+                article_id,
                 entries,
                 groups: numbers,
             });
-            p.places.len() - 1
-        });
-        p.events.push((c, place, source_index(sources, c)));
+            p.place_of[slot] = (p.places.len() - 1) as u32;
+        } else if p.place_of[slot] == WITHDRAWN {
+            p.withdrawn[c.kind.index()] += 1;
+        }
     }
     p
-}
-
-/// The position of an event's partition among those read.
-fn source_index(partitions: &[PartitionRead], c: &Counted) -> usize {
-    partitions
-        .iter()
-        .position(|p| std::sync::Arc::ptr_eq(&p.source, &c.source))
-        .or_else(|| partitions.iter().position(|p| p.source == c.source))
-        .expect("every counted event's partition is noted")
 }
 
 /// Folds the placed events into an aggregate at `reference_ms`: each group
@@ -120,6 +120,7 @@ fn source_index(partitions: &[PartitionRead], c: &Counted) -> usize {
 /// events of. `fences` must know every group of the placement.
 pub(super) fn fold(
     placement: &Placement<'_>,
+    counted: &[Counted],
     sources: &[PartitionRead],
     fences: &FenceBook,
     profiles: Profiles,
@@ -128,7 +129,7 @@ pub(super) fn fold(
     let Placement {
         places,
         groups,
-        events,
+        place_of,
         ..
     } = placement;
     let ns = sources.len();
@@ -152,7 +153,12 @@ pub(super) fn fold(
     let mut counts = vec![([0u64; EventType::COUNT], 0usize); places.len()];
     let mut read_from = vec![false; places.len() * ns];
     let mut incs = vec![0.0; np];
-    for &(c, pi, si) in events {
+    for c in counted {
+        let pi = place_of[c.place as usize];
+        if pi >= WITHDRAWN {
+            continue;
+        }
+        let (pi, si) = (pi as usize, c.source as usize);
         if newest[si].is_none_or(|f| c.offset > f) {
             agg.increments(c.kind, c.at_ms, c.units, &mut incs);
             sums[pi * np..(pi + 1) * np]
@@ -166,7 +172,7 @@ pub(super) fn fold(
             let place = &places[pi];
             agg.add_placed(
                 c.kind,
-                &c.article_id,
+                place.article_id,
                 &place.entries,
                 c.at_ms,
                 c.units,

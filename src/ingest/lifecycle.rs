@@ -13,6 +13,7 @@ use crate::store::{ArticleState, Store, StoreError};
 
 use super::batch::Counted;
 use super::fold::Known;
+use super::places::Places;
 
 /// How long a consumer keeps article metadata it looked up or saw published.
 const METADATA_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -49,7 +50,7 @@ impl Catalog {
         &mut self,
         store: &dyn Store,
         metrics: &Metrics,
-        lifecycle: &mut Vec<Event>,
+        lifecycle: &mut Vec<Event<'static>>,
     ) -> Result<(), StoreError> {
         if lifecycle.is_empty() {
             return Ok(());
@@ -100,20 +101,27 @@ impl Catalog {
         store: &dyn Store,
         metrics: &Metrics,
         counted: &[Counted],
+        places: &Places,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
         if self.cache.len() > METADATA_CACHE_MAX {
             self.cache.clear();
         }
-        let mut missing: Vec<String> = counted
-            .iter()
-            .filter(|c| {
-                self.cache
-                    .get(&c.article_id)
-                    .is_none_or(|(at, _)| now.duration_since(*at) > METADATA_CACHE_TTL)
-            })
-            .map(|c| c.article_id.clone())
-            .collect();
+        let mut seen = vec![false; places.len()];
+        let mut missing: Vec<String> = Vec::new();
+        for c in counted {
+            if std::mem::replace(&mut seen[c.place as usize], true) {
+                continue;
+            }
+            let id = &places.get(c.place).article_id;
+            let stale = self
+                .cache
+                .get(&**id)
+                .is_none_or(|(at, _)| now.duration_since(*at) > METADATA_CACHE_TTL);
+            if stale {
+                missing.push(id.to_string());
+            }
+        }
         missing.sort_unstable();
         missing.dedup();
         if !missing.is_empty() {

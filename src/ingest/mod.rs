@@ -35,10 +35,11 @@ mod fold;
 mod kafka;
 mod lifecycle;
 mod pipeline;
+mod places;
 mod reader;
 mod writer;
 
 pub use batch::Incoming;
 pub use consumer::Ingest;
 pub use kafka::{client_config, ConsumerState};
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, Reading};

@@ -8,12 +8,10 @@
 //! [`Reader::seal`] attaches each partition's delta to the batch so that it
 //! is saved once the batch is applied (DESIGN §4).
 
-use std::sync::Arc;
-
 use crate::config::Settings;
 use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::filter::{self, Corrupt, Filter, Limits, Verdict};
-use crate::event::{Behaviour, Encoding, Event, Invalid};
+use crate::event::{Encoding, Event, Invalid};
 use crate::metrics::{Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
@@ -159,7 +157,7 @@ impl Reader {
         let topic = m.topic;
         batch.messages += 1;
         let offset = m.offset;
-        let source = batch.note(topic, m.partition, offset).clone();
+        let source = batch.note(topic, m.partition, offset);
         let lifecycle_topic = topic == self.articles_topic;
         let p = self.partition(topic, m.partition);
         if p.covered.is_some_and(|c| offset <= c) {
@@ -201,7 +199,20 @@ impl Reader {
                     .filter
                     .judge(&b, reference);
                 match verdict {
-                    Verdict::Count(units) => batch.counted.push(counted(b, units, source, offset)),
+                    Verdict::Count(units) => {
+                        let place =
+                            batch
+                                .places
+                                .intern(&b.article_id, b.section.as_deref(), &b.tags);
+                        batch.counted.push(Counted {
+                            offset,
+                            at_ms: b.occurred_at_ms,
+                            units,
+                            place,
+                            source,
+                            kind: b.kind,
+                        });
+                    }
                     v => self
                         .metrics
                         .events
@@ -209,7 +220,10 @@ impl Reader {
                         .inc(),
                 }
             }
-            Ok(e) => batch.lifecycle.push(e),
+            Ok(Event::Published(a)) => batch.lifecycle.push(Event::Published(a)),
+            Ok(Event::Unpublished { article_id }) => {
+                batch.lifecycle.push(Event::Unpublished { article_id })
+            }
         }
     }
 
@@ -255,18 +269,5 @@ impl Reader {
             .events
             .with_label_values(&[UNKNOWN_TYPE, "invalid"])
             .inc();
-    }
-}
-
-fn counted(b: Behaviour, units: f64, source: Arc<str>, offset: i64) -> Counted {
-    Counted {
-        source,
-        offset,
-        kind: b.kind,
-        article_id: b.article_id,
-        section: b.section,
-        tags: b.tags,
-        at_ms: b.occurred_at_ms,
-        units,
     }
 }

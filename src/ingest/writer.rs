@@ -151,10 +151,12 @@ impl Writer {
         // 2. Article lifecycle, so events of this batch see fresh metadata.
         self.catalog.apply(store, m, &mut batch.lifecycle).await?;
         // 3. Scores, fenced per group and partition.
-        self.catalog.look_up(store, m, &batch.counted).await?;
+        self.catalog
+            .look_up(store, m, &batch.counted, &batch.places)
+            .await?;
         self.fences.sync(self.state.generation());
         let catalog = &self.catalog;
-        let placement = fold::place(&batch.counted, &batch.partitions, store.shards(), |id| {
+        let placement = fold::place(&batch.counted, &batch.places, store.shards(), |id| {
             catalog.known(id)
         });
         let missing = self.fences.missing(&placement.groups);
@@ -164,6 +166,7 @@ impl Writer {
         }
         let aggregate = fold::fold(
             &placement,
+            &batch.counted,
             &batch.partitions,
             &self.fences,
             self.profiles.clone(),

@@ -419,11 +419,11 @@ mod tests {
                 Ok(Event::Published(_)) => published += 1,
                 Ok(Event::Behaviour(b)) => {
                     behaviour += 1;
-                    *views.entry(b.article_id).or_insert(0) += 1;
+                    *views.entry(b.article_id.into_owned()).or_insert(0) += 1;
                 }
                 Ok(_) => {}
                 Err(_) => invalid += 1,
-            }
+            };
         }
         (published, invalid, behaviour, views)
     }

@@ -434,11 +434,11 @@ async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_resto
     let view = |i: usize| Behaviour {
         kind: EventType::PageView,
         event_id: None,
-        article_id: format!("a{}", i % 2_000),
+        article_id: format!("a{}", i % 2_000).into(),
         occurred_at_ms: now - (i as i64 % 3_600_000),
-        visitor_id: Some(format!("v{i}")),
+        visitor_id: Some(format!("v{i}").into()),
         section: None,
-        tags: vec![],
+        tags: Default::default(),
         engaged_seconds: 0.0,
         bot: false,
     };

@@ -146,7 +146,7 @@ impl Filter {
 
     /// Decides whether `e` counts, given the message's reference time, and
     /// remembers it for later duplicates when it does.
-    pub fn judge(&mut self, e: &Behaviour, reference_ms: i64) -> Verdict {
+    pub fn judge(&mut self, e: &Behaviour<'_>, reference_ms: i64) -> Verdict {
         self.clock_ms = self.clock_ms.max(reference_ms);
         if e.bot {
             return Verdict::Bot;
@@ -165,7 +165,7 @@ impl Filter {
         if window <= 0 {
             return Verdict::Count(units);
         }
-        let triple = (e.kind.index(), visitor.as_str(), e.article_id.as_str());
+        let triple = (e.kind.index(), &**visitor, &*e.article_id);
         let key = (u128::from(self.keys.0.hash_one(triple)) << 64)
             | u128::from(self.keys.1.hash_one(triple));
         let tracked = self.saved;
@@ -244,15 +244,15 @@ mod tests {
     const MIN: i64 = 60_000;
     const NOW: i64 = 1_000 * MIN;
 
-    fn ev(kind: EventType, visitor: &str, article: &str, at: i64, secs: f64) -> Behaviour {
+    fn ev(kind: EventType, visitor: &str, article: &str, at: i64, secs: f64) -> Behaviour<'static> {
         Behaviour {
             kind,
             event_id: None,
-            article_id: article.into(),
+            article_id: article.to_string().into(),
             occurred_at_ms: at,
-            visitor_id: Some(visitor.into()),
+            visitor_id: Some(visitor.to_string().into()),
             section: None,
-            tags: vec![],
+            tags: Default::default(),
             engaged_seconds: secs,
             bot: false,
         }
@@ -400,7 +400,7 @@ mod tests {
 
     /// A stream of one partition that looks real: repeat visitors, times
     /// out of order over two hours, engagement, bots.
-    fn stream(n: usize, visitors: usize, seed: u64) -> Vec<(Behaviour, i64)> {
+    fn stream(n: usize, visitors: usize, seed: u64) -> Vec<(Behaviour<'static>, i64)> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..n)
