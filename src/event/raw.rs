@@ -63,7 +63,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
                 Ok(RawTime::Millis(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(i64::try_from(v).map_or(RawTime::Other(v.to_string()), RawTime::Millis))
+                // Lazily: a message's time is read for every event.
+                Ok(
+                    i64::try_from(v)
+                        .map_or_else(|_| RawTime::Other(v.to_string()), RawTime::Millis),
+                )
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 // `1694494080000.0` is an integer to JSON Schema, and to us.
@@ -82,35 +86,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
     }
 }
 
-/// Tags as sent: each borrowed from the payload unless it holds an escape.
-/// (serde's own `Cow` borrows only where it is the field's whole type.)
+/// A string as sent, borrowed from the payload unless it holds an escape.
+/// (serde's own `Cow` borrows only where it is a field's whole type, not
+/// inside an `Option` or a list.) The visitor names the output's lifetime
+/// apart from the input's, as the invariant [`Tags`] needs.
+struct Str<'a>(Text<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// An optional string field, borrowed (see [`Str`]).
+fn text<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Text<'a>>, D::Error> {
+    Ok(Option::<Str<'a>>::deserialize(d)?.map(|s| s.0))
+}
+
+/// Tags as sent, each borrowed (see [`Str`]).
 #[derive(Debug, Default)]
 pub(super) struct RawTags<'a>(pub(super) Tags<'a>);
 
-// The visitors name the output's lifetime apart from the input's: a
-// `SmallVec` is invariant over its items, so `RawTags<'de>` is not a
-// `RawTags<'a>`.
 impl<'de: 'a, 'a> Deserialize<'de> for RawTags<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Tag<'a>(Text<'a>);
-        impl<'de: 'a, 'a> Deserialize<'de> for Tag<'a> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V<'a>(PhantomData<&'a ()>);
-                impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-                    type Value = Tag<'a>;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str("a tag (a string)")
-                    }
-                    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Tag<'a>, E> {
-                        Ok(Tag(Cow::Borrowed(v)))
-                    }
-                    fn visit_str<E: de::Error>(self, v: &str) -> Result<Tag<'a>, E> {
-                        Ok(Tag(Cow::Owned(v.to_string())))
-                    }
-                }
-                d.deserialize_str(V(PhantomData))
-            }
-        }
         struct V<'a>(PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
             type Value = RawTags<'a>;
@@ -119,7 +130,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawTags<'a> {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawTags<'a>, A::Error> {
                 let mut tags = Tags::new();
-                while let Some(Tag(t)) = seq.next_element()? {
+                while let Some(Str(t)) = seq.next_element()? {
                     tags.push(t);
                 }
                 Ok(RawTags(tags))
@@ -133,35 +144,35 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawTags<'a> {
 /// be; unknown fields are ignored so producers can add their own.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Raw<'a> {
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type", default, borrow, deserialize_with = "text")]
     pub(super) kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) event_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) article_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub(super) occurred_at: Option<RawTime<'a>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) visitor_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) section: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub(super) tags: Option<RawTags<'a>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) user_agent: Option<Cow<'a, str>>,
     pub(super) bot: Option<bool>,
     pub(super) engaged_seconds: Option<f64>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) title: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) url: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub(super) published_at: Option<RawTime<'a>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) author: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) summary: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) image_url: Option<Cow<'a, str>>,
 }
 
