@@ -6,7 +6,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::broker::end_to_end;
-use super::{cache_misses, fmt_rate, BenchOptions, Row};
+use super::{cache_misses, fmt_rate, info_number, redis_info, reset_stats, BenchOptions, Row};
 use crate::app::{App, Role};
 use crate::config::{RedisMode, Settings};
 use crate::devbroker::DevBroker;
@@ -17,19 +17,8 @@ use crate::redis_server::{RedisCluster, RedisServer};
 
 /// Calls of `EVALSHA` a server answered since its statistics were reset.
 fn script_calls(url: &str) -> anyhow::Result<u64> {
-    let mut c = redis::Client::open(url)?.get_connection()?;
-    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut c)?;
-    Ok(stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|v| v.split(',').next()?.parse().ok())
-        .unwrap_or(0))
-}
-
-fn reset_stats(url: &str) -> anyhow::Result<()> {
-    let mut c = redis::Client::open(url)?.get_connection()?;
-    redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut c)?;
-    Ok(())
+    let stats = redis_info(url, "commandstats")?;
+    Ok(info_number(&stats, "cmdstat_evalsha:calls=").unwrap_or(0.0) as u64)
 }
 
 /// Ingest rate (steady state) of the service on `base`'s store, then

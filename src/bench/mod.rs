@@ -7,15 +7,17 @@
 //! (e) freshness at half of (b), (f) the API with `wrk` (cache hits and
 //! misses), (g) memory as distinct articles grow, (h) the Python peer a
 //! user would write instead, (k) the store on a local Redis Cluster beside
-//! standalone, (s) Server-Sent Event streams held by one API replica.
+//! standalone, (r) Redis's work per 1,000 events by offered rate and
+//! newsroom size, (s) Server-Sent Event streams held by one API replica.
 //! One file per family of rows (`broker`: a, b, e, f, h; `pipeline`: c, d;
-//! `memory`: g; `cluster`: k; `streams`: s); this one holds the options,
+//! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s); this one holds the options,
 //! the table and what the rows share.
 
 mod broker;
 mod cluster;
 mod memory;
 mod pipeline;
+mod redis_work;
 mod streams;
 
 use std::process::Command;
@@ -54,7 +56,7 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Rows to run, e.g. `cd` (default: every row). Rows a, b, e and f share
     /// one broker run: asking for any of them runs all four.
-    #[arg(long, default_value = "abcdefghks")]
+    #[arg(long, default_value = "abcdefghkrs")]
     pub rows: String,
     /// Internal: run row (g) alone against this Redis URL and print its
     /// figures as `articles rss_bytes used_memory` lines; the parent runs it
@@ -108,6 +110,28 @@ pub(super) fn mib(b: u64) -> String {
 
 pub(super) async fn store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     Ok(crate::store::connect(settings).await?)
+}
+
+/// One section of a server's `INFO`.
+pub(super) fn redis_info(url: &str, section: &str) -> anyhow::Result<String> {
+    let mut c = redis::Client::open(url)?.get_connection()?;
+    Ok(redis::cmd("INFO").arg(section).query(&mut c)?)
+}
+
+/// The number after `field:` in an `INFO` text, or after `field:calls=` in
+/// `INFO commandstats` (give `cmdstat_<name>:calls=`).
+pub(super) fn info_number(info: &str, field: &str) -> Option<f64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.strip_prefix(':').unwrap_or(v))
+        .and_then(|v| v.split(',').next()?.trim().parse().ok())
+}
+
+/// Resets a server's `INFO` statistics (`CONFIG RESETSTAT`).
+pub(super) fn reset_stats(url: &str) -> anyhow::Result<()> {
+    let mut c = redis::Client::open(url)?.get_connection()?;
+    redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut c)?;
+    Ok(())
 }
 
 /// Prints, per store operation, how many calls a row made and their time.
@@ -169,6 +193,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if want("k") {
         cluster::rows(&options, &redis, &mut rows).await?;
+    }
+    if want("r") {
+        redis_work::rows(&settings, &redis, &mut rows).await?;
     }
     if want("s") {
         streams::rows(&settings, &redis, &mut rows).await?;

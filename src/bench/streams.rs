@@ -234,10 +234,8 @@ pub(super) async fn rows(
 
 /// Commands Redis has processed since it started.
 fn redis_commands(redis: &RedisServer) -> anyhow::Result<u64> {
-    let mut con = redis::Client::open(redis.url.as_str())?.get_connection()?;
-    let info: String = redis::cmd("INFO").arg("stats").query(&mut con)?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
+    let info = super::redis_info(&redis.url, "stats")?;
+    super::info_number(&info, "total_commands_processed")
+        .map(|n| n as u64)
         .context("INFO stats has no total_commands_processed")
 }

@@ -226,7 +226,11 @@ pub struct IngestSettings {
     /// Longest time between two flushes to the store.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
-    /// A flush happens as soon as this many messages are pending.
+    /// Most messages read and not yet written: a flush happens every
+    /// `flush_interval`, or as soon as this many are pending. At high rates
+    /// a write aggregates everything read since the last one, so Redis's
+    /// work follows what changed, not the event rate; this bounds the
+    /// memory that takes (about 32 bytes per counted event).
     pub max_batch_events: usize,
     /// Page views and shares by the same visitor of the same article within
     /// this window count once; engagement is capped per window.

@@ -45,7 +45,7 @@ fn defaults_match_the_design() {
     assert_eq!(s.api.listen, "0.0.0.0:8080");
     assert_eq!(s.api.cache_ttl, Duration::from_secs(1));
     assert_eq!(s.ingest.flush_interval, Duration::from_millis(250));
-    assert_eq!(s.ingest.max_batch_events, 50_000);
+    assert_eq!(s.ingest.max_batch_events, 500_000);
     assert_eq!(s.ingest.dedupe_window, Duration::from_secs(30 * 60));
     assert_eq!(s.ingest.max_event_age, Duration::from_secs(7 * 86_400));
     assert_eq!(s.ingest.max_clock_skew, Duration::from_secs(300));

@@ -22,6 +22,9 @@ pub struct Pipeline {
     writer: InFlight,
     batch: Batch,
     max_batch: usize,
+    interval: Duration,
+    /// When the last write started.
+    last_write: Instant,
     waited: Duration,
 }
 
@@ -50,31 +53,39 @@ impl Pipeline {
             writer: InFlight::new(writer),
             batch: Batch::default(),
             max_batch: settings.ingest.max_batch_events,
+            interval: settings.ingest.flush_interval,
+            last_write: Instant::now(),
             waited: Duration::ZERO,
         }
     }
 
-    /// Reads one message. As in the consumer, a batch of
-    /// `ingest.max_batch_events` starts its write and the next batch is read
-    /// meanwhile; this waits only when that one is full too.
+    /// Reads one message. As in the consumer, a write starts every
+    /// `ingest.flush_interval` (or as soon as the batch holds
+    /// `ingest.max_batch_events`) and the next batch is read meanwhile; a
+    /// write that comes due while the last one is in progress starts when
+    /// it ends, and this waits for it only when the batch is full.
     pub async fn read(&mut self, m: Incoming<'_>) -> anyhow::Result<()> {
         self.reader.read(m, &mut self.batch);
-        if self.batch.messages.is_multiple_of(64) || self.batch.messages >= self.max_batch {
-            if let Some(f) = self.writer.poll(&mut self.batch) {
+        let full = self.batch.messages >= self.max_batch;
+        if !full && !self.batch.messages.is_multiple_of(64) {
+            return Ok(());
+        }
+        if let Some(f) = self.writer.poll(&mut self.batch) {
+            written(f)?;
+        }
+        if !full && (self.writer.busy() || self.last_write.elapsed() < self.interval) {
+            return Ok(());
+        }
+        if self.writer.busy() {
+            let started = Instant::now();
+            if let Some(f) = self.writer.wait(&mut self.batch).await {
                 written(f)?;
             }
+            self.waited += started.elapsed();
         }
-        if self.batch.messages >= self.max_batch {
-            if self.writer.busy() {
-                let started = Instant::now();
-                if let Some(f) = self.writer.wait(&mut self.batch).await {
-                    written(f)?;
-                }
-                self.waited += started.elapsed();
-            }
-            self.reader.seal(&mut self.batch);
-            self.writer.start(&mut self.batch);
-        }
+        self.reader.seal(&mut self.batch);
+        self.writer.start(&mut self.batch);
+        self.last_write = Instant::now();
         Ok(())
     }
 

@@ -241,7 +241,7 @@ type Written = (Box<Writer>, Batch, Flushed);
 pub(super) enum InFlight {
     /// With the last batch written, emptied: its buffers are reused, so a
     /// batch does not grow (and fault in) fresh memory every time.
-    Idle(Box<Writer>, Batch),
+    Idle(Box<Writer>, Box<Batch>),
     Busy(tokio::task::JoinHandle<Written>),
     /// Only while switching between the two.
     Gone,
@@ -254,7 +254,7 @@ fn joined(r: Result<Written, tokio::task::JoinError>) -> Written {
 
 impl InFlight {
     pub fn new(writer: Writer) -> InFlight {
-        InFlight::Idle(Box::new(writer), Batch::default())
+        InFlight::Idle(Box::new(writer), Box::default())
     }
 
     pub fn busy(&self) -> bool {
@@ -266,7 +266,7 @@ impl InFlight {
         let InFlight::Idle(mut writer, spare) = std::mem::replace(self, InFlight::Gone) else {
             panic!("a write started while another is in progress");
         };
-        let mut batch = std::mem::replace(batch, spare);
+        let mut batch = std::mem::replace(batch, *spare);
         *self = InFlight::Busy(tokio::spawn(async move {
             let next = writer.flush(&mut batch).await;
             (writer, batch, next)
@@ -287,9 +287,9 @@ impl InFlight {
         if matches!(next, Flushed::Retry(_)) {
             done.absorb(std::mem::take(batch));
             *batch = done;
-            *self = InFlight::Idle(writer, Batch::default());
+            *self = InFlight::Idle(writer, Box::default());
         } else {
-            *self = InFlight::Idle(writer, done);
+            *self = InFlight::Idle(writer, Box::new(done));
         }
         next
     }

@@ -1,0 +1,181 @@
+//! Row (r): what Redis does per 1,000 events as the offered rate grows,
+//! for a small and a large newsroom. The consumer's processing (the
+//! [`Pipeline`]) is fed from memory at a fixed pace, so the rate is what
+//! was offered, not what the machine can reach; Redis's script calls,
+//! `ZINCRBY`s, commands and CPU time are read from `INFO` around the run.
+//!
+//! Each case runs twice: with the default cadence (a write every
+//! `ingest.flush_interval`, bounded by `ingest.max_batch_events`), and with
+//! a write every 50,000 events, the cadence before the bound became a
+//! memory bound.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Settings;
+use crate::ingest::{Incoming, Pipeline};
+use crate::metrics::Metrics;
+use crate::newsroom::{Newsroom, Outgoing, Shape, Topic};
+use crate::now_ms;
+use crate::redis_server::RedisServer;
+
+use super::{fmt_rate, info_number, redis_info, reset_stats, store, Row};
+
+/// Live articles of the two newsrooms.
+const NEWSROOMS: [usize; 2] = [2_000, 50_000];
+/// Offered rates, events per second.
+const RATES: [f64; 3] = [10_000.0, 100_000.0, 1_000_000.0];
+/// Seconds of traffic per case.
+const SECONDS: f64 = 2.0;
+
+/// What Redis did during one case.
+struct Work {
+    events: usize,
+    achieved: f64,
+    scripts: f64,
+    zincrby: f64,
+    commands: f64,
+    cpu_s: f64,
+}
+
+/// Row (r), every newsroom at every rate, in both cadences.
+pub(super) async fn rows(
+    settings: &Settings,
+    redis: &RedisServer,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    for articles in NEWSROOMS {
+        for rate in RATES {
+            let mut cells = Vec::new();
+            for (cadence, max_batch) in [
+                ("interval", settings.ingest.max_batch_events),
+                ("every 50,000", 50_000),
+            ] {
+                redis.flush_all()?;
+                let mut s = settings.clone();
+                s.ingest.max_batch_events = max_batch;
+                s.store.key_prefix = format!("benchr{}", now_ms() % 100_000);
+                let w = case(&s, redis, articles, rate).await?;
+                let per = |x: f64| 1000.0 * x / w.events as f64;
+                eprintln!(
+                    "bench: (r) {articles} articles, {} offered, {cadence}: {} events at {}; \
+                     per 1,000: {:.2} scripts, {:.0} ZINCRBY, {:.0} commands, {:.2} ms Redis CPU",
+                    fmt_rate(rate),
+                    w.events,
+                    fmt_rate(w.achieved),
+                    per(w.scripts),
+                    per(w.zincrby),
+                    per(w.commands),
+                    per(w.cpu_s * 1e3),
+                );
+                cells.push(format!(
+                    "{cadence}: {:.2} scripts, {:.0} ZINCRBY, {:.2} ms CPU (at {})",
+                    per(w.scripts),
+                    per(w.zincrby),
+                    per(w.cpu_s * 1e3),
+                    fmt_rate(w.achieved),
+                ));
+            }
+            rows.push(Row {
+                id: "r",
+                what: format!(
+                    "Redis work per 1,000 events, {articles} live articles, {} offered",
+                    fmt_rate(rate)
+                ),
+                value: cells.join(" · "),
+                target: "proportional to what changed, not to events".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One newsroom at one offered rate: its articles published and written
+/// first, then `SECONDS` of its traffic at `rate`, measured.
+async fn case(
+    settings: &Settings,
+    redis: &RedisServer,
+    articles: usize,
+    rate: f64,
+) -> anyhow::Result<Work> {
+    let shape = Shape {
+        articles,
+        publish_every: 0,
+        time_jitter_ms: 0,
+        ..Shape::default()
+    };
+    let n = (rate * SECONDS) as usize;
+    let mut newsroom = Newsroom::new(shape, now_ms());
+    let publications: Vec<_> = (0..articles).map(|_| newsroom.next(now_ms())).collect();
+    let traffic: Vec<_> = (0..n).map(|_| newsroom.next(now_ms())).collect();
+    let mut pipe = Pipeline::new(
+        Arc::new(settings.clone()),
+        store(settings).await?,
+        Metrics::new(),
+    );
+    let mut offsets = [0i64; 12];
+    for m in &publications {
+        pipe.read(incoming(settings, m, &mut offsets)).await?;
+    }
+    pipe.flush().await?;
+    reset_stats(&redis.url)?;
+    let cpu = || -> anyhow::Result<f64> {
+        let info = redis_info(&redis.url, "cpu")?;
+        Ok(info_number(&info, "used_cpu_user").unwrap_or(0.0)
+            + info_number(&info, "used_cpu_sys").unwrap_or(0.0))
+    };
+    let cpu_before = cpu()?;
+    let started = Instant::now();
+    for (i, m) in traffic.iter().enumerate() {
+        if i % 256 == 0 {
+            // Paced: never ahead of the offered rate.
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        pipe.read(incoming(settings, m, &mut offsets)).await?;
+    }
+    pipe.flush().await?;
+    let elapsed = started.elapsed();
+    let cpu_s = cpu()? - cpu_before;
+    let stats = redis_info(&redis.url, "commandstats")?;
+    let calls = |cmd: &str| info_number(&stats, &format!("cmdstat_{cmd}:calls=")).unwrap_or(0.0);
+    let commands = stats
+        .lines()
+        .filter_map(|l| {
+            l.split_once(":calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum::<f64>();
+    Ok(Work {
+        events: n,
+        achieved: n as f64 / elapsed.as_secs_f64(),
+        scripts: calls("evalsha") + calls("eval"),
+        zincrby: calls("zincrby"),
+        commands,
+        cpu_s,
+    })
+}
+
+/// A generated message as the consumer reads it, on one of 12 partitions
+/// by its key, at the next offset of that partition.
+fn incoming<'a>(settings: &'a Settings, m: &'a Outgoing, offsets: &mut [i64; 12]) -> Incoming<'a> {
+    let topic = match m.topic {
+        Topic::Events => &settings.kafka.topics.events,
+        Topic::Articles => &settings.kafka.topics.articles,
+    };
+    let p = crate::scoring::shard_of(&m.key, 12) as usize;
+    offsets[p] += 1;
+    Incoming {
+        topic,
+        partition: p as i32,
+        offset: offsets[p],
+        key: Some(m.key.as_bytes()),
+        payload: &m.payload,
+        content_type: m.content_type.map(str::as_bytes),
+        timestamp_ms: Some(now_ms()),
+    }
+}
