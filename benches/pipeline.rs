@@ -126,5 +126,54 @@ fn filter_and_aggregate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, filter_and_aggregate);
+/// The reading step (decode → validate → filter into the batch) on a rayon
+/// pool of 1 and of 2 threads: how it scales with cores when nothing else
+/// runs on them (in the service the writer, Redis and the broker share them).
+fn read_on_threads(c: &mut Criterion) {
+    use popularity::ingest::{Incoming, Reading};
+    let settings = popularity::config::Settings::defaults();
+    let msgs = messages(WireFormat::Json);
+    let incoming: Vec<_> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, lifecycle))| Incoming {
+            topic: if *lifecycle {
+                &settings.kafka.topics.articles
+            } else {
+                &settings.kafka.topics.events
+            },
+            partition: (i % 12) as i32,
+            offset: i as i64,
+            key: None,
+            payload: p,
+            content_type: None,
+            timestamp_ms: Some(NOW),
+        })
+        .collect();
+    let mut g = c.benchmark_group("read");
+    g.throughput(Throughput::Elements(N as u64));
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        g.bench_function(format!("json_{threads}_threads"), |b| {
+            b.iter_batched(
+                || Reading::new(&settings),
+                |mut r| {
+                    pool.install(|| {
+                        for chunk in incoming.chunks(1024) {
+                            r.read_all(chunk);
+                        }
+                    });
+                    black_box(r.messages())
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, filter_and_aggregate, read_on_threads);
 criterion_main!(benches);

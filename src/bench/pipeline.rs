@@ -18,6 +18,10 @@ use crate::scoring::{growth, Profiles};
 
 use super::{fmt_rate, print_store_times, rate, store, BenchOptions, Row};
 
+/// Messages read together, as the consumer reads at most this many of what
+/// it has fetched at once.
+const CHUNK: usize = 1024;
+
 /// Rows (c), JSON then protobuf; returns the JSON rate.
 pub(super) async fn pipeline_rows(
     options: &BenchOptions,
@@ -102,23 +106,29 @@ async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::
     let mut pipe = Pipeline::new(Arc::new(settings.clone()), store, metrics.clone());
     let mut offsets = [0i64; 12];
     let started = Instant::now();
-    for (m, p) in &messages {
-        let topic = match m.topic {
-            Topic::Events => &settings.kafka.topics.events,
-            Topic::Articles => &settings.kafka.topics.articles,
-        };
-        let offset = offsets[*p as usize];
-        offsets[*p as usize] += 1;
-        pipe.read(Incoming {
-            topic,
-            partition: *p,
-            offset,
-            key: Some(m.key.as_bytes()),
-            payload: &m.payload,
-            content_type: m.content_type.map(str::as_bytes),
-            timestamp_ms: None,
-        })
-        .await?;
+    // In chunks, as the consumer reads what it has fetched.
+    for chunk in messages.chunks(CHUNK) {
+        let incoming: Vec<_> = chunk
+            .iter()
+            .map(|(m, p)| {
+                let topic = match m.topic {
+                    Topic::Events => &settings.kafka.topics.events,
+                    Topic::Articles => &settings.kafka.topics.articles,
+                };
+                let offset = offsets[*p as usize];
+                offsets[*p as usize] += 1;
+                Incoming {
+                    topic,
+                    partition: *p,
+                    offset,
+                    key: Some(m.key.as_bytes()),
+                    payload: &m.payload,
+                    content_type: m.content_type.map(str::as_bytes),
+                    timestamp_ms: None,
+                }
+            })
+            .collect();
+        pipe.read_all(&incoming).await?;
     }
     let t = Instant::now();
     pipe.flush().await?;

@@ -175,19 +175,23 @@ impl Ingest {
                 _ = tick.tick() => retry_at.is_none() && batch.messages > 0,
                 msg = l.consumer.recv(), if !full => {
                     // Then whatever else is already fetched, without going
-                    // round the loop for each message.
+                    // round the loop for each message, read together (on
+                    // two threads when there are enough).
                     let mut next = Some(msg);
                     let mut drained = 0;
+                    let mut fetched = Vec::new();
                     while let Some(msg) = next.take() {
                         match msg {
-                            Ok(m) => l.reader.read(Incoming::from_kafka(&m), &mut batch),
+                            Ok(m) => fetched.push(m),
                             Err(e) => kafka_errors.report(&e),
                         }
                         drained += 1;
-                        if drained < DRAIN_MAX && batch.messages < max_batch {
+                        if drained < DRAIN_MAX && batch.messages + fetched.len() < max_batch {
                             next = l.consumer.recv().now_or_never();
                         }
                     }
+                    let incoming: Vec<_> = fetched.iter().map(Incoming::from_kafka).collect();
+                    l.reader.read_all(&incoming, &mut batch);
                     retry_at.is_none() && batch.messages >= max_batch
                 }
             };

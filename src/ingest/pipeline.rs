@@ -59,17 +59,20 @@ impl Pipeline {
         }
     }
 
-    /// Reads one message. As in the consumer, a write starts every
-    /// `ingest.flush_interval` (or as soon as the batch holds
-    /// `ingest.max_batch_events`) and the next batch is read meanwhile; a
-    /// write that comes due while the last one is in progress starts when
-    /// it ends, and this waits for it only when the batch is full.
+    /// Reads one message (see [`Pipeline::read_all`]).
     pub async fn read(&mut self, m: Incoming<'_>) -> anyhow::Result<()> {
-        self.reader.read(m, &mut self.batch);
+        self.read_all(&[m]).await
+    }
+
+    /// Reads messages, as the consumer reads what it has fetched. As in the
+    /// consumer, a write starts every `ingest.flush_interval` (or as soon
+    /// as the batch holds `ingest.max_batch_events`) and the next batch is
+    /// read meanwhile; a write that comes due while the last one is in
+    /// progress starts when it ends, and this waits for it only when the
+    /// batch is full.
+    pub async fn read_all(&mut self, msgs: &[Incoming<'_>]) -> anyhow::Result<()> {
+        self.reader.read_all(msgs, &mut self.batch);
         let full = self.batch.messages >= self.max_batch;
-        if !full && !self.batch.messages.is_multiple_of(64) {
-            return Ok(());
-        }
         if let Some(f) = self.writer.poll(&mut self.batch) {
             written(f)?;
         }
@@ -89,7 +92,7 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Time [`Pipeline::read`] spent waiting for a write to finish.
+    /// Time [`Pipeline::read_all`] spent waiting for a write to finish.
     pub fn waited(&self) -> Duration {
         self.waited
     }
@@ -128,9 +131,10 @@ impl Reading {
         }
     }
 
-    /// Reads one message into the batch.
-    pub fn read(&mut self, m: Incoming<'_>) {
-        self.reader.read(m, &mut self.batch);
+    /// Reads messages into the batch, as the consumer reads what it has
+    /// fetched.
+    pub fn read_all(&mut self, msgs: &[Incoming<'_>]) {
+        self.reader.read_all(msgs, &mut self.batch);
     }
 
     /// Messages in the batch.

@@ -11,12 +11,94 @@
 use crate::config::Settings;
 use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::filter::{self, Corrupt, Filter, Limits, Verdict};
-use crate::event::{Encoding, Event, Invalid};
+use crate::event::{Behaviour, Encoding, Event, EventType, Invalid};
 use crate::metrics::{Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
 
 use super::batch::{find, Batch, Counted, DeadLetter, Incoming};
+
+/// Fewest messages on each side of the split for decoding on several
+/// threads: below it, handing a side over costs more than it saves.
+const PARALLEL_MIN: usize = 64;
+
+/// What became of one message.
+enum Outcome<'a> {
+    /// Applied before: the partition's saved state covers it.
+    Covered,
+    Invalid(Invalid),
+    /// Counts, with these units.
+    Counted(Behaviour<'a>, f64),
+    /// Valid, and not counted for this reason.
+    Filtered(EventType, Verdict),
+    /// An article's publication or withdrawal.
+    Lifecycle(Event<'static>),
+}
+
+/// Decodes and judges the messages of one side of the split.
+struct Judge<'r, 'm> {
+    decoder: &'r Decoder,
+    articles_topic: &'r str,
+    msgs: &'r [Incoming<'m>],
+    /// Each message's position among the batch's partitions and the filters.
+    parts: &'r [(u16, usize)],
+}
+
+impl<'m> Judge<'_, 'm> {
+    /// The outcomes, in order, of the messages of side `side` of `ways`
+    /// (the partitions at positions `side`, `side + ways`, …), whose
+    /// filters are in `filters`, indexed like the reader's partitions.
+    fn side(
+        &self,
+        mut filters: Vec<Option<&mut Partition>>,
+        side: usize,
+        ways: usize,
+    ) -> Vec<Outcome<'m>> {
+        let mut out = Vec::with_capacity(self.msgs.len());
+        for (m, (_, part)) in self.msgs.iter().zip(self.parts) {
+            if part % ways == side {
+                let p = filters[*part].as_deref_mut().expect("the side's filter");
+                out.push(self.one(m, p));
+            }
+        }
+        out
+    }
+
+    fn one(&self, m: &Incoming<'m>, p: &mut Partition) -> Outcome<'m> {
+        if p.covered.is_some_and(|c| m.offset <= c) {
+            return Outcome::Covered;
+        }
+        // The time the message is judged at: when it was produced, so that
+        // a replay judges it the same way (for the rare message without a
+        // timestamp, the partition's clock; the wall clock for a first one).
+        let reference = m
+            .timestamp_ms
+            .filter(|t| *t >= 0)
+            .or_else(|| p.filter.clock())
+            .unwrap_or_else(now_ms);
+        let info = MessageInfo {
+            encoding: m
+                .content_type
+                .and_then(Encoding::from_content_type)
+                .unwrap_or(Encoding::Json),
+            key: m.key,
+            timestamp_ms: m.timestamp_ms,
+            lifecycle_topic: m.topic == self.articles_topic,
+            now_ms: reference,
+        };
+        match self.decoder.decode(m.payload, &info) {
+            Err(invalid) => Outcome::Invalid(invalid),
+            Ok(Event::Behaviour(b)) => match p.filter.judge(&b, reference) {
+                Verdict::Count(units) => Outcome::Counted(b, units),
+                v => Outcome::Filtered(b.kind, v),
+            },
+            Ok(Event::Published(a)) => Outcome::Lifecycle(Event::Published(a)),
+            Ok(Event::Unpublished { article_id }) => {
+                Outcome::Lifecycle(Event::Unpublished { article_id })
+            }
+        }
+    }
+}
 
 /// One partition's filter.
 struct Partition {
@@ -121,109 +203,133 @@ impl Reader {
         });
     }
 
-    fn partition(&mut self, topic: &str, partition: i32) -> &mut Partition {
-        let i = match find(&self.partitions, topic, partition, |p| {
+    /// The position of a partition's filter, made if it has none yet.
+    fn partition(&mut self, topic: &str, partition: i32) -> usize {
+        if let Some(i) = find(&self.partitions, topic, partition, |p| {
             (&p.topic, p.partition)
         }) {
-            Some(i) => i,
-            None => {
-                if self.restores {
-                    tracing::error!(
-                        topic,
-                        partition,
-                        "a partition was read before its duplicate filter was restored"
-                    );
-                }
-                self.partitions.push(Partition {
-                    topic: topic.to_string(),
-                    partition,
-                    filter: if self.durable {
-                        Filter::new(self.limits, filter::random_seed())
-                    } else {
-                        Filter::unsaved(self.limits)
-                    },
-                    covered: None,
-                    saved: None,
-                    snapshot: false,
-                });
-                self.partitions.len() - 1
-            }
-        };
-        &mut self.partitions[i]
+            return i;
+        }
+        if self.restores {
+            tracing::error!(
+                topic,
+                partition,
+                "a partition was read before its duplicate filter was restored"
+            );
+        }
+        self.partitions.push(Partition {
+            topic: topic.to_string(),
+            partition,
+            filter: if self.durable {
+                Filter::new(self.limits, filter::random_seed())
+            } else {
+                Filter::unsaved(self.limits)
+            },
+            covered: None,
+            saved: None,
+            snapshot: false,
+        });
+        self.partitions.len() - 1
     }
 
-    /// Decodes one message into `batch`.
-    pub fn read(&mut self, m: Incoming<'_>, batch: &mut Batch) {
-        let topic = m.topic;
-        batch.messages += 1;
-        let offset = m.offset;
-        let source = batch.note(topic, m.partition, offset);
-        let lifecycle_topic = topic == self.articles_topic;
-        let p = self.partition(topic, m.partition);
-        if p.covered.is_some_and(|c| offset <= c) {
-            return;
-        }
-        // The time the message is judged at: when it was produced, so that
-        // a replay judges it the same way (for the rare message without a
-        // timestamp, the partition's clock; the wall clock for a first one).
-        let reference = m
-            .timestamp_ms
-            .filter(|t| *t >= 0)
-            .or_else(|| p.filter.clock())
-            .unwrap_or_else(now_ms);
-        let info = MessageInfo {
-            encoding: m
-                .content_type
-                .and_then(Encoding::from_content_type)
-                .unwrap_or(Encoding::Json),
-            key: m.key,
-            timestamp_ms: m.timestamp_ms,
-            lifecycle_topic,
-            now_ms: reference,
+    /// Reads messages into `batch`, in order. Decoding and filtering run on
+    /// the threads of the current rayon pool (one per core by default)
+    /// when every side of the split has enough messages: partitions are
+    /// dealt round-robin to the sides, and each partition's messages are
+    /// judged in order by one thread, so its filter's verdicts are those of
+    /// reading one message at a time.
+    pub fn read_all(&mut self, msgs: &[Incoming<'_>], batch: &mut Batch) {
+        // 1. Each message's partition, in the batch and among the filters.
+        let ways = rayon::current_num_threads().max(1);
+        let mut sides = vec![0usize; ways];
+        let parts: Vec<(u16, usize)> = msgs
+            .iter()
+            .map(|m| {
+                batch.messages += 1;
+                let source = batch.note(m.topic, m.partition, m.offset);
+                let part = self.partition(m.topic, m.partition);
+                sides[part % ways] += 1;
+                (source, part)
+            })
+            .collect();
+        let ways = if sides.iter().all(|n| *n >= PARALLEL_MIN) {
+            ways
+        } else {
+            1
         };
-        match self.decoder.decode(m.payload, &info) {
-            Err(invalid) => {
+        // 2. Decoded and judged, each side by a thread of its own.
+        let judge = &Judge {
+            decoder: &self.decoder,
+            articles_topic: &self.articles_topic,
+            msgs,
+            parts: &parts,
+        };
+        let n = self.partitions.len();
+        let mut filters: Vec<Vec<Option<&mut Partition>>> =
+            (0..ways).map(|_| Vec::with_capacity(n)).collect();
+        for (i, p) in self.partitions.iter_mut().enumerate() {
+            let mut p = Some(p);
+            for (side, f) in filters.iter_mut().enumerate() {
+                f.push(if side == i % ways { p.take() } else { None });
+            }
+        }
+        let mut outcomes: Vec<Vec<Outcome<'_>>> = (0..ways).map(|_| Vec::new()).collect();
+        if ways == 1 {
+            outcomes[0] = judge.side(filters.pop().expect("one side"), 0, 1);
+        } else {
+            rayon::in_place_scope(|s| {
+                let mut sides = filters.into_iter().zip(outcomes.iter_mut()).enumerate();
+                let (_, (here, out_here)) = sides.next().expect("several sides");
+                for (side, (f, out)) in sides {
+                    s.spawn(move |_| *out = judge.side(f, side, ways));
+                }
+                *out_here = judge.side(here, 0, ways);
+            });
+        }
+        // 3. Into the batch, in the order read.
+        let mut outcomes: Vec<_> = outcomes.into_iter().map(Vec::into_iter).collect();
+        for (m, &(source, part)) in msgs.iter().zip(&parts) {
+            let outcome = outcomes[part % ways]
+                .next()
+                .expect("one outcome per message");
+            self.take(m, source, outcome, batch);
+        }
+    }
+
+    /// Puts one message's outcome into `batch`.
+    fn take(&self, m: &Incoming<'_>, source: u16, outcome: Outcome<'_>, batch: &mut Batch) {
+        match outcome {
+            Outcome::Covered => {}
+            Outcome::Invalid(invalid) => {
                 self.count_invalid(&invalid);
                 batch.dead.push(DeadLetter {
                     key: m.key.map(<[u8]>::to_vec),
                     payload: m.payload.to_vec(),
                     reason: invalid.to_string(),
-                    topic: topic.to_string(),
+                    topic: m.topic.to_string(),
                     partition: m.partition,
-                    offset,
+                    offset: m.offset,
                 });
             }
-            Ok(Event::Behaviour(b)) => {
-                let verdict = self
-                    .partition(topic, m.partition)
-                    .filter
-                    .judge(&b, reference);
-                match verdict {
-                    Verdict::Count(units) => {
-                        let place =
-                            batch
-                                .places
-                                .intern(&b.article_id, b.section.as_deref(), &b.tags);
-                        batch.counted.push(Counted {
-                            offset,
-                            at_ms: b.occurred_at_ms,
-                            units,
-                            place,
-                            source,
-                            kind: b.kind,
-                        });
-                    }
-                    v => self
-                        .metrics
-                        .events
-                        .with_label_values(&[b.kind.as_str(), v.outcome()])
-                        .inc(),
-                }
+            Outcome::Counted(b, units) => {
+                let place = batch
+                    .places
+                    .intern(&b.article_id, b.section.as_deref(), &b.tags);
+                batch.counted.push(Counted {
+                    offset: m.offset,
+                    at_ms: b.occurred_at_ms,
+                    units,
+                    place,
+                    source,
+                    kind: b.kind,
+                });
             }
-            Ok(Event::Published(a)) => batch.lifecycle.push(Event::Published(a)),
-            Ok(Event::Unpublished { article_id }) => {
-                batch.lifecycle.push(Event::Unpublished { article_id })
-            }
+            Outcome::Filtered(kind, verdict) => self
+                .metrics
+                .events
+                .with_label_values(&[kind.as_str(), verdict.outcome()])
+                .inc(),
+            Outcome::Lifecycle(e) => batch.lifecycle.push(e),
         }
     }
 

@@ -81,6 +81,14 @@ impl Filter {
     /// snapshot on) left it.
     pub fn restore(limits: Limits, seed: Seed, saved: &[Vec<u8>]) -> Result<Filter, Corrupt> {
         let mut f = Filter::new(limits, seed);
+        // Sized once for every saved window (an upper bound: a window
+        // changed twice is in two deltas): the table neither rehashes while
+        // it is restored nor, at a steady rate, while the partition is read.
+        let windows: usize = saved
+            .iter()
+            .map(|b| b.len().saturating_sub(HEADER_BYTES) / ENTRY_BYTES)
+            .sum();
+        f.seen.reserve(windows);
         for bytes in saved {
             if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
                 return Err(Corrupt("unknown format"));
