@@ -116,13 +116,7 @@ async fn case(
         Metrics::new(),
     );
     let mut offsets = [0i64; 12];
-    for chunk in publications.chunks(CHUNK) {
-        let msgs: Vec<_> = chunk
-            .iter()
-            .map(|m| incoming(settings, m, &mut offsets))
-            .collect();
-        pipe.read_all(&msgs).await?;
-    }
+    feed(&mut pipe, settings, &publications, &mut offsets, None).await?;
     pipe.flush().await?;
     reset_stats(&redis.url)?;
     let cpu = || -> anyhow::Result<f64> {
@@ -132,16 +126,7 @@ async fn case(
     };
     let cpu_before = cpu()?;
     let started = Instant::now();
-    for (i, chunk) in traffic.chunks(CHUNK).enumerate() {
-        // Paced: never ahead of the offered rate.
-        let due = started + Duration::from_secs_f64((i * CHUNK) as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let msgs: Vec<_> = chunk
-            .iter()
-            .map(|m| incoming(settings, m, &mut offsets))
-            .collect();
-        pipe.read_all(&msgs).await?;
-    }
+    feed(&mut pipe, settings, &traffic, &mut offsets, Some(rate)).await?;
     pipe.flush().await?;
     let elapsed = started.elapsed();
     let cpu_s = cpu()? - cpu_before;
@@ -166,6 +151,30 @@ async fn case(
         commands,
         cpu_s,
     })
+}
+
+/// Feeds `msgs` to the pipeline in chunks, never ahead of `rate` (events
+/// per second) when there is one.
+async fn feed(
+    pipe: &mut Pipeline,
+    settings: &Settings,
+    msgs: &[Outgoing],
+    offsets: &mut [i64; 12],
+    rate: Option<f64>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for (i, chunk) in msgs.chunks(CHUNK).enumerate() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64((i * CHUNK) as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let incoming: Vec<_> = chunk
+            .iter()
+            .map(|m| incoming(settings, m, offsets))
+            .collect();
+        pipe.read_all(&incoming).await?;
+    }
+    Ok(())
 }
 
 /// A generated message as the consumer reads it, on one of 12 partitions
