@@ -40,6 +40,8 @@ pub struct Metrics {
     pub flush_duration: Histogram,
     /// Messages per flush.
     pub flush_size: Histogram,
+    /// Messages the consumer read from Kafka, before decoding.
+    pub messages_read: IntCounter,
     /// Store operation duration by operation, seconds.
     pub store_duration: HistogramVec,
     /// Store errors by operation.
@@ -224,6 +226,11 @@ impl Metrics {
             "rebalances_total",
             "Consumer group rebalances seen.",
         );
+        let messages_read = plain_counter(
+            &registry,
+            "messages_read_total",
+            "Messages the consumer read from Kafka (both topics), before decoding.",
+        );
         let partitions_paused = gauge(
             &registry,
             "partitions_paused",
@@ -320,6 +327,7 @@ impl Metrics {
             invalid,
             flush_duration,
             flush_size,
+            messages_read,
             store_duration,
             store_errors,
             consumer_lag,
@@ -388,6 +396,7 @@ mod tests {
             "popularity_store_errors_total",
             "popularity_partitions_assigned",
             "popularity_rebalances_total",
+            "popularity_messages_read_total",
             "popularity_event_to_visible_seconds",
             "popularity_cache_requests_total",
             "popularity_build_info",

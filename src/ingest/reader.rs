@@ -239,6 +239,7 @@ impl Reader {
     /// judged in order by one thread, so its filter's verdicts are those of
     /// reading one message at a time.
     pub fn read_all(&mut self, msgs: &[Incoming<'_>], batch: &mut Batch) {
+        self.metrics.messages_read.inc_by(msgs.len() as u64);
         // 1. Each message's partition, in the batch and among the filters.
         let ways = rayon::current_num_threads().max(1);
         let mut sides = vec![0usize; ways];
