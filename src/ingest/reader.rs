@@ -1,5 +1,8 @@
-//! Step one of the write path: decode → validate → filter, one message at a
-//! time, into the [`Batch`] being read.
+//! Step one of the write path: decode → validate → filter into the
+//! [`Batch`] being read, for what the consumer has fetched at once, on the
+//! cores' threads ([`Reader::read_all`]). A JSON event's texts stay borrowed
+//! from its message until the batch interns its place, so reading an event
+//! allocates nothing.
 //!
 //! Each partition has its own duplicate [`Filter`].
 //! With a durable store the filter is restored from the store when the
