@@ -7,7 +7,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use crate::event::{Event, EventType};
 use crate::store::FilterWrite;
 
-use super::places::Places;
+use super::places::{Places, MAX_PLACES_PER_BATCH};
 
 /// One message as the pipeline reads it: from Kafka, or from memory in
 /// benchmarks.
@@ -114,10 +114,16 @@ impl Batch {
         });
         self.messages = 0;
         self.counted.clear();
-        self.places.trim();
+        self.places.next_batch();
         self.lifecycle.clear();
         self.dead.clear();
         self.filters.clear();
+    }
+
+    /// Whether the batch is due for a write whatever the time: it holds
+    /// `max_messages`, or as many distinct places as one write should take.
+    pub fn full(&self, max_messages: usize) -> bool {
+        self.messages >= max_messages || self.places.distinct() >= MAX_PLACES_PER_BATCH
     }
 
     /// Appends what was read after this batch.
@@ -257,4 +263,35 @@ pub(super) fn find<T>(
         let (t, p) = key(x);
         p == partition && t == topic
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_full_at_its_message_bound_or_at_as_many_places_as_one_write_takes() {
+        let mut b = Batch {
+            messages: 9,
+            ..Batch::default()
+        };
+        assert!(!b.full(10));
+        b.messages = 10;
+        assert!(b.full(10));
+        b.messages = 1;
+        // The same place again and again is one place.
+        for _ in 0..MAX_PLACES_PER_BATCH {
+            b.places.intern("a", None, &[]);
+        }
+        assert!(!b.full(usize::MAX));
+        for i in 1..MAX_PLACES_PER_BATCH {
+            b.places.intern(&format!("a-{i}"), None, &[]);
+        }
+        assert!(b.full(usize::MAX));
+        // The next batch counts again, with the places still known.
+        b.clear();
+        assert!(!b.full(usize::MAX));
+        b.places.intern("a-1", None, &[]);
+        assert_eq!(b.places.distinct(), 1);
+    }
 }

@@ -137,7 +137,7 @@ impl Ingest {
         let mut owed = false;
         let mut kafka_errors = ErrorLog::default();
         loop {
-            let full = batch.messages >= max_batch && writing.busy();
+            let full = batch.full(max_batch) && writing.busy();
             let due = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -163,7 +163,7 @@ impl Ingest {
                 done = writing.finished() => {
                     let f = writing.settle(done, &mut batch);
                     retry_at = l.after_write(f, CommitMode::Async);
-                    retry_at.is_none() && (owed || batch.messages >= max_batch)
+                    retry_at.is_none() && (owed || batch.full(max_batch))
                 }
                 _ = sleep_until(retry_at) => {
                     retry_at = None;
@@ -192,7 +192,7 @@ impl Ingest {
                     }
                     let incoming: Vec<_> = fetched.iter().map(Incoming::from_kafka).collect();
                     l.reader.read_all(&incoming, &mut batch);
-                    retry_at.is_none() && batch.messages >= max_batch
+                    retry_at.is_none() && batch.full(max_batch)
                 }
             };
             if due && writing.busy() {

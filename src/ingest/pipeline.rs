@@ -66,13 +66,13 @@ impl Pipeline {
 
     /// Reads messages, as the consumer reads what it has fetched. As in the
     /// consumer, a write starts every `ingest.flush_interval` (or as soon
-    /// as the batch holds `ingest.max_batch_events`) and the next batch is
+    /// as the batch is full, see `Batch::full`) and the next batch is
     /// read meanwhile; a write that comes due while the last one is in
     /// progress starts when it ends, and this waits for it only when the
     /// batch is full.
     pub async fn read_all(&mut self, msgs: &[Incoming<'_>]) -> anyhow::Result<()> {
         self.reader.read_all(msgs, &mut self.batch);
-        let full = self.batch.messages >= self.max_batch;
+        let full = self.batch.full(self.max_batch);
         if let Some(f) = self.writer.poll(&mut self.batch) {
             written(f)?;
         }

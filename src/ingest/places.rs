@@ -14,6 +14,13 @@ use hashbrown::HashTable;
 /// Most places kept between batches.
 const MAX_PLACES: usize = 100_000;
 
+/// Most distinct places in one batch. A write's script for a group makes
+/// one `ZINCRBY` per member and profile in one atomic call, during which
+/// Redis serves nothing else; this bounds how long that call can take,
+/// however many events a batch holds (it was bounded by the batch's 50,000
+/// events when a batch was written every 50,000).
+pub(super) const MAX_PLACES_PER_BATCH: usize = 50_000;
+
 /// An article with the section and tags its events named (empty when they
 /// named none: the article's metadata decides at write time).
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +37,11 @@ pub(super) struct Places {
     table: HashTable<u32>,
     list: Vec<Place>,
     hasher: ahash::RandomState,
+    /// Per place, the batch that last named it.
+    named_in: Vec<u32>,
+    /// The batch being read, and how many distinct places it named.
+    batch: u32,
+    distinct: usize,
 }
 
 impl Places {
@@ -50,9 +62,16 @@ impl Places {
                 && p.tags.iter().zip(tags).all(|(a, b)| a == b)
         });
         if let Some(&i) = found {
+            let named = &mut self.named_in[i as usize];
+            if *named != self.batch {
+                *named = self.batch;
+                self.distinct += 1;
+            }
             return i;
         }
         let i = u32::try_from(self.list.len()).expect("fewer places than u32::MAX");
+        self.named_in.push(self.batch);
+        self.distinct += 1;
         self.list.push(Place {
             article_id: article_id.into(),
             section: section.map(Into::into),
@@ -81,12 +100,20 @@ impl Places {
         self.list.len()
     }
 
-    /// Starts again when the table holds more than it should keep (no
-    /// event of the batch may refer to it then).
-    pub fn trim(&mut self) {
+    /// Distinct places named since [`Places::next_batch`].
+    pub fn distinct(&self) -> usize {
+        self.distinct
+    }
+
+    /// Starts the count of a new batch's places, and starts the table again
+    /// when it holds more than it should keep (no event may refer to it then).
+    pub fn next_batch(&mut self) {
+        self.batch = self.batch.wrapping_add(1);
+        self.distinct = 0;
         if self.list.len() > MAX_PLACES {
             self.table.clear();
             self.list.clear();
+            self.named_in.clear();
         }
     }
 
@@ -139,6 +166,13 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), all.len(), "{all:?}");
         assert_eq!(p.len(), 6);
+        assert_eq!(p.distinct(), 6);
+        p.next_batch();
+        assert_eq!(p.distinct(), 0);
+        p.intern("a", Some("news"), &t(&["x", "y"]));
+        p.intern("a", Some("news"), &t(&["x", "y"]));
+        p.intern("new", None, &[]);
+        assert_eq!(p.distinct(), 2, "a known place and a new one, each once");
         assert_eq!(
             p.get(a),
             &Place {
