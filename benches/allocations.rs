@@ -11,8 +11,8 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use popularity::config::Settings;
-use popularity::ingest::{Incoming, Reading};
-use popularity::newsroom::{Newsroom, Shape, Topic, WireFormat};
+use popularity::ingest::Reading;
+use popularity::newsroom::{Newsroom, Shape, WireFormat};
 
 /// mimalloc, counting every allocation and reallocation.
 struct Counting;
@@ -74,18 +74,7 @@ fn per_event(format: WireFormat) -> f64 {
             .enumerate()
             .map(|(j, (m, at))| {
                 let i = c * 1024 + j;
-                Incoming {
-                    topic: match m.topic {
-                        Topic::Events => &settings.kafka.topics.events,
-                        Topic::Articles => &settings.kafka.topics.articles,
-                    },
-                    partition: (i % 12) as i32,
-                    offset: i as i64,
-                    key: Some(m.key.as_bytes()),
-                    payload: &m.payload,
-                    content_type: m.content_type.map(str::as_bytes),
-                    timestamp_ms: Some(*at),
-                }
+                m.incoming(&settings.kafka.topics, (i % 12) as i32, i as i64, Some(*at))
             })
             .collect();
         reading.read_all(&incoming);

@@ -130,25 +130,20 @@ fn filter_and_aggregate(c: &mut Criterion) {
 /// pool of 1 and of 2 threads: how it scales with cores when nothing else
 /// runs on them (in the service the writer, Redis and the broker share them).
 fn read_on_threads(c: &mut Criterion) {
-    use popularity::ingest::{Incoming, Reading};
+    use popularity::ingest::Reading;
     let settings = popularity::config::Settings::defaults();
-    let msgs = messages(WireFormat::Json);
+    let mut newsroom = Newsroom::new(
+        Shape {
+            invalid: 0.0,
+            ..Shape::default()
+        },
+        NOW,
+    );
+    let msgs: Vec<_> = (0..N).map(|_| newsroom.next(NOW)).collect();
     let incoming: Vec<_> = msgs
         .iter()
         .enumerate()
-        .map(|(i, (p, lifecycle))| Incoming {
-            topic: if *lifecycle {
-                &settings.kafka.topics.articles
-            } else {
-                &settings.kafka.topics.events
-            },
-            partition: (i % 12) as i32,
-            offset: i as i64,
-            key: None,
-            payload: p,
-            content_type: None,
-            timestamp_ms: Some(NOW),
-        })
+        .map(|(i, m)| m.incoming(&settings.kafka.topics, (i % 12) as i32, i as i64, Some(NOW)))
         .collect();
     let mut g = c.benchmark_group("read");
     g.throughput(Throughput::Elements(N as u64));

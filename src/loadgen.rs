@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
-use crate::newsroom::{Newsroom, Topic};
+use crate::newsroom::Newsroom;
 
 /// Deliveries awaited at once before producing more.
 const IN_FLIGHT: usize = 20_000;
@@ -90,10 +90,7 @@ pub async fn run(
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let m = newsroom.next(now_ms);
-        let topic = match m.topic {
-            Topic::Events => &kafka.topics.events,
-            Topic::Articles => &kafka.topics.articles,
-        };
+        let topic = m.topic_in(&kafka.topics);
         let headers = m.content_type.map(|ct| {
             OwnedHeaders::new().insert(Header {
                 key: "content-type",

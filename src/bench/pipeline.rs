@@ -9,9 +9,9 @@ use std::time::Instant;
 use crate::config::Settings;
 use crate::event::decode::Decoder;
 use crate::event::Event;
-use crate::ingest::{Incoming, Pipeline};
+use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
-use crate::newsroom::{Newsroom, Outgoing, Shape, Topic, WireFormat};
+use crate::newsroom::{Newsroom, Outgoing, Shape, WireFormat};
 use crate::now_ms;
 use crate::redis_server::RedisServer;
 use crate::scoring::{growth, Profiles};
@@ -111,21 +111,9 @@ async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::
         let incoming: Vec<_> = chunk
             .iter()
             .map(|(m, p)| {
-                let topic = match m.topic {
-                    Topic::Events => &settings.kafka.topics.events,
-                    Topic::Articles => &settings.kafka.topics.articles,
-                };
                 let offset = offsets[*p as usize];
                 offsets[*p as usize] += 1;
-                Incoming {
-                    topic,
-                    partition: *p,
-                    offset,
-                    key: Some(m.key.as_bytes()),
-                    payload: &m.payload,
-                    content_type: m.content_type.map(str::as_bytes),
-                    timestamp_ms: None,
-                }
+                m.incoming(&settings.kafka.topics, *p, offset, None)
             })
             .collect();
         pipe.read_all(&incoming).await?;

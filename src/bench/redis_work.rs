@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Settings;
-use crate::ingest::{Incoming, Pipeline};
+use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
-use crate::newsroom::{Newsroom, Outgoing, Shape, Topic};
+use crate::newsroom::{Newsroom, Outgoing, Shape};
 use crate::now_ms;
 use crate::redis_server::RedisServer;
 
@@ -168,31 +168,16 @@ async fn feed(
             let due = started + Duration::from_secs_f64((i * CHUNK) as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
+        // Each on one of 12 partitions by its key, at that partition's next offset.
         let incoming: Vec<_> = chunk
             .iter()
-            .map(|m| incoming(settings, m, offsets))
+            .map(|m| {
+                let p = crate::scoring::shard_of(&m.key, 12) as usize;
+                offsets[p] += 1;
+                m.incoming(&settings.kafka.topics, p as i32, offsets[p], Some(now_ms()))
+            })
             .collect();
         pipe.read_all(&incoming).await?;
     }
     Ok(())
-}
-
-/// A generated message as the consumer reads it, on one of 12 partitions
-/// by its key, at the next offset of that partition.
-fn incoming<'a>(settings: &'a Settings, m: &'a Outgoing, offsets: &mut [i64; 12]) -> Incoming<'a> {
-    let topic = match m.topic {
-        Topic::Events => &settings.kafka.topics.events,
-        Topic::Articles => &settings.kafka.topics.articles,
-    };
-    let p = crate::scoring::shard_of(&m.key, 12) as usize;
-    offsets[p] += 1;
-    Incoming {
-        topic,
-        partition: p as i32,
-        offset: offsets[p],
-        key: Some(m.key.as_bytes()),
-        payload: &m.payload,
-        content_type: m.content_type.map(str::as_bytes),
-        timestamp_ms: Some(now_ms()),
-    }
 }

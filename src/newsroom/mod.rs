@@ -11,8 +11,10 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde_json::json;
 
+use crate::config::TopicSettings;
 use crate::event::decode::MessageInfo;
 use crate::event::{proto, Encoding, EventType};
+use crate::ingest::Incoming;
 
 mod copy;
 
@@ -121,6 +123,34 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// The name of its topic among `topics`.
+    pub fn topic_in<'a>(&self, topics: &'a TopicSettings) -> &'a str {
+        match self.topic {
+            Topic::Events => &topics.events,
+            Topic::Articles => &topics.articles,
+        }
+    }
+
+    /// How a consumer of `topics` reads this message from `partition` at
+    /// `offset`, with the Kafka timestamp `timestamp_ms`.
+    pub fn incoming<'a>(
+        &'a self,
+        topics: &'a TopicSettings,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    ) -> Incoming<'a> {
+        Incoming {
+            topic: self.topic_in(topics),
+            partition,
+            offset,
+            key: Some(self.key.as_bytes()),
+            payload: &self.payload,
+            content_type: self.content_type.map(str::as_bytes),
+            timestamp_ms,
+        }
+    }
+
     /// How a consumer sees this message at `now_ms` (the Kafka timestamp
     /// taken as `now_ms` too).
     pub fn info(&self, now_ms: i64) -> MessageInfo<'_> {
