@@ -8,10 +8,10 @@ use prost::Message as _;
 use serde::Deserialize;
 
 use super::fields::{
-    check_id, optional_id, tags, text, web_url, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS,
+    check_id, optional_id, section, tags, text, web_url, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS,
 };
 use super::raw::Raw;
-use super::{proto, slug_of, ArticleMeta, Behaviour, Event, EventType, Text};
+use super::{proto, ArticleMeta, Behaviour, Event, EventType, Text};
 
 /// How a message's payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -249,7 +249,7 @@ impl Decoder {
             article_id,
             occurred_at_ms,
             visitor_id: optional_id("visitor_id", raw.visitor_id)?,
-            section: raw.section.map(slug_of).filter(|s| !s.is_empty()),
+            section: section(raw.section),
             tags: tags(raw.tags)?,
             engaged_seconds,
             bot,
@@ -270,11 +270,7 @@ impl Decoder {
             article_id: check_id("article_id", raw.article_id)?.into_owned(),
             title: text("title", raw.title, MAX_TITLE_CHARS)?,
             url: web_url("url", raw.url)?,
-            section: raw
-                .section
-                .map(slug_of)
-                .filter(|s| !s.is_empty())
-                .map(Text::into_owned),
+            section: section(raw.section).map(Text::into_owned),
             tags: tags(raw.tags)?.into_iter().map(Text::into_owned).collect(),
             published_at_ms,
             author: text("author", raw.author, MAX_TITLE_CHARS)?,

@@ -85,6 +85,11 @@ pub(super) fn optional_id<'a>(
     }
 }
 
+/// A section: its slug, absent when the slug is empty.
+pub(super) fn section(raw: Option<Text<'_>>) -> Option<Text<'_>> {
+    raw.map(slug_of).filter(|s| !s.is_empty())
+}
+
 pub(super) fn tags(raw: Option<RawTags<'_>>) -> Result<Tags<'_>, Invalid> {
     let raw = raw.unwrap_or_default().0;
     if raw.len() > MAX_TAGS {

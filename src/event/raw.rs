@@ -88,26 +88,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
 
 /// A string as sent, borrowed from the payload unless it holds an escape.
 /// (serde's own `Cow` borrows only where it is a field's whole type, not
-/// inside an `Option` or a list.) The visitor names the output's lifetime
-/// apart from the input's, as the invariant [`Tags`] needs.
+/// inside an `Option` or a list.)
 struct Str<'a>(Text<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Str<'a>;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
                 Ok(Str(Cow::Borrowed(v)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
                 Ok(Str(Cow::Owned(v.to_string())))
             }
         }
-        d.deserialize_str(V(PhantomData))
+        d.deserialize_str(V)
     }
 }
 
@@ -116,7 +115,9 @@ fn text<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Text<'a>>, D::
     Ok(Option::<Str<'a>>::deserialize(d)?.map(|s| s.0))
 }
 
-/// Tags as sent, each borrowed (see [`Str`]).
+/// Tags as sent, each borrowed (see [`Str`]). The visitor names the output's
+/// lifetime apart from the input's: a `SmallVec` is invariant over its
+/// items, so a `RawTags<'de>` is not a `RawTags<'a>`.
 #[derive(Debug, Default)]
 pub(super) struct RawTags<'a>(pub(super) Tags<'a>);
 

@@ -176,7 +176,7 @@ impl Ingest {
                 msg = l.consumer.recv(), if !full => {
                     // Then whatever else is already fetched, without going
                     // round the loop for each message, read together (on
-                    // two threads when there are enough).
+                    // the cores' threads when there are enough).
                     let mut next = Some(msg);
                     let mut drained = 0;
                     let mut fetched = Vec::new();
