@@ -25,6 +25,9 @@ use super::batch::{find, Batch, Counted, DeadLetter, Incoming};
 /// threads: below it, handing a side over costs more than it saves.
 const PARALLEL_MIN: usize = 64;
 
+/// One value per side of the split, inline for up to 8 sides.
+type PerSide<T> = smallvec::SmallVec<[T; 8]>;
+
 /// What became of one message.
 enum Outcome<'a> {
     /// Applied before: the partition's saved state covers it.
@@ -129,6 +132,9 @@ pub(super) struct Reader {
     /// this on assignment; the in-memory pipeline starts from nothing).
     restores: bool,
     partitions: Vec<Partition>,
+    /// Scratch of [`Reader::read_all`]: each message's partition, in the
+    /// batch and among `partitions`.
+    parts: Vec<(u16, usize)>,
 }
 
 impl Reader {
@@ -148,6 +154,7 @@ impl Reader {
             durable,
             restores,
             partitions: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -244,18 +251,19 @@ impl Reader {
     pub fn read_all(&mut self, msgs: &[Incoming<'_>], batch: &mut Batch) {
         self.metrics.messages_read.inc_by(msgs.len() as u64);
         // 1. Each message's partition, in the batch and among the filters.
+        // Per-side tables stay inline for up to 8 threads; `parts` is kept
+        // between calls: a call allocates little beyond a list per side.
         let ways = rayon::current_num_threads().max(1);
-        let mut sides = vec![0usize; ways];
-        let parts: Vec<(u16, usize)> = msgs
-            .iter()
-            .map(|m| {
-                batch.messages += 1;
-                let source = batch.note(m.topic, m.partition, m.offset);
-                let part = self.partition(m.topic, m.partition);
-                sides[part % ways] += 1;
-                (source, part)
-            })
-            .collect();
+        let mut sides: PerSide<usize> = smallvec::smallvec![0; ways];
+        let mut parts = std::mem::take(&mut self.parts);
+        parts.clear();
+        for m in msgs {
+            batch.messages += 1;
+            let source = batch.note(m.topic, m.partition, m.offset);
+            let part = self.partition(m.topic, m.partition);
+            sides[part % ways] += 1;
+            parts.push((source, part));
+        }
         let ways = if sides.iter().all(|n| *n >= PARALLEL_MIN) {
             ways
         } else {
@@ -269,7 +277,7 @@ impl Reader {
             parts: &parts,
         };
         let n = self.partitions.len();
-        let mut filters: Vec<Vec<Option<&mut Partition>>> =
+        let mut filters: PerSide<Vec<Option<&mut Partition>>> =
             (0..ways).map(|_| Vec::with_capacity(n)).collect();
         for (i, p) in self.partitions.iter_mut().enumerate() {
             let mut p = Some(p);
@@ -277,9 +285,10 @@ impl Reader {
                 f.push(if side == i % ways { p.take() } else { None });
             }
         }
-        let mut outcomes: Vec<Vec<Outcome<'_>>> = (0..ways).map(|_| Vec::new()).collect();
+        let mut outcomes: PerSide<Vec<Outcome<'_>>> = (0..ways).map(|_| Vec::new()).collect();
         if ways == 1 {
-            outcomes[0] = judge.side(filters.pop().expect("one side"), 0, 1);
+            let only = filters.into_iter().next().expect("one side");
+            outcomes[0] = judge.side(only, 0, 1);
         } else {
             rayon::in_place_scope(|s| {
                 let mut sides = filters.into_iter().zip(outcomes.iter_mut()).enumerate();
@@ -291,13 +300,14 @@ impl Reader {
             });
         }
         // 3. Into the batch, in the order read.
-        let mut outcomes: Vec<_> = outcomes.into_iter().map(Vec::into_iter).collect();
+        let mut outcomes: PerSide<_> = outcomes.into_iter().map(Vec::into_iter).collect();
         for (m, &(source, part)) in msgs.iter().zip(&parts) {
             let outcome = outcomes[part % ways]
                 .next()
                 .expect("one outcome per message");
             self.take(m, source, outcome, batch);
         }
+        self.parts = parts;
     }
 
     /// Puts one message's outcome into `batch`.
