@@ -2,7 +2,7 @@
 //! every list shares.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 
 use super::model::*;
@@ -42,6 +42,7 @@ pub(super) fn article_view(article_id: String, meta: Option<ArticleMeta>) -> Art
 pub(super) async fn article(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if id.is_empty() || id.chars().count() > crate::event::fields::MAX_ID_CHARS {
@@ -49,9 +50,7 @@ pub(super) async fn article(
             "article id is empty or too long".to_string(),
         ));
     }
-    let key = format!("a|{id}");
-    let st = state.clone();
-    cached(&state, key, &headers, move || async move {
+    cached(&state, uri.path(), &headers, |st| async move {
         let at = now_ms();
         let meta = match st.store.articles(std::slice::from_ref(&id)).await?.pop() {
             Some(ArticleState::Withdrawn) => {

@@ -58,7 +58,7 @@ pub(crate) fn script(
     conditional(
         headers,
         script,
-        HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
+        &HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
         "text/javascript; charset=utf-8",
     )
 }

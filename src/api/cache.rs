@@ -71,10 +71,11 @@ impl Cache {
     }
 
     /// The cached answer for `key`, or the one `compute` gives (shared with
-    /// every concurrent request for the same key).
+    /// every concurrent request for the same key). A hit copies nothing: the
+    /// key is copied only when the answer is computed.
     pub async fn get_or_compute<E, F, Fut>(
         &self,
-        key: String,
+        key: &str,
         compute: F,
     ) -> Result<Arc<Cached>, Arc<E>>
     where
@@ -86,9 +87,13 @@ impl Cache {
             self.misses.inc();
             return compute().await.map(Arc::new).map_err(Arc::new);
         };
+        if let Some(value) = entries.get(key).await {
+            self.hits.inc();
+            return Ok(value);
+        }
         let computed = AtomicBool::new(false);
         let value = entries
-            .try_get_with(key, async {
+            .try_get_with(key.to_owned(), async {
                 computed.store(true, Ordering::Relaxed);
                 compute().await.map(Arc::new)
             })
@@ -129,7 +134,7 @@ mod tests {
                 let calls = calls.clone();
                 tokio::spawn(async move {
                     cache
-                        .get_or_compute("k".into(), || async {
+                        .get_or_compute("k", || async {
                             calls.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             Ok::<_, ()>(Cached::new(b"body".to_vec()))
@@ -150,29 +155,21 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_and_errors_are_not_cached() {
         let cache = Cache::new(Duration::from_millis(30), Metrics::new());
-        let r: Result<_, Arc<&str>> = cache
-            .get_or_compute("k".into(), || async { Err("down") })
-            .await;
+        let r: Result<_, Arc<&str>> = cache.get_or_compute("k", || async { Err("down") }).await;
         assert_eq!(*r.unwrap_err(), "down");
         let a = cache
-            .get_or_compute("k".into(), || async {
-                Ok::<_, ()>(Cached::new(b"1".to_vec()))
-            })
+            .get_or_compute("k", || async { Ok::<_, ()>(Cached::new(b"1".to_vec())) })
             .await
             .unwrap();
         assert_eq!(&a.body[..], b"1");
         let b = cache
-            .get_or_compute("k".into(), || async {
-                Ok::<_, ()>(Cached::new(b"2".to_vec()))
-            })
+            .get_or_compute("k", || async { Ok::<_, ()>(Cached::new(b"2".to_vec())) })
             .await
             .unwrap();
         assert_eq!(&b.body[..], b"1");
         tokio::time::sleep(Duration::from_millis(40)).await;
         let c = cache
-            .get_or_compute("k".into(), || async {
-                Ok::<_, ()>(Cached::new(b"3".to_vec()))
-            })
+            .get_or_compute("k", || async { Ok::<_, ()>(Cached::new(b"3".to_vec())) })
             .await
             .unwrap();
         assert_eq!(&c.body[..], b"3");
@@ -184,7 +181,7 @@ mod tests {
         let cache = Cache::new(Duration::from_secs(600), Metrics::new());
         for i in 0..(MAX_ENTRIES * 2) {
             cache
-                .get_or_compute(format!("before={i}"), || async {
+                .get_or_compute(&format!("before={i}"), || async {
                     Ok::<_, ()>(Cached::new(b"[]".to_vec()))
                 })
                 .await

@@ -24,9 +24,8 @@ pub(super) async fn news_index(
     query: Strict<IndexParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = format!("i?{}", query.raw());
-    let st = state.clone();
-    cached(&state, key, &headers, move || async move {
+    let query = &query; // the key borrows it; a miss parses it
+    cached(&state, query.asked(), &headers, |st| async move {
         let params = query.parse()?;
         let limit = params.limit.0;
         let section = params.section.map(|s| s.0);

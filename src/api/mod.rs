@@ -235,22 +235,24 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("unknown ranking profile {name:?}")))
 }
 
-/// Answers from the cache with `Cache-Control`, `ETag` and `304 Not Modified`.
+/// Answers from the cache with `Cache-Control`, `ETag` and `304 Not Modified`:
+/// `key` names the answer (the path and query as sent), and `compute` makes
+/// it from a clone of the state, only on a miss.
 async fn cached<T, F, Fut>(
     state: &ApiState,
-    key: String,
+    key: &str,
     headers: &HeaderMap,
     compute: F,
 ) -> Result<Response, ApiError>
 where
     T: Serialize,
-    F: FnOnce() -> Fut,
+    F: FnOnce(ApiState) -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
     let value = state
         .cache
         .get_or_compute(key, || async {
-            let v = compute().await?;
+            let v = compute(state.clone()).await?;
             Ok::<_, ApiError>(Cached::new(
                 serde_json::to_vec(&v).expect("JSON serialises"),
             ))
@@ -259,22 +261,20 @@ where
     Ok(conditional(
         headers,
         &value,
-        state.cache_control.clone(),
+        &state.cache_control,
         "application/json",
     ))
 }
 
 /// `value` with `Cache-Control` and its `ETag`, or `304 Not Modified` when
-/// the client's `If-None-Match` already names it.
+/// the client's `If-None-Match` already names it. The headers go straight
+/// into the response's own map (no second map merged into it).
 fn conditional(
     headers: &HeaderMap,
     value: &Cached,
-    cache_control: HeaderValue,
+    cache_control: &HeaderValue,
     content_type: &'static str,
 ) -> Response {
-    let mut h = HeaderMap::with_capacity(3);
-    h.insert(header::CACHE_CONTROL, cache_control);
-    h.insert(header::ETAG, value.etag_header.clone());
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -282,11 +282,18 @@ fn conditional(
             v.split(',')
                 .any(|t| t.trim() == value.etag || t.trim() == "*")
         });
-    if matches {
-        return (StatusCode::NOT_MODIFIED, h).into_response();
-    }
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    (h, value.body.clone()).into_response()
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(axum::body::Body::from(value.body.clone()));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, cache_control.clone());
+    h.insert(header::ETAG, value.etag_header.clone());
+    response
 }
 
 /// The OpenAPI 3 document of this API, generated from the handlers and types.

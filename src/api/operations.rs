@@ -67,7 +67,7 @@ pub(super) async fn openapi(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    cached(&state, "openapi".to_string(), &headers, || async {
+    cached(&state, "openapi", &headers, |_| async {
         Ok(<ApiDoc as utoipa::OpenApi>::openapi())
     })
     .await

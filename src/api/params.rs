@@ -110,23 +110,31 @@ pub(super) struct IndexParams {
 }
 
 /// A route's query string, as sent, parsed into `T` on demand: cached
-/// answers are found by the query as sent, so only a miss (or a stream)
-/// parses it. Any problem is a 400 naming the parameter (`limit must be
-/// between 1 and 100`, `unknown field …`).
+/// answers are found by the path and query as sent ([`Strict::asked`]), so
+/// only a miss (or a stream) parses it, and a hit copies nothing (the URI's
+/// bytes are shared with the request). Any problem is a 400 naming the
+/// parameter (`limit must be between 1 and 100`, `unknown field …`).
 pub(super) struct Strict<T> {
-    raw: String,
+    uri: axum::http::Uri,
     parsed: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T: DeserializeOwned> Strict<T> {
     /// The query string as sent (without `?`).
     pub(super) fn raw(&self) -> &str {
-        &self.raw
+        self.uri.query().unwrap_or_default()
+    }
+
+    /// The path and the query string as sent: what the answer is cached by.
+    pub(super) fn asked(&self) -> &str {
+        self.uri
+            .path_and_query()
+            .map_or_else(|| self.uri.path(), |pq| pq.as_str())
     }
 
     /// The parameters, checked.
     pub(super) fn parse(&self) -> Result<T, ApiError> {
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(self.raw.as_bytes()));
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(self.raw().as_bytes()));
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             ApiError::InvalidParameter(match path.as_str() {
@@ -142,7 +150,7 @@ impl<S: Send + Sync, T> FromRequestParts<S> for Strict<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Strict {
-            raw: parts.uri.query().unwrap_or_default().to_string(),
+            uri: parts.uri.clone(),
             parsed: std::marker::PhantomData,
         })
     }
@@ -348,7 +356,7 @@ mod tests {
 
     fn parse<T: DeserializeOwned>(q: &str) -> Result<T, String> {
         let query = Strict::<T> {
-            raw: q.to_string(),
+            uri: format!("/?{q}").parse().map_err(|e| format!("{e}"))?,
             parsed: std::marker::PhantomData,
         };
         query.parse().map_err(|e| e.to_string())

@@ -21,25 +21,19 @@ pub(super) async fn list_profiles(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let st = state.clone();
-    cached(
-        &state,
-        "profiles".to_string(),
-        &headers,
-        move || async move {
-            Ok(ProfilesResponse {
-                profiles: st
-                    .profiles
-                    .iter()
-                    .map(|p| ProfileView {
-                        name: p.name.clone(),
-                        half_life_seconds: p.half_life_ms / 1000.0,
-                        weights: p.weights,
-                    })
-                    .collect(),
-            })
-        },
-    )
+    cached(&state, "profiles", &headers, |st| async move {
+        Ok(ProfilesResponse {
+            profiles: st
+                .profiles
+                .iter()
+                .map(|p| ProfileView {
+                    name: p.name.clone(),
+                    half_life_seconds: p.half_life_ms / 1000.0,
+                    weights: p.weights,
+                })
+                .collect(),
+        })
+    })
     .await
 }
 
@@ -58,9 +52,8 @@ pub(super) async fn ranking(
     query: Strict<RankingParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = format!("r|{profile}?{}", query.raw());
-    let st = state.clone();
-    cached(&state, key, &headers, move || async move {
+    let query = &query; // the key borrows it; a miss parses it
+    cached(&state, query.asked(), &headers, |st| async move {
         let p = query.parse()?;
         let mut q = RankingQuery::new(&st, profile, p.section, p.tag, p.limit.0)?;
         q.offset = p.offset.0;
@@ -243,9 +236,8 @@ pub(super) async fn popular_tags(
     query: Strict<TagParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = format!("t|{profile}?{}", query.raw());
-    let st = state.clone();
-    cached(&state, key, &headers, move || async move {
+    let query = &query; // the key borrows it; a miss parses it
+    cached(&state, query.asked(), &headers, |st| async move {
         let p = profile_index(&st, &profile)?;
         let params = query.parse()?;
         let (limit, offset) = (params.limit.0, params.offset.0);

@@ -363,6 +363,53 @@ async fn answers_carry_cache_headers_and_revalidate_with_304() {
     }
 }
 
+/// Answers are cached by path and query as sent: routes that share a
+/// query string, or a profile, never answer for each other, and an invalid
+/// query is refused even right after a valid one was cached.
+#[tokio::test]
+async fn each_route_is_cached_under_its_own_path_and_query() {
+    let now = now_ms();
+    let api = Api::new(&newsroom(now), &traffic(now)).await;
+    type Shape = fn(&Value) -> bool;
+    let shapes: [(&str, Shape); 5] = [
+        ("/v1/rankings?limit=2", |v| v["profiles"].is_array()),
+        ("/v1/rankings/trending?limit=2", |v| {
+            v["items"][0]["article_id"].is_string() && v["profile"] == "trending"
+        }),
+        ("/v1/rankings/popular?limit=2", |v| {
+            v["profile"] == "popular"
+        }),
+        ("/v1/rankings/trending/tags?limit=2", |v| {
+            v["items"][0]["tag"].is_string()
+        }),
+        ("/v1/index?limit=2", |v| {
+            v["items"].is_array() && v.get("next_before").is_some()
+        }),
+    ];
+    let mut first = Vec::new();
+    for (uri, shape) in shapes {
+        let r = api.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert!(shape(&r.json()), "{uri}: {}", r.json());
+        first.push(r);
+    }
+    for ((uri, shape), before) in shapes.iter().zip(&first) {
+        let r = api.get(uri).await;
+        assert!(shape(&r.json()), "{uri} from the cache: {}", r.json());
+        assert_eq!(r.headers["etag"], before.headers["etag"], "{uri}");
+        assert_eq!(r.body, before.body, "{uri}");
+    }
+    let refused = api.get("/v1/rankings/trending?limit=2&limit=0").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let refused = api.get("/v1/rankings/trending?limit=0").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let message = refused.json()["error"]["message"].clone();
+    assert!(
+        message.as_str().unwrap_or_default().contains("limit"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn the_index_pages_newest_first_and_article_pages_count_events() {
     let now = now_ms();
