@@ -18,7 +18,7 @@ use crate::newsroom::{Newsroom, Shape};
 use crate::now_ms;
 use crate::redis_server::RedisServer;
 
-use super::{cache_misses, fmt_rate, mib, print_store_times, rate, wrk, BenchOptions, Row};
+use super::{fmt_rate, mib, print_store_times, rate, BenchOptions, Row};
 
 /// Rows (a), (b), (e) and (f): one broker run and one service.
 pub(super) async fn broker_rows(
@@ -106,32 +106,8 @@ pub(super) async fn broker_rows(
         );
     }
 
-    // (f) the API, cache hits (this process, 1 s cache) and misses (no cache),
-    // and the same server's trivial route as the ceiling of this machine.
-    let floor = wrk(&format!("http://{api}/healthz"), options.seconds)?;
-    let hits = wrk(
-        &format!("http://{api}/v1/rankings/trending?limit=10"),
-        options.seconds,
-    )?;
-    let misses = cache_misses(settings, options.seconds).await?;
-    let ratio = hits.0.parse::<f64>().unwrap_or(0.0) / floor.0.parse::<f64>().unwrap_or(f64::NAN);
-    let hits_target = format!("≥ 0.9 × /healthz, p99 ≤ 5 ms: {ratio:.2} ×");
-    for (label, r, target) in [
-        (
-            "baseline: /healthz, same server and middleware",
-            &floor,
-            "—",
-        ),
-        ("cache hits", &hits, hits_target.as_str()),
-        ("cache misses (cache off)", &misses, "p99 ≤ 5 ms"),
-    ] {
-        rows.push(Row {
-            id: "f",
-            what: format!("API, wrk 2 threads × 32 connections on the same cores, {label}"),
-            value: format!("{} req/s, p50 {}, p99 {}", r.0, r.1, r.2),
-            target: target.into(),
-        });
-    }
+    // (f) the API: cache hits on this service, misses on a replica without cache.
+    super::api::rows(options, settings, api, rows).await?;
     shutdown.cancel();
     let _ = server.await;
     drop(producer);

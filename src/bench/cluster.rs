@@ -5,8 +5,9 @@
 
 use tokio_util::sync::CancellationToken;
 
+use super::api::{cache_misses, Load};
 use super::broker::end_to_end;
-use super::{cache_misses, fmt_rate, info_number, redis_info, reset_stats, BenchOptions, Row};
+use super::{fmt_rate, info_number, redis_info, reset_stats, BenchOptions, Row};
 use crate::app::{App, Role};
 use crate::config::{RedisMode, Settings};
 use crate::devbroker::DevBroker;
@@ -29,7 +30,7 @@ async fn measure<T>(
     n: u64,
     label: &str,
     between: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<(f64, T, (String, String, String))> {
+) -> anyhow::Result<(f64, T, Load)> {
     let mut s = base.clone();
     s.kafka.group_id = format!("bench-k-{label}-{}", now_ms());
     s.store.key_prefix = format!("benchk{}", now_ms() % 100_000);
@@ -108,8 +109,8 @@ pub(super) async fn rows(
         id: "k",
         what: "API reads reaching Redis (cache off), wrk: standalone, then cluster".into(),
         value: format!(
-            "{} req/s, p99 {} · {} req/s, p99 {}",
-            alone_reads.0, alone_reads.2, cluster_reads.0, cluster_reads.2
+            "{:.0} req/s, p99 {:.2} ms · {:.0} req/s, p99 {:.2} ms",
+            alone_reads.rps, alone_reads.p99_ms, cluster_reads.rps, cluster_reads.p99_ms
         ),
         target: "—".into(),
     });

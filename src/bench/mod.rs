@@ -9,10 +9,11 @@
 //! user would write instead, (k) the store on a local Redis Cluster beside
 //! standalone, (r) Redis's work per 1,000 events by offered rate and
 //! newsroom size, (s) Server-Sent Event streams held by one API replica.
-//! One file per family of rows (`broker`: a, b, e, f, h; `pipeline`: c, d;
+//! One file per family of rows (`broker`: a, b, e, h; `api`: f; `pipeline`: c, d;
 //! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s); this one holds the options,
 //! the table and what the rows share.
 
+mod api;
 mod broker;
 mod cluster;
 mod memory;
@@ -20,15 +21,9 @@ mod pipeline;
 mod redis_work;
 mod streams;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
-use tokio_util::sync::CancellationToken;
-
-use crate::app::{App, Role};
 use crate::config::{Backend, Settings};
 use crate::devbroker::DevBroker;
 use crate::metrics::Metrics;
@@ -209,43 +204,4 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         println!("| {} | {} | {} | {} |", r.id, r.what, r.value, r.target);
     }
     Ok(())
-}
-
-/// Runs `wrk` for `seconds`; returns requests/s, p50 and p99 as printed.
-/// `wrk` on the top-10 trending ranking of an API replica with its
-/// response cache off, so that every request reads Redis; the replica
-/// stops after.
-pub(super) async fn cache_misses(
-    settings: &Settings,
-    seconds: u64,
-) -> anyhow::Result<(String, String, String)> {
-    let mut s = settings.clone();
-    s.api.cache_ttl = Duration::ZERO;
-    let app = App::build(s, Role::Api).await?;
-    let addr = app.local_addr();
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run(stop.clone()));
-    let misses = wrk(
-        &format!("http://{addr}/v1/rankings/trending?limit=10"),
-        seconds,
-    );
-    stop.cancel();
-    let _ = server.await;
-    misses
-}
-
-pub(super) fn wrk(url: &str, seconds: u64) -> anyhow::Result<(String, String, String)> {
-    let out = Command::new("wrk")
-        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", url])
-        .output()
-        .context("running wrk (apt-get install -y wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let find = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-            .unwrap_or_else(|| "?".to_string())
-    };
-    let rps = find("Requests/sec:");
-    let rps = rps.parse::<f64>().map(|r| format!("{r:.0}")).unwrap_or(rps);
-    Ok((rps, find("50%"), find("99%")))
 }
