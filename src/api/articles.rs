@@ -2,11 +2,11 @@
 //! every list shares.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::response::Response;
 
 use super::model::*;
-use super::{cached, rfc3339, ApiError, ApiState};
+use super::{cached, rfc3339, ApiError, ApiState, IfNoneMatch};
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
 use crate::scoring::Group;
@@ -43,14 +43,14 @@ pub(super) async fn article(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     uri: Uri,
-    headers: HeaderMap,
+    revalidate: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     if id.is_empty() || id.chars().count() > crate::event::fields::MAX_ID_CHARS {
         return Err(ApiError::InvalidParameter(
             "article id is empty or too long".to_string(),
         ));
     }
-    cached(&state, uri.path(), &headers, |st| async move {
+    cached(&state, uri.path(), &revalidate, |st| async move {
         let at = now_ms();
         let meta = match st.store.articles(std::slice::from_ref(&id)).await?.pop() {
             Some(ArticleState::Withdrawn) => {

@@ -1,13 +1,13 @@
 //! What the API serves from the binary itself: the web page and its files,
 //! and the embeddable widget.
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use super::cache::Cached;
-use super::{conditional, ApiState};
+use super::{conditional, ApiState, IfNoneMatch};
 
 /// The routes of the files below.
 pub(super) fn routes() -> Router<ApiState> {
@@ -42,21 +42,21 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// The embeddable widget.
-async fn widget(headers: HeaderMap) -> Response {
+async fn widget(revalidate: IfNoneMatch) -> Response {
     static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
-    script(&headers, &WIDGET, WIDGET_JS)
+    script(&revalidate, &WIDGET, WIDGET_JS)
 }
 
 /// A script for other sites' pages: long-lived caching, revalidated by its
 /// ETag (which changes with every release that changes the script).
 pub(crate) fn script(
-    headers: &HeaderMap,
+    revalidate: &IfNoneMatch,
     once: &'static std::sync::OnceLock<Cached>,
     text: &'static str,
 ) -> Response {
     let script = once.get_or_init(|| Cached::new(text.as_bytes().to_vec()));
     conditional(
-        headers,
+        revalidate,
         script,
         &HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
         "text/javascript; charset=utf-8",

@@ -1,13 +1,12 @@
 //! The News Index: `/v1/index`, the latest published articles.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::articles::article_view;
 use super::model::*;
 use super::params::{IndexParams, Strict};
-use super::{cached, rfc3339, ApiError, ApiState};
+use super::{cached, rfc3339, ApiError, ApiState, IfNoneMatch};
 use crate::now_ms;
 use crate::store::Cursor;
 
@@ -22,10 +21,10 @@ use crate::store::Cursor;
 pub(super) async fn news_index(
     State(state): State<ApiState>,
     query: Strict<IndexParams>,
-    headers: HeaderMap,
+    revalidate: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let query = &query; // the key borrows it; a miss parses it
-    cached(&state, query.asked(), &headers, |st| async move {
+    cached(&state, query.asked(), &revalidate, |st| async move {
         let params = query.parse()?;
         let limit = params.limit.0;
         let section = params.section.map(|s| s.0);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -241,7 +241,7 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
 async fn cached<T, F, Fut>(
     state: &ApiState,
     key: &str,
-    headers: &HeaderMap,
+    revalidate: &IfNoneMatch,
     compute: F,
 ) -> Result<Response, ApiError>
 where
@@ -259,29 +259,51 @@ where
         })
         .await?;
     Ok(conditional(
-        headers,
+        revalidate,
         &value,
         &state.cache_control,
         "application/json",
     ))
 }
 
+/// The request's `If-None-Match`, when it has one: what a cached answer is
+/// revalidated against (the one header a handler needs, instead of a copy
+/// of them all).
+pub struct IfNoneMatch(Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(IfNoneMatch(
+            parts.headers.get(header::IF_NONE_MATCH).cloned(),
+        ))
+    }
+}
+
+impl IfNoneMatch {
+    /// Whether the client already holds `etag` (or asks with `*`).
+    fn holds(&self, etag: &str) -> bool {
+        self.0
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    }
+}
+
 /// `value` with `Cache-Control` and its `ETag`, or `304 Not Modified` when
 /// the client's `If-None-Match` already names it. The headers go straight
 /// into the response's own map (no second map merged into it).
 fn conditional(
-    headers: &HeaderMap,
+    revalidate: &IfNoneMatch,
     value: &Cached,
     cache_control: &HeaderValue,
     content_type: &'static str,
 ) -> Response {
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == value.etag || t.trim() == "*")
-        });
+    let matches = revalidate.holds(&value.etag);
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

@@ -2,12 +2,12 @@
 //! OpenAPI document.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{cached, ApiDoc, ApiError, ApiState};
+use super::{cached, ApiDoc, ApiError, ApiState, IfNoneMatch};
 
 /// Alive: answers without touching the store.
 pub(super) async fn healthz() -> Json<serde_json::Value> {
@@ -65,9 +65,9 @@ pub(super) fn render(metrics: &crate::metrics::Metrics) -> Response {
 /// The OpenAPI document, with the same caching headers as the answers.
 pub(super) async fn openapi(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    revalidate: IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    cached(&state, "openapi", &headers, |_| async {
+    cached(&state, "openapi", &revalidate, |_| async {
         Ok(<ApiDoc as utoipa::OpenApi>::openapi())
     })
     .await

@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::articles::article_view;
 use super::model::*;
 use super::params::{RankingParams, Strict, TagParams};
-use super::{cached, profile_index, rfc3339, ApiError, ApiState};
+use super::{cached, profile_index, rfc3339, ApiError, ApiState, IfNoneMatch};
 use crate::event::ArticleMeta;
 use crate::now_ms;
 use crate::scoring::Group;
@@ -19,9 +18,9 @@ use crate::scoring::Group;
     responses((status = 200, description = "Profiles", body = ProfilesResponse)))]
 pub(super) async fn list_profiles(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    revalidate: IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    cached(&state, "profiles", &headers, |st| async move {
+    cached(&state, "profiles", &revalidate, |st| async move {
         Ok(ProfilesResponse {
             profiles: st
                 .profiles
@@ -50,10 +49,10 @@ pub(super) async fn ranking(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
     query: Strict<RankingParams>,
-    headers: HeaderMap,
+    revalidate: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let query = &query; // the key borrows it; a miss parses it
-    cached(&state, query.asked(), &headers, |st| async move {
+    cached(&state, query.asked(), &revalidate, |st| async move {
         let p = query.parse()?;
         let mut q = RankingQuery::new(&st, profile, p.section, p.tag, p.limit.0)?;
         q.offset = p.offset.0;
@@ -234,10 +233,10 @@ pub(super) async fn popular_tags(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
     query: Strict<TagParams>,
-    headers: HeaderMap,
+    revalidate: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let query = &query; // the key borrows it; a miss parses it
-    cached(&state, query.asked(), &headers, |st| async move {
+    cached(&state, query.asked(), &revalidate, |st| async move {
         let p = profile_index(&st, &profile)?;
         let params = query.parse()?;
         let (limit, offset) = (params.limit.0, params.offset.0);
