@@ -22,10 +22,8 @@ pub const MAX_ENTRIES: u64 = 10_000;
 pub struct Cached {
     /// The serialised response body.
     pub body: Bytes,
-    /// Strong entity tag of the body, quoted.
-    pub etag: String,
-    /// The same, ready to send as a header.
-    pub etag_header: axum::http::HeaderValue,
+    /// Strong entity tag of the body, quoted, as it is sent and compared.
+    pub etag: axum::http::HeaderValue,
 }
 
 impl Cached {
@@ -35,8 +33,7 @@ impl Cached {
         body.hash(&mut h);
         let etag = format!("\"{:016x}\"", h.finish());
         Cached {
-            etag_header: axum::http::HeaderValue::from_str(&etag).expect("hex is a valid header"),
-            etag,
+            etag: axum::http::HeaderValue::from_str(&etag).expect("hex is a valid header"),
             body: Bytes::from(body),
         }
     }

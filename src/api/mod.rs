@@ -286,11 +286,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
 
 impl IfNoneMatch {
     /// Whether the client already holds `etag` (or asks with `*`).
-    fn holds(&self, etag: &str) -> bool {
+    fn holds(&self, etag: &HeaderValue) -> bool {
         self.0
             .as_ref()
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+            .is_some_and(|v| v.split(',').any(|t| etag == t.trim() || t.trim() == "*"))
     }
 }
 
@@ -314,7 +314,7 @@ fn conditional(
     };
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, cache_control.clone());
-    h.insert(header::ETAG, value.etag_header.clone());
+    h.insert(header::ETAG, value.etag.clone());
     response
 }
 
