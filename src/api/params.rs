@@ -121,7 +121,7 @@ pub(super) struct Strict<T> {
 
 impl<T: DeserializeOwned> Strict<T> {
     /// The query string as sent (without `?`).
-    pub(super) fn raw(&self) -> &str {
+    fn raw(&self) -> &str {
         self.uri.query().unwrap_or_default()
     }
 
