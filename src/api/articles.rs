@@ -2,11 +2,10 @@
 //! every list shares.
 
 use axum::extract::{Path, State};
-use axum::http::Uri;
-use axum::response::Response;
+use axum::Json;
 
 use super::model::*;
-use super::{cached, rfc3339, ApiError, ApiState, IfNoneMatch};
+use super::{rfc3339, ApiError, ApiState};
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
 use crate::scoring::Group;
@@ -40,59 +39,53 @@ pub(super) fn article_view(article_id: String, meta: Option<ArticleMeta>) -> Art
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 pub(super) async fn article(
-    State(state): State<ApiState>,
+    State(st): State<ApiState>,
     Path(id): Path<String>,
-    uri: Uri,
-    revalidate: IfNoneMatch,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ArticleResponse>, ApiError> {
     if id.is_empty() || id.chars().count() > crate::event::fields::MAX_ID_CHARS {
         return Err(ApiError::InvalidParameter(
             "article id is empty or too long".to_string(),
         ));
     }
-    cached(&state, uri.path(), &revalidate, |st| async move {
-        let at = now_ms();
-        let meta = match st.store.articles(std::slice::from_ref(&id)).await?.pop() {
-            Some(ArticleState::Withdrawn) => {
-                return Err(ApiError::NotFound(format!(
-                    "article {id:?} was unpublished"
-                )))
-            }
-            Some(ArticleState::Live(m)) => Some(*m),
-            _ => None,
-        };
-        let overall = st.store.position(&Group::All, &id, at).await?;
-        let in_section = match meta.as_ref().and_then(|m| m.section.clone()) {
-            Some(s) => st.store.position(&Group::Section(s), &id, at).await?,
-            None => vec![None; st.profiles.len()],
-        };
-        let counts = st.store.counts(&id).await?;
-        if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; EventType::COUNT]
-        {
-            return Err(ApiError::NotFound(format!("unknown article {id:?}")));
+    let at = now_ms();
+    let meta = match st.store.articles(std::slice::from_ref(&id)).await?.pop() {
+        Some(ArticleState::Withdrawn) => {
+            return Err(ApiError::NotFound(format!(
+                "article {id:?} was unpublished"
+            )))
         }
-        let profiles = st
-            .profiles
-            .iter()
-            .zip(overall.iter().zip(&in_section))
-            .map(|(p, (o, s))| ArticleScore {
-                profile: p.name.clone(),
-                score: o.map_or(0.0, |(v, _)| v),
-                rank_overall: o.map(|(_, r)| r),
-                rank_in_section: s.map(|(_, r)| r),
-            })
-            .collect();
-        let count = |k: EventType| counts[k.index()];
-        Ok(ArticleResponse {
-            article: article_view(id, meta),
-            generated_at: rfc3339(at),
-            profiles,
-            counts: Counts {
-                page_view: count(EventType::PageView),
-                share: count(EventType::Share),
-                engagement: count(EventType::Engagement),
-            },
+        Some(ArticleState::Live(m)) => Some(*m),
+        _ => None,
+    };
+    let overall = st.store.position(&Group::All, &id, at).await?;
+    let in_section = match meta.as_ref().and_then(|m| m.section.clone()) {
+        Some(s) => st.store.position(&Group::Section(s), &id, at).await?,
+        None => vec![None; st.profiles.len()],
+    };
+    let counts = st.store.counts(&id).await?;
+    if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; EventType::COUNT] {
+        return Err(ApiError::NotFound(format!("unknown article {id:?}")));
+    }
+    let profiles = st
+        .profiles
+        .iter()
+        .zip(overall.iter().zip(&in_section))
+        .map(|(p, (o, s))| ArticleScore {
+            profile: p.name.clone(),
+            score: o.map_or(0.0, |(v, _)| v),
+            rank_overall: o.map(|(_, r)| r),
+            rank_in_section: s.map(|(_, r)| r),
         })
-    })
-    .await
+        .collect();
+    let count = |k: EventType| counts[k.index()];
+    Ok(Json(ArticleResponse {
+        article: article_view(id, meta),
+        generated_at: rfc3339(at),
+        profiles,
+        counts: Counts {
+            page_view: count(EventType::PageView),
+            share: count(EventType::Share),
+            engagement: count(EventType::Engagement),
+        },
+    }))
 }

@@ -1,13 +1,14 @@
 //! What the API serves from the binary itself: the web page and its files,
 //! and the embeddable widget.
 
+use axum::body::Bytes;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use super::cache::Cached;
-use super::{conditional, ApiState, IfNoneMatch};
+use super::{ApiState, IfNoneMatch};
 
 /// The routes of the files below.
 pub(super) fn routes() -> Router<ApiState> {
@@ -54,11 +55,14 @@ pub(crate) fn script(
     once: &'static std::sync::OnceLock<Cached>,
     text: &'static str,
 ) -> Response {
-    let script = once.get_or_init(|| Cached::new(text.as_bytes().to_vec()));
-    conditional(
-        revalidate,
-        script,
+    let script = once.get_or_init(|| {
+        Cached::new(
+            Bytes::from_static(text.as_bytes()),
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )
+    });
+    script.respond(
+        revalidate.0.as_ref(),
         &HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
-        "text/javascript; charset=utf-8",
     )
 }

@@ -1,13 +1,18 @@
-//! The in-process response cache: identical queries within the TTL get the
-//! same response, computed by one request while the others wait for it (no
-//! thundering herd on the store).
+//! The in-process response cache: identical requests within the TTL get the
+//! same answer, computed by one request while the others wait for it (no
+//! thundering herd on the store). It sits in front of the cached routes'
+//! handlers ([`answer`]): a hit is answered before any of them runs.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use quick_cache::sync::{EntryAction, EntryResult};
 
 use crate::metrics::Metrics;
@@ -17,25 +22,99 @@ use crate::metrics::Metrics;
 /// grow the cache within one TTL.
 pub const MAX_ENTRIES: u64 = 10_000;
 
-/// A cached answer: the JSON body and its entity tag.
+/// A cached answer: its body, its type and its entity tag.
 #[derive(Debug)]
 pub struct Cached {
-    /// The serialised response body.
+    /// The response body.
     pub body: Bytes,
+    /// Its `Content-Type`.
+    pub content_type: HeaderValue,
     /// Strong entity tag of the body, quoted, as it is sent and compared.
-    pub etag: axum::http::HeaderValue,
+    pub etag: HeaderValue,
 }
 
 impl Cached {
-    /// Wraps a serialised body and computes its ETag.
-    pub fn new(body: Vec<u8>) -> Cached {
+    /// Wraps a body of `content_type` and computes its ETag.
+    pub fn new(body: Bytes, content_type: HeaderValue) -> Cached {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut h);
         let etag = format!("\"{:016x}\"", h.finish());
         Cached {
-            etag: axum::http::HeaderValue::from_str(&etag).expect("hex is a valid header"),
-            body: Bytes::from(body),
+            etag: HeaderValue::from_str(&etag).expect("hex is a valid header"),
+            content_type,
+            body,
         }
+    }
+
+    /// This answer with `Cache-Control` and its `ETag`, or `304 Not
+    /// Modified` when the client's `If-None-Match` already names it. The
+    /// headers go straight into the response's own map.
+    pub fn respond(
+        &self,
+        if_none_match: Option<&HeaderValue>,
+        cache_control: &HeaderValue,
+    ) -> Response {
+        let mut response = if holds(if_none_match, &self.etag) {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let mut r = Response::new(Body::from(self.body.clone()));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, self.content_type.clone());
+            r
+        };
+        let h = response.headers_mut();
+        h.insert(header::CACHE_CONTROL, cache_control.clone());
+        h.insert(header::ETAG, self.etag.clone());
+        response
+    }
+}
+
+/// Whether a client whose `If-None-Match` is `if_none_match` already holds
+/// `etag` (or asks with `*`).
+fn holds(if_none_match: Option<&HeaderValue>, etag: &HeaderValue) -> bool {
+    if_none_match
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| etag == t.trim() || t.trim() == "*"))
+}
+
+/// Answers a GET of a cached route: from the cache when it holds a fresh
+/// answer for the path and query as sent (before routing extracts anything
+/// or a handler runs), else from the handler, whose `200` is kept for the
+/// TTL; anything else it answers (a 400, a 404, a 503) is passed on and not
+/// kept. Either way the answer carries `Cache-Control` and `ETag`, and is a
+/// `304` when the client's `If-None-Match` names it.
+pub async fn answer(State(cache): State<Arc<Cache>>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET {
+        return next.run(req).await;
+    }
+    // The URI's bytes are shared with the request: the key copies nothing
+    // unless the answer is computed.
+    let uri = req.uri().clone();
+    let key = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    let computed = cache
+        .get_or_compute(key, || async move {
+            let response = next.run(req).await;
+            if response.status() != StatusCode::OK {
+                return Err(response);
+            }
+            let (parts, body) = response.into_parts();
+            let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+            match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(body) => Ok(Cached::new(
+                    body,
+                    content_type.unwrap_or(HeaderValue::from_static("application/json")),
+                )),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading an answer to cache it");
+                    Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+                }
+            }
+        })
+        .await;
+    match computed {
+        Ok(value) => value.respond(if_none_match.as_ref(), &cache.cache_control),
+        Err(response) => response,
     }
 }
 
@@ -52,6 +131,8 @@ pub struct Cache {
     /// None when the TTL is zero: every request computes.
     entries: Option<Entries>,
     ttl: Duration,
+    /// `Cache-Control` of its answers: `public, max-age=<ttl>`.
+    cache_control: HeaderValue,
     // The two series, resolved once: a label lookup per request costs a
     // hash and a lock.
     hits: prometheus::IntCounter,
@@ -64,27 +145,25 @@ impl Cache {
         Cache {
             entries: (!ttl.is_zero()).then(|| Entries::new(MAX_ENTRIES as usize)),
             ttl,
+            cache_control: HeaderValue::from_str(&format!("public, max-age={}", ttl.as_secs()))
+                .expect("digits are a valid header"),
             hits: metrics.cache.with_label_values(&["hit"]),
             misses: metrics.cache.with_label_values(&["miss"]),
         }
     }
 
     /// The cached answer for `key`, or the one `compute` gives (shared with
-    /// every concurrent request for the same key). A hit copies nothing: the
-    /// key is copied only when the answer is computed.
-    pub async fn get_or_compute<E, F, Fut>(
-        &self,
-        key: &str,
-        compute: F,
-    ) -> Result<Arc<Cached>, Arc<E>>
+    /// every concurrent request for the same key; an error is this
+    /// request's alone, and the next waiter computes). A hit copies nothing:
+    /// the key is copied only when the answer is computed.
+    pub async fn get_or_compute<E, F, Fut>(&self, key: &str, compute: F) -> Result<Arc<Cached>, E>
     where
-        E: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Cached, E>>,
     {
         let Some(entries) = &self.entries else {
             self.misses.inc();
-            return compute().await.map(Arc::new).map_err(Arc::new);
+            return compute().await.map(Arc::new);
         };
         let now = Instant::now();
         if let Some((expires, value)) = entries.get(key) {
@@ -115,7 +194,7 @@ impl Cache {
         };
         self.misses.inc();
         // An error drops the guard: the next waiter computes in its turn.
-        let value = Arc::new(compute().await.map_err(Arc::new)?);
+        let value = Arc::new(compute().await?);
         let _ = guard.insert((Instant::now() + self.ttl, value.clone()));
         Ok(value)
     }
@@ -131,6 +210,13 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn text(body: &'static [u8]) -> Cached {
+        Cached::new(
+            Bytes::from_static(body),
+            HeaderValue::from_static("text/plain"),
+        )
+    }
+
     #[tokio::test]
     async fn concurrent_identical_requests_compute_once() {
         let m = Metrics::new();
@@ -145,7 +231,7 @@ mod tests {
                         .get_or_compute("k", || async {
                             calls.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
-                            Ok::<_, ()>(Cached::new(b"body".to_vec()))
+                            Ok::<_, ()>(text(b"body"))
                         })
                         .await
                         .unwrap()
@@ -174,7 +260,7 @@ mod tests {
                             tokio::time::sleep(Duration::from_millis(30)).await;
                             match n {
                                 0 => Err("down"),
-                                _ => Ok(Cached::new(b"up".to_vec())),
+                                _ => Ok(text(b"up")),
                             }
                         })
                         .await
@@ -186,7 +272,7 @@ mod tests {
             match t.await.unwrap() {
                 Ok(v) => assert_eq!(&v.body[..], b"up"),
                 Err(e) => {
-                    assert_eq!(*e, "down");
+                    assert_eq!(e, "down");
                     errors += 1;
                 }
             }
@@ -197,21 +283,21 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_and_errors_are_not_cached() {
         let cache = Cache::new(Duration::from_millis(30), Metrics::new());
-        let r: Result<_, Arc<&str>> = cache.get_or_compute("k", || async { Err("down") }).await;
-        assert_eq!(*r.unwrap_err(), "down");
+        let r: Result<_, &str> = cache.get_or_compute("k", || async { Err("down") }).await;
+        assert_eq!(r.unwrap_err(), "down");
         let a = cache
-            .get_or_compute("k", || async { Ok::<_, ()>(Cached::new(b"1".to_vec())) })
+            .get_or_compute("k", || async { Ok::<_, ()>(text(b"1")) })
             .await
             .unwrap();
         assert_eq!(&a.body[..], b"1");
         let b = cache
-            .get_or_compute("k", || async { Ok::<_, ()>(Cached::new(b"2".to_vec())) })
+            .get_or_compute("k", || async { Ok::<_, ()>(text(b"2")) })
             .await
             .unwrap();
         assert_eq!(&b.body[..], b"1");
         tokio::time::sleep(Duration::from_millis(40)).await;
         let c = cache
-            .get_or_compute("k", || async { Ok::<_, ()>(Cached::new(b"3".to_vec())) })
+            .get_or_compute("k", || async { Ok::<_, ()>(text(b"3")) })
             .await
             .unwrap();
         assert_eq!(&c.body[..], b"3");
@@ -224,7 +310,7 @@ mod tests {
         for i in 0..(MAX_ENTRIES * 2) {
             cache
                 .get_or_compute(&format!("before={i}"), || async {
-                    Ok::<_, ()>(Cached::new(b"[]".to_vec()))
+                    Ok::<_, ()>(text(b"[]"))
                 })
                 .await
                 .unwrap();

@@ -1,12 +1,12 @@
 //! The News Index: `/v1/index`, the latest published articles.
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::Json;
 
 use super::articles::article_view;
 use super::model::*;
 use super::params::{IndexParams, Strict};
-use super::{cached, rfc3339, ApiError, ApiState, IfNoneMatch};
+use super::{rfc3339, ApiError, ApiState};
 use crate::now_ms;
 use crate::store::Cursor;
 
@@ -19,40 +19,34 @@ use crate::store::Cursor;
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 pub(super) async fn news_index(
-    State(state): State<ApiState>,
-    query: Strict<IndexParams>,
-    revalidate: IfNoneMatch,
-) -> Result<Response, ApiError> {
-    let query = &query; // the key borrows it; a miss parses it
-    cached(&state, query.asked(), &revalidate, |st| async move {
-        let params = query.parse()?;
-        let limit = params.limit.0;
-        let section = params.section.map(|s| s.0);
-        let before = params.before.map(|b| b.0);
-        let at = now_ms();
-        // One more than asked tells whether another page exists.
-        let mut rows = st
-            .store
-            .index(section.as_deref(), before.as_ref(), limit + 1)
-            .await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let ids: Vec<String> = rows.iter().map(|c| c.article_id.clone()).collect();
-        let metas = st.store.articles(&ids).await?;
-        let items = rows
-            .iter()
-            .zip(metas)
-            .map(|(c, m)| ArticleView {
-                published_at: Some(rfc3339(c.published_at_ms)),
-                ..article_view(c.article_id.clone(), m.live())
-            })
-            .collect();
-        Ok(IndexResponse {
-            section,
-            generated_at: rfc3339(at),
-            items,
-            next_before: rows.last().filter(|_| more).map(Cursor::encode),
+    State(st): State<ApiState>,
+    Strict(params): Strict<IndexParams>,
+) -> Result<Json<IndexResponse>, ApiError> {
+    let limit = params.limit.0;
+    let section = params.section.map(|s| s.0);
+    let before = params.before.map(|b| b.0);
+    let at = now_ms();
+    // One more than asked tells whether another page exists.
+    let mut rows = st
+        .store
+        .index(section.as_deref(), before.as_ref(), limit + 1)
+        .await?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let ids: Vec<String> = rows.iter().map(|c| c.article_id.clone()).collect();
+    let metas = st.store.articles(&ids).await?;
+    let items = rows
+        .iter()
+        .zip(metas)
+        .map(|(c, m)| ArticleView {
+            published_at: Some(rfc3339(c.published_at_ms)),
+            ..article_view(c.article_id.clone(), m.live())
         })
-    })
-    .await
+        .collect();
+    Ok(Json(IndexResponse {
+        section,
+        generated_at: rfc3339(at),
+        items,
+        next_before: rows.last().filter(|_| more).map(Cursor::encode),
+    }))
 }

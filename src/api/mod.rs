@@ -6,8 +6,8 @@
 //! types ([`params`]); answers are JSON types ([`model`]).
 //!
 //! [`router`] builds the whole application from its state, so handlers are
-//! tested without a socket. Answers go through the [`cache::Cache`] and
-//! carry `Cache-Control` and `ETag`.
+//! tested without a socket. Answers go through the [`cache::Cache`], in
+//! front of their handlers, and carry `Cache-Control` and `ETag`.
 
 mod articles;
 pub(crate) mod assets;
@@ -28,12 +28,11 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
 
-use self::cache::{Cache, Cached};
+use self::cache::Cache;
 pub use self::error::ApiError;
 pub use self::params::{MAX_LIMIT, MAX_NAME_CHARS, MAX_OFFSET};
 use self::streams::Streams;
@@ -67,8 +66,6 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Response cache.
     pub cache: Arc<Cache>,
-    /// `Cache-Control` of cached answers: `public, max-age=<cache_ttl>`.
-    pub cache_control: HeaderValue,
     /// The consumer's assignment, when this process consumes (for `/readyz`).
     pub consumer: Option<ConsumerState>,
     /// Open Server-Sent Event streams and their shared pollers.
@@ -92,11 +89,6 @@ impl ApiState {
             profiles: crate::scoring::profiles(&settings.scoring),
             cache: Arc::new(Cache::new(api.cache_ttl, metrics.clone())),
             metrics,
-            cache_control: HeaderValue::from_str(&format!(
-                "public, max-age={}",
-                api.cache_ttl.as_secs()
-            ))
-            .expect("digits are a valid header"),
             consumer,
             // Streamed lists are recomputed at the cache's pace (at least
             // every 250 ms when the cache is off).
@@ -127,13 +119,19 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
         "/v1/stream/rankings/{profile}",
         get(streams::stream_ranking),
     );
-    let api = Router::new()
+    // Answered from the cache when it can, before their handlers run.
+    let cached = Router::new()
         .route("/v1/rankings", get(rankings::list_profiles))
         .route("/v1/rankings/{profile}", get(rankings::ranking))
         .route("/v1/rankings/{profile}/tags", get(rankings::popular_tags))
         .route("/v1/index", get(index::news_index))
         .route("/v1/articles/{id}", get(articles::article))
         .route("/openapi.json", get(operations::openapi))
+        .route_layer(middleware::from_fn_with_state(
+            state.cache.clone(),
+            cache::answer,
+        ));
+    let api = cached
         .merge(assets::routes())
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
@@ -235,40 +233,8 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("unknown ranking profile {name:?}")))
 }
 
-/// Answers from the cache with `Cache-Control`, `ETag` and `304 Not Modified`:
-/// `key` names the answer (the path and query as sent), and `compute` makes
-/// it from a clone of the state, only on a miss.
-async fn cached<T, F, Fut>(
-    state: &ApiState,
-    key: &str,
-    revalidate: &IfNoneMatch,
-    compute: F,
-) -> Result<Response, ApiError>
-where
-    T: Serialize,
-    F: FnOnce(ApiState) -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    let value = state
-        .cache
-        .get_or_compute(key, || async {
-            let v = compute(state.clone()).await?;
-            Ok::<_, ApiError>(Cached::new(
-                serde_json::to_vec(&v).expect("JSON serialises"),
-            ))
-        })
-        .await?;
-    Ok(conditional(
-        revalidate,
-        &value,
-        &state.cache_control,
-        "application/json",
-    ))
-}
-
-/// The request's `If-None-Match`, when it has one: what a cached answer is
-/// revalidated against (the one header a handler needs, instead of a copy
-/// of them all).
+/// The request's `If-None-Match`, when it has one: what a script's answer
+/// is revalidated against (the one header its handler needs).
 pub struct IfNoneMatch(Option<HeaderValue>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
@@ -282,40 +248,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
             parts.headers.get(header::IF_NONE_MATCH).cloned(),
         ))
     }
-}
-
-impl IfNoneMatch {
-    /// Whether the client already holds `etag` (or asks with `*`).
-    fn holds(&self, etag: &HeaderValue) -> bool {
-        self.0
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| etag == t.trim() || t.trim() == "*"))
-    }
-}
-
-/// `value` with `Cache-Control` and its `ETag`, or `304 Not Modified` when
-/// the client's `If-None-Match` already names it. The headers go straight
-/// into the response's own map (no second map merged into it).
-fn conditional(
-    revalidate: &IfNoneMatch,
-    value: &Cached,
-    cache_control: &HeaderValue,
-    content_type: &'static str,
-) -> Response {
-    let matches = revalidate.holds(&value.etag);
-    let mut response = if matches {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let mut r = Response::new(axum::body::Body::from(value.body.clone()));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        r
-    };
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, cache_control.clone());
-    h.insert(header::ETAG, value.etag.clone());
-    response
 }
 
 /// The OpenAPI 3 document of this API, generated from the handlers and types.

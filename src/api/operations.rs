@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{cached, ApiDoc, ApiError, ApiState, IfNoneMatch};
+use super::{ApiDoc, ApiState};
 
 /// Alive: answers without touching the store.
 pub(super) async fn healthz() -> Json<serde_json::Value> {
@@ -62,13 +62,7 @@ pub(super) fn render(metrics: &crate::metrics::Metrics) -> Response {
         .into_response()
 }
 
-/// The OpenAPI document, with the same caching headers as the answers.
-pub(super) async fn openapi(
-    State(state): State<ApiState>,
-    revalidate: IfNoneMatch,
-) -> Result<Response, ApiError> {
-    cached(&state, "openapi", &revalidate, |_| async {
-        Ok(<ApiDoc as utoipa::OpenApi>::openapi())
-    })
-    .await
+/// The OpenAPI document (cached like the answers).
+pub(super) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }

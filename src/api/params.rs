@@ -109,32 +109,16 @@ pub(super) struct IndexParams {
     pub before: Option<Before>,
 }
 
-/// A route's query string, as sent, parsed into `T` on demand: cached
-/// answers are found by the path and query as sent ([`Strict::asked`]), so
-/// only a miss (or a stream) parses it, and a hit copies nothing (the URI's
-/// bytes are shared with the request). Any problem is a 400 naming the
-/// parameter (`limit must be between 1 and 100`, `unknown field …`).
-pub(super) struct Strict<T> {
-    uri: axum::http::Uri,
-    parsed: std::marker::PhantomData<fn() -> T>,
-}
+/// A route's query parameters, checked: `Strict(params)`. Any problem is a
+/// 400 naming the parameter (`limit must be between 1 and 100`, `unknown
+/// field …`). Cached answers are found before any handler runs
+/// ([`super::cache::answer`]), so only a miss parses the query.
+pub(super) struct Strict<T>(pub T);
 
 impl<T: DeserializeOwned> Strict<T> {
-    /// The query string as sent (without `?`).
-    fn raw(&self) -> &str {
-        self.uri.query().unwrap_or_default()
-    }
-
-    /// The path and the query string as sent: what the answer is cached by.
-    pub(super) fn asked(&self) -> &str {
-        self.uri
-            .path_and_query()
-            .map_or_else(|| self.uri.path(), |pq| pq.as_str())
-    }
-
-    /// The parameters, checked.
-    pub(super) fn parse(&self) -> Result<T, ApiError> {
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(self.raw().as_bytes()));
+    /// The parameters of the query string `raw` (without `?`), checked.
+    fn parse(raw: &str) -> Result<T, ApiError> {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             ApiError::InvalidParameter(match path.as_str() {
@@ -145,14 +129,11 @@ impl<T: DeserializeOwned> Strict<T> {
     }
 }
 
-impl<S: Send + Sync, T> FromRequestParts<S> for Strict<T> {
-    type Rejection = std::convert::Infallible;
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Strict<T> {
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Strict {
-            uri: parts.uri.clone(),
-            parsed: std::marker::PhantomData,
-        })
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Strict::parse(parts.uri.query().unwrap_or_default()).map(Strict)
     }
 }
 
@@ -355,11 +336,7 @@ mod tests {
     use super::*;
 
     fn parse<T: DeserializeOwned>(q: &str) -> Result<T, String> {
-        let query = Strict::<T> {
-            uri: format!("/?{q}").parse().map_err(|e| format!("{e}"))?,
-            parsed: std::marker::PhantomData,
-        };
-        query.parse().map_err(|e| e.to_string())
+        Strict::<T>::parse(q).map_err(|e| e.to_string())
     }
 
     #[test]

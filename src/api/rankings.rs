@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::Json;
 
 use super::articles::article_view;
 use super::model::*;
 use super::params::{RankingParams, Strict, TagParams};
-use super::{cached, profile_index, rfc3339, ApiError, ApiState, IfNoneMatch};
+use super::{profile_index, rfc3339, ApiError, ApiState};
 use crate::event::ArticleMeta;
 use crate::now_ms;
 use crate::scoring::Group;
@@ -16,24 +16,18 @@ use crate::scoring::Group;
 /// The configured ranking profiles.
 #[utoipa::path(get, path = "/v1/rankings", tag = "rankings",
     responses((status = 200, description = "Profiles", body = ProfilesResponse)))]
-pub(super) async fn list_profiles(
-    State(state): State<ApiState>,
-    revalidate: IfNoneMatch,
-) -> Result<Response, ApiError> {
-    cached(&state, "profiles", &revalidate, |st| async move {
-        Ok(ProfilesResponse {
-            profiles: st
-                .profiles
-                .iter()
-                .map(|p| ProfileView {
-                    name: p.name.clone(),
-                    half_life_seconds: p.half_life_ms / 1000.0,
-                    weights: p.weights,
-                })
-                .collect(),
-        })
+pub(super) async fn list_profiles(State(state): State<ApiState>) -> Json<ProfilesResponse> {
+    Json(ProfilesResponse {
+        profiles: state
+            .profiles
+            .iter()
+            .map(|p| ProfileView {
+                name: p.name.clone(),
+                half_life_seconds: p.half_life_ms / 1000.0,
+                weights: p.weights,
+            })
+            .collect(),
     })
-    .await
 }
 
 /// Most Popular / Popular Reads: articles by decayed score.
@@ -48,18 +42,12 @@ pub(super) async fn list_profiles(
 pub(super) async fn ranking(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
-    query: Strict<RankingParams>,
-    revalidate: IfNoneMatch,
-) -> Result<Response, ApiError> {
-    let query = &query; // the key borrows it; a miss parses it
-    cached(&state, query.asked(), &revalidate, |st| async move {
-        let p = query.parse()?;
-        let mut q = RankingQuery::new(&st, profile, p.section, p.tag, p.limit.0)?;
-        q.offset = p.offset.0;
-        q.within = p.published_within.map(|w| w.0);
-        compute_ranking(&st, q).await
-    })
-    .await
+    Strict(p): Strict<RankingParams>,
+) -> Result<Json<RankingResponse>, ApiError> {
+    let mut q = RankingQuery::new(&state, profile, p.section, p.tag, p.limit.0)?;
+    q.offset = p.offset.0;
+    q.within = p.published_within.map(|w| w.0);
+    compute_ranking(&state, q).await.map(Json)
 }
 
 /// What a rankings request asks for, checked.
@@ -232,30 +220,24 @@ fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>
 pub(super) async fn popular_tags(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
-    query: Strict<TagParams>,
-    revalidate: IfNoneMatch,
-) -> Result<Response, ApiError> {
-    let query = &query; // the key borrows it; a miss parses it
-    cached(&state, query.asked(), &revalidate, |st| async move {
-        let p = profile_index(&st, &profile)?;
-        let params = query.parse()?;
-        let (limit, offset) = (params.limit.0, params.offset.0);
-        let at = now_ms();
-        let page = st.store.top(&Group::Tags, p, offset, limit, at).await?;
-        Ok(TagsResponse {
-            profile,
-            generated_at: rfc3339(at),
-            items: page
-                .items
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| RankedTag {
-                    rank: offset + i + 1,
-                    tag: s.member,
-                    score: s.score,
-                })
-                .collect(),
-        })
-    })
-    .await
+    Strict(params): Strict<TagParams>,
+) -> Result<Json<TagsResponse>, ApiError> {
+    let p = profile_index(&state, &profile)?;
+    let (limit, offset) = (params.limit.0, params.offset.0);
+    let at = now_ms();
+    let page = state.store.top(&Group::Tags, p, offset, limit, at).await?;
+    Ok(Json(TagsResponse {
+        profile,
+        generated_at: rfc3339(at),
+        items: page
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| RankedTag {
+                rank: offset + i + 1,
+                tag: s.member,
+                score: s.score,
+            })
+            .collect(),
+    }))
 }

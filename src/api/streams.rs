@@ -160,10 +160,9 @@ impl Poller {
 pub(super) async fn stream_ranking(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
-    query: Strict<StreamParams>,
+    Strict(p): Strict<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let p = query.parse()?;
     let mut q = RankingQuery::new(&state, profile, p.section, p.tag, p.limit.0)?;
     q.within = p.published_within.map(|w| w.0);
     let last = headers
