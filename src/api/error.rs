@@ -25,13 +25,6 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
-/// The error of a computation shared by concurrent requests (the cache).
-impl From<std::sync::Arc<ApiError>> for ApiError {
-    fn from(e: std::sync::Arc<ApiError>) -> ApiError {
-        std::sync::Arc::unwrap_or_clone(e)
-    }
-}
-
 impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {

@@ -21,6 +21,8 @@ const TRENDING_HALF_LIFE_MS: f64 = 2.0 * HOUR as f64;
 
 struct Api {
     router: Router,
+    store: std::sync::Arc<dyn crate::store::Store>,
+    metrics: Metrics,
 }
 
 struct Answer {
@@ -53,9 +55,12 @@ impl Api {
             batch.add(*kind, id, section, &tags, *at, *units);
         }
         assert!(store.apply(&batch).await.unwrap().conflicts.is_empty());
-        let state = ApiState::new(&settings, store, Metrics::new(), None);
+        let metrics = Metrics::new();
+        let state = ApiState::new(&settings, store.clone(), metrics.clone(), None);
         Api {
             router: router(state, None),
+            store,
+            metrics,
         }
     }
 
@@ -71,6 +76,20 @@ impl Api {
             headers: parts.headers,
             body,
         }
+    }
+
+    /// `views` page views of `article` now, applied to the store.
+    async fn view(&self, article: &str, views: f64) {
+        let settings = Settings::defaults();
+        let mut batch = Aggregate::new(crate::scoring::profiles(&settings.scoring), now_ms());
+        batch.add(EventType::PageView, article, None, &[], now_ms(), views);
+        assert!(self.store.apply(&batch).await.unwrap().conflicts.is_empty());
+    }
+
+    /// The cache's (hits, misses) so far.
+    fn cache_counts(&self) -> (u64, u64) {
+        let count = |l| self.metrics.cache.with_label_values(&[l]).get();
+        (count("hit"), count("miss"))
     }
 
     async fn get(&self, uri: &str) -> Answer {
@@ -408,6 +427,45 @@ async fn each_route_is_cached_under_its_own_path_and_query() {
         message.as_str().unwrap_or_default().contains("limit"),
         "{message}"
     );
+}
+
+/// A fresh answer is served from the cache without its handler (a change
+/// in the store shows only after the TTL); what is not a 200, and what is
+/// not a GET, is neither kept nor given the cache's headers.
+#[tokio::test]
+async fn the_cache_answers_before_the_handler_and_keeps_only_successes() {
+    let now = now_ms();
+    let api = Api::new(&newsroom(now), &traffic(now)).await;
+    let uri = "/v1/rankings/trending?limit=1";
+    let top = |r: &Answer| r.json()["items"][0]["article_id"].clone();
+    let first = api.get(uri).await;
+    assert_eq!(top(&first), "a");
+    assert_eq!(api.cache_counts(), (0, 1));
+    api.view("b", 10_000.0).await;
+    let cached = api.get(uri).await;
+    assert_eq!((cached.status, top(&cached)), (StatusCode::OK, "a".into()));
+    assert_eq!(cached.headers["etag"], first.headers["etag"]);
+    assert_eq!(api.cache_counts(), (1, 1));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fresh = api.get(uri).await;
+    assert_eq!(top(&fresh), "b");
+    assert_ne!(fresh.headers["etag"], first.headers["etag"]);
+    assert_eq!(api.cache_counts(), (1, 2));
+
+    for _ in 0..2 {
+        let missing = api.get("/v1/rankings/nope").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert!(missing.headers.get("etag").is_none());
+        assert!(missing.headers.get("cache-control").is_none());
+    }
+    assert_eq!(api.cache_counts(), (1, 4), "a 404 is computed every time");
+
+    let head = api
+        .send(Request::head(uri).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(api.cache_counts(), (1, 4), "a HEAD goes to the handler");
 }
 
 #[tokio::test]
