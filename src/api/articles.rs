@@ -39,7 +39,7 @@ pub(super) fn article_view(article_id: String, meta: Option<ArticleMeta>) -> Art
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 pub(super) async fn article(
-    State(st): State<ApiState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<ArticleResponse>, ApiError> {
     if id.is_empty() || id.chars().count() > crate::event::fields::MAX_ID_CHARS {
@@ -48,7 +48,7 @@ pub(super) async fn article(
         ));
     }
     let at = now_ms();
-    let meta = match st.store.articles(std::slice::from_ref(&id)).await?.pop() {
+    let meta = match state.store.articles(std::slice::from_ref(&id)).await?.pop() {
         Some(ArticleState::Withdrawn) => {
             return Err(ApiError::NotFound(format!(
                 "article {id:?} was unpublished"
@@ -57,16 +57,16 @@ pub(super) async fn article(
         Some(ArticleState::Live(m)) => Some(*m),
         _ => None,
     };
-    let overall = st.store.position(&Group::All, &id, at).await?;
+    let overall = state.store.position(&Group::All, &id, at).await?;
     let in_section = match meta.as_ref().and_then(|m| m.section.clone()) {
-        Some(s) => st.store.position(&Group::Section(s), &id, at).await?,
-        None => vec![None; st.profiles.len()],
+        Some(s) => state.store.position(&Group::Section(s), &id, at).await?,
+        None => vec![None; state.profiles.len()],
     };
-    let counts = st.store.counts(&id).await?;
+    let counts = state.store.counts(&id).await?;
     if meta.is_none() && overall.iter().all(Option::is_none) && counts == [0; EventType::COUNT] {
         return Err(ApiError::NotFound(format!("unknown article {id:?}")));
     }
-    let profiles = st
+    let profiles = state
         .profiles
         .iter()
         .zip(overall.iter().zip(&in_section))

@@ -19,7 +19,7 @@ use crate::store::Cursor;
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 pub(super) async fn news_index(
-    State(st): State<ApiState>,
+    State(state): State<ApiState>,
     Strict(params): Strict<IndexParams>,
 ) -> Result<Json<IndexResponse>, ApiError> {
     let limit = params.limit.0;
@@ -27,14 +27,14 @@ pub(super) async fn news_index(
     let before = params.before.map(|b| b.0);
     let at = now_ms();
     // One more than asked tells whether another page exists.
-    let mut rows = st
+    let mut rows = state
         .store
         .index(section.as_deref(), before.as_ref(), limit + 1)
         .await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let ids: Vec<String> = rows.iter().map(|c| c.article_id.clone()).collect();
-    let metas = st.store.articles(&ids).await?;
+    let metas = state.store.articles(&ids).await?;
     let items = rows
         .iter()
         .zip(metas)
