@@ -22,6 +22,7 @@ const TRENDING_HALF_LIFE_MS: f64 = 2.0 * HOUR as f64;
 struct Api {
     router: Router,
     store: std::sync::Arc<dyn crate::store::Store>,
+    articles: Vec<ArticleMeta>,
     metrics: Metrics,
 }
 
@@ -39,29 +40,37 @@ impl Answer {
 
 impl Api {
     /// The router over a memory store holding `articles`, with `events`
-    /// (kind, article, time, units) applied; the cache off unless `ttl_s`.
+    /// applied; the cache as configured by default (1 s).
     async fn new(articles: &[ArticleMeta], events: &[(EventType, &str, i64, f64)]) -> Api {
         let mut settings = Settings::defaults();
         settings.store.backend = Backend::Memory;
         settings.api.cors_allowed_origins = vec!["https://news.example.com".into()];
         let store = crate::store::connect(&settings).await.unwrap();
         store.publish(articles).await.unwrap();
-        let profiles = crate::scoring::profiles(&settings.scoring);
+        let metrics = Metrics::new();
+        let state = ApiState::new(&settings, store.clone(), metrics.clone(), None);
+        let api = Api {
+            router: router(state, None),
+            store,
+            articles: articles.to_vec(),
+            metrics,
+        };
+        api.apply(events).await;
+        api
+    }
+
+    /// `events` (kind, article, time, units) applied to the store, each
+    /// article's in its section and tags.
+    async fn apply(&self, events: &[(EventType, &str, i64, f64)]) {
+        let profiles = crate::scoring::profiles(&Settings::defaults().scoring);
         let mut batch = Aggregate::new(profiles, now_ms());
         for (kind, id, at, units) in events {
-            let meta = articles.iter().find(|a| a.article_id == *id);
+            let meta = self.articles.iter().find(|a| a.article_id == *id);
             let section = meta.and_then(|m| m.section.as_deref());
             let tags = meta.map(|m| m.tags.clone()).unwrap_or_default();
             batch.add(*kind, id, section, &tags, *at, *units);
         }
-        assert!(store.apply(&batch).await.unwrap().conflicts.is_empty());
-        let metrics = Metrics::new();
-        let state = ApiState::new(&settings, store.clone(), metrics.clone(), None);
-        Api {
-            router: router(state, None),
-            store,
-            metrics,
-        }
+        assert!(self.store.apply(&batch).await.unwrap().conflicts.is_empty());
     }
 
     async fn send(&self, req: Request<Body>) -> Answer {
@@ -76,14 +85,6 @@ impl Api {
             headers: parts.headers,
             body,
         }
-    }
-
-    /// `views` page views of `article` now, applied to the store.
-    async fn view(&self, article: &str, views: f64) {
-        let settings = Settings::defaults();
-        let mut batch = Aggregate::new(crate::scoring::profiles(&settings.scoring), now_ms());
-        batch.add(EventType::PageView, article, None, &[], now_ms(), views);
-        assert!(self.store.apply(&batch).await.unwrap().conflicts.is_empty());
     }
 
     /// The cache's (hits, misses) so far.
@@ -441,7 +442,8 @@ async fn the_cache_answers_before_the_handler_and_keeps_only_successes() {
     let first = api.get(uri).await;
     assert_eq!(top(&first), "a");
     assert_eq!(api.cache_counts(), (0, 1));
-    api.view("b", 10_000.0).await;
+    api.apply(&[(EventType::PageView, "b", now_ms(), 10_000.0)])
+        .await;
     let cached = api.get(uri).await;
     assert_eq!((cached.status, top(&cached)), (StatusCode::OK, "a".into()));
     assert_eq!(cached.headers["etag"], first.headers["etag"]);
