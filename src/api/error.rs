@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A query or path parameter is invalid: 400.
     #[error("{0}")]

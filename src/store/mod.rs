@@ -41,7 +41,7 @@ pub async fn connect(settings: &crate::config::Settings) -> Result<Arc<dyn Store
 }
 
 /// A store failure. None of these are the caller's fault; they are retried.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not be reached or refused the operation.
     #[error("store unavailable: {0}")]
