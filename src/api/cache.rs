@@ -1,19 +1,24 @@
 //! The in-process response cache: identical requests within the TTL get the
 //! same answer, computed by one request while the others wait for it (no
 //! thundering herd on the store). It sits in front of the cached routes'
-//! handlers ([`answer`]): a hit is answered before any of them runs.
+//! handlers ([`Answer`]): a hit is answered before any of them runs.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
+use std::future::Ready;
+use std::task::{Context, Poll};
+
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::{BoxFuture, Either};
 use quick_cache::sync::{EntryAction, EntryResult};
+use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
 
@@ -77,16 +82,79 @@ fn holds(if_none_match: Option<&HeaderValue>, etag: &HeaderValue) -> bool {
         .is_some_and(|v| v.split(',').any(|t| etag == t.trim() || t.trim() == "*"))
 }
 
-/// Answers a GET of a cached route: from the cache when it holds a fresh
-/// answer for the path and query as sent (before routing extracts anything
-/// or a handler runs), else from the handler, whose `200` is kept for the
-/// TTL; anything else it answers (a 400, a 404, a 503) is passed on and not
-/// kept. Either way the answer carries `Cache-Control` and `ETag`, and is a
-/// `304` when the client's `If-None-Match` names it.
-pub async fn answer(State(cache): State<Arc<Cache>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::GET {
-        return next.run(req).await;
+/// Puts the cache in front of a route's handler: see [`Answer`].
+#[derive(Clone)]
+pub struct AnswerLayer(pub Arc<Cache>);
+
+impl<S> Layer<S> for AnswerLayer {
+    type Service = Answer<S>;
+
+    fn layer(&self, inner: S) -> Answer<S> {
+        Answer {
+            cache: self.0.clone(),
+            inner,
+        }
     }
+}
+
+/// Answers a GET of a cached route: from the cache when it holds a fresh
+/// answer for the path and query as sent (before any extractor or the
+/// handler `inner` runs, and without cloning `inner`), else from the
+/// handler, whose `200` is kept for the TTL; anything else it answers (a
+/// 400, a 404, a 503) is passed on and not kept. Either way the answer
+/// carries `Cache-Control` and `ETag`, and is a `304` when the client's
+/// `If-None-Match` names it. Other methods go straight to the handler.
+#[derive(Clone)]
+pub struct Answer<S> {
+    cache: Arc<Cache>,
+    inner: S,
+}
+
+impl<S> Service<Request> for Answer<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        Ready<Result<Response, Infallible>>,
+        BoxFuture<'static, Result<Response, Infallible>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The handler that became ready above; a clone waits in its place.
+        let handler = |me: &mut Self| {
+            let clone = me.inner.clone();
+            std::mem::replace(&mut me.inner, clone)
+        };
+        if req.method() != Method::GET {
+            return Either::Right(Box::pin(handler(self).call(req)));
+        }
+        let key = req
+            .uri()
+            .path_and_query()
+            .map_or(req.uri().path(), |pq| pq.as_str());
+        let if_none_match = req.headers().get(header::IF_NONE_MATCH);
+        if let Some(hit) = self.cache.fresh(key) {
+            let response = hit.respond(if_none_match, &self.cache.cache_control);
+            return Either::Left(std::future::ready(Ok(response)));
+        }
+        let (cache, inner) = (self.cache.clone(), handler(self));
+        Either::Right(Box::pin(miss(cache, inner, req)))
+    }
+}
+
+/// A request the cache had no fresh answer for: computed by `handler`
+/// unless a concurrent request for the same key is computing it already.
+async fn miss<S>(cache: Arc<Cache>, mut handler: S, req: Request) -> Result<Response, Infallible>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     // The URI's bytes are shared with the request: the key copies nothing
     // unless the answer is computed.
     let uri = req.uri().clone();
@@ -94,7 +162,7 @@ pub async fn answer(State(cache): State<Arc<Cache>>, req: Request, next: Next) -
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
     let computed = cache
         .get_or_compute(key, || async move {
-            let response = next.run(req).await;
+            let Ok(response) = handler.call(req).await;
             if response.status() != StatusCode::OK {
                 return Err(response);
             }
@@ -112,10 +180,10 @@ pub async fn answer(State(cache): State<Arc<Cache>>, req: Request, next: Next) -
             }
         })
         .await;
-    match computed {
+    Ok(match computed {
         Ok(value) => value.respond(if_none_match.as_ref(), &cache.cache_control),
         Err(response) => response,
-    }
+    })
 }
 
 /// Answers held, each with the instant it expires.
@@ -152,6 +220,15 @@ impl Cache {
         }
     }
 
+    /// The answer held for `key`, if it is fresh: a hit, counted.
+    pub fn fresh(&self, key: &str) -> Option<Arc<Cached>> {
+        let (expires, value) = self.entries.as_ref()?.get(key)?;
+        (expires > Instant::now()).then(|| {
+            self.hits.inc();
+            value
+        })
+    }
+
     /// The cached answer for `key`, or the one `compute` gives (shared with
     /// every concurrent request for the same key; an error is this
     /// request's alone, and the next waiter computes). A hit copies nothing:
@@ -165,12 +242,8 @@ impl Cache {
             self.misses.inc();
             return compute().await.map(Arc::new);
         };
-        let now = Instant::now();
-        if let Some((expires, value)) = entries.get(key) {
-            if expires > now {
-                self.hits.inc();
-                return Ok(value);
-            }
+        if let Some(value) = self.fresh(key) {
+            return Ok(value);
         }
         // Absent or expired: one request computes, the others wait for it.
         let guard = match entries

@@ -127,10 +127,7 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
         .route("/v1/index", get(index::news_index))
         .route("/v1/articles/{id}", get(articles::article))
         .route("/openapi.json", get(operations::openapi))
-        .route_layer(middleware::from_fn_with_state(
-            state.cache.clone(),
-            cache::answer,
-        ));
+        .route_layer(cache::AnswerLayer(state.cache.clone()));
     let api = cached
         .merge(assets::routes())
         .route("/healthz", get(operations::healthz))

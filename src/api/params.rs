@@ -112,7 +112,7 @@ pub(super) struct IndexParams {
 /// A route's query parameters, checked: `Strict(params)`. Any problem is a
 /// 400 naming the parameter (`limit must be between 1 and 100`, `unknown
 /// field …`). Cached answers are found before any handler runs
-/// ([`super::cache::answer`]), so only a miss parses the query.
+/// ([`super::cache::Answer`]), so only a miss parses the query.
 pub(super) struct Strict<T>(pub T);
 
 impl<T: DeserializeOwned> Strict<T> {
