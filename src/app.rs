@@ -62,7 +62,11 @@ fn default_instance_id(settings: &Settings, role: Role, durable: bool) -> Option
 /// A built application, ready to run.
 pub struct App {
     listener: tokio::net::TcpListener,
+    /// The routes, served behind [`api::edge`].
     router: axum::Router,
+    /// The response cache, whose hits the edge answers.
+    cache: Option<Arc<api::cache::Cache>>,
+    cors_allowed_origins: Vec<String>,
     ingest: Option<Ingest>,
     store: Option<Arc<dyn Store>>,
     metrics: Metrics,
@@ -88,14 +92,12 @@ impl App {
                     "invalid configuration: `collector.enabled`: is false, so --role collector has nothing to do"
                 );
             };
-            let router = api::edge(
-                c.routes().merge(api::operations_alone(metrics.clone())),
-                &metrics,
-                &settings.api.cors_allowed_origins,
-            );
+            let routes = c.routes().merge(api::operations_alone(metrics.clone()));
             return Ok(App {
                 listener,
-                router,
+                router: api::with_metrics(routes, &metrics),
+                cache: None,
+                cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
                 ingest: None,
                 store: None,
                 metrics,
@@ -134,10 +136,12 @@ impl App {
             (Some(ingest), Some(state))
         };
         let state = ApiState::new(&settings, store.clone(), metrics.clone(), consumer);
-        let streams = state.streams.clone();
+        let (streams, cache) = (state.streams.clone(), state.cache.clone());
         Ok(App {
             listener,
             router: api::router(state, collector.as_ref().map(|c| c.routes())),
+            cache: Some(cache),
+            cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
             streams: Some(streams),
             ingest,
             store: Some(store),
@@ -178,9 +182,16 @@ impl App {
         let streams = self.streams.clone();
         // Open streams never end by themselves: close them so that the
         // server's graceful shutdown does not wait for them.
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let edge = api::edge(
+            self.router,
+            &self.metrics,
+            &self.cors_allowed_origins,
+            self.cache,
+        );
+        let service =
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(edge);
         let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             signal.cancelled().await;
             if let Some(s) = streams {

@@ -13,7 +13,7 @@ use std::future::Ready;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::{BoxFuture, Either};
@@ -36,6 +36,8 @@ pub struct Cached {
     pub content_type: HeaderValue,
     /// Strong entity tag of the body, quoted, as it is sent and compared.
     pub etag: HeaderValue,
+    /// The route template that answered it, for the metrics of its hits.
+    pub route: Option<MatchedPath>,
 }
 
 impl Cached {
@@ -48,6 +50,7 @@ impl Cached {
             etag: HeaderValue::from_str(&etag).expect("hex is a valid header"),
             content_type,
             body,
+            route: None,
         }
     }
 
@@ -82,6 +85,64 @@ fn holds(if_none_match: Option<&HeaderValue>, etag: &HeaderValue) -> bool {
         .is_some_and(|v| v.split(',').any(|t| etag == t.trim() || t.trim() == "*"))
 }
 
+/// Answers the cache's hits before routing: a GET whose path and query
+/// the cache holds a fresh answer for is answered from it (with
+/// `Cache-Control` and `ETag`, or a `304`), and counted in the request
+/// metrics under the route that computed it; everything else goes to
+/// `inner`, the router, where [`Answer`] computes and keeps what is missing.
+#[derive(Clone)]
+pub struct Hits<S> {
+    cache: Option<Arc<Cache>>,
+    metrics: Arc<Metrics>,
+    inner: S,
+}
+
+impl<S> Hits<S> {
+    /// `inner` behind `cache` (none: every request goes to `inner`).
+    pub fn new(inner: S, cache: Option<Arc<Cache>>, metrics: Arc<Metrics>) -> Hits<S> {
+        Hits {
+            cache,
+            metrics,
+            inner,
+        }
+    }
+}
+
+impl<S> Service<Request> for Hits<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let hit = match &self.cache {
+            Some(cache) if req.method() == Method::GET => cache.fresh(key(&req)),
+            _ => None,
+        };
+        let (Some(hit), Some(cache)) = (hit, &self.cache) else {
+            return Either::Right(self.inner.call(req));
+        };
+        let if_none_match = req.headers().get(header::IF_NONE_MATCH);
+        let response = hit.respond(if_none_match, &cache.cache_control);
+        let route = hit.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        super::observe(&self.metrics, route, response.status(), started);
+        Either::Left(std::future::ready(Ok(response)))
+    }
+}
+
+/// What the cache keeps a request's answer under: its path and query.
+fn key(req: &Request) -> &str {
+    let uri = req.uri();
+    uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
+}
+
 /// Puts the cache in front of a route's handler: see [`Answer`].
 #[derive(Clone)]
 pub struct AnswerLayer(pub Arc<Cache>);
@@ -97,13 +158,13 @@ impl<S> Layer<S> for AnswerLayer {
     }
 }
 
-/// Answers a GET of a cached route: from the cache when it holds a fresh
-/// answer for the path and query as sent (before any extractor or the
-/// handler `inner` runs, and without cloning `inner`), else from the
-/// handler, whose `200` is kept for the TTL; anything else it answers (a
-/// 400, a 404, a 503) is passed on and not kept. Either way the answer
-/// carries `Cache-Control` and `ETag`, and is a `304` when the client's
-/// `If-None-Match` names it. Other methods go straight to the handler.
+/// Answers a GET of a cached route that [`Hits`] did not find: from the
+/// handler `inner`, whose `200` is kept for the TTL under the path and
+/// query as sent (while concurrent requests for it wait for it, and find
+/// it); anything else it answers (a 400, a 404, a 503) is passed on and
+/// not kept. Either way the answer carries `Cache-Control` and `ETag`, and
+/// is a `304` when the client's `If-None-Match` names it. Other methods go
+/// straight to the handler.
 #[derive(Clone)]
 pub struct Answer<S> {
     cache: Arc<Cache>,
@@ -117,10 +178,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<
-        Ready<Result<Response, Infallible>>,
-        BoxFuture<'static, Result<Response, Infallible>>,
-    >;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -128,24 +186,12 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         // The handler that became ready above; a clone waits in its place.
-        let handler = |me: &mut Self| {
-            let clone = me.inner.clone();
-            std::mem::replace(&mut me.inner, clone)
-        };
+        let clone = self.inner.clone();
+        let mut handler = std::mem::replace(&mut self.inner, clone);
         if req.method() != Method::GET {
-            return Either::Right(Box::pin(handler(self).call(req)));
+            return Box::pin(handler.call(req));
         }
-        let key = req
-            .uri()
-            .path_and_query()
-            .map_or(req.uri().path(), |pq| pq.as_str());
-        let if_none_match = req.headers().get(header::IF_NONE_MATCH);
-        if let Some(hit) = self.cache.fresh(key) {
-            let response = hit.respond(if_none_match, &self.cache.cache_control);
-            return Either::Left(std::future::ready(Ok(response)));
-        }
-        let (cache, inner) = (self.cache.clone(), handler(self));
-        Either::Right(Box::pin(miss(cache, inner, req)))
+        Box::pin(miss(self.cache.clone(), handler, req))
     }
 }
 
@@ -160,6 +206,7 @@ where
     let uri = req.uri().clone();
     let key = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let computed = cache
         .get_or_compute(key, || async move {
             let Ok(response) = handler.call(req).await;
@@ -169,10 +216,13 @@ where
             let (parts, body) = response.into_parts();
             let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
             match axum::body::to_bytes(body, usize::MAX).await {
-                Ok(body) => Ok(Cached::new(
-                    body,
-                    content_type.unwrap_or(HeaderValue::from_static("application/json")),
-                )),
+                Ok(body) => {
+                    let content_type =
+                        content_type.unwrap_or(HeaderValue::from_static("application/json"));
+                    let mut answer = Cached::new(body, content_type);
+                    answer.route = route;
+                    Ok(answer)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "reading an answer to cache it");
                     Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())

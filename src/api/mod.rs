@@ -25,12 +25,17 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use tower::util::MapResponse;
+use tower::Layer as _;
+use tower_http::compression::{Compression, CompressionBody, CompressionLayer};
+use tower_http::cors::Cors;
 
 use self::cache::Cache;
 pub use self::error::ApiError;
@@ -107,19 +112,18 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body accepted; 413 beyond.
 pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
 
-/// The application: every route of the API (and the collector's, when this
-/// process collects), with gzip (not for streams), a body limit and, except
-/// for streams, a timeout; then [`edge`]. The collector reads its bodies
-/// with its own limit (`collector.max_body_bytes`).
+/// The application's routes: every route of the API (and the collector's,
+/// when this process collects), each with its request metrics ([`record`]),
+/// a body limit and, except for streams, a timeout. [`edge`] serves them.
+/// The collector reads its bodies with its own limit
+/// (`collector.max_body_bytes`).
 pub fn router(state: ApiState, collector: Option<Router>) -> Router {
-    use tower_http::{
-        compression::CompressionLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
-    };
+    use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
     let streams = Router::new().route(
         "/v1/stream/rankings/{profile}",
         get(streams::stream_ranking),
     );
-    // Answered from the cache when it can, before their handlers run.
+    // Computed and kept by the cache when it has no answer for them.
     let cached = Router::new()
         .route("/v1/rankings", get(rankings::list_profiles))
         .route("/v1/rankings/{profile}", get(rankings::ranking))
@@ -139,24 +143,45 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
             REQUEST_TIMEOUT,
         ))
         .merge(streams)
-        .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES))
         .with_state(state.clone());
     let app = match collector {
         Some(c) => api.merge(c),
         None => api,
     };
-    edge(app, &state.metrics, &state.cors_allowed_origins)
+    with_metrics(app, &state.metrics)
 }
 
-/// What every route of the process gets at its edge: request metrics by
-/// route template and status, and CORS for the allowed origins.
-pub fn edge(app: Router, metrics: &Metrics, cors_allowed_origins: &[String]) -> Router {
+/// `app`'s routes, each recording its requests ([`record`]).
+pub fn with_metrics(app: Router, metrics: &Metrics) -> Router {
     app.layer(middleware::from_fn_with_state(
         Arc::new(metrics.clone()),
         record,
     ))
-    .layer(cors(cors_allowed_origins))
+}
+
+/// The application as it is served: see [`edge`].
+pub type Edge = MapResponse<
+    Cors<Compression<cache::Hits<Router>>>,
+    fn(Response<CompressionBody<Body>>) -> Response,
+>;
+
+/// What every request meets before routing, around `routes`: CORS for the
+/// allowed origins (a preflight is answered here), gzip (not for streams:
+/// its default rule skips `text/event-stream`), then the hits of `cache`,
+/// answered here without routing.
+pub fn edge(
+    routes: Router,
+    metrics: &Metrics,
+    cors_allowed_origins: &[String],
+    cache: Option<Arc<Cache>>,
+) -> Edge {
+    let hits = cache::Hits::new(routes, cache, Arc::new(metrics.clone()));
+    let compressed = CompressionLayer::new().layer(hits);
+    MapResponse::new(
+        cors(cors_allowed_origins).layer(compressed),
+        |r: Response<CompressionBody<Body>>| r.map(Body::new),
+    )
 }
 
 /// Liveness, readiness and metrics for a process that serves no API (a
@@ -203,13 +228,19 @@ async fn record(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Resp
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
     let response = next.run(req).await;
+    observe(&m, route, response.status(), started);
+    response
+}
+
+/// One answered request in the metrics: its route template, its status and
+/// how long since it `started`.
+fn observe(m: &Metrics, route: &str, status: StatusCode, started: Instant) {
     m.http_duration
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
     m.http_requests
-        .with_label_values(&[route, response.status().as_str()])
+        .with_label_values(&[route, status.as_str()])
         .inc();
-    response
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -4,11 +4,10 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use axum::Router;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use super::{router, ApiState, MAX_LIMIT, MAX_OFFSET};
+use super::{edge, router, ApiState, Edge, MAX_LIMIT, MAX_OFFSET};
 use crate::config::{Backend, Settings};
 use crate::event::{ArticleMeta, EventType};
 use crate::metrics::Metrics;
@@ -20,7 +19,7 @@ const HOUR: i64 = 3_600_000;
 const TRENDING_HALF_LIFE_MS: f64 = 2.0 * HOUR as f64;
 
 struct Api {
-    router: Router,
+    router: Edge,
     store: std::sync::Arc<dyn crate::store::Store>,
     articles: Vec<ArticleMeta>,
     metrics: Metrics,
@@ -49,8 +48,10 @@ impl Api {
         store.publish(articles).await.unwrap();
         let metrics = Metrics::new();
         let state = ApiState::new(&settings, store.clone(), metrics.clone(), None);
+        let cache = Some(state.cache.clone());
+        let cors = settings.api.cors_allowed_origins.clone();
         let api = Api {
-            router: router(state, None),
+            router: edge(router(state, None), &metrics, &cors, cache),
             store,
             articles: articles.to_vec(),
             metrics,
@@ -468,6 +469,57 @@ async fn the_cache_answers_before_the_handler_and_keeps_only_successes() {
     assert_eq!(head.status, StatusCode::OK);
     assert!(head.body.is_empty());
     assert_eq!(api.cache_counts(), (1, 4), "a HEAD goes to the handler");
+}
+
+#[tokio::test]
+async fn hits_answered_before_routing_keep_cors_gzip_and_their_route_in_the_metrics() {
+    use std::io::Read as _;
+    let now = now_ms();
+    let api = Api::new(&newsroom(now), &traffic(now)).await;
+    let uri = "/v1/rankings/trending?limit=2";
+    let ask = |headers: &[(&str, &str)]| {
+        let mut req = Request::get(uri);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    let origin = ("origin", "https://news.example.com");
+    let first = api.send(ask(&[origin])).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(api.cache_counts(), (0, 1));
+
+    let hit = api.send(ask(&[origin, ("accept-encoding", "gzip")])).await;
+    assert_eq!(api.cache_counts(), (1, 1));
+    assert_eq!(hit.headers["access-control-allow-origin"], origin.1);
+    assert_eq!(hit.headers["content-encoding"], "gzip");
+    assert_eq!(hit.headers["etag"], first.headers["etag"]);
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(&hit.body[..])
+        .read_to_end(&mut body)
+        .unwrap();
+    assert_eq!(body, first.body);
+
+    let stranger = api.send(ask(&[("origin", "https://evil.example")])).await;
+    assert_eq!(stranger.status, StatusCode::OK);
+    assert!(stranger
+        .headers
+        .get("access-control-allow-origin")
+        .is_none());
+    let etag = first.headers["etag"].to_str().unwrap();
+    let revalidated = api.send(ask(&[("if-none-match", etag)])).await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(api.cache_counts(), (3, 1));
+
+    let route = "/v1/rankings/{profile}";
+    let m = &api.metrics;
+    let count = |status| m.http_requests.with_label_values(&[route, status]).get();
+    assert_eq!((count("200"), count("304")), (3, 1));
+    let timed = m
+        .http_duration
+        .with_label_values(&[route])
+        .get_sample_count();
+    assert_eq!(timed, 4);
 }
 
 #[tokio::test]
