@@ -1,7 +1,8 @@
 //! The in-process response cache: identical requests within the TTL get the
 //! same answer, computed by one request while the others wait for it (no
-//! thundering herd on the store). It sits in front of the cached routes'
-//! handlers ([`Answer`]): a hit is answered before any of them runs.
+//! thundering herd on the store). A hit is answered before routing
+//! ([`Hits`], at the edge of the application); what it does not hold is
+//! computed and kept in front of the cached routes' handlers ([`Answer`]).
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};

@@ -5,9 +5,11 @@
 //! document) and [`assets`] (the page and the widget). Query parameters are
 //! types ([`params`]); answers are JSON types ([`model`]).
 //!
-//! [`router`] builds the whole application from its state, so handlers are
-//! tested without a socket. Answers go through the [`cache::Cache`], in
-//! front of their handlers, and carry `Cache-Control` and `ETag`.
+//! [`router`] builds the routes from the state and [`edge`] what every
+//! request meets before routing, so the application is tested without a
+//! socket. The [`cache::Cache`]'s hits are answered at the edge; what it
+//! does not hold is computed in front of the cached routes' handlers. Both
+//! carry `Cache-Control` and `ETag`.
 
 mod articles;
 pub(crate) mod assets;
