@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::future::{BoxFuture, Either};
 use quick_cache::sync::{EntryAction, EntryResult};
@@ -123,11 +123,9 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
-        let hit = match &self.cache {
-            Some(cache) if req.method() == Method::GET => cache.fresh(key(&req)),
-            _ => None,
-        };
-        let (Some(hit), Some(cache)) = (hit, &self.cache) else {
+        let cache = self.cache.as_ref().filter(|_| req.method() == Method::GET);
+        let Some((cache, hit)) = cache.and_then(|c| Some((c, c.fresh(cache_key(req.uri()))?)))
+        else {
             return Either::Right(self.inner.call(req));
         };
         let if_none_match = req.headers().get(header::IF_NONE_MATCH);
@@ -139,8 +137,7 @@ where
 }
 
 /// What the cache keeps a request's answer under: its path and query.
-fn key(req: &Request) -> &str {
-    let uri = req.uri();
+fn cache_key(uri: &Uri) -> &str {
     uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
 }
 
@@ -205,7 +202,7 @@ where
     // The URI's bytes are shared with the request: the key copies nothing
     // unless the answer is computed.
     let uri = req.uri().clone();
-    let key = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let key = cache_key(&uri);
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let computed = cache
