@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::cache::Cached;
-use super::{ApiState, IfNoneMatch};
+use super::cached::{Asked, Cached};
+use super::ApiState;
 
 /// The routes of the files below.
 pub(super) fn routes() -> Router<ApiState> {
@@ -43,15 +43,15 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// The embeddable widget.
-async fn widget(revalidate: IfNoneMatch) -> Response {
+async fn widget(asked: Asked) -> Response {
     static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
-    script(&revalidate, &WIDGET, WIDGET_JS)
+    script(&asked, &WIDGET, WIDGET_JS)
 }
 
 /// A script for other sites' pages: long-lived caching, revalidated by its
 /// ETag (which changes with every release that changes the script).
 pub(crate) fn script(
-    revalidate: &IfNoneMatch,
+    asked: &Asked,
     once: &'static std::sync::OnceLock<Cached>,
     text: &'static str,
 ) -> Response {
@@ -62,7 +62,7 @@ pub(crate) fn script(
         )
     });
     script.respond(
-        revalidate.0.as_ref(),
+        asked,
         &HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
     )
 }

@@ -5,7 +5,6 @@
 //! computed and kept in front of the cached routes' handlers ([`Answer`]).
 
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,6 @@ use std::convert::Infallible;
 use std::future::Ready;
 use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -21,70 +19,13 @@ use futures::future::{BoxFuture, Either};
 use quick_cache::sync::{EntryAction, EntryResult};
 use tower::{Layer, Service};
 
+use super::cached::{Asked, Cached};
 use crate::metrics::Metrics;
 
 /// Most answers held at once: distinct queries beyond it push out the least
 /// used ones, so arbitrary parameters (a `before=` cursor per request) cannot
 /// grow the cache within one TTL.
 pub const MAX_ENTRIES: u64 = 10_000;
-
-/// A cached answer: its body, its type and its entity tag.
-#[derive(Debug)]
-pub struct Cached {
-    /// The response body.
-    pub body: Bytes,
-    /// Its `Content-Type`.
-    pub content_type: HeaderValue,
-    /// Strong entity tag of the body, quoted, as it is sent and compared.
-    pub etag: HeaderValue,
-    /// The route template that answered it, for the metrics of its hits.
-    pub route: Option<MatchedPath>,
-}
-
-impl Cached {
-    /// Wraps a body of `content_type` and computes its ETag.
-    pub fn new(body: Bytes, content_type: HeaderValue) -> Cached {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        body.hash(&mut h);
-        let etag = format!("\"{:016x}\"", h.finish());
-        Cached {
-            etag: HeaderValue::from_str(&etag).expect("hex is a valid header"),
-            content_type,
-            body,
-            route: None,
-        }
-    }
-
-    /// This answer with `Cache-Control` and its `ETag`, or `304 Not
-    /// Modified` when the client's `If-None-Match` already names it. The
-    /// headers go straight into the response's own map.
-    pub fn respond(
-        &self,
-        if_none_match: Option<&HeaderValue>,
-        cache_control: &HeaderValue,
-    ) -> Response {
-        let mut response = if holds(if_none_match, &self.etag) {
-            StatusCode::NOT_MODIFIED.into_response()
-        } else {
-            let mut r = Response::new(Body::from(self.body.clone()));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, self.content_type.clone());
-            r
-        };
-        let h = response.headers_mut();
-        h.insert(header::CACHE_CONTROL, cache_control.clone());
-        h.insert(header::ETAG, self.etag.clone());
-        response
-    }
-}
-
-/// Whether a client whose `If-None-Match` is `if_none_match` already holds
-/// `etag` (or asks with `*`).
-fn holds(if_none_match: Option<&HeaderValue>, etag: &HeaderValue) -> bool {
-    if_none_match
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| etag == t.trim() || t.trim() == "*"))
-}
 
 /// Answers the cache's hits before routing: a GET whose path and query
 /// the cache holds a fresh answer for is answered from it (with
@@ -128,8 +69,7 @@ where
         else {
             return Either::Right(self.inner.call(req));
         };
-        let if_none_match = req.headers().get(header::IF_NONE_MATCH);
-        let response = hit.respond(if_none_match, &cache.cache_control);
+        let response = hit.respond(&Asked::of(req.headers()), &cache.cache_control);
         let route = hit.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         super::observe(&self.metrics, route, response.status(), started);
         Either::Left(std::future::ready(Ok(response)))
@@ -203,7 +143,7 @@ where
     // unless the answer is computed.
     let uri = req.uri().clone();
     let key = cache_key(&uri);
-    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    let asked = Asked::of(req.headers());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let computed = cache
         .get_or_compute(key, || async move {
@@ -229,7 +169,7 @@ where
         })
         .await;
     Ok(match computed {
-        Ok(value) => value.respond(if_none_match.as_ref(), &cache.cache_control),
+        Ok(value) => value.respond(&asked, &cache.cache_control),
         Err(response) => response,
     })
 }
@@ -329,6 +269,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn text(body: &'static [u8]) -> Cached {

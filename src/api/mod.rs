@@ -14,6 +14,7 @@
 mod articles;
 pub(crate) mod assets;
 pub mod cache;
+pub mod cached;
 pub mod error;
 mod index;
 pub mod model;
@@ -261,23 +262,6 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
         .iter()
         .position(|p| p.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("unknown ranking profile {name:?}")))
-}
-
-/// The request's `If-None-Match`, when it has one: what a script's answer
-/// is revalidated against (the one header its handler needs).
-pub struct IfNoneMatch(Option<HeaderValue>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(IfNoneMatch(
-            parts.headers.get(header::IF_NONE_MATCH).cloned(),
-        ))
-    }
 }
 
 /// The OpenAPI 3 document of this API, generated from the handlers and types.

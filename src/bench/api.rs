@@ -67,9 +67,9 @@ pub(super) async fn rows(
         // A B B A, twice: /healthz first, then hits twice, then /healthz.
         let hits_turn = matches!(round % 4, 1 | 2);
         if hits_turn {
-            hits.push(wrk(&hits_url, seconds)?);
+            hits.push(wrk(&hits_url, seconds, &[])?);
         } else {
-            floor.push(wrk(&floor_url, seconds)?);
+            floor.push(wrk(&floor_url, seconds, &[])?);
         }
     }
     let ratios: Vec<f64> = floor
@@ -83,6 +83,12 @@ pub(super) async fn rows(
         .iter()
         .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
     eprintln!("bench: (f) hits ÷ /healthz by round: {ratios:.2?}");
+    // As browsers and most HTTP clients ask: gzip.
+    let gzip = ["Accept-Encoding: gzip, deflate, br"];
+    let gzipped = Load::combine(&[
+        wrk(&hits_url, seconds, &gzip)?,
+        wrk(&hits_url, seconds, &gzip)?,
+    ]);
     let misses = Load::combine(&[
         cache_misses(settings, seconds).await?,
         cache_misses(settings, seconds).await?,
@@ -111,6 +117,15 @@ pub(super) async fn rows(
     });
     rows.push(Row {
         id: "f",
+        what: what(
+            "cache hits asking gzip (Accept-Encoding), after the above",
+            2,
+        ),
+        value: gzipped.show(),
+        target: format!("{:.2} × /healthz", gzipped.rps / floor.rps),
+    });
+    rows.push(Row {
+        id: "f",
         what: what("cache misses (cache off)", 2),
         value: misses.show(),
         target: format!("p99 ≤ 5 ms: {}", verdict(misses.p99_ms <= 5.0)),
@@ -131,22 +146,26 @@ pub(super) async fn cache_misses(settings: &Settings, seconds: u64) -> anyhow::R
     let misses = wrk(
         &format!("http://{addr}/v1/rankings/trending?limit=10"),
         seconds,
+        &[],
     );
     stop.cancel();
     let _ = server.await;
     misses
 }
 
-/// Runs `wrk` (2 threads, 32 connections) on `url` for `seconds`. It waits
+/// Runs `wrk` (2 threads, 32 connections) on `url` for `seconds`, sending
+/// `headers` (`Name: value`) too. It waits
 /// on the runtime thread that calls it, so the server measured in this
 /// process answers on the runtime's other worker thread: every figure of
 /// row (f) since the first was measured so. (Awaiting `wrk` instead gives
 /// the server both threads to fight `wrk` for: measured, its rounds spread
 /// wider and the rows compare less; pinning server and `wrk` to a core each
 /// spread them wider still. docs/benchmarks.md has both.)
-pub(super) fn wrk(url: &str, seconds: u64) -> anyhow::Result<Load> {
+pub(super) fn wrk(url: &str, seconds: u64, headers: &[&str]) -> anyhow::Result<Load> {
     let out = Command::new("wrk")
-        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", url])
+        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .args(headers.iter().flat_map(|h| ["-H", h]))
+        .arg(url)
         .output()
         .context("running wrk (apt-get install -y wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);

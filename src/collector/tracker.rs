@@ -3,11 +3,11 @@
 
 use axum::response::Response;
 
-use crate::api::IfNoneMatch;
+use crate::api::cached::{Asked, Cached};
 
 const TRACKER_JS: &str = include_str!("../../assets/tracker.js");
 
-pub(super) async fn script(revalidate: IfNoneMatch) -> Response {
-    static TRACKER: std::sync::OnceLock<crate::api::cache::Cached> = std::sync::OnceLock::new();
-    crate::api::assets::script(&revalidate, &TRACKER, TRACKER_JS)
+pub(super) async fn script(asked: Asked) -> Response {
+    static TRACKER: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
+    crate::api::assets::script(&asked, &TRACKER, TRACKER_JS)
 }
