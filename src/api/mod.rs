@@ -9,7 +9,8 @@
 //! request meets before routing, so the application is tested without a
 //! socket. The [`cache::Cache`]'s hits are answered at the edge; what it
 //! does not hold is computed in front of the cached routes' handlers. Both
-//! carry `Cache-Control` and `ETag`.
+//! send it as a [`cached::Cached`]: with `Cache-Control` and `ETag`, and
+//! gzipped once for every client that accepts gzip.
 
 mod articles;
 pub(crate) mod assets;

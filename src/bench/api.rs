@@ -154,10 +154,10 @@ pub(super) async fn cache_misses(settings: &Settings, seconds: u64) -> anyhow::R
 }
 
 /// Runs `wrk` (2 threads, 32 connections) on `url` for `seconds`, sending
-/// `headers` (`Name: value`) too. It waits
-/// on the runtime thread that calls it, so the server measured in this
-/// process answers on the runtime's other worker thread: every figure of
-/// row (f) since the first was measured so. (Awaiting `wrk` instead gives
+/// `headers` (`Name: value`) too. It waits on the runtime thread that calls
+/// it, so the server measured in this process answers on the runtime's
+/// other worker thread: every figure of row (f) since the first was
+/// measured so. (Awaiting `wrk` instead gives
 /// the server both threads to fight `wrk` for: measured, its rounds spread
 /// wider and the rows compare less; pinning server and `wrk` to a core each
 /// spread them wider still. docs/benchmarks.md has both.)
