@@ -65,8 +65,8 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
         let cache = self.cache.as_ref().filter(|_| req.method() == Method::GET);
-        let Some((cache, hit)) = cache.and_then(|c| Some((c, c.fresh(cache_key(req.uri()))?)))
-        else {
+        let fresh = |c: &'_ Arc<Cache>| c.fresh(cache_key(req.uri()), started);
+        let Some((cache, hit)) = cache.and_then(|c| Some((c, fresh(c)?))) else {
             return Either::Right(self.inner.call(req));
         };
         let response = hit.respond(&Asked::of(req.headers()), &cache.cache_control);
@@ -208,10 +208,11 @@ impl Cache {
         }
     }
 
-    /// The answer held for `key`, if it is fresh: a hit, counted.
-    pub fn fresh(&self, key: &str) -> Option<Arc<Cached>> {
+    /// The answer held for `key`, if it is still fresh at `now`: a hit,
+    /// counted.
+    pub fn fresh(&self, key: &str, now: Instant) -> Option<Arc<Cached>> {
         let (expires, value) = self.entries.as_ref()?.get(key)?;
-        (expires > Instant::now()).then(|| {
+        (expires > now).then(|| {
             self.hits.inc();
             value
         })
@@ -230,10 +231,9 @@ impl Cache {
             self.misses.inc();
             return compute().await.map(Arc::new);
         };
-        if let Some(value) = self.fresh(key) {
-            return Ok(value);
-        }
-        // Absent or expired: one request computes, the others wait for it.
+        // Requests reach here when the lookup before routing (`Hits`) found
+        // no fresh answer: one computes, the others wait for it, and one
+        // that finds an answer stored since is a hit.
         let guard = match entries
             .entry_async(key, |_, (expires, value)| {
                 if *expires > Instant::now() {
