@@ -8,6 +8,7 @@
 //! - [`config`]: layered, validated settings (defaults < file < environment).
 //! - [`event`]: the event model, JSON/protobuf decoding, validation, and the
 //!   bot / stale / duplicate filters.
+//! - [`site`]: the network's sites and how an article's key names its site.
 //! - [`scoring`]: forward-decay math and per-flush aggregation; pure, no I/O.
 //! - [`store`]: the [`store::Store`] trait with its `redis` and `memory` backends.
 //! - [`fence`]: the fence protocol that makes counting effectively once.
@@ -42,6 +43,7 @@ pub mod newsroom;
 pub mod redis_server;
 pub mod scoring;
 pub mod shutdown;
+pub mod site;
 pub mod store;
 
 /// Wall-clock time, epoch milliseconds.

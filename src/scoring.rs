@@ -120,6 +120,9 @@ pub enum Group {
     Tag(String),
     /// Tags themselves, ranked by the events of their articles.
     Tags,
+    /// The group restricted to one site of a network (DESIGN §11): the
+    /// group itself is the network's. Never holds a `Site` or a `Shard`.
+    Site(String, Box<Group>),
     /// One of the shards a group is split into in cluster mode (DESIGN §4):
     /// the members [`shard_of`] puts there, with their own landmarks and
     /// fences. Writes name shards; reads name the group and merge them.
@@ -127,6 +130,14 @@ pub enum Group {
 }
 
 impl Group {
+    /// This network group restricted to `site`; itself for `None`.
+    pub fn of_site(self, site: Option<&str>) -> Group {
+        match site {
+            Some(site) => Group::Site(site.to_string(), Box::new(self)),
+            None => self,
+        }
+    }
+
     /// The group this is a shard of, or itself.
     pub fn base(&self) -> &Group {
         match self {
@@ -182,13 +193,17 @@ pub struct Aggregate {
 /// there (the article, or the tag in the tags ranking). Computed once per
 /// article and flush, so adding an event allocates nothing.
 /// With `shards` > 1 each group is the shard that holds the member.
+/// In a network, `site` names the article's site: every group is then
+/// written twice, the network's and the site's, so that both lists are
+/// one sorted set each and exact (Popular Tags sums a tag over sites).
 pub fn placement(
     article_id: &str,
+    site: Option<&str>,
     section: Option<&str>,
     tags: &[String],
     shards: u16,
 ) -> Vec<(Group, String)> {
-    let mut out = Vec::with_capacity(2 + 2 * tags.len());
+    let mut out = Vec::with_capacity(2 * (2 + 2 * tags.len()));
     out.push((Group::All, article_id.to_string()));
     if let Some(s) = section {
         out.push((Group::Section(s.to_string()), article_id.to_string()));
@@ -196,6 +211,12 @@ pub fn placement(
     for t in tags {
         out.push((Group::Tag(t.clone()), article_id.to_string()));
         out.push((Group::Tags, t.clone()));
+    }
+    if let Some(site) = site {
+        for i in 0..out.len() {
+            let (g, member) = out[i].clone();
+            out.push((g.of_site(Some(site)), member));
+        }
     }
     if shards > 1 {
         for (g, member) in &mut out {
@@ -237,7 +258,7 @@ impl Aggregate {
         at_ms: i64,
         units: f64,
     ) {
-        let place = placement(article_id, section, tags, self.shards);
+        let place = placement(article_id, None, section, tags, self.shards);
         self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
     }
 
@@ -411,8 +432,8 @@ mod tests {
     #[test]
     fn sharded_placement_puts_each_member_in_one_stable_shard_of_each_group() {
         let tags = vec!["red".to_string()];
-        let plain = placement("a-1", Some("news"), &tags, 1);
-        let sharded = placement("a-1", Some("news"), &tags, 8);
+        let plain = placement("a-1", None, Some("news"), &tags, 1);
+        let sharded = placement("a-1", None, Some("news"), &tags, 8);
         assert_eq!(plain.len(), sharded.len());
         for ((g, m), (sg, sm)) in plain.iter().zip(&sharded) {
             assert_eq!(m, sm);

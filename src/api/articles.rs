@@ -5,19 +5,24 @@ use axum::extract::{Path, State};
 use axum::Json;
 
 use super::model::*;
+use super::params::{ArticleParams, Strict};
 use super::{rfc3339, ApiError, ApiState};
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
 use crate::scoring::Group;
+use crate::site::Sites;
 use crate::store::ArticleState;
 
-/// An article as lists show it; metadata fields are null when unknown.
-pub(super) fn article_view(article_id: String, meta: Option<ArticleMeta>) -> ArticleView {
+/// The article of `key` ([`crate::site::Sites::key`]) as lists show it;
+/// metadata fields are null when unknown.
+pub(super) fn article_view(sites: &Sites, key: &str, meta: Option<ArticleMeta>) -> ArticleView {
     // Unknown metadata has no tags, which is not the same as none.
     let known = meta.is_some();
     let m = meta.unwrap_or_default();
+    let (site, article_id) = sites.split(key);
     ArticleView {
-        article_id,
+        site: site.to_string(),
+        article_id: article_id.to_string(),
         title: m.title,
         url: m.url,
         section: m.section,
@@ -31,7 +36,7 @@ pub(super) fn article_view(article_id: String, meta: Option<ArticleMeta>) -> Art
 
 /// An article: metadata, score and ranks per profile, all-time counts.
 #[utoipa::path(get, path = "/v1/articles/{id}", tag = "articles",
-    params(("id" = String, Path, description = "Article id", min_length = 1, max_length = 256)),
+    params(("id" = String, Path, description = "Article id", min_length = 1, max_length = 256), ArticleParams),
     responses(
         (status = 200, description = "The article", body = ArticleResponse),
         (status = 400, description = "Invalid id", body = ErrorBody),
@@ -41,12 +46,24 @@ pub(super) fn article_view(article_id: String, meta: Option<ArticleMeta>) -> Art
 pub(super) async fn article(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    Strict(params): Strict<ArticleParams>,
 ) -> Result<Json<ArticleResponse>, ApiError> {
     if id.is_empty() || id.chars().count() > crate::event::fields::MAX_ID_CHARS {
         return Err(ApiError::InvalidParameter(
             "article id is empty or too long".to_string(),
         ));
     }
+    let site = match state.site_scope(params.site.map(|n| n.0))? {
+        Some(site) => site,
+        None if state.sites.is_network() => {
+            return Err(ApiError::InvalidParameter(
+                "site is required: this network has several sites".to_string(),
+            ))
+        }
+        None => crate::site::DEFAULT_SITE.to_string(),
+    };
+    let id = state.sites.key(&site, &id);
+    let site_of = |g: Group| g.of_site(state.sites.scope(Some(&site)));
     let at = now_ms();
     let meta = match state.store.articles(std::slice::from_ref(&id)).await?.pop() {
         Some(ArticleState::Withdrawn) => {
@@ -57,9 +74,15 @@ pub(super) async fn article(
         Some(ArticleState::Live(m)) => Some(*m),
         _ => None,
     };
-    let overall = state.store.position(&Group::All, &id, at).await?;
+    // Ranks among the articles of its own site.
+    let overall = state.store.position(&site_of(Group::All), &id, at).await?;
     let in_section = match meta.as_ref().and_then(|m| m.section.clone()) {
-        Some(s) => state.store.position(&Group::Section(s), &id, at).await?,
+        Some(s) => {
+            state
+                .store
+                .position(&site_of(Group::Section(s)), &id, at)
+                .await?
+        }
         None => vec![None; state.profiles.len()],
     };
     let counts = state.store.counts(&id).await?;
@@ -79,7 +102,7 @@ pub(super) async fn article(
         .collect();
     let count = |k: EventType| counts[k.index()];
     Ok(Json(ArticleResponse {
-        article: article_view(id, meta),
+        article: article_view(&state.sites, &id, meta),
         generated_at: rfc3339(at),
         profiles,
         counts: Counts {

@@ -23,27 +23,38 @@ pub(super) async fn news_index(
     Strict(params): Strict<IndexParams>,
 ) -> Result<Json<IndexResponse>, ApiError> {
     let limit = params.limit.0;
+    let site = state.site_scope(params.site.map(|n| n.0))?;
     let section = params.section.map(|s| s.0);
     let before = params.before.map(|b| b.0);
     let at = now_ms();
     // One more than asked tells whether another page exists.
     let mut rows = state
         .store
-        .index(section.as_deref(), before.as_ref(), limit + 1)
+        .index(
+            site.as_deref(),
+            section.as_deref(),
+            before.as_ref(),
+            limit + 1,
+        )
         .await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let ids: Vec<String> = rows.iter().map(|c| c.article_id.clone()).collect();
     let metas = state.store.articles(&ids).await?;
+    // Only what may be listed; the cursor still moves past the rest.
     let items = rows
         .iter()
         .zip(metas)
-        .map(|(c, m)| ArticleView {
-            published_at: Some(rfc3339(c.published_at_ms)),
-            ..article_view(c.article_id.clone(), m.live())
+        .filter_map(|(c, m)| {
+            let m = m.live().filter(|m| state.listed(m))?;
+            Some(ArticleView {
+                published_at: Some(rfc3339(c.published_at_ms)),
+                ..article_view(&state.sites, &c.article_id, Some(m))
+            })
         })
         .collect();
     Ok(Json(IndexResponse {
+        site,
         section,
         generated_at: rfc3339(at),
         items,

@@ -49,6 +49,7 @@ use crate::config::Settings;
 use crate::ingest::ConsumerState;
 use crate::metrics::Metrics;
 use crate::scoring::Profiles;
+use crate::site::Sites;
 use crate::store::Store;
 
 /// What every handler shares, behind one `Arc`: the router clones it for
@@ -81,6 +82,28 @@ pub struct Shared {
     pub streams: Arc<streams::Streams>,
     /// Origins allowed to call from browsers (`api.cors_allowed_origins`).
     pub cors_allowed_origins: Vec<String>,
+    /// The network's sites.
+    pub sites: Sites,
+}
+
+impl Shared {
+    /// Whether a published article may be shown in a list: it has a
+    /// headline (an id is never shown as one, DESIGN §12).
+    pub fn listed(&self, meta: &crate::event::ArticleMeta) -> bool {
+        meta.title.is_some()
+    }
+
+    /// The site a list asks for: `None` for the network (or the only
+    /// site), else a configured site's id; an unknown site is a 404.
+    pub(crate) fn site_scope(&self, site: Option<String>) -> Result<Option<String>, ApiError> {
+        let Some(id) = site else {
+            return Ok(None);
+        };
+        match self.sites.get(&id) {
+            Some(_) => Ok(self.sites.scope(Some(&id)).map(str::to_string)),
+            None => Err(ApiError::NotFound(format!("unknown site {id:?}"))),
+        }
+    }
 }
 
 impl ApiState {
@@ -106,6 +129,7 @@ impl ApiState {
                 api.cache_ttl.max(Duration::from_millis(250)),
             )),
             cors_allowed_origins: api.cors_allowed_origins.clone(),
+            sites: Sites::from_settings(settings),
         }))
     }
 }

@@ -42,6 +42,8 @@ pub struct Weights {
 pub struct RankingResponse {
     /// The profile asked for.
     pub profile: String,
+    /// The site asked for; null: the whole network.
+    pub site: Option<String>,
     /// Section filter (a slug), if any.
     pub section: Option<String>,
     /// Tag filter (a slug), if any.
@@ -71,7 +73,9 @@ pub struct RankingEvent {
 pub struct RankedArticle {
     /// 1-based position in the ranking (after `offset`).
     pub rank: usize,
-    /// Article id.
+    /// The site that published it.
+    pub site: String,
+    /// Article id (on its site).
     pub article_id: String,
     /// Decayed score at `generated_at`.
     pub score: f64,
@@ -98,6 +102,9 @@ pub struct RankedArticle {
 pub struct TagsResponse {
     /// The profile asked for.
     pub profile: String,
+    /// The site asked for; null: the whole network (a tag's score sums
+    /// over its sites).
+    pub site: Option<String>,
     /// Time the scores are decayed to (RFC 3339).
     pub generated_at: String,
     /// Highest score first.
@@ -118,7 +125,9 @@ pub struct RankedTag {
 /// An article's metadata; fields are null when unknown.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ArticleView {
-    /// Article id.
+    /// The site that published it.
+    pub site: String,
+    /// Article id (on its site).
     pub article_id: String,
     /// Headline.
     pub title: Option<String>,
@@ -141,6 +150,8 @@ pub struct ArticleView {
 /// `GET /v1/index`: News Index.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IndexResponse {
+    /// The site asked for; null: the whole network.
+    pub site: Option<String>,
     /// Section filter, if any.
     pub section: Option<String>,
     /// Time of the answer (RFC 3339).

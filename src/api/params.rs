@@ -37,6 +37,9 @@ pub(super) type Offset = Bounded<0, MAX_OFFSET, 0>;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct RankingParams {
+    /// Only this site's list (its id); absent: the whole network.
+    #[param(inline)]
+    pub site: Option<Name>,
     /// Only this section (normalised to a slug); with `tag`, the tag's articles in it.
     #[param(inline)]
     pub section: Option<Name>,
@@ -61,6 +64,9 @@ pub(super) struct RankingParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct StreamParams {
+    /// Only this site's list (its id); absent: the whole network.
+    #[param(inline)]
+    pub site: Option<Name>,
     /// Only this section (normalised to a slug); with `tag`, the tag's articles in it.
     #[param(inline)]
     pub section: Option<Name>,
@@ -81,6 +87,9 @@ pub(super) struct StreamParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct TagParams {
+    /// Only this site's list (its id); absent: the whole network.
+    #[param(inline)]
+    pub site: Option<Name>,
     /// How many tags.
     #[serde(default)]
     #[param(inline)]
@@ -91,11 +100,24 @@ pub(super) struct TagParams {
     pub offset: Offset,
 }
 
+/// `GET /v1/articles/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ArticleParams {
+    /// The article's site (its id): required when the network has several.
+    #[param(inline)]
+    pub site: Option<Name>,
+}
+
 /// `GET /v1/index`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct IndexParams {
+    /// Only this site's list (its id); absent: the whole network.
+    #[param(inline)]
+    pub site: Option<Name>,
     /// Only this section (normalised to a slug).
     #[param(inline)]
     pub section: Option<Name>,

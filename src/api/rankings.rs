@@ -44,7 +44,7 @@ pub(super) async fn ranking(
     Path(profile): Path<String>,
     Strict(p): Strict<RankingParams>,
 ) -> Result<Json<RankingResponse>, ApiError> {
-    let mut q = RankingQuery::new(&state, profile, p.section, p.tag, p.limit.0)?;
+    let mut q = RankingQuery::new(&state, profile, p.site, p.section, p.tag, p.limit.0)?;
     q.offset = p.offset.0;
     q.within = p.published_within.map(|w| w.0);
     compute_ranking(&state, q).await.map(Json)
@@ -56,6 +56,7 @@ pub(crate) struct RankingQuery {
     profile: String,
     index: usize,
     group: Group,
+    site: Option<String>,
     section: Option<String>,
     tag: Option<String>,
     pub(super) limit: usize,
@@ -70,22 +71,26 @@ impl RankingQuery {
     pub(super) fn new(
         state: &ApiState,
         profile: String,
+        site: Option<super::params::Name>,
         section: Option<super::params::Name>,
         tag: Option<super::params::Name>,
         limit: usize,
     ) -> Result<RankingQuery, ApiError> {
         let index = profile_index(state, &profile)?;
+        let site = state.site_scope(site.map(|n| n.0))?;
         let (section, tag) = (section.map(|s| s.0), tag.map(|t| t.0));
         // Both: the tag's ranking, keeping the section's articles.
         let group = match (&section, &tag) {
             (_, Some(t)) => Group::Tag(t.clone()),
             (Some(s), None) => Group::Section(s.clone()),
             (None, None) => Group::All,
-        };
+        }
+        .of_site(site.as_deref());
         Ok(RankingQuery {
             profile,
             index,
             group,
+            site,
             section,
             tag,
             limit,
@@ -115,22 +120,35 @@ pub(super) async fn compute_ranking(
     let at = now_ms();
     let (p, offset, limit) = (q.index, q.offset, q.limit);
     let in_section = q.tag.is_some() && q.section.is_some();
-    let items = match (q.within, in_section) {
-        (None, false) => {
-            let page = st.store.top(&q.group, p, offset, limit, at).await?;
+    // The usual request (the first page, no other condition) reads one
+    // page; when that page holds an article that is not listed (never
+    // published, or excluded), the ranking is scanned instead.
+    let first = match (q.within, in_section, offset) {
+        (None, false, 0) => {
+            let page = st.store.top(&q.group, p, 0, limit, at).await?;
             let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
             let metas = st.store.articles(&ids).await?;
-            page.items
+            let listed: Option<Vec<RankedArticle>> = page
+                .items
                 .into_iter()
                 .zip(metas)
                 .enumerate()
-                .map(|(i, (s, m))| ranked(offset + i + 1, s.member, s.score, m.live()))
-                .collect()
+                .map(|(i, (s, m))| {
+                    let m = m.live().filter(|m| st.listed(m))?;
+                    Some(ranked(st, i + 1, &s.member, s.score, m))
+                })
+                .collect();
+            listed
         }
-        (within, _) => filtered(st, &q, at, within).await?,
+        _ => None,
+    };
+    let items = match first {
+        Some(items) => items,
+        None => filtered(st, &q, at, q.within).await?,
     };
     Ok(RankingResponse {
         profile: q.profile,
+        site: q.site,
         section: q.section,
         tag: q.tag,
         generated_at: rfc3339(at),
@@ -165,20 +183,18 @@ async fn filtered(
         let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
         let metas = st.store.articles(&ids).await?;
         for (s, m) in page.items.into_iter().zip(metas) {
-            let m = m.live();
-            let fresh = since.is_none_or(|since| {
-                m.as_ref()
-                    .and_then(|m| m.published_at_ms)
-                    .is_some_and(|p| p >= since)
-            });
-            let placed = section
-                .is_none_or(|want| m.as_ref().and_then(|m| m.section.as_deref()) == Some(want));
+            // Only published articles are listed (DESIGN §12).
+            let Some(m) = m.live().filter(|m| st.listed(m)) else {
+                continue;
+            };
+            let fresh = since.is_none_or(|since| m.published_at_ms.is_some_and(|p| p >= since));
+            let placed = section.is_none_or(|want| m.section.as_deref() == Some(want));
             if !(fresh && placed) {
                 continue;
             }
             qualifying += 1;
             if qualifying > q.offset {
-                out.push(ranked(qualifying, s.member, s.score, m));
+                out.push(ranked(st, qualifying, &s.member, s.score, m));
                 if out.len() == q.limit {
                     return Ok(out);
                 }
@@ -191,10 +207,11 @@ async fn filtered(
     }
 }
 
-fn ranked(rank: usize, article_id: String, score: f64, meta: Option<ArticleMeta>) -> RankedArticle {
-    let v = article_view(article_id, meta);
+fn ranked(st: &ApiState, rank: usize, key: &str, score: f64, meta: ArticleMeta) -> RankedArticle {
+    let v = article_view(&st.sites, key, Some(meta));
     RankedArticle {
         rank,
+        site: v.site,
         article_id: v.article_id,
         score,
         title: v.title,
@@ -223,11 +240,14 @@ pub(super) async fn popular_tags(
     Strict(params): Strict<TagParams>,
 ) -> Result<Json<TagsResponse>, ApiError> {
     let p = profile_index(&state, &profile)?;
+    let site = state.site_scope(params.site.map(|n| n.0))?;
     let (limit, offset) = (params.limit.0, params.offset.0);
     let at = now_ms();
-    let page = state.store.top(&Group::Tags, p, offset, limit, at).await?;
+    let group = Group::Tags.of_site(site.as_deref());
+    let page = state.store.top(&group, p, offset, limit, at).await?;
     Ok(Json(TagsResponse {
         profile,
+        site,
         generated_at: rfc3339(at),
         items: page
             .items

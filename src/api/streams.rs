@@ -163,7 +163,7 @@ pub(super) async fn stream_ranking(
     Strict(p): Strict<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut q = RankingQuery::new(&state, profile, p.section, p.tag, p.limit.0)?;
+    let mut q = RankingQuery::new(&state, profile, p.site, p.section, p.tag, p.limit.0)?;
     q.within = p.published_within.map(|w| w.0);
     let last = headers
         .get("last-event-id")

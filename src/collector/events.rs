@@ -11,11 +11,14 @@ use serde_json::{Map, Value};
 use super::visitor::Visitors;
 use crate::event::decode::{Decoder, Encoding, Invalid, MessageInfo};
 use crate::event::{Behaviour, Event, EventType};
+use crate::site::Sites;
 
 /// One event, ready to produce.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The message key.
+    /// The site it belongs to.
+    pub site: String,
+    /// The message key: the article's key ([`crate::site::Sites::key`]).
     pub article_id: String,
     /// The message, JSON.
     pub payload: Vec<u8>,
@@ -87,6 +90,10 @@ pub struct Request<'a> {
 pub struct Rules<'a> {
     /// The consumer's decoder.
     pub decoder: &'a Decoder,
+    /// The network's sites: each event names one, or there is only one.
+    pub sites: &'a Sites,
+    /// Most engaged seconds one event may report (more counts as this).
+    pub max_engaged_seconds: f64,
     /// Daily visitor ids.
     pub visitors: &'a Visitors,
     /// Oldest event time kept (older ones get the receive time).
@@ -146,12 +153,31 @@ fn one(
     } else {
         event.insert("user_agent".into(), req.user_agent.into());
     }
-    let named = event.get("visitor_id").is_some_and(|v| !v.is_null());
-    if let (false, Some(client)) = (named, req.client) {
-        let id = rules
-            .visitors
-            .id(req.now_ms, req.host, client, req.user_agent);
-        event.insert("visitor_id".into(), id.into());
+    // What a browser says of its reader, section and tags is not believed
+    // (DESIGN §12): the reader is the server's daily visitor, so the
+    // duplicate filter holds whatever is sent, and an article's section
+    // and tags come from its metadata.
+    for field in ["visitor_id", "section", "tags"] {
+        event.remove(field);
+    }
+    let client = req
+        .client
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let visitor = rules
+        .visitors
+        .id(req.now_ms, req.host, client, req.user_agent);
+    event.insert("visitor_id".into(), visitor.into());
+    let named = event.get("site").and_then(Value::as_str);
+    let site = rules
+        .sites
+        .resolve(named)
+        .map_err(|e| format!("unknown_site: {e}"))?
+        .id
+        .clone();
+    if let Some(seconds) = event.get("engaged_seconds").and_then(Value::as_f64) {
+        if seconds > rules.max_engaged_seconds {
+            event.insert("engaged_seconds".into(), rules.max_engaged_seconds.into());
+        }
     }
     if event.get("occurred_at").is_none_or(Value::is_null) {
         event.insert("occurred_at".into(), req.now_ms.into());
@@ -173,6 +199,7 @@ fn one(
     match decoded.map_err(|e| e.to_string())? {
         Some(b) if b.bot => Ok(None),
         Some(b) => Ok(Some(Prepared {
+            site,
             article_id: b.article_id.into_owned(),
             payload,
         })),

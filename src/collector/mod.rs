@@ -38,6 +38,10 @@ use self::visitor::Visitors;
 use crate::config::{CollectorSettings, Settings};
 use crate::event::decode::Decoder;
 use crate::metrics::Metrics;
+use crate::site::Sites;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
 
 /// Most events waiting for Kafka at once; beyond, requests get 503 rather
 /// than memory.
@@ -52,6 +56,9 @@ pub struct Collector {
     decoder: Decoder,
     visitors: Visitors,
     clients: Clients,
+    sites: Sites,
+    /// Per site (in [`Sites::all`]'s order), its quota of events.
+    quotas: Vec<DefaultDirectRateLimiter>,
     settings: CollectorSettings,
     max_age_ms: i64,
     in_flight: Arc<Semaphore>,
@@ -74,15 +81,27 @@ impl Collector {
         let producer = crate::ingest::client_config(&settings.kafka, &defaults, true)
             .create()
             .context("creating the collector's producer")?;
+        let sites = Sites::from_settings(settings);
+        let quotas = sites
+            .all()
+            .iter()
+            .map(|s| {
+                let rate = NonZeroU32::new(s.events_per_second).expect("validated");
+                RateLimiter::direct(Quota::per_second(rate))
+            })
+            .collect();
         Ok(Arc::new(Collector {
             producer,
             topic: settings.kafka.topics.events.clone(),
             decoder: Decoder::new(
                 settings.ingest.max_message_bytes,
                 settings.ingest.max_clock_skew.as_millis() as i64,
-            ),
+            )
+            .with_sites(sites.clone()),
             visitors: Visitors::new(c.visitor_secret.as_deref()),
             clients: Clients::new(c),
+            sites,
+            quotas,
             settings: c.clone(),
             max_age_ms: settings.ingest.max_event_age.as_millis() as i64,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_EVENTS)),
@@ -178,6 +197,10 @@ enum Problem {
     TooLarge(usize),
     MediaType,
     RateLimited(Duration),
+    /// The request's page is not one of the site's origins.
+    Forbidden(String),
+    /// The site's quota of events is spent for now.
+    SiteQuota(String, Duration),
     Unavailable(String),
 }
 
@@ -198,6 +221,11 @@ impl IntoResponse for Problem {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests from this address; slow down".to_string(),
             ),
+            Problem::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            Problem::SiteQuota(site, _) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("site {site:?} is over its quota of events per second; slow down"),
+            ),
             Problem::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
         };
         let code = self.reason();
@@ -207,7 +235,9 @@ impl IntoResponse for Problem {
         }
         let mut response = (status, Json(body)).into_response();
         let retry = match &self {
-            Problem::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0).to_string()),
+            Problem::RateLimited(wait) | Problem::SiteQuota(_, wait) => {
+                Some(wait.as_secs_f64().ceil().max(1.0).to_string())
+            }
             Problem::Unavailable(_) => Some(RETRY_AFTER_UNAVAILABLE.to_string()),
             _ => None,
         };
@@ -226,6 +256,8 @@ impl Problem {
             Problem::TooLarge(_) => "payload_too_large",
             Problem::MediaType => "unsupported_media_type",
             Problem::RateLimited(_) => "rate_limited",
+            Problem::Forbidden(_) => "origin_not_allowed",
+            Problem::SiteQuota(..) => "site_quota",
             Problem::Unavailable(_) => "unavailable",
         }
     }
@@ -242,8 +274,9 @@ impl Problem {
         (status = 202, description = "Produced", body = schema::Accepted),
         (status = 400, description = "An invalid event (its index is named) or too many", body = crate::api::model::ErrorBody),
         (status = 413, description = "Body too large", body = crate::api::model::ErrorBody),
+        (status = 403, description = "The page (Origin, else Referer) is not one of the site's origins", body = crate::api::model::ErrorBody),
         (status = 415, description = "Neither JSON nor text/plain", body = crate::api::model::ErrorBody),
-        (status = 429, description = "Too many requests from this address; see Retry-After", body = crate::api::model::ErrorBody),
+        (status = 429, description = "Too many requests from this address, or for this site; see Retry-After", body = crate::api::model::ErrorBody),
         (status = 503, description = "Kafka did not acknowledge in time; see Retry-After", body = crate::api::model::ErrorBody),
     ))]
 pub(crate) async fn collect(State(c): State<Arc<Collector>>, request: Request) -> Response {
@@ -285,16 +318,90 @@ async fn accept(c: &Collector, request: Request) -> Result<usize, Problem> {
     };
     let rules = Rules {
         decoder: &c.decoder,
+        sites: &c.sites,
+        max_engaged_seconds: c.settings.max_engaged_seconds,
         visitors: &c.visitors,
         max_age_ms: c.max_age_ms,
         max_events: c.settings.max_events_per_request,
     };
     let batch = events::prepare(&body, &req, &rules).map_err(Problem::Refused)?;
+    c.admit_sites(&parts.headers, &batch)?;
     c.metrics.collector_bots.inc_by(batch.bots as u64);
     if !batch.events.is_empty() {
         c.produce(&batch).await?;
     }
     Ok(batch.events.len())
+}
+
+impl Collector {
+    /// Every site of `batch` must own the page that sent it (its `Origin`,
+    /// else its `Referer`), and have room in its quota for its events.
+    fn admit_sites(&self, headers: &HeaderMap, batch: &Batch) -> Result<(), Problem> {
+        let page = page_origin(headers);
+        let mut per_site = vec![0u32; self.sites.all().len()];
+        for e in &batch.events {
+            let i = self
+                .sites
+                .all()
+                .iter()
+                .position(|s| s.id == e.site)
+                .expect("events name configured sites");
+            per_site[i] += 1;
+        }
+        for (i, n) in per_site.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let site = &self.sites.all()[i];
+            let allowed = site.origins.iter().any(|o| o == "*")
+                || page.as_deref().is_some_and(|p| {
+                    site.origins.iter().any(|o| o.eq_ignore_ascii_case(p))
+                        || (!self.sites.is_network() && same_origin(p, headers))
+                });
+            if !allowed {
+                return Err(Problem::Forbidden(match &page {
+                    Some(p) => format!("{p} is not an origin of site {:?}", site.id),
+                    None => format!(
+                        "the request names no page (Origin or Referer) of site {:?}",
+                        site.id
+                    ),
+                }));
+            }
+            let n = NonZeroU32::new(*n).expect("filtered");
+            match self.quotas[i].check_n(n) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    return Err(Problem::SiteQuota(site.id.clone(), wait));
+                }
+                // More events in one request than a second's quota.
+                Err(_) => return Err(Problem::SiteQuota(site.id.clone(), Duration::from_secs(1))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The origin (`scheme://host[:port]`) of the page that sent a request:
+/// its `Origin`, else its `Referer`'s.
+fn page_origin(headers: &HeaderMap) -> Option<String> {
+    if let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        // A sandboxed frame or a privacy redirect sends `null`: no page.
+        return (o != "null").then(|| o.to_ascii_lowercase());
+    }
+    let referer = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())?
+        .parse::<axum::http::Uri>()
+        .ok()?;
+    let scheme = referer.scheme_str()?;
+    let authority = referer.authority()?;
+    Some(format!("{scheme}://{}", authority.as_str().rsplit('@').next()?).to_ascii_lowercase())
+}
+
+/// True when `origin` is this service's own (the request's `Host`): a page
+/// it served itself.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let host = header_str(headers, header::HOST).to_ascii_lowercase();
+    let authority = origin.split_once("://").map_or("", |(_, a)| a);
+    !host.is_empty() && authority == host
 }
 
 /// The body, at most `max` bytes.

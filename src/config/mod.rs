@@ -59,6 +59,50 @@ pub struct Settings {
     pub scoring: ScoringSettings,
     /// How the process logs.
     pub log: LogSettings,
+    /// The network's sites (DESIGN §11); none: one site, `default`.
+    #[serde(default)]
+    pub sites: Vec<SiteSettings>,
+    /// Editors' API (`/v1/admin/…`).
+    pub admin: AdminSettings,
+}
+
+/// One site of the network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSettings {
+    /// Its id in events, keys and URLs: a lowercase slug of at most 32
+    /// bytes, such as `jakarta-globe`.
+    pub id: String,
+    /// Its name as readers know it, such as `Jakarta Globe`.
+    pub name: String,
+    /// The browser origins of its pages (`https://jakartaglobe.id`): the
+    /// collector takes its events only from these.
+    pub origins: Vec<String>,
+    /// Events per second the collector takes for this site from all
+    /// readers together; unset: `collector.events_per_second_per_site`.
+    #[serde(default)]
+    pub events_per_second: Option<u32>,
+}
+
+/// The editors' API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Who may call it: each a name (logged with every change) and the
+    /// SHA-256 of its bearer token, in hex (`printf %s "$TOKEN" |
+    /// sha256sum`). None: the admin API answers 404.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+}
+
+/// One admin token, stored hashed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it, as the change log names them.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits.
+    pub sha256: String,
 }
 
 /// Logging settings. The level comes from `RUST_LOG` (default
@@ -151,6 +195,11 @@ pub struct StoreSettings {
     pub shards: u16,
     /// Replaces `pop` in every key.
     pub key_prefix: String,
+    /// A group of rankings (a section's, a tag's, a site's) that receives
+    /// no write for this long expires, so that nothing a sender names
+    /// lives for ever.
+    #[serde(with = "humantime_serde")]
+    pub group_ttl: Duration,
     /// How long article metadata is kept after its last publication event.
     #[serde(with = "humantime_serde")]
     pub metadata_ttl: Duration,
@@ -217,6 +266,12 @@ pub struct CollectorSettings {
     /// the request is answered 503.
     #[serde(with = "humantime_serde")]
     pub produce_timeout: Duration,
+    /// Most engaged seconds one engagement event may report; more counts
+    /// as this many. The tracker reports every 15 s, so 30 leaves slack.
+    pub max_engaged_seconds: f64,
+    /// Events per second the collector takes for one site from all its
+    /// readers together (429 beyond), unless the site sets its own.
+    pub events_per_second_per_site: u32,
 }
 
 /// Consumer settings.

@@ -162,6 +162,84 @@ impl Settings {
         if self.scoring.max_members == 0 {
             return Err(invalid("scoring.max_members", "must be at least 1"));
         }
+        positive("store.group_ttl", self.store.group_ttl)?;
+        let c = &self.collector;
+        if !(c.max_engaged_seconds.is_finite() && c.max_engaged_seconds > 0.0) {
+            return Err(invalid(
+                "collector.max_engaged_seconds",
+                "must be a number greater than zero",
+            ));
+        }
+        if c.events_per_second_per_site == 0 {
+            return Err(invalid(
+                "collector.events_per_second_per_site",
+                "must be greater than zero",
+            ));
+        }
+        self.validate_sites()?;
+        self.validate_admin()
+    }
+
+    /// Site ids are short unique slugs, their origins origins.
+    fn validate_sites(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            let key = format!("sites[{i}]");
+            let id = &site.id;
+            if id.is_empty() || id.len() > 32 || slug(id) != *id {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    format!("{id:?} must be a lowercase slug of at most 32 bytes, like \"jakarta-globe\""),
+                ));
+            }
+            if !ids.insert(id.as_str()) {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    format!("{id:?} is used twice"),
+                ));
+            }
+            if site.name.trim().is_empty() || site.name.chars().count() > 100 {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "must be between 1 and 100 characters",
+                ));
+            }
+            for origin in &site.origins {
+                if !is_origin(origin) {
+                    return Err(invalid(
+                        format!("{key}.origins"),
+                        format!("{origin:?} is not an origin such as https://news.example.com"),
+                    ));
+                }
+            }
+            if site.events_per_second == Some(0) {
+                return Err(invalid(
+                    format!("{key}.events_per_second"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Admin tokens are named and stored as SHA-256 digests.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, t) in self.admin.tokens.iter().enumerate() {
+            let key = format!("admin.tokens[{i}]");
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    format!("{key}.sha256"),
+                    "must be the SHA-256 of the token in 64 hex digits (printf %s \"$TOKEN\" | sha256sum)",
+                ));
+            }
+        }
         Ok(())
     }
 }

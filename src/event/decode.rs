@@ -12,6 +12,7 @@ use super::fields::{
 };
 use super::raw::Raw;
 use super::{proto, ArticleMeta, Behaviour, Event, EventType, Text};
+use crate::site::Sites;
 
 /// How a message's payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -72,6 +73,9 @@ pub enum Invalid {
         /// What is wrong.
         message: String,
     },
+    /// Names no site in a network of several, or a site not configured.
+    #[error("unknown_site: {0}")]
+    UnknownSite(crate::site::UnknownSite),
     /// Further in the future than `ingest.max_clock_skew`.
     #[error("future_timestamp: {field} is {ahead_ms} ms in the future, more than the allowed clock skew")]
     FutureTimestamp {
@@ -84,13 +88,14 @@ pub enum Invalid {
 
 impl Invalid {
     /// Every code, for metric label initialisation.
-    pub const CODES: [&'static str; 6] = [
+    pub const CODES: [&'static str; 7] = [
         "oversized",
         "malformed",
         "unknown_type",
         "missing_field",
         "invalid_field",
         "future_timestamp",
+        "unknown_site",
     ];
 
     /// A short, bounded name of the reason.
@@ -102,6 +107,7 @@ impl Invalid {
             Invalid::MissingField(_) => "missing_field",
             Invalid::InvalidField { .. } => "invalid_field",
             Invalid::FutureTimestamp { .. } => "future_timestamp",
+            Invalid::UnknownSite(_) => "unknown_site",
         }
     }
 }
@@ -115,6 +121,7 @@ pub struct Decoder {
     bot_cache: parking_lot::Mutex<ahash::HashMap<Box<str>, bool>>,
     max_bytes: usize,
     max_skew_ms: i64,
+    sites: Sites,
 }
 
 /// Most user agents remembered by a [`Decoder`].
@@ -148,7 +155,31 @@ impl Decoder {
             bot_cache: parking_lot::Mutex::new(ahash::HashMap::default()),
             max_bytes,
             max_skew_ms,
+            sites: Sites::single(Vec::new(), 1),
         }
+    }
+
+    /// The same decoder for the network `sites`: every event resolves to
+    /// one of them, and its article id becomes its key there.
+    pub fn with_sites(mut self, sites: Sites) -> Decoder {
+        self.sites = sites;
+        self
+    }
+
+    /// The key of article `id` on the site `named`, checked.
+    fn key<'a>(
+        &self,
+        named: Option<&str>,
+        id: Text<'a>,
+    ) -> Result<(Text<'a>, Option<String>), Invalid> {
+        let site = self.sites.resolve(named).map_err(Invalid::UnknownSite)?;
+        if !self.sites.is_network() {
+            return Ok((id, None));
+        }
+        Ok((
+            Text::Owned(self.sites.key(&site.id, &id)),
+            Some(site.id.clone()),
+        ))
     }
 
     /// True when `user_agent` is a known crawler.
@@ -185,8 +216,14 @@ impl Decoder {
                     let id = std::str::from_utf8(key).map_err(|_| {
                         Invalid::Malformed("tombstone key is not UTF-8".to_string())
                     })?;
+                    // In a network the key names the site: `<site>:<id>`.
+                    let (site, id) = match id.split_once(':') {
+                        Some((site, id)) if self.sites.is_network() => (Some(site), id),
+                        _ => (None, id),
+                    };
+                    let id = check_id("article_id", Some(Text::Borrowed(id)))?;
                     return Ok(Event::Unpublished {
-                        article_id: check_id("article_id", Some(Text::Borrowed(id)))?.into_owned(),
+                        article_id: self.key(site, id)?.0.into_owned(),
                     });
                 }
             }
@@ -209,13 +246,15 @@ impl Decoder {
             (Some(k), _) => k,
             (None, "article_published") => return self.published(raw, info).map(Event::Published),
             (None, "article_unpublished") => {
+                let id = check_id("article_id", raw.article_id)?;
                 return Ok(Event::Unpublished {
-                    article_id: check_id("article_id", raw.article_id)?.into_owned(),
-                })
+                    article_id: self.key(raw.site.as_deref(), id)?.0.into_owned(),
+                });
             }
             (None, other) => return Err(Invalid::UnknownType(other.to_string())),
         };
-        let article_id = check_id("article_id", raw.article_id)?;
+        let (article_id, _) =
+            self.key(raw.site.as_deref(), check_id("article_id", raw.article_id)?)?;
         let occurred_at_ms = match raw.occurred_at {
             Some(t) => t.millis("occurred_at")?,
             None => info
@@ -249,7 +288,7 @@ impl Decoder {
             article_id,
             occurred_at_ms,
             visitor_id: optional_id("visitor_id", raw.visitor_id)?,
-            section: section(raw.section),
+            section: section(raw.section)?,
             tags: tags(raw.tags)?,
             engaged_seconds,
             bot,
@@ -266,11 +305,14 @@ impl Decoder {
         if let Some(ms) = published_at_ms {
             self.check_skew("published_at", ms, info.now_ms)?;
         }
+        let (article_id, site) =
+            self.key(raw.site.as_deref(), check_id("article_id", raw.article_id)?)?;
         Ok(ArticleMeta {
-            article_id: check_id("article_id", raw.article_id)?.into_owned(),
+            article_id: article_id.into_owned(),
+            site,
             title: text("title", raw.title, MAX_TITLE_CHARS)?,
             url: web_url("url", raw.url)?,
-            section: section(raw.section).map(Text::into_owned),
+            section: section(raw.section)?.map(Text::into_owned),
             tags: tags(raw.tags)?.into_iter().map(Text::into_owned).collect(),
             published_at_ms,
             author: text("author", raw.author, MAX_TITLE_CHARS)?,
@@ -487,6 +529,7 @@ mod tests {
         assert_eq!(
             e,
             Event::Published(ArticleMeta {
+                site: None,
                 article_id: "a-123".into(),
                 title: Some("Kim Jong Un Arrives in Russia".into()),
                 url: Some("https://example.com/news/a-123".into()),
@@ -520,6 +563,7 @@ mod tests {
         let msg = proto::Event {
             payload: Some(proto::event::Payload::Engagement(proto::Engagement {
                 event: Some(proto::Behaviour {
+                    site: String::new(),
                     event_id: "e-3".into(),
                     article_id: "a-123".into(),
                     occurred_at_ms: NOW,

@@ -16,6 +16,10 @@ pub const MAX_TITLE_CHARS: usize = 500;
 pub const MAX_SUMMARY_CHARS: usize = 1_000;
 /// Longest URL, in bytes.
 pub const MAX_URL_BYTES: usize = 2_048;
+/// Longest section or tag slug, in bytes: every slug can become part of a
+/// Redis key name, so its length is bounded where it is written, not only
+/// where it is read.
+pub const MAX_SLUG_BYTES: usize = 64;
 
 /// A text field: empty is absent, longer than `max` characters is invalid.
 pub(super) fn text(
@@ -86,8 +90,25 @@ pub(super) fn optional_id<'a>(
 }
 
 /// A section: its slug, absent when the slug is empty.
-pub(super) fn section(raw: Option<Text<'_>>) -> Option<Text<'_>> {
-    raw.map(slug_of).filter(|s| !s.is_empty())
+pub(super) fn section(raw: Option<Text<'_>>) -> Result<Option<Text<'_>>, Invalid> {
+    raw.map(|s| bounded_slug("section", s))
+        .transpose()
+        .map(|s| s.filter(|s| !s.is_empty()))
+}
+
+/// The slug of `name`, at most [`MAX_SLUG_BYTES`] long.
+fn bounded_slug<'a>(field: &'static str, name: Text<'a>) -> Result<Text<'a>, Invalid> {
+    let s = slug_of(name);
+    if s.len() > MAX_SLUG_BYTES {
+        return Err(Invalid::InvalidField {
+            field,
+            message: format!(
+                "its slug is {} bytes long, at most {MAX_SLUG_BYTES} are accepted",
+                s.len()
+            ),
+        });
+    }
+    Ok(s)
 }
 
 pub(super) fn tags(raw: Option<RawTags<'_>>) -> Result<Tags<'_>, Invalid> {
@@ -100,7 +121,7 @@ pub(super) fn tags(raw: Option<RawTags<'_>>) -> Result<Tags<'_>, Invalid> {
     }
     let mut out = Tags::new();
     for t in raw {
-        let s = slug_of(t);
+        let s = bounded_slug("tags", t)?;
         if !s.is_empty() && !out.contains(&s) {
             out.push(s);
         }

@@ -109,7 +109,7 @@ pub struct Behaviour<'a> {
     pub kind: EventType,
     /// The producer's id of the event, if it sent one.
     pub event_id: Option<Text<'a>>,
-    /// The article it happened to.
+    /// The article it happened to: its key ([`crate::site::Sites::key`]).
     pub article_id: Text<'a>,
     /// When it happened (epoch milliseconds): scores decay from this time.
     pub occurred_at_ms: i64,
@@ -146,8 +146,11 @@ impl Behaviour<'_> {
 /// Metadata of a published article.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ArticleMeta {
-    /// The article's id.
+    /// The article's key ([`crate::site::Sites::key`]): its id, prefixed
+    /// with its site in a network.
     pub article_id: String,
+    /// The site that published it; `None` in a single-site deployment.
+    pub site: Option<String>,
     /// Headline.
     pub title: Option<String>,
     /// Canonical URL.
@@ -175,7 +178,7 @@ pub enum Event<'a> {
     Published(ArticleMeta),
     /// article_unpublished.
     Unpublished {
-        /// The article withdrawn.
+        /// The key of the article withdrawn.
         article_id: String,
     },
 }

@@ -148,6 +148,8 @@ pub(super) struct Raw<'a> {
     #[serde(rename = "type", default, borrow, deserialize_with = "text")]
     pub(super) kind: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "text")]
+    pub(super) site: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "text")]
     pub(super) event_id: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "text")]
     pub(super) article_id: Option<Cow<'a, str>>,
@@ -190,6 +192,7 @@ impl<'a> Raw<'a> {
             let b = b.unwrap_or_default();
             Raw {
                 kind: Some(Cow::Borrowed(kind)),
+                site: s(b.site),
                 event_id: s(b.event_id),
                 article_id: s(b.article_id),
                 occurred_at: ms(b.occurred_at_ms),
@@ -211,6 +214,7 @@ impl<'a> Raw<'a> {
             },
             Some(Payload::ArticlePublished(p)) => Raw {
                 kind: Some(Cow::Borrowed("article_published")),
+                site: s(p.site),
                 article_id: s(p.article_id),
                 title: s(p.title),
                 url: s(p.url),
@@ -224,6 +228,7 @@ impl<'a> Raw<'a> {
             },
             Some(Payload::ArticleUnpublished(p)) => Raw {
                 kind: Some(Cow::Borrowed("article_unpublished")),
+                site: s(p.site),
                 article_id: s(p.article_id),
                 ..Raw::default()
             },

@@ -22,8 +22,15 @@ use super::places::{Place, Places};
 pub(super) enum Known<'a> {
     /// No metadata: ranked overall only.
     Unknown,
-    /// Published in this section with these tags.
-    Live(Option<&'a str>, &'a [String]),
+    /// Published (on this site, in a network) in this section with these tags.
+    Live {
+        /// Its site, in a network.
+        site: Option<&'a str>,
+        /// Its section.
+        section: Option<&'a str>,
+        /// Its tags.
+        tags: &'a [String],
+    },
     /// Unpublished: its events are not counted.
     Withdrawn,
 }
@@ -70,29 +77,27 @@ pub(super) fn place<'a>(
     for c in counted {
         let slot = c.place as usize;
         if p.place_of[slot] == UNPLACED {
-            let Place {
-                article_id,
-                section,
-                tags,
-            } = places.get(c.place);
-            // A withdrawn article's events are not counted even when they
-            // carry section and tags.
-            let (known_section, known_tags) = match known(article_id) {
+            let Place { article_id, .. } = places.get(c.place);
+            // The catalogue alone says where an article is ranked (DESIGN
+            // §12): an event's own section and tags never create or reach a
+            // group, so nobody who can send events can name one. An article
+            // not yet published is ranked overall only (and listed nowhere
+            // until it is); publishing it files its score under its section
+            // and tags.
+            let (site, section, tags) = match known(article_id) {
                 Known::Withdrawn => {
                     p.place_of[slot] = WITHDRAWN;
                     p.withdrawn[c.kind.index()] += 1;
                     continue;
                 }
-                Known::Live(s, t) => (s, t),
-                Known::Unknown => (None, &[][..]),
+                Known::Live {
+                    site,
+                    section,
+                    tags,
+                } => (site, section, tags),
+                Known::Unknown => (None, None, &[][..]),
             };
-            let section = section.as_deref().or(known_section);
-            let tags = if tags.is_empty() {
-                known_tags
-            } else {
-                &tags[..]
-            };
-            let entries = placement(article_id, section, tags, shards);
+            let entries = placement(article_id, site, section, tags, shards);
             let numbers = entries
                 .iter()
                 .map(|(g, _)| {

@@ -23,7 +23,8 @@ const METADATA_CACHE_MAX: usize = 100_000;
 /// What is cached of one article.
 enum Entry {
     Unknown,
-    Live(Option<String>, Vec<String>),
+    /// Site, section, tags.
+    Live(Option<String>, Option<String>, Vec<String>),
     Withdrawn,
 }
 
@@ -31,7 +32,7 @@ impl From<ArticleState> for Entry {
     fn from(s: ArticleState) -> Entry {
         match s {
             ArticleState::Unknown => Entry::Unknown,
-            ArticleState::Live(a) => Entry::Live(a.section, a.tags),
+            ArticleState::Live(a) => Entry::Live(a.site, a.section, a.tags),
             ArticleState::Withdrawn => Entry::Withdrawn,
         }
     }
@@ -114,10 +115,12 @@ impl Catalog {
                 continue;
             }
             let id = &places.get(c.place).article_id;
-            let stale = self
-                .cache
-                .get(&**id)
-                .is_none_or(|(at, _)| now.duration_since(*at) > METADATA_CACHE_TTL);
+            // An unknown article is asked again every flush: once it is
+            // published its events must reach its section and tags at
+            // once, since publishing moved its earlier score there.
+            let stale = self.cache.get(&**id).is_none_or(|(at, e)| {
+                matches!(e, Entry::Unknown) || now.duration_since(*at) > METADATA_CACHE_TTL
+            });
             if stale {
                 missing.push(id.to_string());
             }
@@ -139,7 +142,11 @@ impl Catalog {
     pub fn known(&self, id: &str) -> Known<'_> {
         match self.cache.get(id) {
             Some((_, Entry::Withdrawn)) => Known::Withdrawn,
-            Some((_, Entry::Live(s, t))) => Known::Live(s.as_deref(), t),
+            Some((_, Entry::Live(site, section, tags))) => Known::Live {
+                site: site.as_deref(),
+                section: section.as_deref(),
+                tags,
+            },
             _ => Known::Unknown,
         }
     }

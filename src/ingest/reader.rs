@@ -144,7 +144,8 @@ impl Reader {
             decoder: Decoder::new(
                 ingest.max_message_bytes,
                 ingest.max_clock_skew.as_millis() as i64,
-            ),
+            )
+            .with_sites(crate::site::Sites::from_settings(settings)),
             limits: Limits {
                 max_age_ms: ingest.max_event_age.as_millis() as i64,
                 window_ms: ingest.dedupe_window.as_millis() as i64,
@@ -326,9 +327,9 @@ impl Reader {
                 });
             }
             Outcome::Counted(b, units) => {
-                let place = batch
-                    .places
-                    .intern(&b.article_id, b.section.as_deref(), &b.tags);
+                // Only the article: its section and tags come from the
+                // catalogue when the batch is placed, never from the event.
+                let place = batch.places.intern(&b.article_id, None, &[]);
                 batch.counted.push(Counted {
                     offset: m.offset,
                     at_ms: b.occurred_at_ms,

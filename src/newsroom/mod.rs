@@ -394,6 +394,7 @@ fn to_proto(e: &Generated) -> proto::Event {
         tags: e.tags.iter().flatten().map(|t| t.to_string()).collect(),
         user_agent: e.user_agent.to_string(),
         bot: false,
+        site: String::new(),
     };
     let kind = EventType::from_name(e.kind).unwrap_or(EventType::PageView);
     proto::Event::behaviour(

@@ -8,7 +8,9 @@
 --       then n × (profile name, half-life ms),
 --       then f × (fence field, expected offset or '', new offset),
 --       then member count m and m × (member, n increments relative to reference_ms),
---       then count rows c and c × (article, then one count per event type).
+--       then count rows c and c × (article, then one count per event type),
+--       then the group's time to live in ms (0: none): every key of the
+--       group expires after that long without a write (DESIGN §12).
 -- Returns m, or {'conflict', field, stored value} when a fence differs from
 -- what the writer expected: then nothing is written.
 local r = tonumber(ARGV[1])
@@ -91,6 +93,12 @@ end
 if c > 0 then
   for k = 1, kinds do
     trim(KEYS[n + 1 + k])
+  end
+end
+local ttl = tonumber(ARGV[i])
+if ttl and ttl > 0 then
+  for k = 1, #KEYS do
+    redis.call('PEXPIRE', KEYS[k], ttl)
   end
 end
 return m

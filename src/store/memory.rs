@@ -134,7 +134,7 @@ struct State {
     counts: PerType<SortedSet>,
     articles: HashMap<String, (ArticleMeta, Instant)>,
     /// News Index per section (`None`: every section), scored by publication time.
-    index: HashMap<Option<String>, SortedSet>,
+    index: HashMap<super::IndexList, SortedSet>,
     withdrawn: HashMap<String, Instant>,
     /// Saved duplicate filters per partition.
     filters: HashMap<String, SavedFilter>,
@@ -353,15 +353,14 @@ impl Store for MemoryStore {
             self.relocate(&mut state, a, before.as_ref(), at);
             let old_section = state.articles.get(id).and_then(|(m, _)| m.section.clone());
             if old_section.is_some() && old_section != a.section {
-                if let Some(ix) = state.index.get_mut(&old_section) {
-                    ix.remove(id);
+                for site in [None, a.site.clone()] {
+                    if let Some(ix) = state.index.get_mut(&(site, old_section.clone())) {
+                        ix.remove(id);
+                    }
                 }
             }
             if let Some(ms) = a.published_at_ms {
-                let mut targets = vec![None];
-                if a.section.is_some() {
-                    targets.push(a.section.clone());
-                }
+                let targets = super::index_lists(a.site.as_deref(), a.section.as_deref());
                 // The index keeps what was published within the metadata
                 // TTL, as the Redis store does.
                 let horizon = at - self.metadata_ttl.as_millis() as i64;
@@ -390,15 +389,14 @@ impl Store for MemoryStore {
                 .map(|(m, _)| m)
                 .unwrap_or_default();
             let mut groups = vec![Group::All];
-            groups.extend(meta.section.iter().map(|s| Group::Section(s.clone())));
-            groups.extend(meta.tags.iter().map(|t| Group::Tag(t.clone())));
+            groups.extend(super::article_groups(Some(&meta)));
             for g in groups {
                 if let Some(gs) = state.groups.get_mut(&g) {
                     gs.rankings.iter_mut().for_each(|r| r.remove(id));
                 }
             }
             state.counts.iter_mut().for_each(|c| c.remove(id));
-            for key in [None, meta.section.clone()] {
+            for key in super::index_lists(meta.site.as_deref(), meta.section.as_deref()) {
                 if let Some(ix) = state.index.get_mut(&key) {
                     ix.remove(id);
                 }
@@ -427,12 +425,14 @@ impl Store for MemoryStore {
 
     async fn index(
         &self,
+        site: Option<&str>,
         section: Option<&str>,
         before: Option<&Cursor>,
         limit: usize,
     ) -> Result<Vec<Cursor>, StoreError> {
         let state = self.state.read();
-        let Some(ix) = state.index.get(&section.map(str::to_string)) else {
+        let list = (site.map(str::to_string), section.map(str::to_string));
+        let Some(ix) = state.index.get(&list) else {
             return Ok(Vec::new());
         };
         Ok(ix

@@ -171,10 +171,12 @@ pub trait Store: Send + Sync + 'static {
     /// What is known of each id.
     async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError>;
 
-    /// The News Index: ids and publication times, newest first (ties by id
-    /// descending), strictly after `before` in that order, at most `limit`.
+    /// The News Index of `site` (`None`: the network) and `section`: ids and
+    /// publication times, newest first (ties by id descending), strictly
+    /// after `before` in that order, at most `limit`.
     async fn index(
         &self,
+        site: Option<&str>,
         section: Option<&str>,
         before: Option<&Cursor>,
         limit: usize,
@@ -249,14 +251,33 @@ impl Cursor {
     }
 }
 
-/// The section and tag groups an article with this metadata is ranked in
-/// besides [`Group::All`].
+/// The groups an article with this metadata is ranked in besides the
+/// network's [`Group::All`]: its section's and tags', and in a network its
+/// site's of each (its site's overall ranking included).
 pub fn article_groups(meta: Option<&ArticleMeta>) -> Vec<Group> {
     let Some(m) = meta else { return Vec::new() };
-    m.section
+    let network: Vec<Group> = m
+        .section
         .iter()
         .map(|s| Group::Section(s.clone()))
         .chain(m.tags.iter().map(|t| Group::Tag(t.clone())))
+        .collect();
+    let site = m.site.as_deref();
+    let of_site = site.map(|_| Group::All).into_iter().chain(network.clone());
+    let of_site: Vec<Group> = of_site.map(|g| g.of_site(site)).collect();
+    network.into_iter().chain(of_site).collect()
+}
+
+/// A News Index list: the network's or one site's, overall or of one section.
+pub type IndexList = (Option<String>, Option<String>);
+
+/// The News Index lists an article with this site and section is in: the
+/// network's and its section's, and in a network its site's of each.
+pub fn index_lists(site: Option<&str>, section: Option<&str>) -> Vec<IndexList> {
+    let sections = || std::iter::once(None).chain(section.map(|s| Some(s.to_string())));
+    std::iter::once(None)
+        .chain(site.map(|s| Some(s.to_string())))
+        .flat_map(|site| sections().map(move |s| (site.clone(), s)))
         .collect()
 }
 
@@ -282,6 +303,11 @@ pub(crate) fn group_tag(group: &Group) -> String {
         Group::Section(s) => format!("{{s:{s}}}"),
         Group::Tag(t) => format!("{{t:{t}}}"),
         Group::Tags => "{tags}".to_string(),
+        // `{s:news@btv}`: slugs hold no `@`, so no two groups share a tag.
+        Group::Site(site, g) => {
+            let base = group_tag(g);
+            format!("{}@{site}}}", &base[..base.len() - 1])
+        }
         Group::Shard(g, k) => {
             let base = group_tag(g);
             format!("{}#{k}}}", &base[..base.len() - 1])

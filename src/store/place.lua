@@ -5,7 +5,8 @@
 -- KEYS[1]         the group's meta hash (landmarks)
 -- KEYS[2 .. n+1]  one ranking zset per profile
 -- ARGV: member, at_ms, max_members, n,
---       then n × (profile name, half-life ms, score decayed to at_ms or '').
+--       then n × (profile name, half-life ms, score decayed to at_ms or ''),
+--       then the group's time to live in ms (0: none), as apply.lua.
 local member = ARGV[1]
 local at = tonumber(ARGV[2])
 local max_members = tonumber(ARGV[3])
@@ -29,6 +30,12 @@ for p = 1, n do
     if card > max_members then
       redis.call('ZREMRANGEBYRANK', key, 0, card - max_members - 1)
     end
+  end
+end
+local ttl = tonumber(ARGV[5 + 3 * n])
+if ttl and ttl > 0 then
+  for k = 1, #KEYS do
+    redis.call('PEXPIRE', KEYS[k], ttl)
   end
 end
 return 1

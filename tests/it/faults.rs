@@ -113,6 +113,7 @@ pub async fn produce(
                 String::new()
             },
             bot: bot && i % 2 == 1,
+            site: String::new(),
         };
         let key = format!("f{a:02}");
         if !bot && kind < 2 && rng.random_bool(REPEAT_RATE) {

@@ -161,6 +161,7 @@ pub fn to_proto(e: &serde_json::Value) -> popularity::event::proto::Event {
             .unwrap_or_default(),
         user_agent: e["user_agent"].as_str().unwrap_or("").into(),
         bot: e["bot"].as_bool().unwrap_or(false),
+        site: e["site"].as_str().unwrap_or("").into(),
     };
     let kind = popularity::event::EventType::from_name(e["type"].as_str().unwrap()).unwrap();
     let network = e["network"].as_str().unwrap_or("");

@@ -210,7 +210,10 @@ async fn the_news_index_pages_newest_first_and_keeps_only_the_metadata_ttl() {
         let mut seen = Vec::new();
         let mut before: Option<Cursor> = None;
         loop {
-            let page = store.index(Some("news"), before.as_ref(), 2).await.unwrap();
+            let page = store
+                .index(None, Some("news"), before.as_ref(), 2)
+                .await
+                .unwrap();
             if page.is_empty() {
                 break;
             }
@@ -219,7 +222,7 @@ async fn the_news_index_pages_newest_first_and_keeps_only_the_metadata_ttl() {
         }
         assert_eq!(seen, ["n1", "n3", "n2", "n4"], "{name}");
         let all: Vec<String> = store
-            .index(None, None, 100)
+            .index(None, None, None, 100)
             .await
             .unwrap()
             .into_iter()
@@ -275,7 +278,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
             );
         }
         let index: Vec<String> = store
-            .index(Some("sport"), None, 10)
+            .index(None, Some("sport"), None, 10)
             .await
             .unwrap()
             .into_iter()
@@ -284,7 +287,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
         assert_eq!(index, ["a"], "{name}");
         assert!(
             store
-                .index(Some("news"), None, 10)
+                .index(None, Some("news"), None, 10)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -335,7 +338,7 @@ async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdr
         );
         assert_eq!(store.counts("a").await.unwrap(), [0, 0, 0], "{name}");
         let index: Vec<String> = store
-            .index(None, None, 10)
+            .index(None, None, None, 10)
             .await
             .unwrap()
             .into_iter()

@@ -35,11 +35,16 @@ impl Keys {
         format!("{}:{}:count:{}", self.prefix, group_tag(all), kind.as_str())
     }
 
-    /// `pop:{idx}:all` or `pop:{idx}:s:<section>`: the News Index.
-    pub fn index(&self, section: Option<&str>) -> String {
-        match section {
+    /// `pop:{idx}:all` or `pop:{idx}:s:<section>`: the network's News
+    /// Index; `…:all@<site>`, `…:s:<section>@<site>`: one site's.
+    pub fn index(&self, site: Option<&str>, section: Option<&str>) -> String {
+        let list = match section {
             None => format!("{}:{{idx}}:all", self.prefix),
             Some(s) => format!("{}:{{idx}}:s:{s}", self.prefix),
+        };
+        match site {
+            None => list,
+            Some(site) => format!("{list}@{site}"),
         }
     }
 

@@ -40,12 +40,15 @@ pub struct RedisStore {
     filter_script: Script,
     /// Shards per group (1 unless in cluster mode).
     shards: u16,
+    /// `store.group_ttl`, in milliseconds.
+    group_ttl_ms: u64,
     /// Replicas that must hold every write before it counts as done.
     wait_replicas: usize,
 }
 
 /// The fields of an article's hash that [`article_state`] reads, in its order.
-const ARTICLE_FIELDS: [&str; 9] = [
+const ARTICLE_FIELDS: [&str; 10] = [
+    "site",
     "title",
     "url",
     "section",
@@ -63,8 +66,8 @@ fn article_state(id: &str, fields: Vec<Option<String>>) -> Result<ArticleState, 
     if fields.iter().all(Option::is_none) {
         return Ok(ArticleState::Unknown);
     }
-    let Ok([title, url, section, tags, published_at, author, summary, image_url, withdrawn]) =
-        <[Option<String>; 9]>::try_from(fields)
+    let Ok([site, title, url, section, tags, published_at, author, summary, image_url, withdrawn]) =
+        <[Option<String>; 10]>::try_from(fields)
     else {
         return Err(StoreError::Corrupt(format!(
             "HMGET of article {id:?} gave another number of fields"
@@ -75,6 +78,7 @@ fn article_state(id: &str, fields: Vec<Option<String>>) -> Result<ArticleState, 
     }
     Ok(ArticleState::Live(Box::new(ArticleMeta {
         article_id: id.to_string(),
+        site,
         title,
         url,
         section,
@@ -122,6 +126,7 @@ impl RedisStore {
             place_script: Script::new(include_str!("../place.lua")),
             filter_script: Script::new(include_str!("../filter.lua")),
             shards: settings.effective_shards(),
+            group_ttl_ms: settings.group_ttl.as_millis() as u64,
             wait_replicas: settings.wait_replicas,
         })
     }
@@ -335,6 +340,7 @@ impl Store for RedisStore {
             let key = self.keys.article(id);
             let tags = serde_json::to_string(&a.tags).expect("tags serialise");
             let fields: Vec<(&str, String)> = [
+                ("site", a.site.clone()),
                 ("title", a.title.clone()),
                 ("url", a.url.clone()),
                 ("section", a.section.clone()),
@@ -353,18 +359,22 @@ impl Store for RedisStore {
                 .add(redis::cmd("HSET").arg(&key).arg(&fields).clone())
                 .add(redis::cmd("EXPIRE").arg(&key).arg(ttl).clone());
             parts.push(meta);
+            let site = a.site.as_deref();
             let old_section = before.as_ref().and_then(|m| m.section.clone());
             if old_section.is_some() && old_section != a.section {
-                index.add(
-                    redis::cmd("ZREM")
-                        .arg(self.keys.index(old_section.as_deref()))
-                        .arg(id)
-                        .clone(),
-                );
+                for site in [None, site] {
+                    index.add(
+                        redis::cmd("ZREM")
+                            .arg(self.keys.index(site, old_section.as_deref()))
+                            .arg(id)
+                            .clone(),
+                    );
+                }
             }
             if let Some(ms) = a.published_at_ms {
-                let mut targets = vec![self.keys.index(None)];
-                targets.extend(a.section.as_deref().map(|s| self.keys.index(Some(s))));
+                let targets = super::index_lists(site, a.section.as_deref())
+                    .into_iter()
+                    .map(|(site, s)| self.keys.index(site.as_deref(), s.as_deref()));
                 for ix in targets {
                     index
                         .add(redis::cmd("ZADD").arg(&ix).arg(ms).arg(id).clone())
@@ -421,16 +431,10 @@ impl Store for RedisStore {
                 );
             }
             parts.push(counts);
-            index.add(
-                redis::cmd("ZREM")
-                    .arg(self.keys.index(None))
-                    .arg(id)
-                    .clone(),
-            );
-            if let Some(s) = &meta.section {
+            for (site, s) in super::index_lists(meta.site.as_deref(), meta.section.as_deref()) {
                 index.add(
                     redis::cmd("ZREM")
-                        .arg(self.keys.index(Some(s)))
+                        .arg(self.keys.index(site.as_deref(), s.as_deref()))
                         .arg(id)
                         .clone(),
                 );
@@ -477,11 +481,12 @@ impl Store for RedisStore {
 
     async fn index(
         &self,
+        site: Option<&str>,
         section: Option<&str>,
         before: Option<&Cursor>,
         limit: usize,
     ) -> Result<Vec<Cursor>, StoreError> {
-        let key = self.keys.index(section);
+        let key = self.keys.index(site, section);
         let one = |cmd: &Cmd| self.link.one(cmd.clone());
         let rows: Vec<(String, f64)> = parse(
             match before {

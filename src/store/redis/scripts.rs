@@ -67,6 +67,7 @@ impl RedisStore {
                         .arg(p.half_life_ms)
                         .arg(o.map(|(s, _)| s.to_string()).unwrap_or_default());
                 }
+                inv.arg(self.group_ttl_ms);
                 parts.push(Part::one(inv));
                 placed = true;
             }
@@ -143,6 +144,7 @@ impl RedisStore {
                 inv.arg(*n);
             }
         }
+        inv.arg(self.group_ttl_ms);
         inv
     }
 }
