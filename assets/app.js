@@ -1,5 +1,5 @@
-// The page at /: four widgets (see /widget.js) and the two choices that
-// re-point them. Each widget names in data-follows which choices it takes.
+// The page at /: four widgets (see /widget.js) and the three choices (site,
+// section, profile) that re-point them. Each widget names in data-follows which choices it takes.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -10,15 +10,19 @@ async function api(path) {
   return r.json();
 }
 
-function option(value) {
+function option(value, label) {
   const o = document.createElement("option");
   o.value = value;
-  o.textContent = value;
+  o.textContent = label || value;
   return o;
 }
 
 function repoint() {
-  const chosen = { section: $("#section").value, profile: $("#profile").value || "trending" };
+  const chosen = {
+    site: $("#site").value,
+    section: $("#section").value,
+    profile: $("#profile").value || "trending",
+  };
   for (const w of document.querySelectorAll("[data-follows]")) {
     for (const choice of w.dataset.follows.split(" ")) {
       if (chosen[choice]) w.dataset[choice] = chosen[choice];
@@ -30,14 +34,22 @@ function repoint() {
 
 async function start() {
   try {
-    const [profiles, index] = await Promise.all([api("/v1/rankings"), api("/v1/index?limit=100")]);
+    const [profiles, index, sites] = await Promise.all([
+      api("/v1/rankings"),
+      api("/v1/index?limit=100"),
+      api("/v1/sites"),
+    ]);
     $("#profile").replaceChildren(...profiles.profiles.map((p) => option(p.name)));
     $("#profile").value = "trending";
     const sections = [...new Set(index.items.map((i) => i.section).filter(Boolean))].sort();
-    $("#section").append(...sections.map(option));
+    $("#section").append(...sections.map((s) => option(s)));
+    // One site: nothing to choose.
+    if (sites.sites.length > 1) $("#site").append(...sites.sites.map((s) => option(s.id, s.name)));
+    else $("#site").parentElement.hidden = true;
   } catch (e) {
     // The lists still work; only the choices are missing.
   }
+  $("#site").addEventListener("change", repoint);
   $("#profile").addEventListener("change", repoint);
   $("#section").addEventListener("change", repoint);
 }

@@ -1,5 +1,7 @@
 // popularity tracker: <script defer src="https://popularity.example.com/tracker.js"
-//   data-article-id="a-123" data-section="news" data-tags="budget,council"></script>
+//   data-article-id="a-123" data-site="jakarta-globe"></script>
+// (data-site: the site's id when the service serves a network of sites; the
+// article's section and tags come from its metadata, never from the page).
 // Sends a page_view on load, engaged seconds (page visible, reader active
 // within 5 s) every 15 s and on pagehide, and a share when an element with
 // data-popularity-share="network" is clicked. No cookies, no identifiers:
@@ -10,8 +12,7 @@
   if (!d || !d.articleId || !window.fetch) return;
   var url = new URL(s.src).origin + "/v1/events";
   var base = { article_id: d.articleId };
-  if (d.section) base.section = d.section;
-  if (d.tags) base.tags = d.tags.split(",").map(function (t) { return t.trim(); }).filter(Boolean);
+  if (d.site) base.site = d.site;
   var queue = [], engaged = 0, active = Date.now(), MAX_QUEUE = 50;
 
   function event(type, extra) {

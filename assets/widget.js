@@ -5,6 +5,7 @@
 // kept current through /v1/stream/rankings (polling /v1/rankings where
 // EventSource is missing). Options:
 //   data-list       ranking (default), index (the News Index) or tags (Popular Tags)
+//   data-site       only this site's list (its id); absent: the whole network
 //   data-profile    ranking profile (default trending)
 //   data-section    only this section (ranking, index); data-tag: only this tag (ranking)
 //   data-published-within  only articles published this recently, e.g. 12h (ranking)
@@ -46,20 +47,23 @@
     }
   }
 
-  function article(item, compact) {
-    var li = el("li", { "data-article-id": item.article_id });
+  function article(item, compact, network) {
+    var li = el("li", { "data-article-id": item.article_id, "data-site": item.site });
     var img = !compact && item.image_url && safe(item.image_url);
     if (img) li.appendChild(el("img", { src: img, alt: "", loading: "lazy", width: "72", height: "48" }));
     var body = el("div", { "class": "popularity-body" });
     var href = item.url && safe(item.url);
-    body.appendChild(el(href ? "a" : "span", { href: href, "class": "popularity-title" }, item.title || item.article_id));
+    body.appendChild(el(href ? "a" : "span", { href: href, "class": "popularity-title" }, item.title));
     if (!compact) {
       var meta = el("div", { "class": "popularity-meta" });
-      if (item.section) meta.appendChild(el("span", { "class": "popularity-section" }, item.section));
-      if (item.published_at) {
-        if (item.section) meta.appendChild(document.createTextNode(" · "));
-        meta.appendChild(el("time", { datetime: item.published_at }, ago(item.published_at)));
-      }
+      var parts = [];
+      if (network && item.site && item.site !== "default") parts.push(el("span", { "class": "popularity-site" }, item.site));
+      if (item.section) parts.push(el("span", { "class": "popularity-section" }, item.section));
+      if (item.published_at) parts.push(el("time", { datetime: item.published_at }, ago(item.published_at)));
+      parts.forEach(function (p, i) {
+        if (i) meta.appendChild(document.createTextNode(" · "));
+        meta.appendChild(p);
+      });
       body.appendChild(meta);
       if (item.summary) body.appendChild(el("p", { "class": "popularity-summary" }, item.summary));
     }
@@ -69,11 +73,12 @@
 
   function render(root, kind, data) {
     var compact = root.hasAttribute("data-compact");
+    var network = !root.dataset.site;
     var list = el(kind === "ranking" ? "ol" : "ul", { "class": "popularity-list popularity-" + kind });
     (data.items || []).forEach(function (item) {
-      list.appendChild(kind === "tags"
-        ? el("li", { "data-tag": item.tag }, "#" + item.tag)
-        : article(item, compact));
+      if (kind === "tags") list.appendChild(el("li", { "data-tag": item.tag }, "#" + item.tag));
+      // An article is shown by its headline, never by its id.
+      else if (typeof item.title === "string" && item.title) list.appendChild(article(item, compact, network));
     });
     if (!list.firstChild) list.appendChild(el("li", { "class": "popularity-empty" }, "Nothing yet"));
     var old = root.querySelector(".popularity-list");
@@ -85,6 +90,7 @@
     var q = new URLSearchParams();
     var profile = encodeURIComponent(d.profile || "trending");
     q.set("limit", d.limit || "5");
+    if (d.site) q.set("site", d.site);
     if (kind === "tags") return { path: "/v1/rankings/" + profile + "/tags", query: q };
     if (d.section) q.set("section", d.section);
     if (kind === "index") return { path: "/v1/index", query: q };
@@ -146,6 +152,7 @@
       ".popularity-title:hover,.popularity-title:focus{text-decoration:underline}" +
       ".popularity-meta{font-size:12px;color:#4d4d4d}" +
       ".popularity-section{text-transform:capitalize}" +
+      ".popularity-site{text-transform:uppercase;letter-spacing:.04em}" +
       ".popularity-summary{margin:2px 0 0;font-size:13px;color:#333}" +
       ".popularity-tags{display:flex;flex-wrap:wrap;gap:6px}" +
       ".popularity-tags li{margin:0;border:1px solid #ccc;border-radius:12px;padding:1px 9px;font-size:13px}";

@@ -99,7 +99,7 @@ fn filter_and_aggregate(c: &mut Criterion) {
         .iter()
         .map(|e| {
             let tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
-            placement(&e.article_id, e.section.as_deref(), &tags, 1)
+            placement(&e.article_id, None, e.section.as_deref(), &tags, 1)
         })
         .collect();
     g.bench_function("aggregate", |b| {

@@ -42,6 +42,16 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         }
         None => settings.store.backend = Backend::Memory,
     }
+    // A network of sites of different sizes; their pages are the demo's own.
+    settings.sites = crate::newsroom::DEMO_SITE_NAMES
+        .iter()
+        .map(|(id, name)| crate::config::SiteSettings {
+            id: id.to_string(),
+            name: name.to_string(),
+            origins: Vec::new(),
+            events_per_second: None,
+        })
+        .collect();
     settings.validate()?;
 
     // Publish the first articles before the service starts, so the memory
@@ -51,6 +61,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // one new article every 6,000 events (a minute at the default rate).
     let shape = Shape {
         publish_every: 6_000,
+        sites: crate::newsroom::DEMO_SITES,
         ..Shape::default()
     };
     let first = shape.articles as u64;
@@ -67,17 +78,19 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     )
     .await;
 
+    let first_site = newsroom.first_site().unwrap_or("default");
     let app = App::build(settings.clone(), Role::All)
         .await?
-        .with_routes(article_pages());
+        .with_routes(article_pages(first_site));
     let addr = app.local_addr();
     let server = tokio::spawn(app.run(shutdown.clone()));
     // One write, and a closed stdout is no reason to stop the demo.
     let banner = format!(
         "popularity demo\n  web page:   http://{addr}/\n  rankings:   http://{addr}/v1/rankings/trending?limit=5\n  \
+         one site:   http://{addr}/v1/rankings/trending?site=jakarta-globe&limit=5\n  \
          by section: http://{addr}/v1/rankings/popular?section=business\n  tags:       http://{addr}/v1/rankings/trending/tags\n  \
          index:      http://{addr}/v1/index?section=news\n  metrics:    http://{addr}/metrics\n  \
-         an article: http://{addr}/demo/article/a-1000 (the tracker on it counts your visit)\n  \
+         an article: http://{addr}/demo/article/{first_site}/a-1000 (the tracker on it counts your visit)\n  \
          kafka:      bootstrap.servers={} (in-memory dev broker)\nCtrl-C stops it.\n",
         broker.bootstrap_servers()
     );
@@ -105,26 +118,38 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     }
 }
 
-/// `/demo/article/{id}`: a sample article page with the tracker on it, so
-/// that opening it adds a counted page view, engaged time and shares.
-fn article_pages() -> axum::Router {
+/// `/demo/article/{site}/{id}`: a sample article page of a site with the
+/// tracker on it, so that opening it adds a counted page view, engaged time
+/// and shares; `/demo/article/{id}` is one of `default_site`.
+fn article_pages(default_site: &'static str) -> axum::Router {
     use axum::extract::Path;
     use axum::http::StatusCode;
-    use axum::response::{Html, IntoResponse};
+    use axum::response::{Html, IntoResponse, Response};
     const PAGE: &str = include_str!("../assets/demo-article.html");
-    axum::Router::new().route(
-        "/demo/article/{id}",
-        axum::routing::get(|Path(id): Path<String>| async move {
-            // Only ids that need no escaping reach the page.
-            let plain = !id.is_empty()
-                && id.len() <= crate::event::fields::MAX_ID_CHARS
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !plain {
-                return (StatusCode::NOT_FOUND, "no such demo article").into_response();
-            }
-            Html(PAGE.replace("{{ARTICLE_ID}}", &id)).into_response()
-        }),
-    )
+    fn page(site: &str, id: &str) -> Response {
+        // Only names that need no escaping reach the page.
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.len() <= crate::event::fields::MAX_ID_CHARS
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !plain(site) || !plain(id) {
+            return (StatusCode::NOT_FOUND, "no such demo article").into_response();
+        }
+        Html(PAGE.replace("{{ARTICLE_ID}}", id).replace("{{SITE}}", site)).into_response()
+    }
+    axum::Router::new()
+        .route(
+            "/demo/article/{site}/{id}",
+            axum::routing::get(|Path((site, id)): Path<(String, String)>| async move {
+                page(&site, &id)
+            }),
+        )
+        .route(
+            "/demo/article/{id}",
+            axum::routing::get(
+                move |Path(id): Path<String>| async move { page(default_site, &id) },
+            ),
+        )
 }

@@ -12,6 +12,7 @@
 //! send it as a [`cached::Cached`]: with `Cache-Control` and `ETag`, and
 //! gzipped once for every client that accepts gzip.
 
+pub mod admin;
 mod articles;
 pub(crate) mod assets;
 pub mod cache;
@@ -84,13 +85,16 @@ pub struct Shared {
     pub cors_allowed_origins: Vec<String>,
     /// The network's sites.
     pub sites: Sites,
+    /// Who may use the editors' API.
+    pub admins: admin::Admins,
 }
 
 impl Shared {
     /// Whether a published article may be shown in a list: it has a
-    /// headline (an id is never shown as one, DESIGN §12).
+    /// headline (an id is never shown as one, DESIGN §12) and no editor
+    /// excluded it.
     pub fn listed(&self, meta: &crate::event::ArticleMeta) -> bool {
-        meta.title.is_some()
+        meta.title.is_some() && !meta.excluded
     }
 
     /// The site a list asks for: `None` for the network (or the only
@@ -130,6 +134,7 @@ impl ApiState {
             )),
             cors_allowed_origins: api.cors_allowed_origins.clone(),
             sites: Sites::from_settings(settings),
+            admins: admin::Admins::new(&settings.admin.tokens),
         }))
     }
 }
@@ -154,6 +159,7 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
     // Computed and kept by the cache when it has no answer for them.
     let cached = Router::new()
         .route("/v1/rankings", get(rankings::list_profiles))
+        .route("/v1/sites", get(rankings::list_sites))
         .route("/v1/rankings/{profile}", get(rankings::ranking))
         .route("/v1/rankings/{profile}/tags", get(rankings::popular_tags))
         .route("/v1/index", get(index::news_index))
@@ -165,6 +171,7 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
+        .merge(admin::routes())
         .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -298,6 +305,7 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
     ),
     paths(
         rankings::list_profiles,
+        rankings::list_sites,
         rankings::ranking,
         streams::stream_ranking,
         rankings::popular_tags,

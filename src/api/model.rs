@@ -13,6 +13,23 @@ pub struct ProfilesResponse {
     pub profiles: Vec<ProfileView>,
 }
 
+/// `GET /v1/sites`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SitesResponse {
+    /// The network's sites, in configuration order (one, `default`, when
+    /// none is configured).
+    pub sites: Vec<SiteView>,
+}
+
+/// One site of the network.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteView {
+    /// Its id, as `site=` takes it.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+}
+
 /// One ranking profile.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProfileView {

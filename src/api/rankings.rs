@@ -30,6 +30,23 @@ pub(super) async fn list_profiles(State(state): State<ApiState>) -> Json<Profile
     })
 }
 
+/// The network's sites: `site=` of every list takes one of their ids.
+#[utoipa::path(get, path = "/v1/sites", tag = "rankings",
+    responses((status = 200, description = "Sites", body = SitesResponse)))]
+pub(super) async fn list_sites(State(state): State<ApiState>) -> Json<SitesResponse> {
+    Json(SitesResponse {
+        sites: state
+            .sites
+            .all()
+            .iter()
+            .map(|s| SiteView {
+                id: s.id.clone(),
+                name: s.name.clone(),
+            })
+            .collect(),
+    })
+}
+
 /// Most Popular / Popular Reads: articles by decayed score.
 #[utoipa::path(get, path = "/v1/rankings/{profile}", tag = "rankings",
     params(("profile" = String, Path, description = "Ranking profile, e.g. trending"), RankingParams),

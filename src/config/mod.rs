@@ -103,6 +103,9 @@ pub struct AdminToken {
     pub name: String,
     /// SHA-256 of the token, 64 hex digits.
     pub sha256: String,
+    /// The sites it may act on; empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// Logging settings. The level comes from `RUST_LOG` (default

@@ -233,6 +233,19 @@ impl Settings {
                     "must be non-empty and unique",
                 ));
             }
+            for site in &t.sites {
+                let known = if self.sites.is_empty() {
+                    site == crate::site::DEFAULT_SITE
+                } else {
+                    self.sites.iter().any(|s| s.id == *site)
+                };
+                if !known {
+                    return Err(invalid(
+                        format!("{key}.sites"),
+                        format!("{site:?} is not a configured site"),
+                    ));
+                }
+            }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(
                     format!("{key}.sha256"),

@@ -318,6 +318,7 @@ impl Decoder {
             author: text("author", raw.author, MAX_TITLE_CHARS)?,
             summary: text("summary", raw.summary, MAX_SUMMARY_CHARS)?,
             image_url: web_url("image_url", raw.image_url)?,
+            excluded: false,
         })
     }
 
@@ -530,6 +531,7 @@ mod tests {
             e,
             Event::Published(ArticleMeta {
                 site: None,
+                excluded: false,
                 article_id: "a-123".into(),
                 title: Some("Kim Jong Un Arrives in Russia".into()),
                 url: Some("https://example.com/news/a-123".into()),

@@ -167,6 +167,9 @@ pub struct ArticleMeta {
     pub summary: Option<String>,
     /// http(s) URL of the article's picture.
     pub image_url: Option<String>,
+    /// An editor hid it from every list (never part of a publication:
+    /// the store sets it when it reads the article).
+    pub excluded: bool,
 }
 
 /// A valid event of any type; a behaviour event borrows from its message.

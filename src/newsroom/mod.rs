@@ -78,7 +78,26 @@ pub struct Shape {
     pub seed: u64,
     /// Events happened up to this long before they are sent (client delay).
     pub time_jitter_ms: i64,
+    /// The network's sites and the share of articles each publishes; empty:
+    /// one site, and messages name none.
+    pub sites: &'static [(&'static str, f64)],
 }
+
+/// The demo's network, after the seed's: four sites of different sizes.
+pub const DEMO_SITES: &[(&str, f64)] = &[
+    ("beritasatu", 0.45),
+    ("investor-daily", 0.25),
+    ("jakarta-globe", 0.2),
+    ("btv", 0.1),
+];
+
+/// Display names of [`DEMO_SITES`].
+pub const DEMO_SITE_NAMES: &[(&str, &str)] = &[
+    ("beritasatu", "BeritaSatu"),
+    ("investor-daily", "Investor Daily"),
+    ("jakarta-globe", "Jakarta Globe"),
+    ("btv", "BTV"),
+];
 
 impl Default for Shape {
     fn default() -> Self {
@@ -96,6 +115,7 @@ impl Default for Shape {
             format: WireFormat::Json,
             seed: 1,
             time_jitter_ms: 2_000,
+            sites: &[],
         }
     }
 }
@@ -170,6 +190,7 @@ impl Outgoing {
 
 struct Article {
     id: String,
+    site: Option<&'static str>,
     section: usize,
     tags: Vec<&'static str>,
 }
@@ -180,6 +201,8 @@ struct Article {
 struct Generated {
     #[serde(rename = "type")]
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<&'static str>,
     event_id: String,
     article_id: String,
     occurred_at: i64,
@@ -250,8 +273,9 @@ impl Newsroom {
             .collect();
         tags.dedup();
         let id = format!("a-{}", 1000 + idx);
+        let site = self.pick_site();
         let title = self.headlines.next(&mut self.rng, section, idx);
-        let payload = json!({
+        let mut payload = json!({
             "type": "article_published",
             "article_id": id,
             "title": title,
@@ -262,8 +286,16 @@ impl Newsroom {
             "author": "Newsroom Desk",
             "summary": copy::summary(&mut self.rng),
         });
+        if let Some(site) = site {
+            payload["site"] = json!(site);
+            payload["url"] = json!(format!(
+                "https://{site}.example.com/{}/{id}",
+                SECTIONS[section].0
+            ));
+        }
         self.articles.push(Article {
             id: id.clone(),
+            site,
             section,
             tags,
         });
@@ -276,6 +308,25 @@ impl Newsroom {
             payload: payload.to_string().into_bytes(),
             content_type: None,
         }
+    }
+
+    /// A site for a new article, by the sites' shares; `None` without sites.
+    fn pick_site(&mut self) -> Option<&'static str> {
+        let sites = self.shape.sites;
+        let total: f64 = sites.iter().map(|(_, w)| w).sum();
+        let mut roll = self.rng.random::<f64>() * total;
+        for (site, w) in sites {
+            if roll < *w {
+                return Some(site);
+            }
+            roll -= w;
+        }
+        sites.last().map(|(s, _)| *s)
+    }
+
+    /// The site of the first article published, if sites are set.
+    pub fn first_site(&self) -> Option<&'static str> {
+        self.articles.first().and_then(|a| a.site)
     }
 
     /// The next message at wall-clock time `now_ms`.
@@ -342,6 +393,7 @@ impl Newsroom {
         let bot = self.rng.random_bool(self.shape.bots.clamp(0.0, 1.0));
         let mut e = Generated {
             kind: "page_view",
+            site: a.site,
             event_id: format!("e-{}", self.produced),
             article_id: a.id.clone(),
             occurred_at: now_ms - self.rng.random_range(0..=self.shape.time_jitter_ms),
@@ -394,7 +446,7 @@ fn to_proto(e: &Generated) -> proto::Event {
         tags: e.tags.iter().flatten().map(|t| t.to_string()).collect(),
         user_agent: e.user_agent.to_string(),
         bot: false,
-        site: String::new(),
+        site: e.site.unwrap_or_default().to_string(),
     };
     let kind = EventType::from_name(e.kind).unwrap_or(EventType::PageView);
     proto::Event::behaviour(

@@ -136,6 +136,8 @@ struct State {
     /// News Index per section (`None`: every section), scored by publication time.
     index: HashMap<super::IndexList, SortedSet>,
     withdrawn: HashMap<String, Instant>,
+    /// Articles editors hid.
+    exclusions: HashMap<String, super::Exclusion>,
     /// Saved duplicate filters per partition.
     filters: HashMap<String, SavedFilter>,
 }
@@ -185,7 +187,10 @@ impl MemoryStore {
                 .collect(),
         };
         let n = self.profiles.len();
-        for g in entered {
+        let tags = super::tag_moves(&left, &entered);
+        let sets = entered.into_iter().map(|g| (g, id.clone(), 1.0, false));
+        let adds = tags.into_iter().map(|(g, t, sign)| (g, t, sign, true));
+        for (g, member, sign, add) in sets.chain(adds) {
             let gs = state.groups.entry(g).or_insert_with(|| GroupState {
                 landmarks: vec![None; n],
                 rankings: (0..n).map(|_| SortedSet::default()).collect(),
@@ -194,8 +199,20 @@ impl MemoryStore {
             for (p, profile) in self.profiles.iter().enumerate() {
                 let Some(score) = overall[p] else { continue };
                 let l = *gs.landmarks[p].get_or_insert(at);
-                gs.rankings[p].set(id, to_landmark(score, at, l, profile.half_life_ms));
-                gs.rankings[p].trim(self.max_members);
+                let v = to_landmark(sign * score, at, l, profile.half_life_ms);
+                let r = &mut gs.rankings[p];
+                if add {
+                    let now = r.position(&member).map_or(0.0, |(s, _)| s) + v;
+                    // What rounding leaves of a score taken away is no score.
+                    if now <= v.abs() * 1e-9 {
+                        r.remove(&member);
+                    } else {
+                        r.set(&member, now);
+                    }
+                } else {
+                    r.set(&member, v);
+                }
+                r.trim(self.max_members);
             }
         }
     }
@@ -416,7 +433,12 @@ impl Store for MemoryStore {
                     return ArticleState::Withdrawn;
                 }
                 match state.articles.get(id) {
-                    Some((a, expires)) if *expires > now => ArticleState::Live(Box::new(a.clone())),
+                    Some((a, expires)) if *expires > now => {
+                        ArticleState::Live(Box::new(ArticleMeta {
+                            excluded: state.exclusions.contains_key(id),
+                            ..a.clone()
+                        }))
+                    }
                     _ => ArticleState::Unknown,
                 }
             })
@@ -445,6 +467,28 @@ impl Store for MemoryStore {
             })
             .filter(|c| before.is_none_or(|b| c.is_after(b)))
             .take(limit)
+            .collect())
+    }
+
+    async fn set_exclusion(
+        &self,
+        key: &str,
+        by: Option<&super::Exclusion>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.write();
+        match by {
+            Some(e) => state.exclusions.insert(key.to_string(), e.clone()),
+            None => state.exclusions.remove(key),
+        };
+        Ok(())
+    }
+
+    async fn exclusions(&self) -> Result<Vec<(String, super::Exclusion)>, StoreError> {
+        let state = self.state.read();
+        Ok(state
+            .exclusions
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
             .collect())
     }
 

@@ -194,8 +194,24 @@ pub trait Store: Send + Sync + 'static {
     /// All-time counted events of an article, per [`crate::event::EventType::index`].
     async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError>;
 
+    /// Hides the article of `key` from every list (`Some`: who and when),
+    /// or shows it again (`None`). Its events still count.
+    async fn set_exclusion(&self, key: &str, by: Option<&Exclusion>) -> Result<(), StoreError>;
+
+    /// Every exclusion: article key and who made it.
+    async fn exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError>;
+
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// An editor's decision to hide an article from every list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Exclusion {
+    /// The name of the admin token that made it.
+    pub by: String,
+    /// When, epoch milliseconds.
+    pub at_ms: i64,
 }
 
 /// What the store knows of an article.
@@ -262,9 +278,13 @@ pub fn article_groups(meta: Option<&ArticleMeta>) -> Vec<Group> {
         .map(|s| Group::Section(s.clone()))
         .chain(m.tags.iter().map(|t| Group::Tag(t.clone())))
         .collect();
-    let site = m.site.as_deref();
-    let of_site = site.map(|_| Group::All).into_iter().chain(network.clone());
-    let of_site: Vec<Group> = of_site.map(|g| g.of_site(site)).collect();
+    let Some(site) = m.site.as_deref() else {
+        return network;
+    };
+    let of_site: Vec<Group> = std::iter::once(Group::All)
+        .chain(network.iter().cloned())
+        .map(|g| g.of_site(Some(site)))
+        .collect();
     network.into_iter().chain(of_site).collect()
 }
 
@@ -294,6 +314,26 @@ pub fn moves(old: Option<&ArticleMeta>, new: &ArticleMeta) -> (Vec<Group>, Vec<G
         .collect();
     let entered = after.into_iter().filter(|g| !before.contains(g)).collect();
     (left, entered)
+}
+
+/// What Popular Tags gain when an article moves from `left` and `entered`
+/// groups: for each tag ranking it entered, its tags ranking (the
+/// network's or its site's) gains the article's overall score under that
+/// tag (`+1`), and loses it for each it left (`-1`). Every event counted in
+/// a tag's ranking was counted under the tag in Popular Tags, so both stay
+/// the formula of DESIGN §3 when events came before the article's metadata.
+pub fn tag_moves(left: &[Group], entered: &[Group]) -> Vec<(Group, String, f64)> {
+    let tag = |g: &Group| match g {
+        Group::Tag(t) => Some((Group::Tags, t.clone())),
+        Group::Site(site, inner) => match &**inner {
+            Group::Tag(t) => Some((Group::Tags.of_site(Some(site)), t.clone())),
+            _ => None,
+        },
+        _ => None,
+    };
+    let gained = entered.iter().filter_map(tag).map(|(g, t)| (g, t, 1.0));
+    let lost = left.iter().filter_map(tag).map(|(g, t)| (g, t, -1.0));
+    gained.chain(lost).collect()
 }
 
 /// The key group (Redis Cluster hash tag) of a group of rankings.

@@ -204,6 +204,12 @@ async fn the_openapi_document_describes_the_real_responses() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let calls: &[(&str, &str, u16)] = &[
         ("/v1/rankings", "/v1/rankings", 200),
+        ("/v1/sites", "/v1/sites", 200),
+        (
+            "/v1/rankings/{profile}",
+            "/v1/rankings/trending?site=nope",
+            404,
+        ),
         (
             "/v1/rankings/{profile}",
             "/v1/rankings/trending?limit=5",
@@ -284,10 +290,12 @@ async fn the_openapi_document_describes_the_real_responses() {
     );
     assert!(!validator.is_valid(&json!([{"type":"click","article_id":"o3"}])));
     for (body, status) in [(events.clone(), 202), (json!([{"type":"page_view"}]), 400)] {
+        // From a page of this service's own origin, which any site may use.
         let r = app
             .http
             .post(format!("{}/v1/events", app.base))
             .header("content-type", "text/plain")
+            .header("origin", &app.base)
             .body(body.to_string())
             .send()
             .await
@@ -325,6 +333,13 @@ async fn answers_are_compressed_streams_are_not_bodies_are_bounded_and_slow_answ
     let redis = redis_server();
     let kafka = Kafka::start(1);
     let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    let ids: Vec<String> = (0..30).map(|v| format!("c{v}")).collect();
+    publish_ids(
+        &kafka,
+        &app,
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
     let now = now_ms();
     for v in 0..30 {
         let id = format!("c{v}");

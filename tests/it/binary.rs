@@ -77,6 +77,19 @@ async fn the_binary_serves_rankings_from_the_dev_broker_and_stops_on_sigterm() {
         .create()
         .unwrap();
     let now = now_ms();
+    // Only published articles are listed.
+    for id in ["hot", "warm"] {
+        let a = json!({"type":"article_published","article_id":id,"title":format!("T {id}"),"published_at":now});
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to("articles")
+                    .key(id)
+                    .payload(&a.to_string()),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
     for (i, id) in ["hot", "hot", "hot", "warm"].iter().enumerate() {
         let e = json!({"type":"page_view","article_id":id,"visitor_id":format!("v{i}"),"occurred_at":now});
         producer

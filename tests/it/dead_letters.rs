@@ -17,6 +17,7 @@ async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
     let kafka = Kafka::start(1);
     let app = spawn_app(settings(&kafka, Some(&redis))).await;
     let now = now_ms();
+    publish_ids(&kafka, &app, &["g"]).await;
     let good = |i: i64| json!({"type":"page_view","article_id":"g","visitor_id":format!("v{i}"),"occurred_at":now - i * MIN});
     let bad: Vec<(Vec<u8>, Option<&str>, &str)> = vec![
         (b"{not json".to_vec(), None, "malformed"),

@@ -11,7 +11,7 @@ use popularity::config::{RedisMode, Settings};
 use popularity::scoring::Group;
 
 use crate::faults::{
-    assert_exact, consumer_env, fast_producer, produce, report, verify, Consumer, StoreRef,
+    assert_exact, consumer_env, fast_producer, produce, report, verify, Consumer, StoreRef, Topics,
 };
 use crate::helpers::*;
 
@@ -146,7 +146,7 @@ async fn draining(settings: &Settings, mode: &str, seed: u64) -> Draining {
     ));
     let consumer = Consumer::start(&env);
     let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
+    let topic = Topics::of(&kafka);
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, seed, None).await });
     let store = popularity::store::connect(settings).await.unwrap();

@@ -65,14 +65,50 @@ const REPEAT_DELAY_MAX: usize = 6_000;
 /// flagged, half with a crawler's user agent), and optionally one poison
 /// message every `poison_every`. Only events that count are listed in the
 /// result, as the formula needs them.
+/// The topics a fault test produces to.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub events: String,
+    pub articles: String,
+}
+
+impl Topics {
+    pub fn of(kafka: &Kafka) -> Topics {
+        Topics {
+            events: kafka.events.clone(),
+            articles: kafka.articles.clone(),
+        }
+    }
+}
+
+/// Publishes the test's articles, each in its section with its tags: only
+/// published articles are ranked in a section or a tag (DESIGN §12).
+async fn publish(producer: &FutureProducer, topic: &str) {
+    let mut in_flight = Vec::new();
+    for a in 0..ARTICLES {
+        let id = format!("f{a:02}");
+        let meta = serde_json::json!({"type": "article_published", "article_id": id,
+            "title": format!("Story {id}"), "section": section_of(a), "tags": tags_of(a),
+            "published_at": now_ms() - 3 * 3_600_000});
+        let payload = meta.to_string().into_bytes();
+        send_paced(producer, topic, &id, &payload, None, &mut in_flight).await;
+    }
+    for d in in_flight {
+        d.await.unwrap().unwrap();
+    }
+}
+
+/// Publishes the articles (see [`publish`]), then produces the events.
 pub async fn produce(
     producer: &FutureProducer,
-    topic: &str,
+    topics: &Topics,
     n: usize,
     rate: f64,
     seed: u64,
     poison_every: Option<usize>,
 ) -> Produced {
+    publish(producer, &topics.articles).await;
+    let topic = topics.events.as_str();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Produced {
         events: vec![Vec::new(); ARTICLES],
@@ -593,7 +629,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let prefix = random_name("k9");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
+    let topic = Topics::of(&kafka);
     let stream =
         // 1,200 events/s: ten rounds of restart (a dead member leaves the
         // group after the 6 s session timeout) fit in the stream's 167 s.
@@ -621,7 +657,7 @@ async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
     let prefix = random_name("term");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
+    let topic = Topics::of(&kafka);
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 100_000, 1_500.0, 5, None).await });
     let store = store_for(&redis.url, &prefix).await;
@@ -664,7 +700,7 @@ async fn three_consumers_with_one_killed_and_one_added_stay_exact() {
     let prefix = random_name("grp");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
+    let topic = Topics::of(&kafka);
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 90_000, 6_000.0, 3, None).await });
     let store = store_for(&redis.url, &prefix).await;
@@ -774,7 +810,7 @@ async fn connections_dropped_between_script_and_reply_double_nothing() {
     let env = consumer_env(&kafka, &relay_url, &prefix, &random_name("g"));
     let consumer = Consumer::start(&env);
     let producer = fast_producer(&kafka);
-    let produced = produce(&producer, &kafka.events, 40_000, 2_000.0, 7, None).await;
+    let produced = produce(&producer, &Topics::of(&kafka), 40_000, 2_000.0, 7, None).await;
     let store = store_for(&redis.url, &prefix).await;
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     drop(consumer);
@@ -792,7 +828,7 @@ async fn redis_stopped_for_30_seconds_mid_stream_loses_and_doubles_nothing() {
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let consumer = Consumer::start(&env);
     let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
+    let topic = Topics::of(&kafka);
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 60_000, 1_000.0, 11, None).await });
     let store = store_for(&redis.url, &prefix).await;
@@ -843,7 +879,15 @@ async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let consumer = Consumer::start(&env);
     let producer = fast_producer(&kafka);
-    let produced = produce(&producer, &kafka.events, 30_000, 10_000.0, 13, Some(1000)).await;
+    let produced = produce(
+        &producer,
+        &Topics::of(&kafka),
+        30_000,
+        10_000.0,
+        13,
+        Some(1000),
+    )
+    .await;
     let store = store_for(&redis.url, &prefix).await;
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     // Read the dead-letter topic back: 30 messages, each with its reason.
@@ -910,7 +954,7 @@ async fn draining(seed: u64) -> Draining {
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let consumer = Consumer::start(&env);
     let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
+    let topic = Topics::of(&kafka);
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 60_000, 2_000.0, seed, None).await });
     let store = store_for(&redis.url, &prefix).await;
@@ -1041,7 +1085,7 @@ async fn a_consumer_restarted_after_kill_9_applies_again_within_its_session_and_
     let kafka = Kafka::start(6);
     let prefix = random_name("static");
     let producer = fast_producer(&kafka);
-    let topic = kafka.events.clone();
+    let topic = Topics::of(&kafka);
     let stream =
         tokio::spawn(async move { produce(&producer, &topic, 120_000, 1_000.0, 31, None).await });
     let store = store_for(&redis.url, &prefix).await;

@@ -70,6 +70,31 @@ pub async fn publish_articles(kafka: &Kafka, app: &TestApp) {
     .await;
 }
 
+/// Publishes each of `ids` (title `Title <id>`, no section) and waits
+/// until the service knows them: only published articles are listed.
+pub async fn publish_ids(kafka: &Kafka, app: &TestApp, ids: &[&str]) {
+    for id in ids {
+        kafka
+            .send_json(
+                &kafka.articles,
+                id,
+                &json!({"type":"article_published","article_id":id,"title":format!("Title {id}"),
+                        "published_at":now_ms() - HOUR}),
+            )
+            .await;
+    }
+    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    wait_until(
+        "the articles' metadata",
+        Duration::from_secs(60),
+        || async {
+            let states = app.store.articles(&ids).await.unwrap();
+            states.into_iter().all(|a| a.live().is_some())
+        },
+    )
+    .await;
+}
+
 /// Events produced by a test: per article, the (time, weight) pairs of the
 /// trending and popular profiles (the default weights are the same).
 #[derive(Default)]

@@ -297,3 +297,37 @@ pub fn exited_by(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The first `n` messages of the dead-letter topic (partition 0): each key
+/// and its `x-error` header.
+pub async fn read_dead_letters(kafka: &Kafka, n: usize) -> Vec<(String, String)> {
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::message::Headers as _;
+    use rdkafka::{Message as _, Offset, TopicPartitionList};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("group.id", random_name("dlq-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&kafka.dead_letter, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let error = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "x-error"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        out.push((key, error));
+    }
+    out
+}

@@ -13,6 +13,7 @@ mod failover;
 mod faults;
 mod fixtures;
 mod helpers;
+mod integrity;
 mod lifecycle;
 mod operations;
 mod rankings;

@@ -88,7 +88,12 @@ async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
     .await;
     assert_eq!(applied().await, n as f64);
 
-    let all = |a: &str| vec![a.to_string()];
+    // Only published articles are listed: a6 never is.
+    let all = |a: &str| {
+        article(a)
+            .map(|x| vec![x.id.to_string()])
+            .unwrap_or_default()
+    };
     for (profile, h) in [("trending", TRENDING_H), ("popular", POPULAR_H)] {
         let path = format!("/v1/rankings/{profile}?limit=100");
         let body = check_ranking(&app, &path, "article_id", |at| truth.expected(at, h, all)).await;
@@ -147,15 +152,25 @@ async fn rankings_overall_per_section_per_tag_and_tags_match_the_formula() {
     })
     .await;
 
-    // The unpublished article is ranked overall with null metadata.
+    // The unpublished article counts (its events are kept for when it is
+    // published) but is listed nowhere.
     let (_, body) = app.get("/v1/rankings/weekly?limit=100").await;
-    let a6 = body["items"]
-        .as_array()
-        .unwrap()
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5, "{body}");
+    assert!(items
         .iter()
-        .find(|i| i["article_id"] == "a6")
-        .unwrap();
-    assert!(a6["title"].is_null() && a6["section"].is_null() && a6["tags"].is_null());
+        .all(|i| i["article_id"] != "a6" && i["title"].is_string()));
+    let (status, a6) = app.get("/v1/articles/a6").await;
+    assert_eq!(status, 200, "{a6}");
+    assert!(a6["title"].is_null(), "{a6}");
+    let a6_events = truth.expected(now_ms(), TRENDING_H, |a| {
+        if a == "a6" {
+            vec![a.to_string()]
+        } else {
+            vec![]
+        }
+    });
+    assert!(!a6_events.is_empty());
 
     // Pagination continues the same order.
     let (_, page2) = app.get("/v1/rankings/weekly?limit=2&offset=2").await;
@@ -170,6 +185,7 @@ async fn duplicates_bots_and_stale_events_are_not_counted() {
     let redis = redis_server();
     let kafka = Kafka::start(3);
     let app = spawn_app(settings(&kafka, Some(&redis))).await;
+    publish_ids(&kafka, &app, &["x1"]).await;
     let now = now_ms();
     let ev = |kind: &str, visitor: &str, at: i64| json!({"type":kind,"article_id":"x1","visitor_id":visitor,"occurred_at":at,"section":"news"});
     let mut counted: Vec<(i64, f64)> = Vec::new();
@@ -212,12 +228,9 @@ async fn duplicates_bots_and_stale_events_are_not_counted() {
     assert_eq!(app.metric(&m("share", "duplicate")).await, 1.0);
     assert_eq!(app.metric(&m("page_view", "stale")).await, 1.0);
     assert_eq!(app.metric(&m("page_view", "bot")).await, 2.0);
-    check_ranking(
-        &app,
-        "/v1/rankings/trending?section=news",
-        "article_id",
-        |at| vec![("x1".to_string(), direct_score(&counted, at, TRENDING_H))],
-    )
+    check_ranking(&app, "/v1/rankings/trending", "article_id", |at| {
+        vec![("x1".to_string(), direct_score(&counted, at, TRENDING_H))]
+    })
     .await;
     app.stop().await;
 }
@@ -377,5 +390,10 @@ async fn republications_move_scored_and_unscored_articles_on_both_stores() {
             assert_eq!(m[0].0, "read", "{name} {g:?}");
             assert!(rel_err(m[0].1, overall[0].1) <= 1e-9, "{name} {g:?}: {m:?}");
         }
+        // Popular Tags: the article's score moved from x to y with it.
+        let tags = members(Group::Tags).await;
+        assert_eq!(tags.len(), 1, "{name}: {tags:?}");
+        assert_eq!(tags[0].0, "y", "{name}");
+        assert!(rel_err(tags[0].1, overall[0].1) <= 1e-9, "{name}: {tags:?}");
     }
 }

@@ -58,6 +58,11 @@ impl Keys {
         format!("{}:{{d:{source}}}:log", self.prefix)
     }
 
+    /// `pop:exclusions`: the articles editors hid, article key → who and when.
+    pub fn exclusions(&self) -> String {
+        format!("{}:exclusions", self.prefix)
+    }
+
     /// `pop:article:<id>`: article metadata.
     pub fn article(&self, id: &str) -> String {
         format!("{}:article:{id}", self.prefix)

@@ -18,7 +18,8 @@ mod scripts;
 mod shards;
 
 use super::{
-    Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Store, StoreError, FENCE_PREFIX,
+    Applied, ArticleState, Cursor, Exclusion, FilterWrite, Page, SavedFilter, Store, StoreError,
+    FENCE_PREFIX,
 };
 use crate::config::StoreSettings;
 use crate::event::{ArticleMeta, EventType, PerType};
@@ -89,6 +90,7 @@ fn article_state(id: &str, fields: Vec<Option<String>>) -> Result<ArticleState, 
         author,
         summary,
         image_url,
+        excluded: false,
     })))
 }
 
@@ -458,7 +460,7 @@ impl Store for RedisStore {
         }
         // Only the fields read, without their names: half the values an
         // HGETALL returns, and no map to build (DESIGN §4's article hash).
-        let parts: Vec<Part> = ids
+        let mut parts: Vec<Part> = ids
             .iter()
             .map(|id| {
                 Part::one(
@@ -469,12 +471,29 @@ impl Store for RedisStore {
                 )
             })
             .collect();
-        let replies = self.send(parts).await?;
+        parts.push(Part::one(
+            redis::cmd("HMGET")
+                .arg(self.keys.exclusions())
+                .arg(ids)
+                .clone(),
+        ));
+        let mut replies = self.send(parts).await?;
+        let excluded: Vec<Option<String>> = parse(
+            replies
+                .pop()
+                .and_then(|mut r| r.pop())
+                .unwrap_or(Value::Nil),
+        )?;
         ids.iter()
             .zip(replies)
-            .map(|(id, mut r)| {
+            .zip(excluded)
+            .map(|((id, mut r), excluded)| {
                 let fields: Vec<Option<String>> = parse(r.pop().unwrap_or(Value::Nil))?;
-                article_state(id, fields)
+                let mut state = article_state(id, fields)?;
+                if let ArticleState::Live(m) = &mut state {
+                    m.excluded = excluded.is_some();
+                }
+                Ok(state)
             })
             .collect()
     }
@@ -556,6 +575,41 @@ impl Store for RedisStore {
             *o = parse::<Option<f64>>(v)?.unwrap_or(0.0) as u64;
         }
         Ok(out)
+    }
+
+    async fn set_exclusion(&self, key: &str, by: Option<&Exclusion>) -> Result<(), StoreError> {
+        let hash = self.keys.exclusions();
+        let cmd = match by {
+            Some(e) => redis::cmd("HSET")
+                .arg(&hash)
+                .arg(key)
+                .arg(serde_json::to_string(e).expect("an exclusion serialises"))
+                .clone(),
+            None => redis::cmd("HDEL").arg(&hash).arg(key).clone(),
+        };
+        self.send(vec![Part::one(cmd)]).await?;
+        self.settle().await
+    }
+
+    async fn exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError> {
+        let mut replies = self
+            .send(vec![Part::one(
+                redis::cmd("HGETALL").arg(self.keys.exclusions()).clone(),
+            )])
+            .await?;
+        let all: Vec<(String, String)> = parse(
+            replies
+                .pop()
+                .and_then(|mut r| r.pop())
+                .unwrap_or(Value::Nil),
+        )?;
+        all.into_iter()
+            .map(|(k, v)| {
+                serde_json::from_str(&v)
+                    .map(|e| (k, e))
+                    .map_err(|e| StoreError::Corrupt(format!("exclusion: {e}")))
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

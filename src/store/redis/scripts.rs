@@ -28,11 +28,16 @@ impl RedisStore {
             .zip(previous)
             .map(|(a, before)| crate::store::moves(before.as_ref(), a))
             .collect();
+        let tags: Vec<Vec<(Group, String, f64)>> = moves
+            .iter()
+            .map(|(left, entered)| crate::store::tag_moves(left, entered))
+            .collect();
+        let moving = |i: usize| !moves[i].1.is_empty() || !tags[i].is_empty();
         let entering: Vec<&str> = articles
             .iter()
-            .zip(&moves)
-            .filter(|(_, (_, entered))| !entered.is_empty())
-            .map(|(a, _)| a.article_id.as_str())
+            .enumerate()
+            .filter(|(i, _)| moving(*i))
+            .map(|(_, a)| a.article_id.as_str())
             .collect();
         let at = now_ms();
         let mut overall = if entering.is_empty() {
@@ -42,10 +47,10 @@ impl RedisStore {
         }
         .into_iter();
         let mut placed = false;
-        for (a, (left, entered)) in articles.iter().zip(moves) {
+        for (i, (a, (left, entered))) in articles.iter().zip(&moves).enumerate() {
             let id = &a.article_id;
             parts.extend(left.iter().map(|g| self.removal(g, id)));
-            if entered.is_empty() {
+            if !moving(i) {
                 continue;
             }
             let scores = overall.next().expect("a position per entering article");
@@ -53,21 +58,25 @@ impl RedisStore {
                 // No score to carry into the new groups.
                 continue;
             }
-            for g in &entered {
-                let g = g.shard_for(id, self.shards);
+            let sets = entered.iter().map(|g| (g, id.as_str(), 1.0, "set"));
+            let adds = tags[i]
+                .iter()
+                .map(|(g, t, sign)| (g, t.as_str(), *sign, "add"));
+            for (g, member, sign, mode) in sets.chain(adds) {
+                let g = g.shard_for(member, self.shards);
                 let mut keys = vec![self.keys.meta(&g)];
                 keys.extend(self.profiles.iter().map(|p| self.keys.ranking(&g, &p.name)));
                 let mut inv = evalsha(&self.place_script, &keys);
-                inv.arg(id)
+                inv.arg(member)
                     .arg(at)
                     .arg(self.max_members)
                     .arg(self.profiles.len());
                 for (p, o) in self.profiles.iter().zip(&scores) {
                     inv.arg(&p.name)
                         .arg(p.half_life_ms)
-                        .arg(o.map(|(s, _)| s.to_string()).unwrap_or_default());
+                        .arg(o.map(|(s, _)| (sign * s).to_string()).unwrap_or_default());
                 }
-                inv.arg(self.group_ttl_ms);
+                inv.arg(self.group_ttl_ms).arg(mode);
                 parts.push(Part::one(inv));
                 placed = true;
             }
