@@ -17,6 +17,7 @@ mod integrity;
 mod lifecycle;
 mod operations;
 mod rankings;
+mod sites;
 mod store_contract;
 mod streams;
 mod tracker;
