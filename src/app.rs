@@ -97,7 +97,7 @@ impl App {
                 listener,
                 router: api::with_metrics(routes, &metrics),
                 cache: None,
-                cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
+                cors_allowed_origins: browser_origins(&settings),
                 ingest: None,
                 store: None,
                 metrics,
@@ -141,7 +141,7 @@ impl App {
             listener,
             router: api::router(state, collector.as_ref().map(|c| c.routes())),
             cache: Some(cache),
-            cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
+            cors_allowed_origins: browser_origins(&settings),
             streams: Some(streams),
             ingest,
             store: Some(store),
@@ -250,4 +250,19 @@ mod tests {
             "no stable port"
         );
     }
+}
+
+/// The origins browsers may call this service from: `api.cors_allowed_origins`
+/// and every site's pages (a site's widget reads the lists, its tracker
+/// posts events).
+fn browser_origins(settings: &Settings) -> Vec<String> {
+    let mut origins = settings.api.cors_allowed_origins.clone();
+    for site in &settings.sites {
+        for o in &site.origins {
+            if !origins.contains(o) {
+                origins.push(o.clone());
+            }
+        }
+    }
+    origins
 }

@@ -8,9 +8,10 @@
 //! misses), (g) memory as distinct articles grow, (h) the Python peer a
 //! user would write instead, (k) the store on a local Redis Cluster beside
 //! standalone, (r) Redis's work per 1,000 events by offered rate and
-//! newsroom size, (s) Server-Sent Event streams held by one API replica.
+//! newsroom size, (s) Server-Sent Event streams held by one API replica,
+//! (n) what a network of sites costs in writes and reads.
 //! One file per family of rows (`broker`: a, b, e, h; `api`: f; `pipeline`: c, d;
-//! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s); this one holds the options,
+//! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s; `sites`: n); this one holds the options,
 //! the table and what the rows share.
 
 mod api;
@@ -19,6 +20,7 @@ mod cluster;
 mod memory;
 mod pipeline;
 mod redis_work;
+mod sites;
 mod streams;
 
 use std::sync::Arc;
@@ -51,7 +53,7 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Rows to run, e.g. `cd` (default: every row). Rows a, b, e and f share
     /// one broker run: asking for any of them runs all four.
-    #[arg(long, default_value = "abcdefghkrs")]
+    #[arg(long, default_value = "abcdefghknrs")]
     pub rows: String,
     /// Internal: run row (g) alone against this Redis URL and print its
     /// figures as `articles rss_bytes used_memory` lines; the parent runs it
@@ -194,6 +196,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if want("s") {
         streams::rows(&settings, &redis, &mut rows).await?;
+    }
+    if want("n") {
+        sites::rows(&settings, &redis, options.seconds, &mut rows).await?;
     }
 
     println!("machine: {machine}");

@@ -31,13 +31,13 @@ const SECONDS: f64 = 2.0;
 const CHUNK: usize = 256;
 
 /// What Redis did during one case.
-struct Work {
-    events: usize,
-    achieved: f64,
-    scripts: f64,
-    zincrby: f64,
-    commands: f64,
-    cpu_s: f64,
+pub(super) struct Work {
+    pub events: usize,
+    pub achieved: f64,
+    pub scripts: f64,
+    pub zincrby: f64,
+    pub commands: f64,
+    pub cpu_s: f64,
 }
 
 /// Row (r), every newsroom at every rate, in both cadences.
@@ -57,7 +57,11 @@ pub(super) async fn rows(
                 let mut s = settings.clone();
                 s.ingest.max_batch_events = max_batch;
                 s.store.key_prefix = format!("benchr{}", now_ms() % 100_000);
-                let w = case(&s, redis, articles, rate).await?;
+                let shape = Shape {
+                    articles,
+                    ..Shape::default()
+                };
+                let w = case(&s, &[redis.url.as_str()], shape, rate).await?;
                 let per = |x: f64| 1000.0 * x / w.events as f64;
                 eprintln!(
                     "bench: (r) {articles} articles, {} offered, {cadence}: {} events at {}; \
@@ -92,19 +96,20 @@ pub(super) async fn rows(
     Ok(())
 }
 
-/// One newsroom at one offered rate: its articles published and written
-/// first, then `SECONDS` of its traffic at `rate`, measured.
-async fn case(
+/// One newsroom of `shape` at one offered rate: its articles published
+/// and written first, then `SECONDS` of its traffic at `rate`, measured on
+/// the Redis servers at `urls` (every primary of a cluster).
+pub(super) async fn case(
     settings: &Settings,
-    redis: &RedisServer,
-    articles: usize,
+    urls: &[&str],
+    shape: Shape,
     rate: f64,
 ) -> anyhow::Result<Work> {
+    let articles = shape.articles;
     let shape = Shape {
-        articles,
         publish_every: 0,
         time_jitter_ms: 0,
-        ..Shape::default()
+        ..shape
     };
     let n = (rate * SECONDS) as usize;
     let mut newsroom = Newsroom::new(shape, now_ms());
@@ -118,11 +123,17 @@ async fn case(
     let mut offsets = [0i64; 12];
     feed(&mut pipe, settings, &publications, &mut offsets, None).await?;
     pipe.flush().await?;
-    reset_stats(&redis.url)?;
+    for url in urls {
+        reset_stats(url)?;
+    }
     let cpu = || -> anyhow::Result<f64> {
-        let info = redis_info(&redis.url, "cpu")?;
-        Ok(info_number(&info, "used_cpu_user").unwrap_or(0.0)
-            + info_number(&info, "used_cpu_sys").unwrap_or(0.0))
+        let mut total = 0.0;
+        for url in urls {
+            let info = redis_info(url, "cpu")?;
+            total += info_number(&info, "used_cpu_user").unwrap_or(0.0)
+                + info_number(&info, "used_cpu_sys").unwrap_or(0.0);
+        }
+        Ok(total)
     };
     let cpu_before = cpu()?;
     let started = Instant::now();
@@ -130,8 +141,17 @@ async fn case(
     pipe.flush().await?;
     let elapsed = started.elapsed();
     let cpu_s = cpu()? - cpu_before;
-    let stats = redis_info(&redis.url, "commandstats")?;
-    let calls = |cmd: &str| info_number(&stats, &format!("cmdstat_{cmd}:calls=")).unwrap_or(0.0);
+    let mut stats = String::new();
+    for url in urls {
+        stats.push_str(&redis_info(url, "commandstats")?);
+    }
+    let calls = |cmd: &str| {
+        let prefix = format!("cmdstat_{cmd}:calls=");
+        stats
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
     let commands = stats
         .lines()
         .filter_map(|l| {

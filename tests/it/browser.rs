@@ -132,6 +132,21 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .await;
         [top, reads, index, tags]
     };
+    // An outsider's made-up headline, posted as the page's own readers
+    // would (same origin): counted for no list, shown nowhere.
+    let fake = "BREAKING: read more at evil.example";
+    let shares: Vec<Value> = (0..100)
+        .map(|i| serde_json::json!({"type": "share", "site": "beritasatu", "article_id": fake,
+                                    "visitor_id": format!("x{i}"), "network": "x"}))
+        .collect();
+    let r = http
+        .post(format!("{base}/v1/events"))
+        .header("origin", &base)
+        .body(serde_json::json!(shares).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
     let browser = Browser::start().await;
     let before_asked = Instant::now();
     let before = lists().await;
@@ -150,6 +165,21 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         both.extend(after[i].iter().cloned());
         both
     });
+    // Every article is shown by its headline, never by its id.
+    let headlines = browser
+        .eval(
+            "return [...document.querySelectorAll('li[data-article-id]')].map((li) => \
+             [li.getAttribute('data-article-id'), li.querySelector('.popularity-title').textContent]);",
+        )
+        .await;
+    let headlines = headlines.as_array().unwrap();
+    assert!(headlines.len() >= 14, "{headlines:?}");
+    for pair in headlines {
+        let (id, title) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        assert!(!title.is_empty() && title != id, "{id} shown as {title:?}");
+    }
+    let page_text = browser.eval("return document.body.textContent;").await;
+    assert!(!page_text.as_str().unwrap().contains("evil.example"));
     for (list, api) in [
         ("top", &top),
         ("reads", &reads),
@@ -203,16 +233,37 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
             &script,
         )
         .await;
+    // Choosing a site re-points every list to that site's articles.
+    browser
+        .eval(
+            "const s = document.getElementById('section'); s.value = ''; s.dispatchEvent(new Event('change')); \
+             const t = document.getElementById('site'); t.value = 'jakarta-globe'; \
+             t.dispatchEvent(new Event('change')); return t.value;",
+        )
+        .await;
+    let script = "const l = [...document.querySelectorAll('#most-popular li[data-site], #news-index li[data-site]')]\
+         .map((li) => li.getAttribute('data-site')); \
+         return l.length >= 3 && l.every((s) => s === 'jakarta-globe') ? l.length : null;";
+    browser
+        .wait_for("the lists of one site", Duration::from_secs(20), script)
+        .await;
+    let options = browser
+        .eval("return [...document.querySelectorAll('#site option')].map((o) => o.textContent);")
+        .await;
+    assert_eq!(
+        options,
+        serde_json::json!(["Whole network", "BeritaSatu", "Investor Daily", "Jakarta Globe", "BTV"])
+    );
     // The demo's article page carries the tracker: a visit there counts.
     browser
-        .open(&format!("{base}/demo/article/reader-test"))
+        .open(&format!("{base}/demo/article/btv/reader-test"))
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     browser.click("[data-popularity-share]").await;
     browser.open("about:blank").await;
     let counted = || async {
         let r = http
-            .get(format!("{base}/v1/articles/reader-test"))
+            .get(format!("{base}/v1/articles/reader-test?site=btv"))
             .send()
             .await
             .unwrap();
