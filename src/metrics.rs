@@ -80,12 +80,14 @@ pub struct Metrics {
 }
 
 /// Reasons of `collector_rejected_total`.
-pub const COLLECTOR_REASONS: [&str; 6] = [
+pub const COLLECTOR_REASONS: [&str; 8] = [
     "invalid_event",
     "too_many_events",
     "payload_too_large",
     "unsupported_media_type",
+    "origin_not_allowed",
     "rate_limited",
+    "site_quota",
     "unavailable",
 ];
 

@@ -200,7 +200,7 @@ pub struct ArticleScore {
     pub profile: String,
     /// Decayed score (0 when unranked).
     pub score: f64,
-    /// 1-based rank among all articles, null when unranked.
+    /// 1-based rank among all articles of its site, null when unranked.
     pub rank_overall: Option<usize>,
     /// 1-based rank in its section, null when unranked or without section.
     pub rank_in_section: Option<usize>,
@@ -229,7 +229,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `invalid_parameter`, `not_found` or `unavailable`; from the
     /// collector also `invalid_event`, `too_many_events`,
-    /// `payload_too_large`, `unsupported_media_type` and `rate_limited`.
+    /// `payload_too_large`, `unsupported_media_type`, `origin_not_allowed`,
+    /// `rate_limited` and `site_quota`; from the admin API `unauthorized`
+    /// and `forbidden`.
     pub code: String,
     /// A message for the developer calling the API.
     pub message: String,

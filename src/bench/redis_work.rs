@@ -149,7 +149,13 @@ pub(super) async fn case(
         let prefix = format!("cmdstat_{cmd}:calls=");
         stats
             .lines()
-            .filter_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse::<f64>().ok())
+            .filter_map(|l| {
+                l.strip_prefix(&prefix)?
+                    .split(',')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
             .sum::<f64>()
     };
     let commands = stats

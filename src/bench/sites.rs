@@ -52,7 +52,12 @@ pub(super) async fn rows(
             redis.url.clone(),
             vec![redis.url.clone()],
         ),
-        ("cluster", RedisMode::Cluster, cluster.url.clone(), primaries),
+        (
+            "cluster",
+            RedisMode::Cluster,
+            cluster.url.clone(),
+            primaries,
+        ),
     ] {
         let mut cells = Vec::new();
         let mut baseline: Option<(Work, Load)> = None;

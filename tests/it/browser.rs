@@ -136,8 +136,10 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
     // would (same origin): counted for no list, shown nowhere.
     let fake = "BREAKING: read more at evil.example";
     let shares: Vec<Value> = (0..100)
-        .map(|i| serde_json::json!({"type": "share", "site": "beritasatu", "article_id": fake,
-                                    "visitor_id": format!("x{i}"), "network": "x"}))
+        .map(|i| {
+            serde_json::json!({"type": "share", "site": "beritasatu", "article_id": fake,
+                                    "visitor_id": format!("x{i}"), "network": "x"})
+        })
         .collect();
     let r = http
         .post(format!("{base}/v1/events"))
@@ -252,7 +254,13 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .await;
     assert_eq!(
         options,
-        serde_json::json!(["Whole network", "BeritaSatu", "Investor Daily", "Jakarta Globe", "BTV"])
+        serde_json::json!([
+            "Whole network",
+            "BeritaSatu",
+            "Investor Daily",
+            "Jakarta Globe",
+            "BTV"
+        ])
     );
     // The demo's article page carries the tracker: a visit there counts.
     browser

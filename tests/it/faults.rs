@@ -43,6 +43,8 @@ fn tags_of(a: usize) -> Vec<&'static str> {
 pub struct Produced {
     events: Vec<Vec<(i64, usize, f64)>>,
     total: u64,
+    /// The articles belong to the two sites of [`SITES`].
+    network: bool,
     /// Page views and shares sent again by the same visitor.
     pub repeats: u64,
     /// Events from crawlers or flagged as bots.
@@ -65,11 +67,13 @@ const REPEAT_DELAY_MAX: usize = 6_000;
 /// flagged, half with a crawler's user agent), and optionally one poison
 /// message every `poison_every`. Only events that count are listed in the
 /// result, as the formula needs them.
-/// The topics a fault test produces to.
+/// The topics a fault test produces to, and whether its articles belong
+/// to a network of sites.
 #[derive(Debug, Clone)]
 pub struct Topics {
     pub events: String,
     pub articles: String,
+    pub network: bool,
 }
 
 impl Topics {
@@ -77,19 +81,63 @@ impl Topics {
         Topics {
             events: kafka.events.clone(),
             articles: kafka.articles.clone(),
+            network: false,
+        }
+    }
+
+    /// The same, the articles spread over the two sites of [`SITES`].
+    pub fn network(kafka: &Kafka) -> Topics {
+        Topics {
+            network: true,
+            ..Topics::of(kafka)
         }
     }
 }
 
+/// The sites of a network fault test: article `a` is on `SITES[a % 2]`.
+const SITES: [&str; 2] = ["east", "west"];
+
+/// The site of article `a` in a network, or none.
+fn site_of(a: usize, network: bool) -> Option<&'static str> {
+    network.then(|| SITES[a % SITES.len()])
+}
+
+/// The key of article `a` (`src/site.rs`): its id, prefixed with its site
+/// in a network.
+fn key_of(a: usize, network: bool) -> String {
+    match site_of(a, network) {
+        Some(site) => format!("{site}:f{a:02}"),
+        None => format!("f{a:02}"),
+    }
+}
+
+/// A configuration file naming the network's sites, for the consumer's
+/// `--config` (sites are configured in files only).
+pub fn network_config() -> tempfile::NamedTempFile {
+    use std::io::Write as _;
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    for site in SITES {
+        writeln!(
+            f,
+            "[[sites]]\nid = \"{site}\"\nname = \"{site}\"\norigins = []\n"
+        )
+        .unwrap();
+    }
+    f
+}
+
 /// Publishes the test's articles, each in its section with its tags: only
 /// published articles are ranked in a section or a tag (DESIGN §12).
-async fn publish(producer: &FutureProducer, topic: &str) {
+async fn publish(producer: &FutureProducer, topic: &str, network: bool) {
     let mut in_flight = Vec::new();
     for a in 0..ARTICLES {
         let id = format!("f{a:02}");
-        let meta = serde_json::json!({"type": "article_published", "article_id": id,
+        let mut meta = serde_json::json!({"type": "article_published", "article_id": id,
             "title": format!("Story {id}"), "section": section_of(a), "tags": tags_of(a),
             "published_at": now_ms() - 3 * 3_600_000});
+        if let Some(site) = site_of(a, network) {
+            meta["site"] = serde_json::json!(site);
+        }
         let payload = meta.to_string().into_bytes();
         send_paced(producer, topic, &id, &payload, None, &mut in_flight).await;
     }
@@ -107,11 +155,13 @@ pub async fn produce(
     seed: u64,
     poison_every: Option<usize>,
 ) -> Produced {
-    publish(producer, &topics.articles).await;
+    publish(producer, &topics.articles, topics.network).await;
     let topic = topics.events.as_str();
+    let network = topics.network;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Produced {
         events: vec![Vec::new(); ARTICLES],
+        network,
         ..Produced::default()
     };
     let started = Instant::now();
@@ -149,7 +199,7 @@ pub async fn produce(
                 String::new()
             },
             bot: bot && i % 2 == 1,
-            site: String::new(),
+            site: site_of(a, network).unwrap_or_default().to_string(),
         };
         let key = format!("f{a:02}");
         if !bot && kind < 2 && rng.random_bool(REPEAT_RATE) {
@@ -291,7 +341,7 @@ pub struct Verdict {
 /// Waits until the store holds as many counted events as were produced
 /// (and a little longer, to see any excess), then compares every ranking.
 pub async fn verify(store: &StoreRef, produced: &Produced, timeout: Duration) -> Verdict {
-    let ids: Vec<String> = (0..ARTICLES).map(|a| format!("f{a:02}")).collect();
+    let ids: Vec<String> = (0..ARTICLES).map(|a| key_of(a, produced.network)).collect();
     let deadline = Instant::now() + timeout;
     let mut last = 0;
     let mut stable_since = Instant::now();
@@ -350,36 +400,56 @@ pub async fn verify(store: &StoreRef, produced: &Produced, timeout: Duration) ->
                 .collect()
         })
         .collect();
-    let mut groups: Vec<(Group, MembersOf)> = vec![
-        (Group::All, Box::new(|a| vec![format!("f{a:02}")])),
-        (
-            Group::Tags,
-            Box::new(|a| tags_of(a).into_iter().map(str::to_string).collect()),
-        ),
-    ];
-    for s in SECTIONS {
+    // Every group of the network, and in a network every site's too.
+    let network = produced.network;
+    let scopes: Vec<Option<&'static str>> = if network {
+        std::iter::once(None).chain(SITES.map(Some)).collect()
+    } else {
+        vec![None]
+    };
+    let mut groups: Vec<(Group, MembersOf)> = Vec::new();
+    for scope in scopes {
+        let in_scope = move |a: usize| scope.is_none_or(|s| site_of(a, network) == Some(s));
+        let key = move |a: usize| vec![key_of(a, network)];
+        let of = |g: Group| g.of_site(scope);
         groups.push((
-            Group::Section(s.to_string()),
+            of(Group::All),
+            Box::new(move |a| if in_scope(a) { key(a) } else { vec![] }),
+        ));
+        groups.push((
+            of(Group::Tags),
             Box::new(move |a| {
-                if section_of(a) == s {
-                    vec![format!("f{a:02}")]
+                if in_scope(a) {
+                    tags_of(a).into_iter().map(str::to_string).collect()
                 } else {
                     vec![]
                 }
             }),
         ));
-    }
-    for t in TAGS {
-        groups.push((
-            Group::Tag(t.to_string()),
-            Box::new(move |a| {
-                if tags_of(a).contains(&t) {
-                    vec![format!("f{a:02}")]
-                } else {
-                    vec![]
-                }
-            }),
-        ));
+        for s in SECTIONS {
+            groups.push((
+                of(Group::Section(s.to_string())),
+                Box::new(move |a| {
+                    if in_scope(a) && section_of(a) == s {
+                        key(a)
+                    } else {
+                        vec![]
+                    }
+                }),
+            ));
+        }
+        for t in TAGS {
+            groups.push((
+                of(Group::Tag(t.to_string())),
+                Box::new(move |a| {
+                    if in_scope(a) && tags_of(a).contains(&t) {
+                        key(a)
+                    } else {
+                        vec![]
+                    }
+                }),
+            ));
+        }
     }
     for (p, scores) in article_scores.iter().enumerate() {
         for (group, members_of) in &groups {
@@ -459,10 +529,14 @@ impl Consumer {
     /// Starts the process and waits until it listens, on another port if
     /// the one it was given was taken meanwhile.
     pub fn start(env: &[(String, String)]) -> Consumer {
+        // `--config FILE` rides in `env` as the pair ("--config", FILE).
+        let (config, env): (Vec<_>, Vec<_>) =
+            env.iter().cloned().partition(|(k, _)| k == "--config");
         for _ in 0..5 {
             let port = free_port();
             let mut child = Command::new(env!("CARGO_BIN_EXE_popularity"))
                 .args(["serve", "--role", "consumer"])
+                .args(config.iter().flat_map(|(k, v)| [k.clone(), v.clone()]))
                 .envs(env.iter().cloned())
                 .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
                 .env("RUST_LOG", "warn")
@@ -533,13 +607,16 @@ impl Drop for Consumer {
 /// Counted events in the store so far.
 pub async fn applied(store: &StoreRef) -> u64 {
     let mut total = 0;
+    // Either key of each article: there are no others.
     for a in 0..ARTICLES {
-        total += store
-            .counts(&format!("f{a:02}"))
-            .await
-            .unwrap()
-            .iter()
-            .sum::<u64>();
+        for network in [false, true] {
+            total += store
+                .counts(&key_of(a, network))
+                .await
+                .unwrap()
+                .iter()
+                .sum::<u64>();
+        }
     }
     total
 }
@@ -647,6 +724,41 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         &format!("kills {kills} (events applied at each: {applied_at_kills:?})"),
     );
     assert_eq!(kills, 10, "every event was applied before ten kills");
+    assert_exact(&v);
+}
+
+/// The same in a network of two sites: every list of the network and of
+/// each site stays exact through ten kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_network_of_sites_loses_and_doubles_nothing_in_any_list() {
+    let redis = redis_server();
+    let kafka = Kafka::start(6);
+    let prefix = random_name("k9n");
+    let config = network_config();
+    let mut env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
+    env.push(("--config".into(), config.path().display().to_string()));
+    let producer = fast_producer(&kafka);
+    let topic = Topics::network(&kafka);
+    let stream =
+        tokio::spawn(async move { produce(&producer, &topic, 60_000, 1_200.0, 19, None).await });
+    let store = store_for(&redis.url, &prefix).await;
+    let (kills, applied_at_kills) =
+        fault_rounds(&env, &store, 60_000, 300, 1500, 23, Consumer::kill9).await;
+    let produced = stream.await.unwrap();
+    let last = Consumer::start(&env);
+    let v = verify(&store, &produced, Duration::from_secs(180)).await;
+    drop(last);
+    report(
+        "kill -9 in a network of two sites",
+        &v,
+        &format!("kills {kills} (events applied at each: {applied_at_kills:?})"),
+    );
+    assert!(
+        kills >= 5,
+        "only {kills} kills before every event was applied"
+    );
+    // 3 scopes × (overall, tags, 4 sections, 5 tags) × 3 profiles.
+    assert!(v.compared > 300, "only {} scores compared", v.compared);
     assert_exact(&v);
 }
 

@@ -439,3 +439,111 @@ async fn a_section_or_tag_longer_than_64_bytes_is_dead_lettered_with_its_reason(
         );
     }
 }
+
+/// Every key under `prefix` on the server at `url`, with its time to live
+/// in milliseconds (-1: none).
+fn ttls(url: &str, prefix: &str) -> Vec<(String, i64)> {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)
+        .unwrap();
+    keys.into_iter()
+        .map(|k| {
+            let ttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut c).unwrap();
+            (k, ttl)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_of_a_group_expires_after_the_group_ttl_on_every_topology() {
+    use popularity::config::{Backend, RedisMode, Settings};
+    use popularity::event::{ArticleMeta, EventType};
+    use popularity::scoring::Aggregate;
+    let servers = topologies();
+    let primaries: Vec<String> = servers
+        .cluster
+        .primaries()
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| servers.cluster.nodes[i].url.clone())
+        .collect();
+    let master = servers.sentinels.servers[0].url.clone();
+    for (name, mode, url, nodes) in [
+        (
+            "standalone",
+            RedisMode::Standalone,
+            servers.standalone.url.clone(),
+            vec![servers.standalone.url.clone()],
+        ),
+        (
+            "cluster",
+            RedisMode::Cluster,
+            servers.cluster.url.clone(),
+            primaries,
+        ),
+        (
+            "sentinel",
+            RedisMode::Sentinel,
+            servers.sentinels.url.clone(),
+            vec![master],
+        ),
+    ] {
+        let mut s = Settings::defaults();
+        s.store.backend = Backend::Redis;
+        s.store.redis_mode = mode;
+        s.store.redis_url = url;
+        s.store.sentinel_master = servers.sentinels.master_name.clone();
+        s.store.key_prefix = random_name("ttl");
+        s.store.group_ttl = Duration::from_secs(3600);
+        let store = popularity::store::connect(&s).await.unwrap();
+        let profiles = popularity::scoring::profiles(&s.scoring);
+        // A published article (whose metadata has a TTL of its own) and its events.
+        let meta = ArticleMeta {
+            article_id: "a".into(),
+            title: Some("T".into()),
+            section: Some("news".into()),
+            tags: vec!["x".into()],
+            published_at_ms: Some(now_ms()),
+            ..Default::default()
+        };
+        store.publish(&[meta]).await.unwrap();
+        let mut agg = Aggregate::new(profiles.clone(), now_ms()).sharded(store.shards());
+        agg.add(
+            EventType::PageView,
+            "a",
+            Some("news"),
+            &["x".to_string()],
+            now_ms(),
+            1.0,
+        );
+        store.apply(&agg).await.unwrap();
+        // Moved into a new tag by a republication: the group it enters expires too.
+        let moved = ArticleMeta {
+            article_id: "a".into(),
+            title: Some("T".into()),
+            section: Some("news".into()),
+            tags: vec!["y".into()],
+            published_at_ms: Some(now_ms()),
+            ..Default::default()
+        };
+        store.publish(&[moved]).await.unwrap();
+        let mut groups = 0;
+        for node in &nodes {
+            for (key, ttl) in ttls(node, &s.store.key_prefix) {
+                // Group keys carry a hash tag other than the index's.
+                if !key.contains(":{") || key.contains("{idx}") {
+                    continue;
+                }
+                groups += 1;
+                assert!(
+                    ttl > 3_500_000 && ttl <= 3_600_000,
+                    "{name}: {key} expires in {ttl} ms"
+                );
+            }
+        }
+        // Overall, section, tag x, tag y, tags: rankings, meta and counts.
+        assert!(groups >= 15, "{name}: only {groups} group keys");
+    }
+}

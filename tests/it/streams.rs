@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::fixtures::views;
+use crate::fixtures::{publish_ids, views};
 use crate::helpers::*;
 
 /// One `event: ranking` read from a stream: its id and JSON.
@@ -57,6 +57,7 @@ async fn the_stream_pushes_the_list_at_connect_and_again_when_its_order_changes(
     let mut s = settings(&kafka, None);
     s.api.max_streams = 2;
     let app = spawn_app(s).await;
+    publish_ids(&kafka, &app, &["s1", "s2", "s3"]).await;
     views(&kafka, "s1", 0..3).await;
     views(&kafka, "s2", 0..1).await;
     let api = |app: &TestApp| {

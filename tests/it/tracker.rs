@@ -45,6 +45,15 @@ async fn a_reader_on_a_page_with_the_tracker_counts_one_view_one_share_and_the_t
     let mut s = settings(&kafka, None);
     s.api.cors_allowed_origins = vec![origin.clone()];
     let app = spawn_app(s).await;
+    // Its section comes from its metadata, not from the page.
+    kafka
+        .send_json(
+            &kafka.articles,
+            "t1",
+            &serde_json::json!({"type": "article_published", "article_id": "t1", "title": "T1",
+                                "section": "News", "published_at": popularity::now_ms()}),
+        )
+        .await;
     tokio::spawn(serve(site, article_page(&app.base)));
 
     let browser = Browser::start().await;
