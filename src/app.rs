@@ -212,6 +212,21 @@ impl App {
     }
 }
 
+/// The origins browsers may call this service from: `api.cors_allowed_origins`
+/// and every site's pages (a site's widget reads the lists, its tracker
+/// posts events).
+fn browser_origins(settings: &Settings) -> Vec<String> {
+    let mut origins = settings.api.cors_allowed_origins.clone();
+    for site in &settings.sites {
+        for o in &site.origins {
+            if !origins.contains(o) {
+                origins.push(o.clone());
+            }
+        }
+    }
+    origins
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,19 +265,4 @@ mod tests {
             "no stable port"
         );
     }
-}
-
-/// The origins browsers may call this service from: `api.cors_allowed_origins`
-/// and every site's pages (a site's widget reads the lists, its tracker
-/// posts events).
-fn browser_origins(settings: &Settings) -> Vec<String> {
-    let mut origins = settings.api.cors_allowed_origins.clone();
-    for site in &settings.sites {
-        for o in &site.origins {
-            if !origins.contains(o) {
-                origins.push(o.clone());
-            }
-        }
-    }
-    origins
 }
