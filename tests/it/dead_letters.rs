@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::fixtures::*;
@@ -61,16 +59,7 @@ async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
     );
 
     // Read the dead-letter topic back.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
-        .set("group.id", random_name("dlq-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&kafka.dead_letter, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    let consumer = dead_letter_reader(&kafka);
     let mut seen = Vec::new();
     while seen.len() < bad.len() {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())

@@ -740,10 +740,10 @@ async fn kill_9_in_a_network_of_sites_loses_and_doubles_nothing_in_any_list() {
     let producer = fast_producer(&kafka);
     let topic = Topics::network(&kafka);
     let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 60_000, 1_200.0, 19, None).await });
+        tokio::spawn(async move { produce(&producer, &topic, 100_000, 1_200.0, 19, None).await });
     let store = store_for(&redis.url, &prefix).await;
     let (kills, applied_at_kills) =
-        fault_rounds(&env, &store, 60_000, 300, 1500, 23, Consumer::kill9).await;
+        fault_rounds(&env, &store, 100_000, 300, 1500, 23, Consumer::kill9).await;
     let produced = stream.await.unwrap();
     let last = Consumer::start(&env);
     let v = verify(&store, &produced, Duration::from_secs(180)).await;

@@ -58,12 +58,18 @@ pub async fn publish_articles(kafka: &Kafka, app: &TestApp) {
             )
             .await;
     }
-    let ids: Vec<String> = ARTICLES.iter().map(|a| a.id.to_string()).collect();
+    let ids: Vec<&str> = ARTICLES.iter().map(|a| a.id).collect();
+    wait_published(app, &ids).await;
+}
+
+/// Waits until the store knows every article of `keys` as published.
+pub async fn wait_published(app: &TestApp, keys: &[&str]) {
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     wait_until(
         "the articles' metadata",
         Duration::from_secs(60),
         || async {
-            let states = app.store.articles(&ids).await.unwrap();
+            let states = app.store.articles(&keys).await.unwrap();
             states.into_iter().all(|a| a.live().is_some())
         },
     )
@@ -83,16 +89,7 @@ pub async fn publish_ids(kafka: &Kafka, app: &TestApp, ids: &[&str]) {
             )
             .await;
     }
-    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    wait_until(
-        "the articles' metadata",
-        Duration::from_secs(60),
-        || async {
-            let states = app.store.articles(&ids).await.unwrap();
-            states.into_iter().all(|a| a.live().is_some())
-        },
-    )
-    .await;
+    wait_published(app, ids).await;
 }
 
 /// Events produced by a test: per article, the (time, weight) pairs of the

@@ -188,6 +188,20 @@ impl TestApp {
             .unwrap_or(0.0)
     }
 
+    /// Events applied so far, every type: counted once the store
+    /// acknowledged their flush.
+    pub async fn applied(&self) -> f64 {
+        let mut total = 0.0;
+        for t in ["page_view", "share", "engagement"] {
+            total += self
+                .metric(&format!(
+                    "popularity_events_total{{outcome=\"applied\",type=\"{t}\"}}"
+                ))
+                .await;
+        }
+        total
+    }
+
     /// Waits until `series` reaches `value`.
     pub async fn wait_metric(&self, series: &str, value: f64) {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -301,19 +315,9 @@ pub fn exited_by(
 /// The first `n` messages of the dead-letter topic (partition 0): each key
 /// and its `x-error` header.
 pub async fn read_dead_letters(kafka: &Kafka, n: usize) -> Vec<(String, String)> {
-    use rdkafka::consumer::{Consumer as _, StreamConsumer};
     use rdkafka::message::Headers as _;
-    use rdkafka::{Message as _, Offset, TopicPartitionList};
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
-        .set("group.id", random_name("dlq-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&kafka.dead_letter, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    use rdkafka::Message as _;
+    let consumer = dead_letter_reader(kafka);
     let mut out = Vec::new();
     while out.len() < n {
         let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
@@ -330,4 +334,21 @@ pub async fn read_dead_letters(kafka: &Kafka, n: usize) -> Vec<(String, String)>
         out.push((key, error));
     }
     out
+}
+
+/// A consumer of the dead-letter topic's partition 0, from its beginning.
+pub fn dead_letter_reader(kafka: &Kafka) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("group.id", random_name("dlq-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&kafka.dead_letter, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    consumer
 }

@@ -41,21 +41,9 @@ async fn post_from(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn applied(app: &TestApp) -> f64 {
-    let mut total = 0.0;
-    for t in ["page_view", "share", "engagement"] {
-        total += app
-            .metric(&format!(
-                "popularity_events_total{{outcome=\"applied\",type=\"{t}\"}}"
-            ))
-            .await;
-    }
-    total
-}
-
 async fn wait_applied(app: &TestApp, n: f64) {
     wait_until("the events applied", Duration::from_secs(90), || async {
-        applied(app).await >= n
+        app.applied().await >= n
     })
     .await;
 }

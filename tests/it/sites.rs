@@ -334,19 +334,8 @@ async fn network_is_exact(name: &str, s: Settings, kafka: &Kafka) {
     })
     .await;
     let counted: usize = truth.values().map(Vec::len).sum();
-    let applied = || async {
-        let mut n = 0.0;
-        for t in ["page_view", "share", "engagement"] {
-            n += app
-                .metric(&format!(
-                    "popularity_events_total{{outcome=\"applied\",type=\"{t}\"}}"
-                ))
-                .await;
-        }
-        n
-    };
     wait_until("the traffic applied", Duration::from_secs(120), || async {
-        applied().await >= counted as f64
+        app.applied().await >= counted as f64
     })
     .await;
     // The late articles are listed nowhere yet.
