@@ -6,11 +6,13 @@
 //!
 //! The way of a request: [`client`] (who sends, and whether it may now),
 //! the body's limits, [`events`] (complete and validate each event with the
-//! consumer's own decoder, with [`visitor`] ids for events that name no
-//! visitor), then [`Collector::produce`].
+//! consumer's own decoder, with the [`visitor`] the collector derives), the
+//! [`gate`] (each event's site owns the page that sent it and has room in
+//! its quota), then [`Collector::produce`].
 
 pub mod client;
 pub mod events;
+pub mod gate;
 pub mod schema;
 mod tracker;
 pub mod visitor;
@@ -34,14 +36,12 @@ use tokio::sync::Semaphore;
 
 use self::client::Clients;
 use self::events::{Batch, Refused, Rules};
+use self::gate::{Gate, Refusal};
 use self::visitor::Visitors;
 use crate::config::{CollectorSettings, Settings};
 use crate::event::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::site::Sites;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
 
 /// Most events waiting for Kafka at once; beyond, requests get 503 rather
 /// than memory.
@@ -57,8 +57,7 @@ pub struct Collector {
     visitors: Visitors,
     clients: Clients,
     sites: Sites,
-    /// Per site (in [`Sites::all`]'s order), its quota of events.
-    quotas: Vec<DefaultDirectRateLimiter>,
+    gate: Gate,
     settings: CollectorSettings,
     max_age_ms: i64,
     in_flight: Arc<Semaphore>,
@@ -82,14 +81,6 @@ impl Collector {
             .create()
             .context("creating the collector's producer")?;
         let sites = Sites::from_settings(settings);
-        let quotas = sites
-            .all()
-            .iter()
-            .map(|s| {
-                let rate = NonZeroU32::new(s.events_per_second).expect("validated");
-                RateLimiter::direct(Quota::per_second(rate))
-            })
-            .collect();
         Ok(Arc::new(Collector {
             producer,
             topic: settings.kafka.topics.events.clone(),
@@ -100,8 +91,8 @@ impl Collector {
             .with_sites(sites.clone()),
             visitors: Visitors::new(c.visitor_secret.as_deref()),
             clients: Clients::new(c),
+            gate: Gate::new(&sites),
             sites,
-            quotas,
             settings: c.clone(),
             max_age_ms: settings.ingest.max_event_age.as_millis() as i64,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_EVENTS)),
@@ -325,83 +316,17 @@ async fn accept(c: &Collector, request: Request) -> Result<usize, Problem> {
         max_events: c.settings.max_events_per_request,
     };
     let batch = events::prepare(&body, &req, &rules).map_err(Problem::Refused)?;
-    c.admit_sites(&parts.headers, &batch)?;
+    c.gate
+        .admit(&parts.headers, &batch)
+        .map_err(|refusal| match refusal {
+            Refusal::Origin(m) => Problem::Forbidden(m),
+            Refusal::Quota(site, wait) => Problem::SiteQuota(site, wait),
+        })?;
     c.metrics.collector_bots.inc_by(batch.bots as u64);
     if !batch.events.is_empty() {
         c.produce(&batch).await?;
     }
     Ok(batch.events.len())
-}
-
-impl Collector {
-    /// Every site of `batch` must own the page that sent it (its `Origin`,
-    /// else its `Referer`), and have room in its quota for its events.
-    fn admit_sites(&self, headers: &HeaderMap, batch: &Batch) -> Result<(), Problem> {
-        let page = page_origin(headers);
-        let mut per_site = vec![0u32; self.sites.all().len()];
-        for e in &batch.events {
-            let i = self
-                .sites
-                .all()
-                .iter()
-                .position(|s| s.id == e.site)
-                .expect("events name configured sites");
-            per_site[i] += 1;
-        }
-        for (i, n) in per_site.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let site = &self.sites.all()[i];
-            let allowed = site.origins.iter().any(|o| o == "*")
-                || page.as_deref().is_some_and(|p| {
-                    site.origins.iter().any(|o| o.eq_ignore_ascii_case(p))
-                        || same_origin(p, headers)
-                });
-            if !allowed {
-                return Err(Problem::Forbidden(match &page {
-                    Some(p) => format!("{p} is not an origin of site {:?}", site.id),
-                    None => format!(
-                        "the request names no page (Origin or Referer) of site {:?}",
-                        site.id
-                    ),
-                }));
-            }
-            let n = NonZeroU32::new(*n).expect("filtered");
-            match self.quotas[i].check_n(n) {
-                Ok(Ok(())) => {}
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    return Err(Problem::SiteQuota(site.id.clone(), wait));
-                }
-                // More events in one request than a second's quota.
-                Err(_) => return Err(Problem::SiteQuota(site.id.clone(), Duration::from_secs(1))),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The origin (`scheme://host[:port]`) of the page that sent a request:
-/// its `Origin`, else its `Referer`'s.
-fn page_origin(headers: &HeaderMap) -> Option<String> {
-    if let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        // A sandboxed frame or a privacy redirect sends `null`: no page.
-        return (o != "null").then(|| o.to_ascii_lowercase());
-    }
-    let referer = headers
-        .get(header::REFERER)
-        .and_then(|v| v.to_str().ok())?
-        .parse::<axum::http::Uri>()
-        .ok()?;
-    let scheme = referer.scheme_str()?;
-    let authority = referer.authority()?;
-    Some(format!("{scheme}://{}", authority.as_str().rsplit('@').next()?).to_ascii_lowercase())
-}
-
-/// True when `origin` is this service's own (the request's `Host`): a page
-/// it served itself (the demo's article pages), which names its site.
-fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
-    let host = header_str(headers, header::HOST).to_ascii_lowercase();
-    let authority = origin.split_once("://").map_or("", |(_, a)| a);
-    !host.is_empty() && authority == host
 }
 
 /// The body, at most `max` bytes.
