@@ -3,7 +3,7 @@
 //   <div data-popularity-widget data-profile="trending" data-section="news" data-limit="5"></div>
 // on a page and the div becomes a live list of the most read articles,
 // kept current through /v1/stream/rankings (polling /v1/rankings where
-// EventSource is missing). Options:
+// EventSource is missing, or when the stream is refused). Options:
 //   data-list       ranking (default), index (the News Index) or tags (Popular Tags)
 //   data-site       only this site's list (its id); absent: the whole network
 //   data-profile    ranking profile (default trending)
@@ -115,12 +115,6 @@
     function show(text) {
       try { render(root, kind, JSON.parse(text)); } catch (e) { /* a bad frame: keep the last list */ }
     }
-    if (src.stream && window.EventSource) {
-      var es = new EventSource(base + src.stream + "?" + src.query);
-      es.addEventListener("ranking", function (e) { show(e.data); });
-      state.stop = function () { es.close(); };
-      return;
-    }
     var timer = null;
     function poll() {
       fetch(base + src.path + "?" + src.query, { headers: { accept: "application/json" } })
@@ -129,8 +123,25 @@
         .catch(function () { /* the next poll retries */ })
         .then(function () { if (!state.stopped) timer = setTimeout(poll, refresh); });
     }
-    state.stop = function () { clearTimeout(timer); };
-    poll();
+    function polling() {
+      state.stop = function () { clearTimeout(timer); };
+      poll();
+    }
+    if (src.stream && window.EventSource) {
+      var es = new EventSource(base + src.stream + "?" + src.query);
+      es.addEventListener("ranking", function (e) { show(e.data); });
+      // A stream refused (too many open) or failed for good is not retried
+      // by the browser: the list is polled instead, so it never stays blank.
+      es.onerror = function () {
+        if (es.readyState === 2 && !state.stopped) {
+          es.close();
+          polling();
+        }
+      };
+      state.stop = function () { es.close(); };
+      return;
+    }
+    polling();
   }
 
   function unmount(root) {

@@ -124,7 +124,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
 fn article_pages(default_site: &'static str) -> axum::Router {
     use axum::extract::Path;
     use axum::http::StatusCode;
-    use axum::response::{Html, IntoResponse, Response};
+    use axum::response::{IntoResponse, Response};
     const PAGE: &str = include_str!("../assets/demo-article.html");
     fn page(site: &str, id: &str) -> Response {
         // Only names that need no escaping reach the page.
@@ -137,9 +137,22 @@ fn article_pages(default_site: &'static str) -> axum::Router {
         if !plain(site) || !plain(id) {
             return (StatusCode::NOT_FOUND, "no such demo article").into_response();
         }
-        Html(PAGE.replace("{{ARTICLE_ID}}", id).replace("{{SITE}}", site)).into_response()
+        crate::api::assets::page(PAGE.replace("{{ARTICLE_ID}}", id).replace("{{SITE}}", site))
     }
+    const SCRIPT: &str = include_str!("../assets/demo-article.js");
     axum::Router::new()
+        .route(
+            "/demo/article.js",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/javascript; charset=utf-8",
+                    )],
+                    SCRIPT,
+                )
+            }),
+        )
         .route(
             "/demo/article/{site}/{id}",
             axum::routing::get(|Path((site, id)): Path<(String, String)>| async move {

@@ -215,7 +215,15 @@ pub fn edge(
     let compressed = CompressionLayer::new().layer(hits);
     MapResponse::new(
         cors(cors_allowed_origins).layer(compressed),
-        |r: Response<CompressionBody<Body>>| r.map(Body::new),
+        |r: Response<CompressionBody<Body>>| {
+            let mut r = r.map(Body::new);
+            // No answer is ever sniffed into another type (DESIGN §13).
+            r.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            r
+        },
     )
 }
 

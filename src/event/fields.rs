@@ -81,12 +81,24 @@ pub(super) fn optional_id<'a>(
             field,
             message: format!("longer than {MAX_ID_CHARS} characters"),
         }),
-        Some(v) if v.chars().any(char::is_control) => Err(Invalid::InvalidField {
-            field,
-            message: "contains control characters".to_string(),
-        }),
+        Some(v) if v.chars().any(|c| c.is_control() || is_invisible(c)) => {
+            Err(Invalid::InvalidField {
+                field,
+                message: "contains control, bidirectional or zero-width characters".to_string(),
+            })
+        }
         Some(v) => Ok(Some(v)),
     }
+}
+
+/// A character that changes how text around it is shown without showing
+/// itself: bidirectional controls (which can reverse what a headline or id
+/// seems to say) and zero-width ones. Section and tag slugs never hold one
+/// (a slug keeps letters and digits only).
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// A section: its slug, absent when the slug is empty.
@@ -127,4 +139,31 @@ pub(super) fn tags(raw: Option<RawTags<'_>>) -> Result<Tags<'_>, Invalid> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_with_bidirectional_or_zero_width_characters_are_invalid_and_slugs_drop_them() {
+        for id in [
+            "a\u{202E}gnp.exe",
+            "a\u{200B}b",
+            "\u{FEFF}a",
+            "a\u{2067}b",
+            "a\u{061C}",
+        ] {
+            let e = optional_id("article_id", Some(Text::Borrowed(id))).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid_field: article_id: contains control, bidirectional or zero-width characters"
+            );
+        }
+        assert!(optional_id("article_id", Some(Text::Borrowed("a-1 é"))).is_ok());
+        let s = section(Some(Text::Borrowed("Ne\u{202E}ws\u{200B}")))
+            .unwrap()
+            .unwrap();
+        assert!(!s.chars().any(is_invisible), "{s:?}");
+    }
 }

@@ -51,12 +51,22 @@ impl<'a> Incoming<'a> {
 /// An invalid message on its way to the dead-letter topic.
 pub(super) struct DeadLetter {
     pub key: Option<Vec<u8>>,
+    /// The message's first [`DEAD_LETTER_MAX_BYTES`] bytes: a message too
+    /// large for any topic must not stop the consumer (DESIGN §13).
     pub payload: Vec<u8>,
+    /// The message's size as read.
+    pub original_size: usize,
     pub reason: String,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
 }
+
+/// Most bytes of a message kept in its dead letter: well under Kafka's
+/// default limit of a message (1 MB), so any dead-letter topic takes it.
+/// An invalid message larger than this is dead-lettered truncated, its
+/// size in the `x-original-size` header.
+pub(super) const DEAD_LETTER_MAX_BYTES: usize = 256 * 1024;
 
 /// A counted behaviour event waiting for the flush: 32 bytes, its texts
 /// interned in the batch's [`Places`].

@@ -1,5 +1,7 @@
-//! Invalid messages to the dead-letter topic, with headers naming the reason
-//! and where they came from, before their offsets are committed.
+//! Invalid messages to the dead-letter topic, with headers naming the reason,
+//! where they came from and their size, before their offsets are committed.
+//! A message larger than any topic takes is sent truncated (see
+//! [`super::batch::DEAD_LETTER_MAX_BYTES`]), so no message stops the consumer.
 
 use std::time::Duration;
 
@@ -39,11 +41,13 @@ impl DeadLetters {
         let sends = dead.iter().map(|d| {
             let partition = d.partition.to_string();
             let offset = d.offset.to_string();
+            let size = d.original_size.to_string();
             let headers = [
                 ("x-error", d.reason.as_str()),
                 ("x-source-topic", d.topic.as_str()),
                 ("x-source-partition", partition.as_str()),
                 ("x-source-offset", offset.as_str()),
+                ("x-original-size", size.as_str()),
             ]
             .into_iter()
             .fold(OwnedHeaders::new(), |hs, (key, value)| {

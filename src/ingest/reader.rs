@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
 
-use super::batch::{find, Batch, Counted, DeadLetter, Incoming};
+use super::batch::{find, Batch, Counted, DeadLetter, Incoming, DEAD_LETTER_MAX_BYTES};
 
 /// Fewest messages on each side of the split for decoding on several
 /// threads: below it, handing a side over costs more than it saves.
@@ -317,9 +317,13 @@ impl Reader {
             Outcome::Covered => {}
             Outcome::Invalid(invalid) => {
                 self.count_invalid(&invalid);
+                let kept = m.payload.len().min(DEAD_LETTER_MAX_BYTES);
                 batch.dead.push(DeadLetter {
-                    key: m.key.map(<[u8]>::to_vec),
-                    payload: m.payload.to_vec(),
+                    key: m
+                        .key
+                        .map(|k| k[..k.len().min(DEAD_LETTER_MAX_BYTES)].to_vec()),
+                    payload: m.payload[..kept].to_vec(),
+                    original_size: m.payload.len(),
                     reason: invalid.to_string(),
                     topic: m.topic.to_string(),
                     partition: m.partition,

@@ -41,14 +41,17 @@ trap cleanup EXIT
 
 "$BIN" dev-broker --port "$KAFKA_PORT" > "$WORK/broker.log" 2>&1 &
 BROKER_PID=$!
-# The fuzzer sends hundreds of requests a second from one address: the
-# per-address limit is raised so that it tests the routes, not the limiter
-# (which its own tests cover).
+# The fuzzer sends hundreds of requests a second from one address, with no
+# Origin: the per-address limit and the site's quota are raised, and the
+# site takes events from any page, so that it tests the routes, not the
+# limiter and the origin check (which their own tests cover).
 POPULARITY__KAFKA__BROKERS=127.0.0.1:$KAFKA_PORT \
 POPULARITY__STORE__BACKEND=memory \
 POPULARITY__API__LISTEN=127.0.0.1:$API_PORT \
+POPULARITY__API__CORS_ALLOWED_ORIGINS='*' \
 POPULARITY__COLLECTOR__REQUESTS_PER_SECOND_PER_IP=1000000 \
 POPULARITY__COLLECTOR__BURST=1000000 \
+POPULARITY__COLLECTOR__EVENTS_PER_SECOND_PER_SITE=1000000 \
 RUST_LOG=warn \
   "$BIN" serve --role all > "$WORK/serve.log" 2>&1 &
 SERVE_PID=$!

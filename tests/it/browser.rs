@@ -149,6 +149,16 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // The page under its Content-Security-Policy: no inline script, its own
+    // scripts only; every answer refuses to be sniffed.
+    let r = http.get(format!("{base}/")).send().await.unwrap();
+    let h = r.headers();
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self';"));
+    assert_eq!(h["referrer-policy"], "strict-origin-when-cross-origin");
+    assert_eq!(h["x-content-type-options"], "nosniff");
     let browser = Browser::start().await;
     let before_asked = Instant::now();
     let before = lists().await;
@@ -266,7 +276,15 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
     browser
         .open(&format!("{base}/demo/article/btv/reader-test"))
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Its script, a file of its own under the page's policy, shows what
+    // was counted.
+    browser
+        .wait_for(
+            "the article page's counts",
+            Duration::from_secs(10),
+            "const c = document.getElementById('counts').textContent; return c.includes('page views') ? c : null;",
+        )
+        .await;
     browser.click("[data-popularity-share]").await;
     browser.open("about:blank").await;
     let counted = || async {

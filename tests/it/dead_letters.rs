@@ -109,3 +109,70 @@ async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
     .await;
     app.stop().await;
 }
+
+/// A message larger than any dead-letter topic takes (2 MB, with Kafka's
+/// default limit of 1 MB a message) goes there truncated, with its
+/// size and origin in headers, and ingest goes on: before, the refused
+/// dead-letter produce kept the flush failing and every partition paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_to_dead_letter_goes_there_truncated_and_ingest_goes_on() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, None)).await;
+    publish_ids(&kafka, &app, &["after"]).await;
+    let big: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("message.max.bytes", "30000000")
+        .create()
+        .unwrap();
+    let sizes = [2_000_000usize];
+    for (i, size) in sizes.iter().enumerate() {
+        let payload = format!(
+            "{{\"type\":\"page_view\",\"pad\":\"{}\"}}",
+            "x".repeat(*size)
+        );
+        big.send(
+            FutureRecord::to(&kafka.events)
+                .key(&format!("big{i}"))
+                .payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    }
+    // A good event after them counts: nothing stopped the consumer.
+    let e =
+        json!({"type":"page_view","article_id":"after","visitor_id":"v","occurred_at":now_ms()});
+    kafka.send_json(&kafka.events, "after", &e).await;
+    app.wait_metric(
+        "popularity_events_total{outcome=\"applied\",type=\"page_view\"}",
+        1.0,
+    )
+    .await;
+    let consumer = dead_letter_reader(&kafka);
+    for (i, size) in sizes.iter().enumerate() {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("the dead letter arrives")
+            .unwrap();
+        let headers: HashMap<String, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(m.key(), Some(format!("big{i}").as_bytes()));
+        assert!(headers["x-error"].starts_with("oversized"), "{headers:?}");
+        assert_eq!(headers["x-original-size"], (size + 29).to_string());
+        assert_eq!(headers["x-source-topic"], kafka.events);
+        assert_eq!(headers["x-source-offset"], i.to_string());
+        let payload = m.payload().unwrap();
+        assert_eq!(payload.len(), 256 * 1024, "truncated to 256 KiB");
+        assert!(payload.starts_with(b"{\"type\":\"page_view\",\"pad\":\"xxx"));
+    }
+}

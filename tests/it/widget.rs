@@ -105,11 +105,16 @@ struct Site {
 
 impl Site {
     async fn start() -> Site {
+        Site::start_with(|_| {}).await
+    }
+
+    async fn start_with(change: impl FnOnce(&mut popularity::config::Settings)) -> Site {
         let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
         let kafka = Kafka::start(2);
         let mut s = settings(&kafka, None);
         s.api.cors_allowed_origins = vec![page_origin.clone()];
+        change(&mut s);
         let app = spawn_app(s).await;
         Site {
             page_listener,
@@ -292,4 +297,62 @@ async fn without_event_source_the_widget_polls_and_still_follows_changes() {
     let polls = "popularity_http_requests_total{route=\"/v1/rankings/{profile}\",status=\"200\"}";
     assert_eq!(app.metric(streams).await, 0.0, "a stream was opened");
     assert!(app.metric(polls).await >= 2.0, "the widget did not poll");
+}
+
+/// A widget whose stream is refused (the replica holds as many as it may)
+/// polls instead of staying blank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widget_whose_stream_is_refused_polls_instead() {
+    let Site {
+        page_listener,
+        page_origin,
+        kafka,
+        app,
+    } = Site::start_with(|s| s.api.max_streams = 1).await;
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Busy</title>
+<script src="{}/widget.js"></script></head><body>
+<div id="w" data-popularity-widget data-profile="trending" data-limit="3" data-refresh="2"></div>
+</body></html>"#,
+        app.base
+    );
+    tokio::spawn(serve_page(
+        page_listener,
+        html,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    ));
+    publish(&kafka, "b1", "Busy one", "One.", &["red"]).await;
+    views(&kafka, "b1", 0..2).await;
+    wait_until("the article ranked", Duration::from_secs(60), || async {
+        app.get("/v1/rankings/trending").await.1["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    // Another client holds the replica's only stream.
+    let held = app
+        .http
+        .get(format!("{}/v1/stream/rankings/trending?limit=9", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    let browser = crate::webdriver::Browser::start().await;
+    browser.open(&format!("{page_origin}/")).await;
+    let shown = browser
+        .wait_for(
+            "the polled list",
+            Duration::from_secs(15),
+            "const li = document.querySelector('#w li[data-article-id]'); return li && li.dataset.articleId;",
+        )
+        .await;
+    assert_eq!(shown, "b1");
+    let refused =
+        "popularity_http_requests_total{route=\"/v1/stream/rankings/{profile}\",status=\"503\"}";
+    assert_eq!(
+        app.metric(refused).await,
+        1.0,
+        "the widget's stream was not refused"
+    );
+    drop(held);
 }
