@@ -105,9 +105,10 @@ impl App {
                 collector: Some(c),
             });
         }
-        let store = crate::store::connect(&settings)
-            .await
-            .with_context(|| format!("connecting to the store at {}", settings.store.redis_url))?;
+        let store = crate::store::connect(&settings).await.with_context(|| {
+            let url = crate::config::redacted(&settings.store.redis_url);
+            format!("connecting to the store at {url}")
+        })?;
         if !store.durable() && role != Role::All {
             anyhow::bail!(
                 "invalid configuration: `store.backend`: memory keeps state in one process, so it needs --role all"

@@ -208,6 +208,25 @@ pub struct StoreSettings {
     pub metadata_ttl: Duration,
 }
 
+/// `urls` (one URL or a comma-separated list) with every password
+/// replaced by `***`, for logs and error messages: `redis://:s3cret@host`
+/// → `redis://:***@host`.
+pub fn redacted(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+                    format!("{scheme}://{user}:***@{host}")
+                }
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl StoreSettings {
     /// The URLs of `redis_url`: one server, the Sentinels or seed nodes.
     pub fn redis_urls(&self) -> Vec<&str> {

@@ -254,3 +254,18 @@ fn bad_profiles_fail_naming_the_profile_key() {
         assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
     }
 }
+
+#[test]
+fn passwords_in_urls_are_redacted_for_logs_and_errors() {
+    assert_eq!(
+        redacted("redis://:S3cret@127.0.0.1:6379"),
+        "redis://:***@127.0.0.1:6379"
+    );
+    assert_eq!(
+        redacted("rediss://app:p@ss:w0rd@r1:6380/0,redis://r2:6379"),
+        "rediss://app:***@r1:6380/0,redis://r2:6379"
+    );
+    assert_eq!(redacted("redis://127.0.0.1"), "redis://127.0.0.1");
+    let e = err_of(&[("POPULARITY__STORE__REDIS_URL", "redis://:S3cret@[oops")]);
+    assert!(!e.contains("S3cret"), "{e}");
+}

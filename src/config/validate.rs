@@ -293,7 +293,7 @@ impl StoreSettings {
             redis::Client::open(*url).map_err(|e| {
                 invalid(
                     "store.redis_url",
-                    format!("{url:?} is not a Redis URL: {e}"),
+                    format!("{:?} is not a Redis URL: {e}", super::redacted(url)),
                 )
             })?;
         }

@@ -35,6 +35,29 @@ fn a_bad_config_value_fails_at_start_naming_the_key() {
     assert!(err.contains("api") && err.contains("cache_tll"), "{err}");
 }
 
+/// A store that cannot be reached is named without its password (DESIGN
+/// §13): before, the error printed the URL as given.
+#[test]
+fn a_store_that_cannot_be_reached_is_named_without_its_password() {
+    let port = free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["serve", "--role", "api"])
+        .env(
+            "POPULARITY__STORE__REDIS_URL",
+            format!("redis://:S3cretPassw0rd@127.0.0.1:{port}"),
+        )
+        .env("POPULARITY__API__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("S3cretPassw0rd"), "{err}");
+    assert!(
+        err.contains(&format!("redis://:***@127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
 /// The README's flow with the real binary: `dev-broker` on a fixed port,
 /// `serve` with the memory store, events from a Kafka client, rankings over
 /// HTTP, then SIGTERM for a clean exit.
