@@ -16,6 +16,7 @@ use crate::store::Cursor;
     responses(
         (status = 200, description = "A page of the index", body = IndexResponse),
         (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "Unknown site", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 pub(super) async fn news_index(

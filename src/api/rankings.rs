@@ -53,7 +53,7 @@ pub(super) async fn list_sites(State(state): State<ApiState>) -> Json<SitesRespo
     responses(
         (status = 200, description = "The ranking", body = RankingResponse),
         (status = 400, description = "Invalid parameter", body = ErrorBody),
-        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 404, description = "Unknown profile or site", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 pub(super) async fn ranking(
@@ -248,7 +248,7 @@ fn ranked(st: &ApiState, rank: usize, key: &str, score: f64, meta: ArticleMeta) 
     responses(
         (status = 200, description = "The tags", body = TagsResponse),
         (status = 400, description = "Invalid parameter", body = ErrorBody),
-        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 404, description = "Unknown profile or site", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 pub(super) async fn popular_tags(

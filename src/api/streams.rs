@@ -154,7 +154,7 @@ impl Poller {
     responses(
         (status = 200, description = "text/event-stream: each `ranking` event's data is a RankingResponse", content_type = "text/event-stream", body = super::model::RankingEvent),
         (status = 400, description = "Invalid parameter", body = super::model::ErrorBody),
-        (status = 404, description = "Unknown profile", body = super::model::ErrorBody),
+        (status = 404, description = "Unknown profile or site", body = super::model::ErrorBody),
         (status = 503, description = "Too many open streams", body = super::model::ErrorBody),
     ))]
 pub(super) async fn stream_ranking(
