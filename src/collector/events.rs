@@ -32,6 +32,9 @@ pub struct Batch {
     pub events: Vec<Prepared>,
     /// Dropped as crawler traffic.
     pub bots: usize,
+    /// Every site the request's events name, crawlers' included: the page
+    /// that sent them must be one of each ([`super::gate`]).
+    pub sites: Vec<String>,
 }
 
 /// Why a request's events were refused: nothing of it is produced.
@@ -125,7 +128,11 @@ pub fn prepare(body: &[u8], req: &Request<'_>, rules: &Rules<'_>) -> Result<Batc
         let Value::Object(event) = item else {
             return Err(refuse("must be a JSON object".into()));
         };
-        match one(event, req, rules).map_err(refuse)? {
+        let (site, prepared) = one(event, req, rules).map_err(refuse)?;
+        if !out.sites.contains(&site) {
+            out.sites.push(site);
+        }
+        match prepared {
             Some(p) => out.events.push(p),
             None => out.bots += 1,
         }
@@ -133,12 +140,13 @@ pub fn prepare(body: &[u8], req: &Request<'_>, rules: &Rules<'_>) -> Result<Batc
     Ok(out)
 }
 
-/// One event completed and validated; `None` for crawler traffic.
+/// One event's site, and the event completed and validated (`None` for
+/// crawler traffic).
 fn one(
     mut event: Map<String, Value>,
     req: &Request<'_>,
     rules: &Rules<'_>,
-) -> Result<Option<Prepared>, String> {
+) -> Result<(String, Option<Prepared>), String> {
     let kind = event
         .get("type")
         .and_then(Value::as_str)
@@ -197,12 +205,15 @@ fn one(
         decoded = decode(rules.decoder, &payload, req.now_ms);
     }
     match decoded.map_err(|e| e.to_string())? {
-        Some(b) if b.bot => Ok(None),
-        Some(b) => Ok(Some(Prepared {
-            site,
-            article_id: b.article_id.into_owned(),
-            payload,
-        })),
+        Some(b) if b.bot => Ok((site, None)),
+        Some(b) => Ok((
+            site.clone(),
+            Some(Prepared {
+                site,
+                article_id: b.article_id.into_owned(),
+                payload,
+            }),
+        )),
         None => Err(format!(
             "type must be one of {}",
             EventType::ALL.map(|t| t.as_str()).join(", ")

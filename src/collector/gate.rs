@@ -46,21 +46,20 @@ impl Gate {
         }
     }
 
-    /// Admits `batch`, sent with `headers`, or says why not.
+    /// Admits `batch`, sent with `headers`, or says why not. Every site the
+    /// request names must own its page (crawlers' events included, though
+    /// they are dropped); its events to produce count in its quota.
     pub fn admit(&self, headers: &HeaderMap, batch: &Batch) -> Result<(), Refusal> {
         let page = page_origin(headers);
-        let mut per_site = vec![0u32; self.sites.all().len()];
-        for e in &batch.events {
-            let i = self
-                .sites
+        let index = |id: &str| {
+            self.sites
                 .all()
                 .iter()
-                .position(|s| s.id == e.site)
-                .expect("events name configured sites");
-            per_site[i] += 1;
-        }
-        for (i, n) in per_site.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let site = &self.sites.all()[i];
+                .position(|s| s.id == id)
+                .expect("events name configured sites")
+        };
+        for id in &batch.sites {
+            let site = &self.sites.all()[index(id)];
             let allowed = site.origins.iter().any(|o| o == "*")
                 || page.as_deref().is_some_and(|p| {
                     site.origins.iter().any(|o| o.eq_ignore_ascii_case(p))
@@ -75,6 +74,13 @@ impl Gate {
                     ),
                 }));
             }
+        }
+        let mut per_site = vec![0u32; self.sites.all().len()];
+        for e in &batch.events {
+            per_site[index(&e.site)] += 1;
+        }
+        for (i, n) in per_site.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let site = &self.sites.all()[i];
             let n = NonZeroU32::new(*n).expect("filtered");
             match self.quotas[i].check_n(n) {
                 Ok(Ok(())) => {}
@@ -125,6 +131,8 @@ mod tests {
     use crate::collector::events::Prepared;
 
     fn batch(sites: &[&str]) -> Batch {
+        let mut named: Vec<String> = sites.iter().map(|s| s.to_string()).collect();
+        named.dedup();
         Batch {
             events: sites
                 .iter()
@@ -135,6 +143,7 @@ mod tests {
                 })
                 .collect(),
             bots: 0,
+            sites: named,
         }
     }
 
@@ -194,6 +203,18 @@ mod tests {
                 "https://a.example is not an origin of site \"b\"".into()
             ))
         );
+    }
+
+    #[test]
+    fn a_crawlers_events_are_refused_from_another_sites_page_too() {
+        let g = gate(100);
+        let crawler = Batch {
+            events: Vec::new(),
+            bots: 1,
+            sites: vec!["a".into()],
+        };
+        let refused = g.admit(&headers(&[("origin", "https://evil.example")]), &crawler);
+        assert!(matches!(refused, Err(Refusal::Origin(_))), "{refused:?}");
     }
 
     #[test]
