@@ -15,6 +15,7 @@
 //! - [`ingest`]: the Kafka consumer loop: read, flush to the store, commit;
 //!   invalid messages to the dead-letter topic.
 //! - [`api`]: the HTTP routes, the response cache and error mapping.
+//! - [`peer`]: a request's client address, behind trusted proxies or not.
 //! - [`metrics`]: every Prometheus metric, named in one place.
 //! - [`shutdown`]: SIGTERM/SIGINT to one cancellation token.
 //! - [`logging`]: text or JSON logs to standard error.
@@ -40,6 +41,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod newsroom;
+pub mod peer;
 pub mod redis_server;
 pub mod scoring;
 pub mod shutdown;

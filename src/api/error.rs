@@ -1,4 +1,4 @@
-//! API errors: the caller's fault (400, 404) with a message, or ours (5xx)
+//! API errors: the caller's fault (400, 404, 429) with a message, or ours (5xx)
 //! with a generic body while the cause is logged.
 
 use axum::http::StatusCode;
@@ -20,6 +20,9 @@ pub enum ApiError {
     /// This replica cannot take more of something (open streams): 503.
     #[error("{0}")]
     Overloaded(String),
+    /// This client holds as much as one may (open streams): 429.
+    #[error("{0}")]
+    TooMany(String),
     /// The store failed: 503, the cause logged, not sent.
     #[error("store failure")]
     Store(#[from] StoreError),
@@ -31,6 +34,7 @@ impl ApiError {
         match self {
             ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -42,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::InvalidParameter(m) => ("invalid_parameter", m.clone()),
             ApiError::NotFound(m) => ("not_found", m.clone()),
             ApiError::Overloaded(m) => ("unavailable", m.clone()),
+            ApiError::TooMany(m) => ("rate_limited", m.clone()),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure while answering a request");
                 (

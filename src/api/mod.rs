@@ -130,6 +130,8 @@ impl ApiState {
             // every 250 ms when the cache is off).
             streams: Arc::new(Streams::new(
                 api.max_streams,
+                api.max_streams_per_client,
+                crate::peer::Peers::new(&settings.collector.trusted_proxies),
                 api.cache_ttl.max(Duration::from_millis(250)),
             )),
             cors_allowed_origins: api.cors_allowed_origins.clone(),

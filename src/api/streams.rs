@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::params::{StreamParams, Strict};
 use super::rankings::{compute_ranking, RankingQuery};
 use super::{ApiError, ApiState};
+use crate::peer::{PeerAddr, Peers};
 
 /// How often between comment lines that keep idle connections open.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -43,21 +46,48 @@ struct Frame {
 pub struct Streams {
     pollers: Mutex<HashMap<String, watch::Receiver<Option<Arc<Frame>>>>>,
     permits: Arc<Semaphore>,
+    /// Open streams per client address, and how many one may hold.
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_client: usize,
+    /// Whose `X-Forwarded-For` names the client.
+    peers: Peers,
     tick: Duration,
     ids: Arc<AtomicU64>,
     closing: CancellationToken,
 }
 
 impl Streams {
-    /// At most `max_streams` open at once; lists recomputed every `tick`.
-    pub fn new(max_streams: usize, tick: Duration) -> Streams {
+    /// At most `max_streams` open at once, `max_per_client` of them from
+    /// one client address; lists recomputed every `tick`.
+    pub fn new(max_streams: usize, max_per_client: usize, peers: Peers, tick: Duration) -> Streams {
         Streams {
             pollers: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_streams)),
+            per_client: Arc::new(Mutex::new(HashMap::new())),
+            max_per_client,
+            peers,
             tick,
             ids: Arc::new(AtomicU64::new(crate::now_ms().max(0) as u64)),
             closing: CancellationToken::new(),
         }
+    }
+
+    /// Takes a place for one more stream of `client`, or refuses it.
+    fn admit_client(&self, client: Option<IpAddr>) -> Result<Option<ClientSlot>, ApiError> {
+        let Some(ip) = client else { return Ok(None) };
+        let mut open = self.per_client.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max_per_client {
+            return Err(ApiError::TooMany(format!(
+                "{} streams are open from this address, the most one may hold; close one first",
+                self.max_per_client
+            )));
+        }
+        *n += 1;
+        Ok(Some(ClientSlot {
+            ip,
+            open: self.per_client.clone(),
+        }))
     }
 
     /// Ends every stream (at shutdown) and refuses new ones.
@@ -89,6 +119,24 @@ impl Streams {
         };
         tokio::spawn(poll.run());
         rx
+    }
+}
+
+/// One stream's place among its client's; given back when the stream ends.
+struct ClientSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -155,12 +203,14 @@ impl Poller {
         (status = 200, description = "text/event-stream: each `ranking` event's data is a RankingResponse", content_type = "text/event-stream", body = super::model::RankingEvent),
         (status = 400, description = "Invalid parameter", body = super::model::ErrorBody),
         (status = 404, description = "Unknown profile or site", body = super::model::ErrorBody),
+        (status = 429, description = "Too many open streams from this address", body = super::model::ErrorBody),
         (status = 503, description = "Too many open streams", body = super::model::ErrorBody),
     ))]
 pub(super) async fn stream_ranking(
     State(state): State<ApiState>,
     Path(profile): Path<String>,
     Strict(p): Strict<StreamParams>,
+    PeerAddr(peer): PeerAddr,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut q = RankingQuery::new(&state, profile, p.site, p.section, p.tag, p.limit.0)?;
@@ -169,7 +219,8 @@ pub(super) async fn stream_ranking(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    Ok(stream(&state, q, last)?.into_response())
+    let client = state.streams.peers.address(peer, &headers);
+    Ok(stream(&state, q, last, client)?.into_response())
 }
 
 /// The SSE response for `query`: the list at connect (unless the client's
@@ -178,32 +229,41 @@ fn stream(
     state: &ApiState,
     query: RankingQuery,
     last_event_id: Option<u64>,
+    client: Option<IpAddr>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let streams = &state.streams;
     if streams.closing.is_cancelled() {
         return Err(ApiError::Overloaded("the server is shutting down".into()));
     }
+    let slot = streams.admit_client(client)?;
     let permit = streams.permits.clone().try_acquire_owned().map_err(|_| {
         ApiError::Overloaded("too many open streams on this replica; try again shortly".into())
     })?;
     let rx = streams.subscribe(state, query);
-    let frames = futures::stream::unfold(
-        (rx, last_event_id, permit),
-        |(mut rx, mut last, permit): (_, Option<u64>, OwnedSemaphorePermit)| async move {
-            loop {
-                let current = rx.borrow_and_update().clone();
-                if let Some(frame) = current.filter(|f| last != Some(f.id)) {
-                    last = Some(frame.id);
-                    let event = Event::default()
-                        .event("ranking")
-                        .id(frame.id.to_string())
-                        .data(frame.data.clone());
-                    return Some((Ok(event), (rx, last, permit)));
+    // The permit and the client's slot live as long as the stream.
+    let held = (permit, slot);
+    let frames =
+        futures::stream::unfold(
+            (rx, last_event_id, held),
+            |(mut rx, mut last, held): (
+                _,
+                Option<u64>,
+                (OwnedSemaphorePermit, Option<ClientSlot>),
+            )| async move {
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    if let Some(frame) = current.filter(|f| last != Some(f.id)) {
+                        last = Some(frame.id);
+                        let event = Event::default()
+                            .event("ranking")
+                            .id(frame.id.to_string())
+                            .data(frame.data.clone());
+                        return Some((Ok(event), (rx, last, held)));
+                    }
+                    rx.changed().await.ok()?;
                 }
-                rx.changed().await.ok()?;
-            }
-        },
-    )
-    .take_until(streams.closing.clone().cancelled_owned());
+            },
+        )
+        .take_until(streams.closing.clone().cancelled_owned());
     Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
 }

@@ -50,6 +50,11 @@ impl Replica {
             .env("POPULARITY__KAFKA__BROKERS", &settings.kafka.brokers)
             .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
             .env("POPULARITY__API__MAX_STREAMS", max_streams.to_string())
+            // Every stream comes from the bench's one address.
+            .env(
+                "POPULARITY__API__MAX_STREAMS_PER_CLIENT",
+                max_streams.to_string(),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,5 +1,5 @@
-//! Who is asking: the client's address (from `X-Forwarded-For` only behind
-//! a trusted proxy) and its share of the per-address rate limit.
+//! Who is asking ([`crate::peer`]) and its share of the per-address rate
+//! limit.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -8,62 +8,30 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use ipnet::IpNet;
 
 use crate::config::CollectorSettings;
+use crate::peer::Peers;
 
 /// Where requests come from, and how fast each address may send.
 pub struct Clients {
-    trusted: Vec<IpNet>,
+    peers: Peers,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl Clients {
     /// From validated settings.
     pub fn new(s: &CollectorSettings) -> Clients {
-        let trusted = s
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| {
-                c.parse::<IpNet>()
-                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
-                    .ok()
-            })
-            .collect();
         let rate = NonZeroU32::new(s.requests_per_second_per_ip).expect("validated");
         let burst = NonZeroU32::new(s.burst).expect("validated");
         Clients {
-            trusted,
+            peers: Peers::new(&s.trusted_proxies),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
         }
     }
 
-    /// The client of a request from `peer`: the peer itself, or, when the
-    /// peer is a trusted proxy, the last address of `X-Forwarded-For` that
-    /// is not a trusted proxy.
+    /// The client of a request from `peer` ([`Peers::address`]).
     pub fn address(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let peer = peer?.ip();
-        if !self.is_trusted(peer) {
-            return Some(peer);
-        }
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .collect::<Vec<_>>();
-        Some(
-            forwarded
-                .into_iter()
-                .rev()
-                .find(|a| !self.is_trusted(*a))
-                .unwrap_or(peer),
-        )
-    }
-
-    fn is_trusted(&self, a: IpAddr) -> bool {
-        self.trusted.iter().any(|n| n.contains(&a))
+        self.peers.address(peer, headers)
     }
 
     /// `Err(wait)` when `client` is over its rate.
@@ -91,21 +59,6 @@ mod tests {
         s.requests_per_second_per_ip = rate;
         s.burst = burst;
         Clients::new(&s)
-    }
-
-    #[test]
-    fn forwarded_addresses_count_only_from_trusted_proxies() {
-        let c = clients(&["10.0.0.0/8"], 1, 1);
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.1.2.3".parse().unwrap());
-        let proxy: SocketAddr = "10.0.0.5:4000".parse().unwrap();
-        let stranger: SocketAddr = "198.51.100.7:4000".parse().unwrap();
-        assert_eq!(c.address(Some(proxy), &h), "203.0.113.9".parse().ok());
-        assert_eq!(c.address(Some(stranger), &h), "198.51.100.7".parse().ok());
-        assert_eq!(
-            c.address(Some(proxy), &HeaderMap::new()),
-            "10.0.0.5".parse().ok()
-        );
     }
 
     #[test]

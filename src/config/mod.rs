@@ -262,6 +262,9 @@ pub struct ApiSettings {
     /// Most Server-Sent Event streams open at once on this replica; beyond
     /// it a new stream gets 503.
     pub max_streams: usize,
+    /// Most streams one client address holds open on this replica (its
+    /// address as `collector.trusted_proxies` say); beyond it 429.
+    pub max_streams_per_client: usize,
 }
 
 /// Collector settings (DESIGN §10).

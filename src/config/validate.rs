@@ -163,6 +163,9 @@ impl Settings {
             return Err(invalid("scoring.max_members", "must be at least 1"));
         }
         positive("store.group_ttl", self.store.group_ttl)?;
+        if self.api.max_streams_per_client == 0 {
+            return Err(invalid("api.max_streams_per_client", "must be at least 1"));
+        }
         let c = &self.collector;
         if !(c.max_engaged_seconds.is_finite() && c.max_engaged_seconds > 0.0) {
             return Err(invalid(

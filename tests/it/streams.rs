@@ -249,3 +249,43 @@ async fn summaries_and_images_reach_rankings_the_index_and_article_pages() {
     )
     .await;
 }
+
+/// One client cannot hold every stream of a replica: at most
+/// `api.max_streams_per_client` (here 3) from one address, the others
+/// still served. Before, 10,000 streams from one address were accepted and
+/// a new widget's stream refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_the_streams() {
+    let kafka = Kafka::start(1);
+    let mut s = settings(&kafka, None);
+    s.api.max_streams_per_client = 3;
+    // Behind a proxy on this machine: X-Forwarded-For names the client.
+    s.collector.trusted_proxies = vec!["127.0.0.1".into()];
+    let app = spawn_app(s).await;
+    let open = |client: &'static str| {
+        app.http
+            .get(format!("{}/v1/stream/rankings/trending", app.base))
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let r = open("203.0.113.7").await.unwrap();
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let refused = open("203.0.113.7").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // Another reader is served; a closed stream frees its place.
+    let other = open("198.51.100.9").await.unwrap();
+    assert_eq!(other.status(), 200);
+    drop(held.pop());
+    wait_until(
+        "the closed stream's place",
+        Duration::from_secs(10),
+        || async { open("203.0.113.7").await.unwrap().status() == 200 },
+    )
+    .await;
+}
