@@ -218,7 +218,7 @@ pub fn edge(
     MapResponse::new(
         cors(cors_allowed_origins).layer(compressed),
         |r: Response<CompressionBody<Body>>| {
-            let mut r = r.map(Body::new);
+            let mut r = json_errors(r.map(Body::new));
             // No answer is ever sniffed into another type (DESIGN §13).
             r.headers_mut().insert(
                 header::X_CONTENT_TYPE_OPTIONS,
@@ -227,6 +227,43 @@ pub fn edge(
             r
         },
     )
+}
+
+/// A client error whose body is not JSON (the framework's own: a method
+/// not allowed, a path that is not UTF-8, a body over the limit) gets the
+/// JSON error body of every other answer, with a message for its status.
+fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() || json {
+        return r;
+    }
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("invalid_parameter", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not take that method; see Allow",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "that content type is not taken")
+        }
+        _ => ("client_error", "the request cannot be answered"),
+    };
+    let (mut parts, _) = r.into_parts();
+    for h in [header::CONTENT_ENCODING, header::CONTENT_LENGTH] {
+        parts.headers.remove(h);
+    }
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    Response::from_parts(parts, Body::from(body.to_string()))
 }
 
 /// Liveness, readiness and metrics for a process that serves no API (a

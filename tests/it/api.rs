@@ -401,3 +401,52 @@ async fn answers_are_compressed_streams_are_not_bodies_are_bounded_and_slow_answ
         "answered after {took:?}"
     );
 }
+
+/// Every client error is answered with the JSON error body, the
+/// framework's own included: before, a method not allowed had an empty
+/// body and a path that is not UTF-8 a text one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_error_has_a_json_error_body() {
+    let kafka = Kafka::start(1);
+    let app = spawn_app(settings(&kafka, None)).await;
+    for (method, path, status, code) in [
+        (
+            reqwest::Method::POST,
+            "/v1/rankings/trending",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/articles/%FF",
+            400,
+            "invalid_parameter",
+        ),
+        (reqwest::Method::GET, "/nowhere", 404, "not_found"),
+        (
+            reqwest::Method::GET,
+            "/v1/rankings/trending?limit=0",
+            400,
+            "invalid_parameter",
+        ),
+    ] {
+        let r = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/json",
+            "{method} {path}"
+        );
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+}
