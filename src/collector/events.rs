@@ -157,7 +157,9 @@ fn one(
         ));
     }
     if req.user_agent.is_empty() {
+        // Every browser names itself: a request that does not is a script's.
         event.remove("user_agent");
+        event.insert("bot".into(), true.into());
     } else {
         event.insert("user_agent".into(), req.user_agent.into());
     }

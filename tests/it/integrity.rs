@@ -266,6 +266,7 @@ async fn a_site_over_its_quota_of_events_gets_429_with_retry_after() {
         .http
         .post(format!("{}/v1/events", app.base))
         .header("origin", ORIGIN)
+        .header("user-agent", FIREFOX)
         .body(json!(events).to_string())
         .send()
         .await
@@ -534,4 +535,30 @@ async fn every_key_of_a_group_expires_after_the_group_ttl_on_every_topology() {
         // Overall, section, tag x, tag y, tags: rankings, meta and counts.
         assert!(groups >= 15, "{name}: only {groups} group keys");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_names_no_browser_is_counted_as_a_crawlers() {
+    let kafka = Kafka::start(1);
+    let app = spawn_app(site_settings(&kafka, None)).await;
+    let event = json!({"type": "page_view", "article_id": "a1"});
+    let r = app
+        .http
+        .post(format!("{}/v1/events", app.base))
+        .header("origin", ORIGIN)
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 0}));
+    assert_eq!(
+        app.metric("popularity_collector_bot_events_total").await,
+        1.0
+    );
+    // The same from a browser is taken.
+    assert_eq!(
+        post_from(&app, Some(ORIGIN), "text/plain", &event).await.1,
+        json!({"accepted": 1})
+    );
 }
