@@ -269,3 +269,29 @@ fn passwords_in_urls_are_redacted_for_logs_and_errors() {
     let e = err_of(&[("POPULARITY__STORE__REDIS_URL", "redis://:S3cret@[oops")]);
     assert!(!e.contains("S3cret"), "{e}");
 }
+
+#[test]
+fn a_sites_origins_are_origins_or_any_and_its_id_a_short_unique_slug() {
+    let site = |id: &str, origin: &str| SiteSettings {
+        id: id.into(),
+        name: "A site".into(),
+        origins: vec![origin.into()],
+        events_per_second: None,
+    };
+    let mut s = Settings::defaults();
+    s.sites = vec![
+        site("btv", "*"),
+        site("jakarta-globe", "https://jakartaglobe.id"),
+    ];
+    assert!(s.validate().is_ok());
+    for (sites, key) in [
+        (vec![site("btv", "jakartaglobe.id")], "sites[0].origins"),
+        (vec![site("BTV", "*")], "sites[0].id"),
+        (vec![site("btv", "*"), site("btv", "*")], "sites[1].id"),
+        (vec![site(&"x".repeat(33), "*")], "sites[0].id"),
+    ] {
+        s.sites = sites;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("`{key}`")), "{e}");
+    }
+}

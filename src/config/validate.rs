@@ -208,10 +208,12 @@ impl Settings {
                 ));
             }
             for origin in &site.origins {
-                if !is_origin(origin) {
+                if origin != "*" && !is_origin(origin) {
                     return Err(invalid(
                         format!("{key}.origins"),
-                        format!("{origin:?} is not an origin such as https://news.example.com"),
+                        format!(
+                            "{origin:?} is not an origin such as https://news.example.com, nor *"
+                        ),
                     ));
                 }
             }
