@@ -65,6 +65,9 @@ pub struct RankingResponse {
     pub section: Option<String>,
     /// Tag filter (a slug), if any.
     pub tag: Option<String>,
+    /// The publication window applied, in seconds: `published_within`
+    /// rounded up to one of a fixed set of windows; null without one.
+    pub published_within_seconds: Option<u64>,
     /// Time the scores are decayed to (RFC 3339).
     pub generated_at: String,
     /// Highest score first.

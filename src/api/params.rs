@@ -54,7 +54,8 @@ pub(super) struct RankingParams {
     #[serde(default)]
     #[param(inline)]
     pub offset: Offset,
-    /// Only articles published this recently, e.g. 48h.
+    /// Only articles published this recently, e.g. 48h; rounded up to one
+    /// of 15m, 30m, 1h, 2h, 3h, 6h, 12h, 1d, 2d, 3d, 7d, 14d, 30d.
     #[param(inline)]
     pub published_within: Option<Within>,
 }
@@ -77,7 +78,8 @@ pub(super) struct StreamParams {
     #[serde(default)]
     #[param(inline)]
     pub limit: Limit,
-    /// Only articles published this recently, e.g. 12h.
+    /// Only articles published this recently, e.g. 12h; rounded up as in
+    /// the rankings route.
     #[param(inline)]
     pub published_within: Option<Within>,
 }
@@ -260,9 +262,30 @@ impl PartialSchema for Name {
 impl ToSchema for Name {}
 
 /// A positive duration: a whole number and a unit, `s`, `m`, `h` or `d`
-/// (`48h`, `30m`, `7d`).
+/// (`48h`, `30m`, `7d`), rounded up to the first of [`WINDOWS`] that holds
+/// it (the last for anything longer): every window is one list, so the
+/// lists a client can make the service compute and stream are few.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Within(pub Duration);
+
+/// The windows `published_within` is rounded up to, in seconds: 15 and 30
+/// minutes, 1, 2, 3, 6 and 12 hours, 1, 2, 3, 7, 14 and 30 days.
+pub const WINDOWS: [u64; 13] = [
+    900, 1_800, 3_600, 7_200, 10_800, 21_600, 43_200, 86_400, 172_800, 259_200, 604_800, 1_209_600,
+    2_592_000,
+];
+
+impl Within {
+    /// `seconds` rounded up to a window.
+    fn rounded(seconds: u64) -> Within {
+        let w = WINDOWS
+            .iter()
+            .copied()
+            .find(|w| *w >= seconds)
+            .unwrap_or(WINDOWS[WINDOWS.len() - 1]);
+        Within(Duration::from_secs(w))
+    }
+}
 
 /// What [`Within`] accepts, as the document declares it.
 const WITHIN_PATTERN: &str = "^[1-9][0-9]{0,8}[smhd]$";
@@ -287,7 +310,7 @@ impl<'de> Deserialize<'de> for Within {
                 return Err(bad());
             }
             let n: u64 = digits.parse().map_err(|_| bad())?;
-            Ok(Within(Duration::from_secs(n * seconds)))
+            Ok(Within::rounded(n.saturating_mul(seconds)))
         })
     }
 }

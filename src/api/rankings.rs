@@ -168,6 +168,7 @@ pub(super) async fn compute_ranking(
         site: q.site,
         section: q.section,
         tag: q.tag,
+        published_within_seconds: q.within.map(|w| w.as_secs()),
         generated_at: rfc3339(at),
         items,
     })

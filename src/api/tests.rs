@@ -225,6 +225,26 @@ async fn rankings_follow_the_formula_and_filter_by_section_tag_and_age() {
         .map(|i| i["article_id"].as_str().unwrap())
         .collect();
     assert!(!ids.contains(&"b") && ids.len() == 2, "{ids:?}");
+    assert_eq!(recent["published_within_seconds"], 86_400);
+    // A window is rounded up to one of a few: 20h and 86400s are the same
+    // list as 24h (one stream poller); 1441m, a minute more, and 25h are
+    // 2 days, which takes b in.
+    for within in ["20h", "1441m", "86400s"] {
+        let same = api
+            .get(&format!(
+                "/v1/rankings/trending?published_within={within}&limit=5"
+            ))
+            .await
+            .json();
+        let want = if within == "1441m" { 172_800 } else { 86_400 };
+        assert_eq!(same["published_within_seconds"], want, "{within}");
+    }
+    let wider = api
+        .get("/v1/rankings/trending?published_within=25h&limit=5")
+        .await
+        .json();
+    assert_eq!(wider["published_within_seconds"], 172_800);
+    assert_eq!(wider["items"].as_array().unwrap().len(), 3, "{wider}");
     let second = api
         .get("/v1/rankings/trending?limit=1&offset=1")
         .await
