@@ -10,6 +10,7 @@ pub mod decode;
 pub mod fields;
 pub mod filter;
 mod raw;
+mod validate;
 
 /// The protobuf messages generated from `proto/popularity/v1/events.proto`.
 pub mod proto {
