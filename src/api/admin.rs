@@ -163,16 +163,8 @@ fn admit(state: &ApiState, headers: &HeaderMap, site: &str) -> Result<String, Re
 }
 
 fn checked_id(id: &str) -> Result<(), Refusal> {
-    if id.is_empty()
-        || id.chars().count() > crate::event::fields::MAX_ID_CHARS
-        || id.chars().any(char::is_control)
-    {
-        return Err(ApiError::InvalidParameter(
-            "article id is empty, too long or has control characters".into(),
-        )
-        .into());
-    }
-    Ok(())
+    crate::event::fields::check_article_id(id)
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()).into())
 }
 
 fn view(state: &ApiState, key: &str, e: Exclusion) -> ExclusionView {

@@ -63,6 +63,12 @@ pub(super) fn web_url(
     Ok(Some(url))
 }
 
+/// An article id given outside an event (a route's path), checked by the
+/// rules of an event's: what no event can carry, no route takes.
+pub fn check_article_id(id: &str) -> Result<(), Invalid> {
+    check_id("article_id", Some(Text::Borrowed(id))).map(|_| ())
+}
+
 pub(super) fn check_id<'a>(
     field: &'static str,
     value: Option<Text<'a>>,
