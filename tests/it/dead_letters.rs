@@ -66,17 +66,7 @@ async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
             .await
             .expect("dead letters arrive")
             .unwrap();
-        let headers: HashMap<String, String> = m
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_string(),
-                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = headers_of(&m);
         assert_eq!(headers["x-source-topic"], kafka.events);
         assert_eq!(headers["x-source-partition"], "0");
         let offset: usize = headers["x-source-offset"].parse().unwrap();
@@ -155,17 +145,7 @@ async fn a_message_too_large_to_dead_letter_goes_there_truncated_and_ingest_goes
             .await
             .expect("the dead letter arrives")
             .unwrap();
-        let headers: HashMap<String, String> = m
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_string(),
-                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = headers_of(&m);
         assert_eq!(m.key(), Some(format!("big{i}").as_bytes()));
         assert!(headers["x-error"].starts_with("oversized"), "{headers:?}");
         assert_eq!(headers["x-original-size"], (size + 29).to_string());
@@ -175,4 +155,18 @@ async fn a_message_too_large_to_dead_letter_goes_there_truncated_and_ingest_goes
         assert_eq!(payload.len(), 256 * 1024, "truncated to 256 KiB");
         assert!(payload.starts_with(b"{\"type\":\"page_view\",\"pad\":\"xxx"));
     }
+}
+
+/// A dead letter's headers, by name.
+fn headers_of(m: &impl Message) -> HashMap<String, String> {
+    m.headers()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_string(),
+                String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+            )
+        })
+        .collect()
 }
