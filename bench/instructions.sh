@@ -77,7 +77,7 @@ count() {
 serve() {
     local bin=$1 port=$2 ttl=$3
     POPULARITY__STORE__REDIS_URL="$redis" POPULARITY__STORE__KEY_PREFIX=demo \
-        POPULARITY__API__LISTEN="127.0.0.1:$port" POPULARITY__API__CACHE_TTL="$ttl" \
+        POPULARITY__API__LISTEN="127.0.0.1:$port" POPULARITY__API__ADMIN_LISTEN=127.0.0.1:0 POPULARITY__API__CACHE_TTL="$ttl" \
         valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" \
         "$bin" serve --role api >"$work/serve.log" 2>&1 &
     echo $!

@@ -64,6 +64,9 @@ pub struct App {
     listener: tokio::net::TcpListener,
     /// The routes, served behind [`api::edge`].
     router: axum::Router,
+    /// The operators' listener (`api.admin_listen`) and its routes.
+    operators: (tokio::net::TcpListener, axum::Router),
+    limits: crate::server::Limits,
     /// The response cache, whose hits the edge answers.
     cache: Option<Arc<api::cache::Cache>>,
     cors_allowed_origins: Vec<String>,
@@ -86,15 +89,24 @@ impl App {
         let listener = tokio::net::TcpListener::bind(&settings.api.listen)
             .await
             .with_context(|| format!("binding {}", settings.api.listen))?;
+        let admin_listener = tokio::net::TcpListener::bind(&settings.api.admin_listen)
+            .await
+            .with_context(|| format!("binding api.admin_listen {}", settings.api.admin_listen))?;
+        let limits = crate::server::Limits {
+            max_connections: settings.api.max_connections,
+            header_timeout: settings.api.header_timeout,
+        };
         if role == Role::Collector {
             let Some(c) = collector else {
                 anyhow::bail!(
                     "invalid configuration: `collector.enabled`: is false, so --role collector has nothing to do"
                 );
             };
-            let routes = c.routes().merge(api::operations_alone(metrics.clone()));
+            let routes = c.routes().merge(api::health_alone());
             return Ok(App {
                 listener,
+                operators: (admin_listener, api::operators_alone(metrics.clone())),
+                limits,
                 router: api::with_metrics(routes, &metrics),
                 cache: None,
                 cors_allowed_origins: browser_origins(&settings),
@@ -140,6 +152,8 @@ impl App {
         let (streams, cache) = (state.streams.clone(), state.cache.clone());
         Ok(App {
             listener,
+            operators: (admin_listener, api::operators_router(state.clone())),
+            limits,
             router: api::router(state, collector.as_ref().map(|c| c.routes())),
             cache: Some(cache),
             cors_allowed_origins: browser_origins(&settings),
@@ -160,6 +174,14 @@ impl App {
     /// The address the API listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The address of the operators' listener (`/metrics`, the editors' API).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.operators
+            .0
             .local_addr()
             .expect("bound listener has an address")
     }
@@ -189,19 +211,33 @@ impl App {
             &self.cors_allowed_origins,
             self.cache,
         );
-        let service =
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(edge);
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
-            signal.cancelled().await;
-            if let Some(s) = streams {
-                s.close();
-            }
-        });
-        let served = server.await.context("HTTP server failed");
-        // A failed server stops the consumer too.
+        let (admin_listener, operators) = self.operators;
+        let admin_signal = shutdown.clone();
+        let admin = tokio::spawn(crate::server::serve(
+            admin_listener,
+            operators,
+            crate::server::Limits {
+                max_connections: 256,
+                ..self.limits
+            },
+            self.metrics.clone(),
+            async move { admin_signal.cancelled().await },
+        ));
+        crate::server::serve(
+            self.listener,
+            edge,
+            self.limits,
+            self.metrics.clone(),
+            async move {
+                signal.cancelled().await;
+                if let Some(s) = streams {
+                    s.close();
+                }
+            },
+        )
+        .await;
         shutdown.cancel();
+        let served = admin.await.context("operators' listener panicked");
         if let Some(c) = self.collector {
             let _ = tokio::task::spawn_blocking(move || c.flush(std::time::Duration::from_secs(5)))
                 .await;

@@ -34,6 +34,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let broker = DevBroker::start(&[&t.events, &t.articles, &t.dead_letter], 3)?;
     settings.kafka.brokers = broker.bootstrap_servers().to_string();
     settings.api.listen = options.listen.clone();
+    // The operators' listener on a free port of loopback: the banner names it.
+    settings.api.admin_listen = "127.0.0.1:0".to_string();
     match &options.redis_url {
         Some(url) => {
             settings.store.backend = Backend::Redis;
@@ -82,14 +84,14 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let app = App::build(settings.clone(), Role::All)
         .await?
         .with_routes(article_pages(first_site));
-    let addr = app.local_addr();
+    let (addr, admin) = (app.local_addr(), app.admin_addr());
     let server = tokio::spawn(app.run(shutdown.clone()));
     // One write, and a closed stdout is no reason to stop the demo.
     let banner = format!(
         "popularity demo\n  web page:   http://{addr}/\n  rankings:   http://{addr}/v1/rankings/trending?limit=5\n  \
          one site:   http://{addr}/v1/rankings/trending?site=jakarta-globe&limit=5\n  \
          by section: http://{addr}/v1/rankings/popular?section=business\n  tags:       http://{addr}/v1/rankings/trending/tags\n  \
-         index:      http://{addr}/v1/index?section=news\n  metrics:    http://{addr}/metrics\n  \
+         index:      http://{addr}/v1/index?section=news\n  metrics:    http://{admin}/metrics\n  \
          an article: http://{addr}/demo/article/{first_site}/a-1000 (the tracker on it counts your visit)\n  \
          kafka:      bootstrap.servers={} (in-memory dev broker)\nCtrl-C stops it.\n",
         broker.bootstrap_servers()

@@ -15,6 +15,7 @@
 //! - [`ingest`]: the Kafka consumer loop: read, flush to the store, commit;
 //!   invalid messages to the dead-letter topic.
 //! - [`api`]: the HTTP routes, the response cache and error mapping.
+//! - [`server`]: the HTTP server's bounds on connections and slow clients.
 //! - [`peer`]: a request's client address, behind trusted proxies or not.
 //! - [`metrics`]: every Prometheus metric, named in one place.
 //! - [`shutdown`]: SIGTERM/SIGINT to one cancellation token.
@@ -44,6 +45,7 @@ pub mod newsroom;
 pub mod peer;
 pub mod redis_server;
 pub mod scoring;
+pub mod server;
 pub mod shutdown;
 pub mod site;
 pub mod store;

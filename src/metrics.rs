@@ -64,6 +64,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request duration by route, seconds.
     pub http_duration: HistogramVec,
+    /// Connections closed at once because `api.max_connections` were open.
+    pub http_connections_refused: IntCounter,
     /// Response cache lookups by result (hit, miss).
     pub cache: IntCounterVec,
     /// Collector: events acknowledged by Kafka.
@@ -80,10 +82,11 @@ pub struct Metrics {
 }
 
 /// Reasons of `collector_rejected_total`.
-pub const COLLECTOR_REASONS: [&str; 8] = [
+pub const COLLECTOR_REASONS: [&str; 9] = [
     "invalid_event",
     "too_many_events",
     "payload_too_large",
+    "body_timeout",
     "unsupported_media_type",
     "origin_not_allowed",
     "rate_limited",
@@ -269,6 +272,11 @@ impl Metrics {
             &["route"],
             latency,
         );
+        let http_connections_refused = plain_counter(
+            &registry,
+            "http_connections_refused_total",
+            "Connections closed at once because api.max_connections were open.",
+        );
         let cache = counter(
             &registry,
             "cache_requests_total",
@@ -341,6 +349,7 @@ impl Metrics {
             event_to_visible,
             http_requests,
             http_duration,
+            http_connections_refused,
             cache,
             collector_events,
             collector_rejected,

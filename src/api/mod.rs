@@ -41,6 +41,7 @@ use tower::util::MapResponse;
 use tower::Layer as _;
 use tower_http::compression::{Compression, CompressionBody, CompressionLayer};
 use tower_http::cors::Cors;
+use tower_http::timeout::TimeoutLayer;
 
 use self::cache::Cache;
 pub use self::error::ApiError;
@@ -153,7 +154,7 @@ pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
 /// The collector reads its bodies with its own limit
 /// (`collector.max_body_bytes`).
 pub fn router(state: ApiState, collector: Option<Router>) -> Router {
-    use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+    use tower_http::limit::RequestBodyLimitLayer;
     let streams = Router::new().route(
         "/v1/stream/rankings/{profile}",
         get(streams::stream_ranking),
@@ -172,8 +173,6 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
         .merge(assets::routes())
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
-        .route("/metrics", get(operations::metrics))
-        .merge(admin::routes())
         .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -187,6 +186,27 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
         None => api,
     };
     with_metrics(app, &state.metrics)
+}
+
+/// The operators' routes, served on `api.admin_listen` and never on the
+/// public listener (DESIGN §13): `/metrics`, the editors' API, and health
+/// and readiness as on the public one.
+pub fn operators_router(state: ApiState) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(operations::healthz))
+        .route("/readyz", get(operations::readyz))
+        .route("/metrics", get(operations::metrics))
+        .merge(admin::routes())
+        .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_REQUEST_BODY_BYTES,
+        ))
+        .with_state(state.clone());
+    with_metrics(routes, &state.metrics)
 }
 
 /// `app`'s routes, each recording its requests ([`record`]).
@@ -266,20 +286,26 @@ fn json_errors(r: Response) -> Response {
     Response::from_parts(parts, Body::from(body.to_string()))
 }
 
-/// Liveness, readiness and metrics for a process that serves no API (a
-/// collector alone): ready as long as it runs.
-pub fn operations_alone(metrics: Metrics) -> Router {
-    let metrics = Arc::new(metrics);
+/// Liveness and readiness for a process that serves no API (a collector
+/// alone): ready as long as it runs.
+pub fn health_alone() -> Router {
     Router::new()
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::healthz))
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { operations::render(&m) }
-            }),
-        )
+}
+
+/// The operators' listener of a process that serves no API: its health
+/// and its metrics.
+pub fn operators_alone(metrics: Metrics) -> Router {
+    let shared = Arc::new(metrics.clone());
+    let routes = health_alone().route(
+        "/metrics",
+        get(move || {
+            let m = shared.clone();
+            async move { operations::render(&m) }
+        }),
+    );
+    with_metrics(routes, &metrics)
 }
 
 /// Cross-origin access for browsers on the allowed origins (or any, with

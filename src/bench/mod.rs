@@ -98,6 +98,7 @@ pub(super) fn settings_for(
     s.store.redis_url = redis.url.clone();
     s.store.key_prefix = format!("bench{}", now_ms() % 100_000);
     s.api.listen = "127.0.0.1:0".to_string();
+    s.api.admin_listen = "127.0.0.1:0".to_string();
     s
 }
 

@@ -49,6 +49,7 @@ impl Replica {
             .env("POPULARITY__STORE__KEY_PREFIX", &settings.store.key_prefix)
             .env("POPULARITY__KAFKA__BROKERS", &settings.kafka.brokers)
             .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
             .env("POPULARITY__API__MAX_STREAMS", max_streams.to_string())
             // Every stream comes from the bench's one address.
             .env(

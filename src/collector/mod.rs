@@ -186,6 +186,8 @@ impl Collector {
 enum Problem {
     Refused(Refused),
     TooLarge(usize),
+    /// The body did not arrive within `collector.body_timeout`.
+    SlowBody(Duration),
     MediaType,
     RateLimited(Duration),
     /// The request's page is not one of the site's origins.
@@ -203,6 +205,10 @@ impl IntoResponse for Problem {
             Problem::TooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {max} bytes"),
+            ),
+            Problem::SlowBody(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {} s", limit.as_secs_f64()),
             ),
             Problem::MediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -245,6 +251,7 @@ impl Problem {
             Problem::Refused(Refused::TooMany { .. }) => "too_many_events",
             Problem::Refused(_) => "invalid_event",
             Problem::TooLarge(_) => "payload_too_large",
+            Problem::SlowBody(_) => "body_timeout",
             Problem::MediaType => "unsupported_media_type",
             Problem::RateLimited(_) => "rate_limited",
             Problem::Forbidden(_) => "origin_not_allowed",
@@ -265,6 +272,7 @@ impl Problem {
         (status = 202, description = "Produced", body = schema::Accepted),
         (status = 400, description = "An invalid event (its index is named) or too many", body = crate::api::model::ErrorBody),
         (status = 413, description = "Body too large", body = crate::api::model::ErrorBody),
+        (status = 408, description = "The body did not arrive within collector.body_timeout", body = crate::api::model::ErrorBody),
         (status = 403, description = "The page (Origin, else Referer) is not one of the site's origins", body = crate::api::model::ErrorBody),
         (status = 415, description = "Neither JSON nor text/plain", body = crate::api::model::ErrorBody),
         (status = 429, description = "Too many requests from this address, or for this site; see Retry-After", body = crate::api::model::ErrorBody),
@@ -298,7 +306,10 @@ async fn accept(c: &Collector, request: Request) -> Result<usize, Problem> {
     if !plain_or_json(&parts.headers) {
         return Err(Problem::MediaType);
     }
-    let body = read(body, c.settings.max_body_bytes).await?;
+    let limit = c.settings.body_timeout;
+    let body = tokio::time::timeout(limit, read(body, c.settings.max_body_bytes))
+        .await
+        .map_err(|_| Problem::SlowBody(limit))??;
     let user_agent = header_str(&parts.headers, header::USER_AGENT);
     let host = site_host(&parts.headers);
     let req = events::Request {

@@ -265,6 +265,19 @@ pub struct ApiSettings {
     /// Most streams one client address holds open on this replica (its
     /// address as `collector.trusted_proxies` say); beyond it 429.
     pub max_streams_per_client: usize,
+    /// Address of the operators' listener: `/metrics` and the editors'
+    /// API (`/v1/admin/…`), kept off the public one; port 0 picks a free
+    /// port.
+    pub admin_listen: String,
+    /// Longest wait for a request's head, and for the next request on an
+    /// idle keep-alive connection; the connection is closed past it.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Most connections open at once on the public listener; one past it
+    /// is closed at once.
+    pub max_connections: usize,
+    /// Most bytes of answers the response cache holds (keys and bodies).
+    pub cache_max_bytes: u64,
 }
 
 /// Collector settings (DESIGN §10).
@@ -291,6 +304,9 @@ pub struct CollectorSettings {
     /// the request is answered 503.
     #[serde(with = "humantime_serde")]
     pub produce_timeout: Duration,
+    /// Longest wait for a request's body; 408 past it.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// Most engaged seconds one engagement event may report; more counts
     /// as this many. The tracker reports every 15 s, so 30 leaves slack.
     pub max_engaged_seconds: f64,

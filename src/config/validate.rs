@@ -166,6 +166,34 @@ impl Settings {
         if self.api.max_streams_per_client == 0 {
             return Err(invalid("api.max_streams_per_client", "must be at least 1"));
         }
+        if self.api.max_connections == 0 {
+            return Err(invalid("api.max_connections", "must be at least 1"));
+        }
+        positive("api.header_timeout", self.api.header_timeout)?;
+        if self.api.cache_max_bytes < 65_536 {
+            return Err(invalid("api.cache_max_bytes", "must be at least 65536"));
+        }
+        positive("collector.body_timeout", self.collector.body_timeout)?;
+        if self
+            .api
+            .admin_listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "api.admin_listen",
+                format!(
+                    "{:?} must be an address and port such as 127.0.0.1:9464",
+                    self.api.admin_listen
+                ),
+            ));
+        }
+        if self.api.admin_listen == self.api.listen && !self.api.listen.ends_with(":0") {
+            return Err(invalid(
+                "api.admin_listen",
+                "must differ from api.listen: the operators' routes are kept off the public listener",
+            ));
+        }
         let c = &self.collector;
         if !(c.max_engaged_seconds.is_finite() && c.max_engaged_seconds > 0.0) {
             return Err(invalid(

@@ -47,6 +47,7 @@ fn a_store_that_cannot_be_reached_is_named_without_its_password() {
             format!("redis://:S3cretPassw0rd@127.0.0.1:{port}"),
         )
         .env("POPULARITY__API__LISTEN", "127.0.0.1:0")
+        .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -91,6 +92,7 @@ async fn the_binary_serves_rankings_from_the_dev_broker_and_stops_on_sigterm() {
         .env("POPULARITY__KAFKA__BROKERS", format!("127.0.0.1:{port}"))
         .env("POPULARITY__STORE__BACKEND", "memory")
         .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
         .env("POPULARITY__INGEST__FLUSH_INTERVAL", "50ms")
         .stderr(Stdio::null())
         .spawn()

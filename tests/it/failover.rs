@@ -331,6 +331,7 @@ impl Api {
     /// An API replica with its response cache off, so that every request reads Redis.
     async fn start(mut settings: Settings) -> Api {
         settings.api.listen = "127.0.0.1:0".into();
+        settings.api.admin_listen = "127.0.0.1:0".into();
         settings.api.cache_ttl = Duration::ZERO;
         let app = popularity::app::App::build(settings, popularity::app::Role::Api)
             .await

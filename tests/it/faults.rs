@@ -533,12 +533,13 @@ impl Consumer {
         let (config, env): (Vec<_>, Vec<_>) =
             env.iter().cloned().partition(|(k, _)| k == "--config");
         for _ in 0..5 {
-            let port = free_port();
+            let (public, port) = (free_port(), free_port());
             let mut child = Command::new(env!("CARGO_BIN_EXE_popularity"))
                 .args(["serve", "--role", "consumer"])
                 .args(config.iter().flat_map(|(k, v)| [k.clone(), v.clone()]))
                 .envs(env.iter().cloned())
-                .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
+                .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{public}"))
+                .env("POPULARITY__API__ADMIN_LISTEN", format!("127.0.0.1:{port}"))
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

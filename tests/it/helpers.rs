@@ -111,6 +111,7 @@ pub fn settings(kafka: &Kafka, redis: Option<&RedisServer>) -> Settings {
     s.kafka.topics.articles = kafka.articles.clone();
     s.kafka.topics.dead_letter = kafka.dead_letter.clone();
     s.api.listen = "127.0.0.1:0".to_string();
+    s.api.admin_listen = "127.0.0.1:0".to_string();
     s.api.cache_ttl = Duration::ZERO;
     s.ingest.flush_interval = Duration::from_millis(50);
     match redis {
@@ -128,6 +129,8 @@ pub fn settings(kafka: &Kafka, redis: Option<&RedisServer>) -> Settings {
 /// The service running in this process.
 pub struct TestApp {
     pub base: String,
+    /// The operators' listener: `/metrics` and the editors' API.
+    pub admin: String,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
     pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -137,11 +140,13 @@ pub struct TestApp {
 pub async fn spawn_app(settings: Settings) -> TestApp {
     let app = App::build(settings, Role::All).await.expect("build");
     let base = format!("http://{}", app.local_addr());
+    let admin = format!("http://{}", app.admin_addr());
     let store = app.store().expect("this role has a store");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         base,
+        admin,
         http: reqwest::Client::new(),
         shutdown,
         handle: Some(handle),
@@ -165,9 +170,10 @@ impl TestApp {
         )
     }
 
-    pub async fn text(&self, path: &str) -> String {
+    /// `/metrics`, from the operators' listener.
+    pub async fn metrics(&self) -> String {
         self.http
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}/metrics", self.admin))
             .send()
             .await
             .unwrap()
@@ -179,7 +185,7 @@ impl TestApp {
     /// The value of one sample line of `/metrics`, e.g.
     /// `popularity_events_total{outcome="applied",type="page_view"}`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.text("/metrics").await;
+        let text = self.metrics().await;
         text.lines()
             .find_map(|l| {
                 l.strip_prefix(series)

@@ -9,6 +9,7 @@ mod browser;
 mod collector;
 mod dead_letters;
 mod deployment;
+mod edge;
 mod failover;
 mod faults;
 mod fixtures;

@@ -33,12 +33,13 @@ async fn alerts_and_dashboard_use_only_metrics_the_service_exports() {
     }
     // Lag is reported with librdkafka's statistics, every 5 s.
     wait_until("consumer lag", Duration::from_secs(30), || async {
-        app.text("/metrics")
-            .await
-            .contains("popularity_consumer_lag{")
+        app.metrics().await.contains("popularity_consumer_lag{")
     })
     .await;
-    let scrape = app.text("/metrics").await;
+    let scrape = app.metrics().await;
+    // Only the operators' listener serves them (DESIGN §13).
+    let (status, _) = app.get("/metrics").await;
+    assert_eq!(status, 404, "/metrics on the public listener");
     let exported: std::collections::HashSet<&str> = scrape
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -534,7 +534,7 @@ async fn editors_hide_an_article_from_every_list_and_show_it_again() {
         let app = spawn_app(network(settings(&kafka, Some(&redis)))).await;
         let r = app
             .http
-            .put(format!("{}/v1/admin/sites/big/exclusions/n0", app.base))
+            .put(format!("{}/v1/admin/sites/big/exclusions/n0", app.admin))
             .bearer_auth("anything")
             .send()
             .await
@@ -571,8 +571,17 @@ async fn editors_hide_an_article_from_every_list_and_show_it_again() {
         arts.len() as f64,
     )
     .await;
+    // The public listener has no editors' API (DESIGN §13), even with a token.
+    let public = app
+        .http
+        .put(format!("{}/v1/admin/sites/big/exclusions/n0", app.base))
+        .bearer_auth("night-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
     let admin = |method: reqwest::Method, path: &str, token: Option<&str>| {
-        let mut r = app.http.request(method, format!("{}{path}", app.base));
+        let mut r = app.http.request(method, format!("{}{path}", app.admin));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
