@@ -131,6 +131,12 @@ def check_compose():
     for name in ("consumer", "api"):
         cmd = s.get(name, {}).get("command", [])
         check(cmd[:1] == ["serve"] and name in cmd, f"service {name} runs `serve --role {name}`", f"{cmd}")
+    for name, service in s.items():
+        for port in service.get("ports", []):
+            check(str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on loopback only", "on every interface")
+    secret = str(s.get("collector", {}).get("environment", {}).get("POPULARITY__COLLECTOR__VISITOR_SECRET", ""))
+    check(":?" in secret and "change-me" not in secret,
+          "the collector's visitor secret has no default (compose refuses to start without one)", secret)
 
 
 def check_alerts_and_names(metrics_file, dashboard_rules):

@@ -4,6 +4,7 @@
 //! ([`Hits`], at the edge of the application); what it does not hold is
 //! computed and kept in front of the cached routes' handlers ([`Answer`]).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +25,24 @@ use crate::metrics::Metrics;
 
 /// Most answers held at once: distinct queries beyond it push out the least
 /// used ones, so arbitrary parameters (a `before=` cursor per request) cannot
-/// grow the cache within one TTL.
+/// grow the cache within one TTL. Their bytes are bounded too
+/// (`api.cache_max_bytes`).
 pub const MAX_ENTRIES: u64 = 10_000;
+
+/// What one answer costs the cache's byte bound: its key, its body and (at
+/// most as large) its gzipped copy, and the bookkeeping around them; at
+/// least a [`MAX_ENTRIES`]th of the bound, so that neither bound is passed.
+#[derive(Clone)]
+struct Weight {
+    least: u64,
+}
+
+impl quick_cache::Weighter<String, (Instant, Arc<Cached>)> for Weight {
+    fn weight(&self, key: &String, (_, value): &(Instant, Arc<Cached>)) -> u64 {
+        let bytes = key.len() + 2 * value.body.len() + 256;
+        (bytes as u64).max(self.least)
+    }
+}
 
 /// Answers the cache's hits before routing: a GET whose path and query
 /// the cache holds a fresh answer for is answered from it (with
@@ -65,7 +82,7 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
         let cache = self.cache.as_ref().filter(|_| req.method() == Method::GET);
-        let fresh = |c: &'_ Arc<Cache>| c.fresh(cache_key(req.uri()), started);
+        let fresh = |c: &'_ Arc<Cache>| c.fresh(&cache_key(req.uri())?, started);
         let Some((cache, hit)) = cache.and_then(|c| Some((c, fresh(c)?))) else {
             return Either::Right(self.inner.call(req));
         };
@@ -76,9 +93,19 @@ where
     }
 }
 
-/// What the cache keeps a request's answer under: its path and query.
-fn cache_key(uri: &Uri) -> &str {
-    uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
+/// What the cache keeps a request's answer under: its path and its query
+/// as parsed (DESIGN §13), so that the spellings of one query (parameters
+/// in another order, `published_within=3601s` and `2h`, `section=World`
+/// and `world`) share one answer. None: a query no route accepts, which is
+/// not cached (its route answers 400).
+fn cache_key(uri: &Uri) -> Option<Cow<'_, str>> {
+    match uri.query() {
+        None | Some("") => Some(Cow::Borrowed(uri.path())),
+        Some(q) => {
+            let canonical = super::params::canonical_query(q)?;
+            Some(Cow::Owned(format!("{}?{canonical}", uri.path())))
+        }
+    }
 }
 
 /// Puts the cache in front of a route's handler: see [`Answer`].
@@ -142,11 +169,13 @@ where
     // The URI's bytes are shared with the request: the key copies nothing
     // unless the answer is computed.
     let uri = req.uri().clone();
-    let key = cache_key(&uri);
+    let Some(key) = cache_key(&uri) else {
+        return handler.call(req).await;
+    };
     let asked = Asked::of(req.headers());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let computed = cache
-        .get_or_compute(key, || async move {
+        .get_or_compute(&key, || async move {
             let Ok(response) = handler.call(req).await;
             if response.status() != StatusCode::OK {
                 return Err(response);
@@ -175,7 +204,7 @@ where
 }
 
 /// Answers held, each with the instant it expires.
-type Entries = quick_cache::sync::Cache<String, (Instant, Arc<Cached>)>;
+type Entries = quick_cache::sync::Cache<String, (Instant, Arc<Cached>), Weight>;
 
 /// The in-process response cache: answers live for `api.cache_ttl`, at most
 /// [`MAX_ENTRIES`] of them, and concurrent misses of one key compute it once
@@ -196,10 +225,15 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache whose entries live for `ttl` (zero disables it).
-    pub fn new(ttl: Duration, metrics: Metrics) -> Cache {
+    /// A cache whose entries live for `ttl` (zero disables it), holding at
+    /// most `max_bytes` of them.
+    pub fn new(ttl: Duration, max_bytes: u64, metrics: Metrics) -> Cache {
+        let weight = Weight {
+            least: max_bytes / MAX_ENTRIES,
+        };
         Cache {
-            entries: (!ttl.is_zero()).then(|| Entries::new(MAX_ENTRIES as usize)),
+            entries: (!ttl.is_zero())
+                .then(|| Entries::with_weighter(MAX_ENTRIES as usize, max_bytes, weight)),
             ttl,
             cache_control: HeaderValue::from_str(&format!("public, max-age={}", ttl.as_secs()))
                 .expect("digits are a valid header"),
@@ -264,6 +298,11 @@ impl Cache {
     pub fn entries(&self) -> u64 {
         self.entries.as_ref().map_or(0, |e| e.len() as u64)
     }
+
+    /// What the answers held weigh against `api.cache_max_bytes`.
+    pub fn weight(&self) -> u64 {
+        self.entries.as_ref().map_or(0, |e| e.weight())
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +310,8 @@ mod tests {
     use super::*;
     use axum::body::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const TEST_BYTES: u64 = 64 << 20;
 
     fn text(body: &'static [u8]) -> Cached {
         Cached::new(
@@ -282,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_identical_requests_compute_once() {
         let m = Metrics::new();
-        let cache = Arc::new(Cache::new(Duration::from_secs(60), m.clone()));
+        let cache = Arc::new(Cache::new(Duration::from_secs(60), TEST_BYTES, m.clone()));
         let calls = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..50)
             .map(|_| {
@@ -310,7 +351,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_computation_passes_the_turn_to_one_waiter() {
-        let cache = Arc::new(Cache::new(Duration::from_secs(60), Metrics::new()));
+        let cache = Arc::new(Cache::new(
+            Duration::from_secs(60),
+            TEST_BYTES,
+            Metrics::new(),
+        ));
         let calls = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..20)
             .map(|_| {
@@ -344,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_and_errors_are_not_cached() {
-        let cache = Cache::new(Duration::from_millis(30), Metrics::new());
+        let cache = Cache::new(Duration::from_millis(30), TEST_BYTES, Metrics::new());
         let r: Result<_, &str> = cache.get_or_compute("k", || async { Err("down") }).await;
         assert_eq!(r.unwrap_err(), "down");
         let a = cache
@@ -368,7 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn distinct_queries_beyond_the_bound_do_not_grow_the_cache() {
-        let cache = Cache::new(Duration::from_secs(600), Metrics::new());
+        let cache = Cache::new(Duration::from_secs(600), TEST_BYTES, Metrics::new());
         for i in 0..(MAX_ENTRIES * 2) {
             cache
                 .get_or_compute(&format!("before={i}"), || async {
@@ -379,5 +424,51 @@ mod tests {
         }
         let held = cache.entries();
         assert!(held <= MAX_ENTRIES, "{held} answers held");
+    }
+
+    #[tokio::test]
+    async fn large_answers_are_held_within_the_byte_bound() {
+        let max = 4 << 20;
+        let cache = Cache::new(Duration::from_secs(600), max, Metrics::new());
+        static BODY: [u8; 100_000] = [b'x'; 100_000];
+        for i in 0..200 {
+            cache
+                .get_or_compute(&format!("k{i}"), || async { Ok::<_, ()>(text(&BODY)) })
+                .await
+                .unwrap();
+        }
+        let (held, weight) = (cache.entries(), cache.weight());
+        assert!(weight <= max, "{weight} bytes held, bound {max}");
+        assert!((10..=21).contains(&held), "{held} answers of 200 kB held");
+    }
+
+    #[test]
+    fn spellings_of_one_query_share_a_key_and_unaccepted_queries_have_none() {
+        let key = |q: &str| cache_key(&q.parse::<Uri>().unwrap()).map(|k| k.into_owned());
+        let one = key("/v1/rankings/trending?section=World&published_within=3601s&limit=5");
+        assert!(one.is_some());
+        for other in [
+            "/v1/rankings/trending?limit=5&published_within=2h&section=world",
+            "/v1/rankings/trending?section=WORLD&limit=5&published_within=7200s",
+        ] {
+            assert_eq!(key(other), one, "{other}");
+        }
+        assert_ne!(
+            key("/v1/rankings/trending?limit=6&section=world&published_within=2h"),
+            one
+        );
+        for refused in [
+            "/v1/rankings/trending?junk=1",
+            "/v1/rankings/trending?limit=0",
+            "/v1/rankings/trending?limit=1&limit=2",
+        ] {
+            assert_eq!(key(refused), None, "{refused}");
+        }
+        // A cursor's id cannot pose as other parameters.
+        assert_ne!(
+            key("/v1/index?before=1.x%26limit%3D5"),
+            key("/v1/index?before=1.x&limit=5")
+        );
+        assert_eq!(key("/v1/index").as_deref(), Some("/v1/index"));
     }
 }

@@ -124,7 +124,11 @@ impl ApiState {
         ApiState(Arc::new(Shared {
             store,
             profiles: crate::scoring::profiles(&settings.scoring),
-            cache: Arc::new(Cache::new(api.cache_ttl, metrics.clone())),
+            cache: Arc::new(Cache::new(
+                api.cache_ttl,
+                api.cache_max_bytes,
+                metrics.clone(),
+            )),
             metrics,
             consumer,
             // Streamed lists are recomputed at the cache's pace (at least

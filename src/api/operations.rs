@@ -7,16 +7,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::params::{NoParams, Strict};
 use super::{ApiDoc, ApiState};
 
 /// Alive: answers without touching the store.
-pub(super) async fn healthz() -> Json<serde_json::Value> {
+pub(super) async fn healthz(_: Strict<NoParams>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready: the store answers and, when this process consumes, it holds
 /// partitions and can write.
-pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
+pub(super) async fn readyz(State(state): State<ApiState>, _: Strict<NoParams>) -> Response {
     let mut problems = Vec::new();
     match state.store.ping().await {
         Ok(()) => {}
@@ -49,7 +50,7 @@ pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 /// Prometheus text format.
-pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+pub(super) async fn metrics(State(state): State<ApiState>, _: Strict<NoParams>) -> Response {
     render(&state.metrics)
 }
 
@@ -63,6 +64,6 @@ pub(super) fn render(metrics: &crate::metrics::Metrics) -> Response {
 }
 
 /// The OpenAPI document (cached like the answers).
-pub(super) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+pub(super) async fn openapi(_: Strict<NoParams>) -> Json<utoipa::openapi::OpenApi> {
     Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }

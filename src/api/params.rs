@@ -133,6 +133,46 @@ pub(super) struct IndexParams {
     pub before: Option<Before>,
 }
 
+/// Every parameter a cached route takes, parsed as the routes parse it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnyParams {
+    site: Option<Name>,
+    section: Option<Name>,
+    tag: Option<Name>,
+    limit: Option<Bounded<1, MAX_LIMIT, 10>>,
+    offset: Option<Offset>,
+    published_within: Option<Within>,
+    before: Option<Before>,
+}
+
+/// The query `raw` as the response cache keys it: its parameters parsed
+/// (names as slugs, `published_within` as its window, a cursor as its
+/// parts) and written in one order, each value quoted, so the spellings of
+/// one query are one key and no value can pose as another parameter. None
+/// when no route accepts it (unknown or repeated names, invalid values).
+pub(super) fn canonical_query(raw: &str) -> Option<String> {
+    let p: AnyParams = Strict::parse(raw).ok()?;
+    fn name(n: &Option<Name>) -> Option<&str> {
+        n.as_ref().map(|n| n.0.as_str())
+    }
+    Some(format!(
+        "site={:?}&section={:?}&tag={:?}&limit={:?}&offset={:?}&within={:?}&before={:?}",
+        name(&p.site),
+        name(&p.section),
+        name(&p.tag),
+        p.limit.map(|l| l.0),
+        p.offset.map(|o| o.0),
+        p.published_within.map(|w| w.0.as_secs()),
+        p.before.map(|b| (b.0.published_at_ms, b.0.article_id)),
+    ))
+}
+
+/// A route that takes no parameters: any is a 400 naming it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoParams {}
+
 /// A route's query parameters, checked: `Strict(params)`. Any problem is a
 /// 400 naming the parameter (`limit must be between 1 and 100`, `unknown
 /// field …`). Cached answers are found before any handler runs

@@ -7,7 +7,7 @@ use axum::Json;
 
 use super::articles::article_view;
 use super::model::*;
-use super::params::{RankingParams, Strict, TagParams};
+use super::params::{NoParams, RankingParams, Strict, TagParams};
 use super::{profile_index, rfc3339, ApiError, ApiState};
 use crate::event::ArticleMeta;
 use crate::now_ms;
@@ -15,8 +15,14 @@ use crate::scoring::Group;
 
 /// The configured ranking profiles.
 #[utoipa::path(get, path = "/v1/rankings", tag = "rankings",
-    responses((status = 200, description = "Profiles", body = ProfilesResponse)))]
-pub(super) async fn list_profiles(State(state): State<ApiState>) -> Json<ProfilesResponse> {
+    responses(
+        (status = 200, description = "Profiles", body = ProfilesResponse),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
+    ))]
+pub(super) async fn list_profiles(
+    State(state): State<ApiState>,
+    _: Strict<NoParams>,
+) -> Json<ProfilesResponse> {
     Json(ProfilesResponse {
         profiles: state
             .profiles
@@ -32,8 +38,14 @@ pub(super) async fn list_profiles(State(state): State<ApiState>) -> Json<Profile
 
 /// The network's sites: `site=` of every list takes one of their ids.
 #[utoipa::path(get, path = "/v1/sites", tag = "rankings",
-    responses((status = 200, description = "Sites", body = SitesResponse)))]
-pub(super) async fn list_sites(State(state): State<ApiState>) -> Json<SitesResponse> {
+    responses(
+        (status = 200, description = "Sites", body = SitesResponse),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
+    ))]
+pub(super) async fn list_sites(
+    State(state): State<ApiState>,
+    _: Strict<NoParams>,
+) -> Json<SitesResponse> {
     Json(SitesResponse {
         sites: state
             .sites

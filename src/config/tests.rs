@@ -221,6 +221,37 @@ fn out_of_range_values_fail_naming_the_key() {
             "x",
             "kafka.properties.group.id",
         ),
+        ("POPULARITY__API__ADMIN_LISTEN", "9464", "api.admin_listen"),
+        (
+            "POPULARITY__API__ADMIN_LISTEN",
+            "0.0.0.0:8080",
+            "api.admin_listen",
+        ),
+        (
+            "POPULARITY__API__HEADER_TIMEOUT",
+            "0s",
+            "api.header_timeout",
+        ),
+        (
+            "POPULARITY__API__MAX_CONNECTIONS",
+            "0",
+            "api.max_connections",
+        ),
+        (
+            "POPULARITY__API__CACHE_MAX_BYTES",
+            "100",
+            "api.cache_max_bytes",
+        ),
+        (
+            "POPULARITY__COLLECTOR__BODY_TIMEOUT",
+            "0s",
+            "collector.body_timeout",
+        ),
+        (
+            "POPULARITY__COLLECTOR__VISITOR_SECRET",
+            "change-me-to-a-long-random-secret",
+            "collector.visitor_secret",
+        ),
     ] {
         let e = err_of(&[(k, v)]);
         assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");

@@ -114,6 +114,17 @@ impl Settings {
                 "must be at least 16 characters",
             ));
         }
+        // A secret copied from an example is known to everyone: visitors
+        // could be recognised from outside (DESIGN §13).
+        if c.visitor_secret
+            .as_deref()
+            .is_some_and(|k| SAMPLE_SECRETS.contains(&k) || k.starts_with("change-me"))
+        {
+            return Err(invalid(
+                "collector.visitor_secret",
+                "is a sample value from the documentation; generate one (openssl rand -hex 32)",
+            ));
+        }
         positive("collector.produce_timeout", c.produce_timeout)?;
         positive("ingest.flush_interval", self.ingest.flush_interval)?;
         if self.ingest.max_batch_events == 0 {
@@ -292,6 +303,12 @@ impl Settings {
 
 /// `scheme://host[:port]` with an http(s) scheme and nothing after: what a
 /// browser sends as `Origin`.
+/// Secrets that appear in this project's examples.
+const SAMPLE_SECRETS: [&str; 2] = [
+    "change-me-to-a-long-random-secret",
+    "<openssl rand -hex 32>",
+];
+
 fn is_origin(s: &str) -> bool {
     let Some(rest) = s
         .strip_prefix("https://")

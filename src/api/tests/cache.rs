@@ -33,7 +33,7 @@ async fn answers_carry_cache_headers_and_revalidate_with_304() {
     }
 }
 
-/// Answers are cached by path and query as sent: routes that share a
+/// Answers are cached by path and parsed query: routes that share a
 /// query string, or a profile, never answer for each other, and an invalid
 /// query is refused even right after a valid one was cached.
 #[tokio::test]
@@ -42,7 +42,7 @@ async fn each_route_is_cached_under_its_own_path_and_query() {
     let api = Api::new(&newsroom(now), &traffic(now)).await;
     type Shape = fn(&Value) -> bool;
     let shapes: [(&str, Shape); 5] = [
-        ("/v1/rankings?limit=2", |v| v["profiles"].is_array()),
+        ("/v1/rankings", |v| v["profiles"].is_array()),
         ("/v1/rankings/trending?limit=2", |v| {
             v["items"][0]["article_id"].is_string() && v["profile"] == "trending"
         }),
@@ -171,4 +171,67 @@ async fn hits_answered_before_routing_keep_cors_gzip_and_their_route_in_the_metr
         .with_label_values(&[route])
         .get_sample_count();
     assert_eq!(timed, 4);
+}
+
+/// Spellings of one query are one answer, computed once (DESIGN §13):
+/// 1,000 variants of `published_within` and of the order of parameters
+/// are one entry per window, not one per spelling.
+#[tokio::test]
+async fn spellings_of_one_query_are_one_entry() {
+    let now = now_ms();
+    let api = Api::new(&newsroom(now), &traffic(now)).await;
+    let first = api
+        .get("/v1/rankings/trending?limit=2&published_within=1h")
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    for s in 1..=1_000 {
+        let uri = if s % 2 == 0 {
+            format!(
+                "/v1/rankings/trending?published_within={}s&limit=2",
+                3_600 - s
+            )
+        } else {
+            format!(
+                "/v1/rankings/trending?limit=2&published_within={}s",
+                3_600 - s
+            )
+        };
+        let r = api.get(&uri).await;
+        assert_eq!(r.body, first.body, "{uri}");
+    }
+    // 2,600 to 3,599 s all round up to the 1h window: one computation.
+    assert_eq!(api.cache_counts(), (1_000, 1));
+    assert_eq!(api.cache_entries(), 1);
+    let other = api
+        .get("/v1/rankings/trending?limit=2&published_within=30m")
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(api.cache_entries(), 2);
+}
+
+/// No route takes a parameter it does not declare: each is a 400 naming it.
+#[tokio::test]
+async fn unknown_parameters_are_refused_on_every_route() {
+    let now = now_ms();
+    let api = Api::new(&newsroom(now), &traffic(now)).await;
+    for path in [
+        "/v1/rankings",
+        "/v1/sites",
+        "/v1/rankings/trending",
+        "/v1/rankings/trending/tags",
+        "/v1/index",
+        "/v1/articles/a",
+        "/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/v1/stream/rankings/trending",
+    ] {
+        let r = api.get(&format!("{path}?junk=1")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.contains("junk"), "{path}: {message}");
+    }
 }

@@ -23,6 +23,7 @@ const TRENDING_HALF_LIFE_MS: f64 = 2.0 * HOUR as f64;
 
 struct Api {
     router: Edge,
+    cache: std::sync::Arc<crate::api::cache::Cache>,
     store: std::sync::Arc<dyn crate::store::Store>,
     articles: Vec<ArticleMeta>,
     metrics: Metrics,
@@ -54,6 +55,7 @@ impl Api {
         let cache = Some(state.cache.clone());
         let cors = settings.api.cors_allowed_origins.clone();
         let api = Api {
+            cache: state.cache.clone(),
             router: edge(router(state, None), &metrics, &cors, cache),
             store,
             articles: articles.to_vec(),
@@ -95,6 +97,11 @@ impl Api {
     fn cache_counts(&self) -> (u64, u64) {
         let count = |l| self.metrics.cache.with_label_values(&[l]).get();
         (count("hit"), count("miss"))
+    }
+
+    /// Answers the cache holds.
+    fn cache_entries(&self) -> u64 {
+        self.cache.entries()
     }
 
     async fn get(&self, uri: &str) -> Answer {
