@@ -186,11 +186,26 @@ pub(super) async fn compute_ranking(
     })
 }
 
+/// How far down a ranking a filtered read looks for `want` (`offset +
+/// limit`) qualifying articles (DESIGN §13): four times as many, at least
+/// [`MIN_SCAN`]. A read's Redis work is then bounded by its `limit` and
+/// `offset` whatever the filter keeps: `published_within=15m` with
+/// `limit=10` examines 400 ranks, not the whole ranking, when nothing that
+/// recent is popular.
+pub(crate) fn scan_budget(want: usize) -> usize {
+    (want * 4).max(MIN_SCAN)
+}
+
+/// The fewest ranks a filtered read examines.
+pub(crate) const MIN_SCAN: usize = 400;
+
 /// The ranking restricted to the articles that qualify: published within
 /// `within` of `at` when given, and in the query's section when a tag and
 /// a section are both asked for. Scans the ranking in pages until
-/// `offset + limit` qualify or it ends, so a page is never short while
-/// enough articles exist; ranks count qualifying articles only.
+/// `offset + limit` qualify, it ends, or [`scan_budget`] ranks were
+/// examined; ranks count qualifying articles only. A page is short only
+/// when fewer articles qualify among the top of the ranking: a list of
+/// what is popular, not an archive search.
 async fn filtered(
     st: &ApiState,
     q: &RankingQuery,
@@ -200,11 +215,13 @@ async fn filtered(
     let since = within.map(|w| at - w.as_millis() as i64);
     let section = q.tag.as_ref().and(q.section.as_deref());
     let want = q.offset + q.limit;
+    let budget = scan_budget(want);
     let page_size = (want * 4).clamp(100, 1000);
     let mut out = Vec::new();
     let mut qualifying = 0;
     let mut start = 0;
-    loop {
+    while start < budget {
+        let page_size = page_size.min(budget - start);
         let page = st
             .store
             .top(&q.group, q.index, start, page_size, at)
@@ -235,6 +252,7 @@ async fn filtered(
         }
         start += n;
     }
+    Ok(out)
 }
 
 fn ranked(st: &ApiState, rank: usize, key: &str, score: f64, meta: ArticleMeta) -> RankedArticle {

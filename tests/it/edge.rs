@@ -238,3 +238,93 @@ async fn metrics_and_the_editors_api_are_only_on_the_operators_listener() {
     assert_eq!(defaults.api.admin_listen, "127.0.0.1:9464");
     app.stop().await;
 }
+
+/// Redis's count of commands processed so far.
+fn commands_processed(redis: &RedisServer) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "INFO", "stats"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_read_examines_a_part_of_the_ranking_bounded_by_its_limit_and_offset() {
+    use popularity::event::{ArticleMeta, EventType};
+    use popularity::scoring::Aggregate;
+    let redis = redis_server();
+    let kafka = Kafka::start(1);
+    let s = settings(&kafka, Some(&redis));
+    let profiles = popularity::scoring::profiles(&s.scoring);
+    let app = spawn_app(s).await;
+    let now = now_ms();
+    // 5,000 articles published two days ago, and two published now: one
+    // ranked 100th, one ranked 4,000th.
+    const N: usize = 5_000;
+    let id = |rank: usize| match rank {
+        100 => "fresh-near".to_string(),
+        4_000 => "fresh-far".to_string(),
+        r => format!("old-{r}"),
+    };
+    let metas: Vec<ArticleMeta> = (1..=N)
+        .map(|rank| ArticleMeta {
+            article_id: id(rank),
+            title: Some(format!("T {rank}")),
+            section: Some("news".into()),
+            published_at_ms: Some(if id(rank).starts_with("fresh") {
+                now - 60_000
+            } else {
+                now - 2 * 86_400_000
+            }),
+            ..Default::default()
+        })
+        .collect();
+    app.store.publish(&metas).await.unwrap();
+    let mut agg = Aggregate::new(profiles, now).sharded(app.store.shards());
+    for rank in 1..=N {
+        let units = (N + 1 - rank) as f64;
+        agg.add(
+            EventType::PageView,
+            &id(rank),
+            Some("news"),
+            &[],
+            now,
+            units,
+        );
+    }
+    app.store.apply(&agg).await.unwrap();
+
+    let mut costs = Vec::new();
+    for (query, want) in [
+        ("limit=10", vec![]),
+        ("published_within=15m&limit=10", vec!["fresh-near"]),
+        ("published_within=1s&limit=100&offset=100", vec![]),
+    ] {
+        let before = commands_processed(&redis);
+        let (status, body) = app.get(&format!("/v1/rankings/trending?{query}")).await;
+        let commands = commands_processed(&redis) - before;
+        assert_eq!(status, 200, "{query}: {body}");
+        let ids: Vec<&str> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["article_id"].as_str().unwrap())
+            .collect();
+        if !want.is_empty() || query.contains("published_within") {
+            assert_eq!(ids, want, "{query}");
+        }
+        costs.push((query, commands));
+    }
+    println!("Redis commands per read: {costs:?}");
+    // About a command per article examined: the plain first page reads
+    // 10, the filtered reads 400 and 800 (four times offset + limit) of
+    // the 5,000, never the whole ranking.
+    let (plain, near, deep) = (costs[0].1, costs[1].1, costs[2].1);
+    assert!(plain <= 10 + 8, "{costs:?}");
+    assert!(near <= 400 + 32 && deep <= 800 + 32, "{costs:?}");
+    app.stop().await;
+}
