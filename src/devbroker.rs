@@ -111,6 +111,26 @@ impl DevBroker {
         }
     }
 
+    /// Takes away the leader of a partition of `topic` (`up` false), so
+    /// that nothing can be produced to it, or gives it back.
+    pub fn set_partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        up: bool,
+    ) -> anyhow::Result<()> {
+        let name = CString::new(topic).context("topic name contains NUL")?;
+        let broker = if up { 1 } else { -1 };
+        // SAFETY: the cluster is live and `name` is a valid C string.
+        let err = unsafe {
+            sys::rd_kafka_mock_partition_set_leader(self.cluster, name.as_ptr(), partition, broker)
+        };
+        if err != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            bail!("setting the leader of {topic} [{partition}]: {err:?}");
+        }
+        Ok(())
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap

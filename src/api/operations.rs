@@ -18,24 +18,24 @@ pub(super) async fn healthz(_: Strict<NoParams>) -> Json<serde_json::Value> {
 /// Ready: the store answers and, when this process consumes, it holds
 /// partitions and can write.
 pub(super) async fn readyz(State(state): State<ApiState>, _: Strict<NoParams>) -> Response {
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
     match state.store.ping().await {
         Ok(()) => {}
         Err(e @ crate::store::StoreError::NoMaster(_)) => {
             tracing::warn!(error = %e, "readiness: store has no master");
-            problems.push("store has no master");
+            problems.push("store has no master".into());
         }
         Err(e) => {
             tracing::warn!(error = %e, "readiness: store unreachable");
-            problems.push("store unreachable");
+            problems.push("store unreachable".into());
         }
     }
     if let Some(c) = &state.consumer {
         if !c.is_assigned() {
-            problems.push("consumer has no partitions assigned");
+            problems.push("consumer has no partitions assigned".into());
         }
-        if !c.store_ok() {
-            problems.push("consumer cannot write to the store");
+        if let Some(why) = c.flush_problem() {
+            problems.push(format!("consumer flushes are failing: {why}"));
         }
     }
     if problems.is_empty() {

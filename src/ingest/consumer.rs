@@ -63,7 +63,6 @@ impl Ingest {
             metrics: metrics.clone(),
             state: state.clone(),
         };
-        state.set_store_ok(true);
         if durable {
             state.set_restores();
         }
@@ -136,6 +135,10 @@ impl Ingest {
         // A flush came due while the writer was busy.
         let mut owed = false;
         let mut kafka_errors = ErrorLog::default();
+        // While paused, the lag is measured here (librdkafka's statistics
+        // stop seeing the watermarks move), at the statistics' pace.
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let full = batch.full(max_batch) && writing.busy();
             let due = tokio::select! {
@@ -173,6 +176,14 @@ impl Ingest {
                     true
                 }
                 _ = tick.tick() => retry_at.is_none() && batch.messages > 0,
+                _ = lag_tick.tick(), if l.paused => {
+                    let (consumer, metrics) = (l.consumer.clone(), l.metrics.clone());
+                    let commits = l.commits;
+                    tokio::task::spawn_blocking(move || {
+                        kafka::paused_lag(consumer.as_ref(), commits, &metrics)
+                    });
+                    false
+                }
                 msg = l.consumer.recv(), if !full => {
                     // Then whatever else is already fetched, without going
                     // round the loop for each message, read together (on
@@ -358,6 +369,7 @@ impl Loop {
         match result {
             Ok(()) => {
                 self.paused = paused;
+                self.state.set_paused(paused);
                 let n = if paused { assignment.count() as i64 } else { 0 };
                 self.metrics.partitions_paused.set(n);
             }

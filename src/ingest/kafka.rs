@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
@@ -31,12 +32,30 @@ pub fn client_config(
         c.set(*k, *v);
     }
     for (k, v) in &kafka.properties {
-        if !(producer && (k.starts_with("group.") || k.starts_with("partition.assignment"))) {
+        let skip = if producer {
+            k.starts_with("group.") || k.starts_with("partition.assignment")
+        } else {
+            PRODUCER_ONLY.contains(&k.as_str())
+        };
+        if !skip {
             c.set(k, v);
         }
     }
     c
 }
+
+/// Properties of producers alone: a consumer is not given them (librdkafka
+/// would warn that it ignores them).
+const PRODUCER_ONLY: [&str; 8] = [
+    "acks",
+    "compression.type",
+    "delivery.timeout.ms",
+    "enable.idempotence",
+    "linger.ms",
+    "message.timeout.ms",
+    "queue.buffering.max.ms",
+    "request.required.acks",
+];
 
 /// Consumer configuration. Offsets are never stored or committed
 /// automatically: the consumer commits exactly what the store acknowledged
@@ -65,10 +84,51 @@ pub fn consumer_config(kafka: &KafkaSettings, group: bool) -> ClientConfig {
     client_config(kafka, &defaults, false)
 }
 
+/// The lag of every partition `consumer` is assigned, from the brokers'
+/// high watermarks (asked now) and what was committed (`commits`) or read
+/// so far: while partitions are paused, librdkafka's statistics keep the
+/// watermarks of their last fetch, and the lag would freeze (DESIGN §13).
+/// Blocks on the brokers: call it off the async threads.
+pub fn paused_lag(consumer: &impl Consumer<Context>, commits: bool, metrics: &Metrics) {
+    let timeout = Duration::from_secs(2);
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let done = if commits {
+        consumer.committed(timeout).ok()
+    } else {
+        consumer.position().ok()
+    };
+    for e in assignment.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let Ok((_, high)) = consumer.fetch_watermarks(topic, partition, timeout) else {
+            continue;
+        };
+        let at = done
+            .as_ref()
+            .and_then(|d| d.find_partition(topic, partition))
+            .and_then(|p| p.offset().to_raw())
+            .filter(|o| *o >= 0);
+        let lag = match at {
+            Some(o) => high - o,
+            // Nothing committed yet: everything up to the watermark waits
+            // (the low watermark is not asked: an upper bound is the point).
+            None => high,
+        };
+        metrics
+            .consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag.max(0));
+    }
+}
+
 /// Dead-letter producer configuration: acknowledged by all replicas,
-/// idempotent, compressed.
+/// idempotent, compressed; a dead letter not acknowledged within 30 s
+/// fails its flush (which is retried) instead of holding it for
+/// librdkafka's default of five minutes.
 pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
     let defaults = [
+        ("message.timeout.ms", "30000"),
         ("acks", "all"),
         ("enable.idempotence", "true"),
         ("compression.type", "lz4"),
@@ -83,7 +143,12 @@ pub struct ConsumerState {
     assigned: Arc<Mutex<HashSet<(String, i32)>>>,
     has_assignment: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
-    store_ok: Arc<AtomicBool>,
+    /// Why the last flush failed; None once one succeeds.
+    flush_problem: Arc<Mutex<Option<String>>>,
+    /// Every partition is paused (flushes failing): librdkafka's statistics
+    /// no longer see the high watermarks move, so the lag is measured by
+    /// the consumer loop instead.
+    paused: Arc<AtomicBool>,
     revoking: Arc<Mutex<Option<Revocation>>>,
     revoke_signal: Arc<tokio::sync::Notify>,
     closing: Arc<AtomicBool>,
@@ -99,14 +164,20 @@ impl ConsumerState {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// False while flushes to the store are failing.
-    pub fn store_ok(&self) -> bool {
-        self.store_ok.load(Ordering::Relaxed)
+    /// Why flushes are failing (the store, the dead-letter topic), while
+    /// they are: readiness reports it.
+    pub fn flush_problem(&self) -> Option<String> {
+        self.flush_problem.lock().clone()
     }
 
-    /// Records whether the last flush reached the store.
-    pub fn set_store_ok(&self, ok: bool) {
-        self.store_ok.store(ok, Ordering::Relaxed);
+    /// Records the outcome of the last flush: None when it was written.
+    pub fn set_flush_problem(&self, problem: Option<String>) {
+        *self.flush_problem.lock() = problem;
+    }
+
+    /// Records whether every partition is paused.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
     }
 
     /// True once the consumer holds at least one partition.
@@ -132,6 +203,9 @@ pub struct Context {
 
 impl ClientContext for Context {
     fn stats(&self, stats: Statistics) {
+        if self.state.paused.load(Ordering::Relaxed) {
+            return; // stale while paused: see `paused_lag`
+        }
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
                 if *id < 0 || !p.desired {

@@ -120,16 +120,16 @@ impl Writer {
                     .collect();
                 batch.clear();
                 self.backoff = RETRY_MIN;
-                self.state.set_store_ok(true);
+                self.state.set_flush_problem(None);
                 Flushed::Done(commits, refused)
             }
             Err(e) => {
                 let wait = self.backoff;
                 self.backoff = (self.backoff * 2).min(RETRY_MAX);
                 self.metrics.store_retries.inc();
-                if matches!(e, FlushError::Store(_)) {
-                    self.state.set_store_ok(false);
-                }
+                // Not ready until a flush succeeds: with the reason, clipped.
+                let reason: String = e.to_string().chars().take(300).collect();
+                self.state.set_flush_problem(Some(reason));
                 tracing::warn!(error = %e, retry_in = ?wait, pending = batch.messages, "flush failed; partitions paused");
                 Flushed::Retry(tokio::time::Instant::now() + wait)
             }

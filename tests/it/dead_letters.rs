@@ -100,14 +100,15 @@ async fn invalid_messages_go_to_the_dead_letter_topic_with_their_reason() {
     app.stop().await;
 }
 
-/// A message larger than any dead-letter topic takes (2 MB, with Kafka's
-/// default limit of 1 MB a message) goes there truncated, with its
-/// size and origin in headers, and ingest goes on: before, the refused
-/// dead-letter produce kept the flush failing and every partition paused.
+/// Messages larger than any dead-letter topic takes (2 MB and 20 MB, with
+/// Kafka's default limit of 1 MB a message; the test's producer raises its
+/// own) go there truncated, with their size and origin in headers, and
+/// ingest goes on: before, the refused dead-letter produce kept the flush
+/// failing and every partition paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_to_dead_letter_goes_there_truncated_and_ingest_goes_on() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let kafka = Kafka::start(1);
+    let kafka = Kafka::start(2);
     let app = spawn_app(settings(&kafka, None)).await;
     publish_ids(&kafka, &app, &["after"]).await;
     let big: FutureProducer = rdkafka::ClientConfig::new()
@@ -115,8 +116,10 @@ async fn a_message_too_large_to_dead_letter_goes_there_truncated_and_ingest_goes
         .set("message.max.bytes", "30000000")
         .create()
         .unwrap();
-    let sizes = [2_000_000usize];
-    for (i, size) in sizes.iter().enumerate() {
+    // Each alone in a partition of its own: the dev broker keeps at most
+    // 5 MiB of a partition, a larger message only when it is the only one.
+    let consumer = dead_letter_reader(&kafka);
+    for (i, size) in [2_000_000usize, 20_000_000].iter().enumerate() {
         let payload = format!(
             "{{\"type\":\"page_view\",\"pad\":\"{}\"}}",
             "x".repeat(*size)
@@ -124,23 +127,12 @@ async fn a_message_too_large_to_dead_letter_goes_there_truncated_and_ingest_goes
         big.send(
             FutureRecord::to(&kafka.events)
                 .key(&format!("big{i}"))
+                .partition(i as i32)
                 .payload(&payload),
             Duration::from_secs(30),
         )
         .await
         .unwrap();
-    }
-    // A good event after them counts: nothing stopped the consumer.
-    let e =
-        json!({"type":"page_view","article_id":"after","visitor_id":"v","occurred_at":now_ms()});
-    kafka.send_json(&kafka.events, "after", &e).await;
-    app.wait_metric(
-        "popularity_events_total{outcome=\"applied\",type=\"page_view\"}",
-        1.0,
-    )
-    .await;
-    let consumer = dead_letter_reader(&kafka);
-    for (i, size) in sizes.iter().enumerate() {
         let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
             .await
             .expect("the dead letter arrives")
@@ -150,11 +142,31 @@ async fn a_message_too_large_to_dead_letter_goes_there_truncated_and_ingest_goes
         assert!(headers["x-error"].starts_with("oversized"), "{headers:?}");
         assert_eq!(headers["x-original-size"], (size + 29).to_string());
         assert_eq!(headers["x-source-topic"], kafka.events);
-        assert_eq!(headers["x-source-offset"], i.to_string());
+        assert_eq!(headers["x-source-partition"], i.to_string());
+        assert_eq!(headers["x-source-offset"], "0");
         let payload = m.payload().unwrap();
         assert_eq!(payload.len(), 256 * 1024, "truncated to 256 KiB");
         assert!(payload.starts_with(b"{\"type\":\"page_view\",\"pad\":\"xxx"));
     }
+    // A good event after them counts: nothing stopped the consumer.
+    let e =
+        json!({"type":"page_view","article_id":"after","visitor_id":"v","occurred_at":now_ms()})
+            .to_string();
+    big.send(
+        FutureRecord::to(&kafka.events)
+            .key("after")
+            .partition(0)
+            .payload(&e),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    app.wait_metric(
+        "popularity_events_total{outcome=\"applied\",type=\"page_view\"}",
+        1.0,
+    )
+    .await;
+    app.stop().await;
 }
 
 /// A dead letter's headers, by name.
@@ -169,4 +181,136 @@ fn headers_of(m: &impl Message) -> HashMap<String, String> {
             )
         })
         .collect()
+}
+
+/// A dead-letter topic that accepts nothing stops ingest without losing or
+/// committing anything: the consumer reports not ready with the reason,
+/// its lag keeps counting while its partitions are paused, and once the
+/// topic accepts again every event counts exactly once and the invalid one
+/// is dead-lettered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_that_refuses_everything_stops_ingest_and_loses_nothing() {
+    let redis = redis_server();
+    let kafka = Kafka::start(1);
+    let mut s = settings(&kafka, Some(&redis));
+    // A dead letter not acknowledged within 1.5 s fails its flush.
+    s.kafka
+        .properties
+        .insert("message.timeout.ms".into(), "1500".into());
+    let group = s.kafka.group_id.clone();
+    let app = spawn_app(s).await;
+    publish_ids(&kafka, &app, &["g"]).await;
+    kafka
+        .broker
+        .set_partition_leader(&kafka.dead_letter, 0, false)
+        .unwrap();
+    let now = now_ms();
+    let mut weights = Vec::new();
+    let mut send_good = |i: i64| {
+        let at = now - i * 1_000;
+        weights.push((at, 1.0));
+        json!({"type":"page_view","article_id":"g","visitor_id":format!("v{i}"),"occurred_at":at})
+    };
+    let first: Vec<_> = (0..5).map(&mut send_good).collect();
+    for e in &first {
+        kafka.send_json(&kafka.events, "g", e).await;
+    }
+    kafka.send(&kafka.events, "g", b"{not json", None).await;
+    let later: Vec<_> = (5..30).map(&mut send_good).collect();
+    for e in &later {
+        kafka.send_json(&kafka.events, "g", e).await;
+    }
+
+    // Not ready, with the reason.
+    let readyz = format!("{}/readyz", app.base);
+    let mut reasons = serde_json::Value::Null;
+    for _ in 0..200 {
+        let r = app.http.get(&readyz).send().await.unwrap();
+        if r.status() == 503 {
+            reasons = r.json::<serde_json::Value>().await.unwrap()["reasons"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reason = reasons[0].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("dead-letter topic"), "{reasons}");
+    // Events produced while the partitions are paused count in the lag:
+    // librdkafka's own statistics no longer see the watermark move.
+    let paused: Vec<_> = (30..50).map(&mut send_good).collect();
+    for e in &paused {
+        kafka.send_json(&kafka.events, "g", e).await;
+    }
+    // Nothing past the invalid message (offset 5) is applied or committed,
+    // and the lag counts the 45 events behind it.
+    let lag =
+        "popularity_consumer_lag{partition=\"0\",topic=\"".to_string() + &kafka.events + "\"}";
+    let mut seen_lag = 0.0;
+    for _ in 0..150 {
+        seen_lag = app.metric(&lag).await;
+        if seen_lag >= 45.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_lag >= 45.0, "lag while paused: {seen_lag}");
+    let applied = app
+        .metric("popularity_events_total{outcome=\"applied\",type=\"page_view\"}")
+        .await;
+    assert!(
+        applied <= 5.0,
+        "{applied} applied past the stuck dead letter"
+    );
+    assert!(
+        committed(&kafka, &group) <= 5,
+        "committed past the invalid message"
+    );
+
+    // The topic accepts again: everything counts once, the dead letter once.
+    kafka
+        .broker
+        .set_partition_leader(&kafka.dead_letter, 0, true)
+        .unwrap();
+    app.wait_metric(
+        "popularity_events_total{outcome=\"applied\",type=\"page_view\"}",
+        50.0,
+    )
+    .await;
+    let r = app.http.get(&readyz).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let consumer = dead_letter_reader(&kafka);
+    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("the dead letter arrives")
+        .unwrap();
+    assert_eq!(m.payload(), Some(&b"{not json"[..]));
+    let again = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await;
+    assert!(again.is_err(), "the dead letter was sent twice");
+    check_ranking(&app, "/v1/rankings/trending", "article_id", |at| {
+        vec![("g".to_string(), direct_score(&weights, at, TRENDING_H))]
+    })
+    .await;
+    for _ in 0..100 {
+        if committed(&kafka, &group) == 51 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(committed(&kafka, &group), 51);
+    app.stop().await;
+}
+
+/// The offset `group` committed on partition 0 of the events topic (-1: none).
+fn committed(kafka: &Kafka, group: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&kafka.events, 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    got.find_partition(&kafka.events, 0)
+        .and_then(|p| p.offset().to_raw())
+        .unwrap_or(-1)
 }

@@ -342,7 +342,7 @@ pub async fn read_dead_letters(kafka: &Kafka, n: usize) -> Vec<(String, String)>
     out
 }
 
-/// A consumer of the dead-letter topic's partition 0, from its beginning.
+/// A consumer of every partition of the dead-letter topic, from its beginning.
 pub fn dead_letter_reader(kafka: &Kafka) -> rdkafka::consumer::StreamConsumer {
     use rdkafka::consumer::{Consumer as _, StreamConsumer};
     use rdkafka::{Offset, TopicPartitionList};
@@ -352,9 +352,14 @@ pub fn dead_letter_reader(kafka: &Kafka) -> rdkafka::consumer::StreamConsumer {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&kafka.dead_letter, 0, Offset::Beginning)
+    let metadata = consumer
+        .fetch_metadata(Some(&kafka.dead_letter), Duration::from_secs(10))
         .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(&kafka.dead_letter, p.id(), Offset::Beginning)
+            .unwrap();
+    }
     consumer.assign(&tpl).unwrap();
     consumer
 }
