@@ -77,11 +77,18 @@ impl Ingest {
         let producer: FutureProducer = kafka::producer_config(&settings.kafka)
             .create()
             .context("creating the dead-letter producer")?;
-        let dead_letters = DeadLetters::new(
+        let mut dead_letters = DeadLetters::new(
             Some(producer),
             settings.kafka.topics.dead_letter.clone(),
             metrics.clone(),
         );
+        if !durable {
+            // Every start reads the topics again: what was dead-lettered
+            // before is not sent again (DESIGN §13).
+            let sent = super::dead_letter::already_sent(&settings.kafka)?;
+            tracing::info!(dead_letters = sent.len(), "dead letters already sent");
+            dead_letters = dead_letters.remembering(sent);
+        }
         Ok(Ingest {
             consumer: Arc::new(consumer),
             reader: Reader::new(&settings, metrics.clone(), durable, durable),

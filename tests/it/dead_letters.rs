@@ -314,3 +314,55 @@ fn committed(kafka: &Kafka, group: &str) -> i64 {
         .and_then(|p| p.offset().to_raw())
         .unwrap_or(-1)
 }
+
+/// A service on the memory store reads its topics from the beginning at
+/// every start: each invalid message still reaches the dead-letter topic
+/// once, across restarts (before, once per start), while every ranking is
+/// rebuilt exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invalid_message_is_dead_lettered_once_across_restarts_of_a_memory_store() {
+    let kafka = Kafka::start(2);
+    let s = settings(&kafka, None);
+    let now = now_ms();
+    let mut weights = Vec::new();
+    let app = spawn_app(s.clone()).await;
+    publish_ids(&kafka, &app, &["g"]).await;
+    for i in 0..30i64 {
+        let at = now - i * 1_000;
+        weights.push((at, 1.0));
+        let e = json!({"type":"page_view","article_id":"g","visitor_id":format!("v{i}"),"occurred_at":at});
+        kafka.send_json(&kafka.events, &format!("k{i}"), &e).await;
+        if i % 10 == 0 {
+            let bad = format!("{{not json {i}");
+            kafka
+                .send(&kafka.events, &format!("bad{i}"), bad.as_bytes(), None)
+                .await;
+        }
+    }
+    let applied = "popularity_events_total{outcome=\"applied\",type=\"page_view\"}";
+    let dead = "popularity_events_total{outcome=\"dead_lettered\",type=\"unknown\"}";
+    app.wait_metric(applied, 30.0).await;
+    app.wait_metric(dead, 3.0).await;
+    app.stop().await;
+    for _ in 0..2 {
+        let app = spawn_app(s.clone()).await;
+        app.wait_metric(applied, 30.0).await;
+        check_ranking(&app, "/v1/rankings/trending", "article_id", |at| {
+            vec![("g".to_string(), direct_score(&weights, at, TRENDING_H))]
+        })
+        .await;
+        assert_eq!(app.metric(dead).await, 0.0, "dead-lettered again");
+        app.stop().await;
+    }
+    let consumer = dead_letter_reader(&kafka);
+    let mut payloads = Vec::new();
+    while let Ok(m) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+        payloads.push(String::from_utf8_lossy(m.unwrap().payload().unwrap()).into_owned());
+    }
+    payloads.sort();
+    assert_eq!(
+        payloads,
+        ["{not json 0", "{not json 10", "{not json 20"],
+        "each invalid message once"
+    );
+}
