@@ -89,7 +89,7 @@ impl Collector {
                 settings.ingest.max_clock_skew.as_millis() as i64,
             )
             .with_sites(sites.clone()),
-            visitors: Visitors::new(c.visitor_secret.as_deref()),
+            visitors: Visitors::new(c.visitor_secret.as_ref().map(|s| s.0.as_str())),
             clients: Clients::new(c),
             gate: Gate::new(&sites),
             sites,

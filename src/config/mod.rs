@@ -128,8 +128,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Kafka connection settings.
-#[derive(Debug, Clone, Deserialize)]
+/// Kafka connection settings. Their `Debug` form hides the values of
+/// secret properties (`sasl.password`, `ssl.key.password`, …).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Bootstrap servers, comma separated.
@@ -143,6 +144,35 @@ pub struct KafkaSettings {
     /// `POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL=ssl`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &redacted(&self.brokers))
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret.
+pub fn is_secret(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "token",
+        "sasl.jaas.config",
+        "ssl.key.pem",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
 }
 
 /// Topic names.
@@ -179,8 +209,9 @@ pub enum RedisMode {
     Cluster,
 }
 
-/// Store settings.
-#[derive(Debug, Clone, Deserialize)]
+/// Store settings. Their `Debug` form shows `redis_url` without its
+/// password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// `redis` or `memory`.
@@ -206,6 +237,33 @@ pub struct StoreSettings {
     /// How long article metadata is kept after its last publication event.
     #[serde(with = "humantime_serde")]
     pub metadata_ttl: Duration,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("backend", &self.backend)
+            .field("redis_mode", &self.redis_mode)
+            .field("redis_url", &redacted(&self.redis_url))
+            .field("sentinel_master", &self.sentinel_master)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("shards", &self.shards)
+            .field("key_prefix", &self.key_prefix)
+            .field("group_ttl", &self.group_ttl)
+            .field("metadata_ttl", &self.metadata_ttl)
+            .finish()
+    }
+}
+
+/// A secret setting: its `Debug` form is `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// `urls` (one URL or a comma-separated list) with every password
@@ -299,7 +357,7 @@ pub struct CollectorSettings {
     pub trusted_proxies: Vec<String>,
     /// Key of the daily visitor hash; replicas must share it. Unset: a
     /// random key per process (visitors then differ between replicas).
-    pub visitor_secret: Option<String>,
+    pub visitor_secret: Option<Secret>,
     /// Longest wait for Kafka to acknowledge a request's events; past it
     /// the request is answered 503.
     #[serde(with = "humantime_serde")]

@@ -326,3 +326,33 @@ fn a_sites_origins_are_origins_or_any_and_its_id_a_short_unique_slug() {
         assert!(e.contains(&format!("`{key}`")), "{e}");
     }
 }
+
+#[test]
+fn the_debug_form_of_the_settings_shows_no_secret() {
+    let s = Settings::load(
+        None,
+        env(&[
+            (
+                "POPULARITY__STORE__REDIS_URL",
+                "redis://:R3disPass@10.0.0.1:6379",
+            ),
+            ("POPULARITY__KAFKA__PROPERTIES__SASL_PASSWORD", "KafkaPass1"),
+            (
+                "POPULARITY__KAFKA__PROPERTIES__SSL_KEY_PASSWORD",
+                "KeyPass22",
+            ),
+            ("POPULARITY__KAFKA__PROPERTIES__SASL_USERNAME", "popularity"),
+            (
+                "POPULARITY__COLLECTOR__VISITOR_SECRET",
+                "a-visitor-secret-of-some-length",
+            ),
+        ]),
+    )
+    .unwrap();
+    let shown = format!("{s:?}");
+    for secret in ["R3disPass", "KafkaPass1", "KeyPass22", "a-visitor-secret"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("redis://:***@10.0.0.1:6379"), "{shown}");
+    assert!(shown.contains("\"popularity\""), "names are not secrets");
+}

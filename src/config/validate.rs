@@ -108,7 +108,8 @@ impl Settings {
                     )
                 })?;
         }
-        if c.visitor_secret.as_deref().is_some_and(|k| k.len() < 16) {
+        let secret = c.visitor_secret.as_ref().map(|s| s.0.as_str());
+        if secret.is_some_and(|k| k.len() < 16) {
             return Err(invalid(
                 "collector.visitor_secret",
                 "must be at least 16 characters",
@@ -116,10 +117,7 @@ impl Settings {
         }
         // A secret copied from an example is known to everyone: visitors
         // could be recognised from outside (DESIGN §13).
-        if c.visitor_secret
-            .as_deref()
-            .is_some_and(|k| SAMPLE_SECRETS.contains(&k) || k.starts_with("change-me"))
-        {
+        if secret.is_some_and(|k| SAMPLE_SECRETS.contains(&k) || k.starts_with("change-me")) {
             return Err(invalid(
                 "collector.visitor_secret",
                 "is a sample value from the documentation; generate one (openssl rand -hex 32)",

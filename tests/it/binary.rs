@@ -254,3 +254,44 @@ fn logs_to_a_file_are_plain_text_or_one_json_object_per_line() {
         }
     }
 }
+
+/// A collector that cannot reach Kafka over SASL logs its trouble at
+/// debug level without its password (DESIGN §13).
+#[test]
+fn kafka_credentials_never_reach_the_logs() {
+    let broker_port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["serve", "--role", "collector"])
+        .env(
+            "POPULARITY__KAFKA__BROKERS",
+            format!("127.0.0.1:{broker_port}"),
+        )
+        .env(
+            "POPULARITY__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+            "sasl_plaintext",
+        )
+        .env("POPULARITY__KAFKA__PROPERTIES__SASL_MECHANISM", "PLAIN")
+        .env("POPULARITY__KAFKA__PROPERTIES__SASL_USERNAME", "popularity")
+        .env(
+            "POPULARITY__KAFKA__PROPERTIES__SASL_PASSWORD",
+            "KafkaS3cretPass",
+        )
+        .env(
+            "POPULARITY__KAFKA__PROPERTIES__DEBUG",
+            "broker,security,conf",
+        )
+        .env("POPULARITY__API__LISTEN", "127.0.0.1:0")
+        .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("popularity"), "the run logged: {err}");
+    assert!(err.lines().count() > 5, "debug logs: {err}");
+    assert!(!err.contains("KafkaS3cretPass"), "{err}");
+}
