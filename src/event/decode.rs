@@ -43,6 +43,20 @@ impl Encoding {
     }
 }
 
+/// Most characters of a sent value an error message repeats.
+const MAX_SHOWN_CHARS: usize = 40;
+
+/// `value` as an error message shows it: at most [`MAX_SHOWN_CHARS`]
+/// characters, then `…` (a number such as `1e300` is not echoed as 300
+/// digits, a text not in full).
+pub(super) fn shown(value: impl std::fmt::Display) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(MAX_SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 /// Why a message was rejected. [`Invalid::code`] is a bounded label; the
 /// `Display` form (`code: detail`) is what the dead-letter header carries.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -379,6 +393,25 @@ mod tests {
             "a".repeat(300)
         );
         assert_eq!(json(&too_long_id).unwrap_err().code(), "invalid_field");
+    }
+
+    #[test]
+    fn error_messages_clip_the_values_they_repeat() {
+        let long_text = format!("\"{}\"", "9".repeat(5_000));
+        for (occurred_at, engaged) in [
+            ("1e300", "3"),
+            ("1694494080000", "-1e300"),
+            (long_text.as_str(), "3"),
+        ] {
+            let text = format!(
+                r#"{{"type":"engagement","article_id":"a","occurred_at":{occurred_at},"engaged_seconds":{engaged}}}"#
+            );
+            let e = json(&text).unwrap_err().to_string();
+            assert!(
+                e.len() < 200 && e.contains('…'),
+                "{occurred_at:.20} {engaged}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::decode::Invalid;
+use super::decode::{shown, Invalid};
 use super::{proto, Tags, Text};
 
 /// A time as sent: RFC 3339 text or integer epoch milliseconds.
@@ -31,15 +31,19 @@ impl RawTime<'_> {
             RawTime::Text(s) => {
                 let t =
                     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                        .map_err(|e| bad(format!("{s:?} is not an RFC 3339 time: {e}")))?;
+                        .map_err(|e| {
+                            let s = shown(format!("{s:?}"));
+                            bad(format!("{s} is not an RFC 3339 time: {e}"))
+                        })?;
                 let ms = t.unix_timestamp_nanos() / 1_000_000;
                 i64::try_from(ms)
                     .ok()
                     .filter(|ms| *ms > 0)
-                    .ok_or_else(|| bad(format!("{s:?} is before 1970")))
+                    .ok_or_else(|| bad(format!("{} is before 1970", shown(format!("{s:?}")))))
             }
             RawTime::Other(v) => Err(bad(format!(
-                "{v} is neither RFC 3339 text nor integer epoch milliseconds"
+                "{} is neither RFC 3339 text nor integer epoch milliseconds",
+                shown(v)
             ))),
         }
     }

@@ -60,7 +60,10 @@ impl Decoder {
                 if !s.is_finite() || s < 0.0 {
                     return Err(Invalid::InvalidField {
                         field: "engaged_seconds",
-                        message: format!("{s} must be a finite number >= 0"),
+                        message: format!(
+                            "{} must be a finite number >= 0",
+                            super::decode::shown(s)
+                        ),
                     });
                 }
                 s
