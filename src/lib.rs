@@ -9,6 +9,7 @@
 //! - [`event`]: the event model, JSON/protobuf decoding, validation, and the
 //!   bot / stale / duplicate filters.
 //! - [`site`]: the network's sites and how an article's key names its site.
+//! - [`rising`]: what is taking off: the formula over two profiles' scores.
 //! - [`scoring`]: forward-decay math and per-flush aggregation; pure, no I/O.
 //! - [`store`]: the [`store::Store`] trait with its `redis` and `memory` backends.
 //! - [`fence`]: the fence protocol that makes counting effectively once.
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod newsroom;
 pub mod peer;
 pub mod redis_server;
+pub mod rising;
 pub mod scoring;
 pub mod server;
 pub mod shutdown;

@@ -23,6 +23,7 @@ pub mod model;
 mod operations;
 mod params;
 mod rankings;
+mod rising;
 pub mod streams;
 #[cfg(test)]
 mod tests;
@@ -88,6 +89,8 @@ pub struct Shared {
     pub sites: Sites,
     /// Who may use the editors' API.
     pub admins: admin::Admins,
+    /// The rising formula and its profiles (DESIGN §14).
+    pub rising: crate::rising::Rising,
 }
 
 impl Shared {
@@ -142,6 +145,10 @@ impl ApiState {
             cors_allowed_origins: api.cors_allowed_origins.clone(),
             sites: Sites::from_settings(settings),
             admins: admin::Admins::new(&settings.admin.tokens),
+            rising: crate::rising::Rising::new(
+                &settings.rising,
+                &crate::scoring::profiles(&settings.scoring),
+            ),
         }))
     }
 }
@@ -159,16 +166,19 @@ pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
 /// (`collector.max_body_bytes`).
 pub fn router(state: ApiState, collector: Option<Router>) -> Router {
     use tower_http::limit::RequestBodyLimitLayer;
-    let streams = Router::new().route(
-        "/v1/stream/rankings/{profile}",
-        get(streams::stream_ranking),
-    );
+    let streams = Router::new()
+        .route(
+            "/v1/stream/rankings/{profile}",
+            get(streams::stream_ranking),
+        )
+        .route("/v1/stream/rising", get(streams::stream_rising));
     // Computed and kept by the cache when it has no answer for them.
     let cached = Router::new()
         .route("/v1/rankings", get(rankings::list_profiles))
         .route("/v1/sites", get(rankings::list_sites))
         .route("/v1/rankings/{profile}", get(rankings::ranking))
         .route("/v1/rankings/{profile}/tags", get(rankings::popular_tags))
+        .route("/v1/rising", get(rising::rising))
         .route("/v1/index", get(index::news_index))
         .route("/v1/articles/{id}", get(articles::article))
         .route("/openapi.json", get(operations::openapi))
@@ -386,6 +396,8 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
         rankings::ranking,
         streams::stream_ranking,
         rankings::popular_tags,
+        rising::rising,
+        streams::stream_rising,
         index::news_index,
         articles::article,
         crate::collector::collect

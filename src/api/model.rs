@@ -117,6 +117,54 @@ pub struct RankedArticle {
     pub image_url: Option<String>,
 }
 
+/// `GET /v1/rising`: what is taking off (DESIGN §14).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RisingResponse {
+    /// The profile whose rate is "now" (`rising.short`).
+    pub short_profile: String,
+    /// The profile whose rate is "usual" (`rising.long`).
+    pub long_profile: String,
+    /// The site asked for; null: the whole network.
+    pub site: Option<String>,
+    /// Section filter (a slug), if any.
+    pub section: Option<String>,
+    /// Tag filter (a slug), if any.
+    pub tag: Option<String>,
+    /// Time the scores are decayed to (RFC 3339).
+    pub generated_at: String,
+    /// Highest rising score first; only articles with rising > 0.
+    pub items: Vec<RisingArticle>,
+}
+
+/// One article of the rising list: a ranked article (its `score` is the
+/// short profile's) with its rise.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RisingArticle {
+    /// The article, ranked by rising score.
+    #[serde(flatten)]
+    pub article: RankedArticle,
+    /// `(rate_short − rate_long)² / max(rate_long, rising.floor)`.
+    pub rising: f64,
+    /// Weighted events per second as the short profile sees them.
+    pub rate_short: f64,
+    /// Weighted events per second as the long profile sees them.
+    pub rate_long: f64,
+}
+
+/// One event of `GET /v1/stream/rising`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RisingEvent {
+    /// Always `rising`.
+    #[schema(pattern = "^rising$")]
+    pub event: String,
+    /// Increasing; send it back as `Last-Event-ID` when reconnecting.
+    #[schema(pattern = "^[0-9]+$")]
+    pub id: String,
+    /// A [`RisingResponse`], as JSON text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// `GET /v1/rankings/{profile}/tags`: Popular Tags.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TagsResponse {

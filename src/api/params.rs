@@ -84,6 +84,50 @@ pub(super) struct StreamParams {
     pub published_within: Option<Within>,
 }
 
+/// `GET /v1/rising`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RisingParams {
+    /// Only this site's articles (its id); absent: the whole network.
+    #[param(inline)]
+    pub site: Option<Name>,
+    /// Only this section (normalised to a slug); with `tag`, the tag's articles in it.
+    #[param(inline)]
+    pub section: Option<Name>,
+    /// Only this tag (normalised to a slug).
+    #[param(inline)]
+    pub tag: Option<Name>,
+    /// How many articles.
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: Limit,
+    /// How many to skip.
+    #[serde(default)]
+    #[param(inline)]
+    pub offset: Offset,
+}
+
+/// `GET /v1/stream/rising`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RisingStreamParams {
+    /// Only this site's articles (its id); absent: the whole network.
+    #[param(inline)]
+    pub site: Option<Name>,
+    /// Only this section (normalised to a slug); with `tag`, the tag's articles in it.
+    #[param(inline)]
+    pub section: Option<Name>,
+    /// Only this tag (normalised to a slug).
+    #[param(inline)]
+    pub tag: Option<Name>,
+    /// How many articles.
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: Limit,
+}
+
 /// `GET /v1/rankings/{profile}/tags`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

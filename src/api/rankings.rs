@@ -79,6 +79,49 @@ pub(super) async fn ranking(
     compute_ranking(&state, q).await.map(Json)
 }
 
+/// Which articles a list is of: a site's or the network's, a section's,
+/// a tag's, or a tag's within a section; and the group whose rankings
+/// hold them.
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    pub(super) group: Group,
+    pub(super) site: Option<String>,
+    pub(super) section: Option<String>,
+    pub(super) tag: Option<String>,
+}
+
+impl Scope {
+    /// The scope of a request's parameters; an unknown site is a 404.
+    pub(super) fn new(
+        state: &ApiState,
+        site: Option<super::params::Name>,
+        section: Option<super::params::Name>,
+        tag: Option<super::params::Name>,
+    ) -> Result<Scope, ApiError> {
+        let site = state.site_scope(site.map(|n| n.0))?;
+        let (section, tag) = (section.map(|s| s.0), tag.map(|t| t.0));
+        // Both: the tag's ranking, keeping the section's articles.
+        let group = match (&section, &tag) {
+            (_, Some(t)) => Group::Tag(t.clone()),
+            (Some(s), None) => Group::Section(s.clone()),
+            (None, None) => Group::All,
+        }
+        .of_site(site.as_deref());
+        Ok(Scope {
+            group,
+            site,
+            section,
+            tag,
+        })
+    }
+
+    /// The section an article must be in besides the group: with both a
+    /// tag and a section, the section.
+    pub(super) fn also_in_section(&self) -> Option<&str> {
+        self.tag.as_ref().and(self.section.as_deref())
+    }
+}
+
 /// What a rankings request asks for, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct RankingQuery {
@@ -106,15 +149,12 @@ impl RankingQuery {
         limit: usize,
     ) -> Result<RankingQuery, ApiError> {
         let index = profile_index(state, &profile)?;
-        let site = state.site_scope(site.map(|n| n.0))?;
-        let (section, tag) = (section.map(|s| s.0), tag.map(|t| t.0));
-        // Both: the tag's ranking, keeping the section's articles.
-        let group = match (&section, &tag) {
-            (_, Some(t)) => Group::Tag(t.clone()),
-            (Some(s), None) => Group::Section(s.clone()),
-            (None, None) => Group::All,
-        }
-        .of_site(site.as_deref());
+        let Scope {
+            group,
+            site,
+            section,
+            tag,
+        } = Scope::new(state, site, section, tag)?;
         Ok(RankingQuery {
             profile,
             index,
@@ -255,7 +295,13 @@ async fn filtered(
     Ok(out)
 }
 
-fn ranked(st: &ApiState, rank: usize, key: &str, score: f64, meta: ArticleMeta) -> RankedArticle {
+pub(super) fn ranked(
+    st: &ApiState,
+    rank: usize,
+    key: &str,
+    score: f64,
+    meta: ArticleMeta,
+) -> RankedArticle {
     let v = article_view(&st.sites, key, Some(meta));
     RankedArticle {
         rank,

@@ -1,4 +1,5 @@
-//! `GET /v1/stream/rankings/{profile}`: a ranking as Server-Sent Events.
+//! `GET /v1/stream/rankings/{profile}` and `GET /v1/stream/rising`: a
+//! ranking, or the rising list, as Server-Sent Events.
 //!
 //! Every distinct query has one poller task, shared by all its subscribers:
 //! each tick it computes the list once and, when the order or the members
@@ -26,13 +27,64 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::params::{StreamParams, Strict};
-use super::rankings::{compute_ranking, RankingQuery};
+use super::params::{RisingStreamParams, StreamParams, Strict};
+use super::rankings::{compute_ranking, RankingQuery, Scope};
+use super::rising::{compute_rising, RisingQuery};
 use super::{ApiError, ApiState};
 use crate::peer::{PeerAddr, Peers};
 
 /// How often between comment lines that keep idle connections open.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// A list a stream follows.
+#[derive(Debug, Clone)]
+pub(crate) enum Listing {
+    /// A ranking (`event: ranking`).
+    Ranking(RankingQuery),
+    /// The rising list (`event: rising`).
+    Rising(RisingQuery),
+}
+
+impl Listing {
+    /// The same for every stream of the same list.
+    fn key(&self) -> String {
+        match self {
+            Listing::Ranking(q) => q.key(),
+            Listing::Rising(q) => q.key(),
+        }
+    }
+
+    /// The name of its events.
+    fn event(&self) -> &'static str {
+        match self {
+            Listing::Ranking(_) => "ranking",
+            Listing::Rising(_) => "rising",
+        }
+    }
+
+    /// The list now: its members in order, and its JSON.
+    async fn compute(&self, state: &ApiState) -> Result<(Vec<String>, String), ApiError> {
+        fn json(v: &impl serde::Serialize) -> String {
+            serde_json::to_string(v).expect("JSON serialises")
+        }
+        Ok(match self {
+            Listing::Ranking(q) => {
+                let list = compute_ranking(state, q.clone()).await?;
+                let members = list.items.iter().map(|i| i.article_id.clone()).collect();
+                (members, json(&list))
+            }
+            Listing::Rising(q) => {
+                let list = compute_rising(state, q.clone()).await?;
+                let members = list
+                    .items
+                    .iter()
+                    .map(|i| i.article.article_id.clone())
+                    .collect();
+                (members, json(&list))
+            }
+        })
+    }
+}
 
 /// One published state of a list.
 #[derive(Debug)]
@@ -96,11 +148,7 @@ impl Streams {
     }
 
     /// The frames of `query`'s list, starting its poller if none runs.
-    fn subscribe(
-        &self,
-        state: &ApiState,
-        query: RankingQuery,
-    ) -> watch::Receiver<Option<Arc<Frame>>> {
+    fn subscribe(&self, state: &ApiState, query: Listing) -> watch::Receiver<Option<Arc<Frame>>> {
         let key = query.key();
         let mut pollers = self.pollers.lock();
         if let Some(rx) = pollers.get(&key) {
@@ -143,7 +191,7 @@ impl Drop for ClientSlot {
 /// Recomputes one list every tick while anyone listens.
 struct Poller {
     state: ApiState,
-    query: RankingQuery,
+    query: Listing,
     key: String,
     tx: watch::Sender<Option<Arc<Frame>>>,
     tick: Duration,
@@ -169,20 +217,19 @@ impl Poller {
                     break;
                 }
             }
-            let list = match compute_ranking(&self.state, self.query.clone()).await {
+            let (members, data) = match self.query.compute(&self.state).await {
                 Ok(list) => list,
                 Err(e) => {
-                    tracing::warn!(error = %e, "a streamed ranking could not be computed; trying again next tick");
+                    tracing::warn!(error = %e, "a streamed list could not be computed; trying again next tick");
                     continue;
                 }
             };
-            let members: Vec<String> = list.items.iter().map(|i| i.article_id.clone()).collect();
             if shown.as_ref() == Some(&members) {
                 continue;
             }
             let frame = Frame {
                 id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
-                data: serde_json::to_string(&list).expect("JSON serialises"),
+                data,
             };
             shown = Some(members);
             self.tx.send_replace(Some(Arc::new(frame)));
@@ -215,19 +262,53 @@ pub(super) async fn stream_ranking(
 ) -> Result<Response, ApiError> {
     let mut q = RankingQuery::new(&state, profile, p.site, p.section, p.tag, p.limit.0)?;
     q.within = p.published_within.map(|w| w.0);
-    let last = headers
+    let client = state.streams.peers.address(peer, &headers);
+    Ok(stream(&state, Listing::Ranking(q), last_event_id(&headers), client)?.into_response())
+}
+
+/// What is taking off (`GET /v1/rising`) as Server-Sent Events: `event:
+/// rising` with the JSON of the rising route, at connect and whenever the
+/// list's order or members change; the same bounds as the rankings stream.
+#[utoipa::path(get, path = "/v1/stream/rising", tag = "rankings",
+    params(
+        RisingStreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the same list is not sent again"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream: each `rising` event's data is a RisingResponse", content_type = "text/event-stream", body = super::model::RisingEvent),
+        (status = 400, description = "Invalid parameter", body = super::model::ErrorBody),
+        (status = 404, description = "Unknown site", body = super::model::ErrorBody),
+        (status = 429, description = "Too many open streams from this address", body = super::model::ErrorBody),
+        (status = 503, description = "Too many open streams", body = super::model::ErrorBody),
+    ))]
+pub(super) async fn stream_rising(
+    State(state): State<ApiState>,
+    Strict(p): Strict<RisingStreamParams>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = RisingQuery {
+        scope: Scope::new(&state, p.site, p.section, p.tag)?,
+        limit: p.limit.0,
+        offset: 0,
+    };
+    let client = state.streams.peers.address(peer, &headers);
+    Ok(stream(&state, Listing::Rising(q), last_event_id(&headers), client)?.into_response())
+}
+
+/// The `Last-Event-ID` a reconnecting client sends.
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    let client = state.streams.peers.address(peer, &headers);
-    Ok(stream(&state, q, last, client)?.into_response())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The SSE response for `query`: the list at connect (unless the client's
 /// `Last-Event-ID` is already the current frame), then every change.
 fn stream(
     state: &ApiState,
-    query: RankingQuery,
+    query: Listing,
     last_event_id: Option<u64>,
     client: Option<IpAddr>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -239,31 +320,31 @@ fn stream(
     let permit = streams.permits.clone().try_acquire_owned().map_err(|_| {
         ApiError::Overloaded("too many open streams on this replica; try again shortly".into())
     })?;
+    let event = query.event();
     let rx = streams.subscribe(state, query);
     // The permit and the client's slot live as long as the stream.
     let held = (permit, slot);
-    let frames =
-        futures::stream::unfold(
-            (rx, last_event_id, held),
-            |(mut rx, mut last, held): (
-                _,
-                Option<u64>,
-                (OwnedSemaphorePermit, Option<ClientSlot>),
-            )| async move {
-                loop {
-                    let current = rx.borrow_and_update().clone();
-                    if let Some(frame) = current.filter(|f| last != Some(f.id)) {
-                        last = Some(frame.id);
-                        let event = Event::default()
-                            .event("ranking")
-                            .id(frame.id.to_string())
-                            .data(frame.data.clone());
-                        return Some((Ok(event), (rx, last, held)));
-                    }
-                    rx.changed().await.ok()?;
+    let frames = futures::stream::unfold(
+        (rx, last_event_id, held),
+        move |(mut rx, mut last, held): (
+            _,
+            Option<u64>,
+            (OwnedSemaphorePermit, Option<ClientSlot>),
+        )| async move {
+            loop {
+                let current = rx.borrow_and_update().clone();
+                if let Some(frame) = current.filter(|f| last != Some(f.id)) {
+                    last = Some(frame.id);
+                    let sse = Event::default()
+                        .event(event)
+                        .id(frame.id.to_string())
+                        .data(frame.data.clone());
+                    return Some((Ok(sse), (rx, last, held)));
                 }
-            },
-        )
-        .take_until(streams.closing.clone().cancelled_owned());
+                rx.changed().await.ok()?;
+            }
+        },
+    )
+    .take_until(streams.closing.clone().cancelled_owned());
     Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
 }

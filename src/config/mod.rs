@@ -64,6 +64,24 @@ pub struct Settings {
     pub sites: Vec<SiteSettings>,
     /// Editors' API (`/v1/admin/…`).
     pub admin: AdminSettings,
+    /// What is taking off (DESIGN §14).
+    pub rising: RisingSettings,
+}
+
+/// The rising list (DESIGN §14): articles whose short-profile rate has
+/// left their long-profile rate behind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RisingSettings {
+    /// The profile whose rate is "now" (the shorter half-life).
+    pub short: String,
+    /// The profile whose rate is "usual" (the longer half-life).
+    pub long: String,
+    /// The least usual rate a rise is measured against, weighted events
+    /// per second: a new article is not infinitely rising.
+    pub floor: f64,
+    /// The least short-profile score an article needs to rise.
+    pub min_score: f64,
 }
 
 /// One site of the network.

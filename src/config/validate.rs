@@ -216,8 +216,49 @@ impl Settings {
                 "must be greater than zero",
             ));
         }
+        self.validate_rising()?;
         self.validate_sites()?;
         self.validate_admin()
+    }
+
+    /// The rising list compares a shorter profile with a longer one.
+    fn validate_rising(&self) -> Result<(), ConfigError> {
+        let r = &self.rising;
+        let profile = |key: &str, name: &str| {
+            self.scoring
+                .profiles
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!("{name:?} is not a profile of scoring.profiles"),
+                    )
+                })
+        };
+        let (short, long) = (
+            profile("rising.short", &r.short)?,
+            profile("rising.long", &r.long)?,
+        );
+        if short.half_life >= long.half_life {
+            return Err(invalid(
+                "rising.short",
+                format!(
+                    "{:?} must have a shorter half-life than rising.long {:?}",
+                    r.short, r.long
+                ),
+            ));
+        }
+        if !(r.floor.is_finite() && r.floor > 0.0) {
+            return Err(invalid(
+                "rising.floor",
+                "must be a number greater than zero",
+            ));
+        }
+        if !(r.min_score.is_finite() && r.min_score >= 0.0) {
+            return Err(invalid("rising.min_score", "must be a finite number >= 0"));
+        }
+        Ok(())
     }
 
     /// Site ids are short unique slugs, their origins origins.

@@ -492,6 +492,29 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn scores(
+        &self,
+        group: &Group,
+        profile: usize,
+        members: &[String],
+        at_ms: i64,
+    ) -> Result<Vec<Option<f64>>, StoreError> {
+        let state = self.state.read();
+        let h = self.profiles[profile].half_life_ms;
+        let found = state
+            .groups
+            .get(group)
+            .and_then(|g| Some((g.landmarks[profile]?, &g.rankings[profile])));
+        Ok(members
+            .iter()
+            .map(|m| {
+                let (l, ranking) = found?;
+                let (v, _) = ranking.position(m)?;
+                Some(crate::scoring::decayed(v, l, at_ms, h))
+            })
+            .collect())
+    }
+
     async fn position(
         &self,
         group: &Group,

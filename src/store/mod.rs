@@ -182,6 +182,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Cursor>, StoreError>;
 
+    /// Scores (decayed to `at_ms`) of `members` in `group` under profile
+    /// number `profile`, in their order; `None` where one is not ranked.
+    async fn scores(
+        &self,
+        group: &Group,
+        profile: usize,
+        members: &[String],
+        at_ms: i64,
+    ) -> Result<Vec<Option<f64>>, StoreError>;
+
     /// Score (decayed to `at_ms`) and 1-based rank of `member` in `group`,
     /// per profile; `None` where it is not ranked.
     async fn position(

@@ -18,6 +18,7 @@ mod integrity;
 mod lifecycle;
 mod operations;
 mod rankings;
+mod rising;
 mod sites;
 mod store_contract;
 mod streams;

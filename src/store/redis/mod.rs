@@ -297,6 +297,16 @@ impl Store for RedisStore {
         self.read_index(site, section, before, limit).await
     }
 
+    async fn scores(
+        &self,
+        group: &Group,
+        profile: usize,
+        members: &[String],
+        at_ms: i64,
+    ) -> Result<Vec<Option<f64>>, StoreError> {
+        self.member_scores(group, profile, members, at_ms).await
+    }
+
     async fn position(
         &self,
         group: &Group,

@@ -96,6 +96,65 @@ impl RedisStore {
     /// Score (decayed to `at_ms`) and 1-based rank of each of `members` in
     /// `group`, per profile. A member's shard gives its score and its rank
     /// there; each other shard adds the members it holds above that score.
+    /// [`crate::store::Store::scores`]: per shard, its landmark and one
+    /// `ZMSCORE` of its members.
+    pub(super) async fn member_scores(
+        &self,
+        group: &Group,
+        profile: usize,
+        members: &[String],
+        at_ms: i64,
+    ) -> Result<Vec<Option<f64>>, StoreError> {
+        let shards = self.shards_of(group);
+        let p = &self.profiles[profile];
+        let mut in_shard: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
+        for (i, m) in members.iter().enumerate() {
+            let k = if shards.len() == 1 {
+                0
+            } else {
+                crate::scoring::shard_of(m, self.shards) as usize
+            };
+            in_shard[k].push(i);
+        }
+        let asked: Vec<(&Group, &Vec<usize>)> = shards
+            .iter()
+            .zip(&in_shard)
+            .filter(|(_, ms)| !ms.is_empty())
+            .collect();
+        let parts: Vec<Part> = asked
+            .iter()
+            .map(|(g, ms)| {
+                let mut zmscore = redis::cmd("ZMSCORE");
+                zmscore.arg(self.keys.ranking(g, &p.name));
+                for &i in ms.iter() {
+                    zmscore.arg(&members[i]);
+                }
+                let mut part = Part::atomic();
+                part.add(
+                    redis::cmd("HGET")
+                        .arg(self.keys.meta(g))
+                        .arg(format!("landmark:{}", p.name))
+                        .clone(),
+                )
+                .add(zmscore);
+                part
+            })
+            .collect();
+        let mut out = vec![None; members.len()];
+        for (reply, (_, ms)) in self.send(parts).await?.into_iter().zip(&asked) {
+            let mut it = reply.into_iter();
+            let landmark: Option<i64> = parse(it.next().unwrap_or(Value::Nil))?;
+            let stored: Vec<Option<f64>> = parse(it.next().unwrap_or(Value::Nil))?;
+            let Some(l) = landmark else {
+                continue;
+            };
+            for (&i, v) in ms.iter().zip(stored) {
+                out[i] = v.map(|v| decayed(v, l, at_ms, p.half_life_ms));
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) async fn positions(
         &self,
         group: &Group,
