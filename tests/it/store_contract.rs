@@ -594,6 +594,23 @@ async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every
                 .collect();
             assert_eq!(members, slice, "{name} {group:?}");
         }
+        // Scores of chosen members, in any order, under another profile
+        // (what the rising list reads): the formula, None when unranked.
+        let popular = |e: &[(i64, f64)]| direct_score(e, now, POPULAR_H);
+        let asked: Vec<String> = ["art-3", "nobody", "art-40", "art-1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let got = store.scores(&Group::All, 1, &asked, now).await.unwrap();
+        for (m, got) in asked.iter().zip(got) {
+            match events.get(m) {
+                Some(e) => assert!(
+                    got.is_some_and(|g| rel_err(g, popular(e)) < 1e-9),
+                    "{name} {m}: {got:?}"
+                ),
+                None => assert_eq!(got, None, "{name} {m}"),
+            }
+        }
         // Ranks across shards: every ranked article's rank, overall.
         let expected = want(&events, &|_| true);
         for (rank, (member, score)) in expected.iter().enumerate().step_by(4) {
