@@ -4,10 +4,12 @@
 // on a page and the div becomes a live list of the most read articles,
 // kept current through /v1/stream/rankings (polling /v1/rankings where
 // EventSource is missing, or when the stream is refused). Options:
-//   data-list       ranking (default), index (the News Index) or tags (Popular Tags)
+//   data-list       ranking (default), rising (what is taking off now), index
+//                   (the News Index) or tags (Popular Tags)
 //   data-site       only this site's list (its id); absent: the whole network
 //   data-profile    ranking profile (default trending)
-//   data-section    only this section (ranking, index); data-tag: only this tag (ranking)
+//   data-section    only this section (ranking, rising, index); data-tag: only
+//                   this tag (ranking, rising)
 //   data-published-within  only articles published this recently, e.g. 12h (ranking)
 //   data-limit      1-100 (default 5)
 //   data-title      a heading above the list
@@ -74,7 +76,8 @@
   function render(root, kind, data) {
     var compact = root.hasAttribute("data-compact");
     var network = !root.dataset.site;
-    var list = el(kind === "ranking" ? "ol" : "ul", { "class": "popularity-list popularity-" + kind });
+    var ordered = kind === "ranking" || kind === "rising";
+    var list = el(ordered ? "ol" : "ul", { "class": "popularity-list popularity-" + kind });
     (data.items || []).forEach(function (item) {
       if (kind === "tags") list.appendChild(el("li", { "data-tag": item.tag }, "#" + item.tag));
       // An article is shown by its headline, never by its id.
@@ -95,14 +98,15 @@
     if (d.section) q.set("section", d.section);
     if (kind === "index") return { path: "/v1/index", query: q };
     if (d.tag) q.set("tag", d.tag);
+    if (kind === "rising") return { path: "/v1/rising", query: q, stream: "/v1/stream/rising", event: "rising" };
     if (d.publishedWithin) q.set("published_within", d.publishedWithin);
-    return { path: "/v1/rankings/" + profile, query: q, stream: "/v1/stream/rankings/" + profile };
+    return { path: "/v1/rankings/" + profile, query: q, stream: "/v1/stream/rankings/" + profile, event: "ranking" };
   }
 
   function mount(root) {
     unmount(root);
     var d = root.dataset;
-    var kind = d.list === "index" || d.list === "tags" ? d.list : "ranking";
+    var kind = ["index", "tags", "rising"].indexOf(d.list) >= 0 ? d.list : "ranking";
     var src = source(d, kind);
     var refresh = Math.max(2, Number(d.refresh) || 15) * 1000;
     root.classList.add("popularity-widget");
@@ -129,7 +133,7 @@
     }
     if (src.stream && window.EventSource) {
       var es = new EventSource(base + src.stream + "?" + src.query);
-      es.addEventListener("ranking", function (e) { show(e.data); });
+      es.addEventListener(src.event, function (e) { show(e.data); });
       // A stream refused (too many open) or failed for good is not retried
       // by the browser: the list is polled instead, so it never stays blank.
       es.onerror = function () {

@@ -63,6 +63,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // one new article every 6,000 events (a minute at the default rate).
     let shape = Shape {
         publish_every: 6_000,
+        // A story takes off every 3,000 events (half a minute at the
+        // default rate): the page's "Taking off" moves.
+        surge_every: 3_000,
         sites: crate::newsroom::DEMO_SITES,
         ..Shape::default()
     };

@@ -60,6 +60,10 @@ pub struct Shape {
     pub drift_per_1000: usize,
     /// A new article is published every this many events (0: never).
     pub publish_every: usize,
+    /// A story takes off every this many events (0: never): an article
+    /// from the less read half jumps to the top of the readership, as
+    /// news breaking on social media makes it.
+    pub surge_every: usize,
     /// Distinct visitors (returning visitors are drawn from this pool).
     pub visitors: usize,
     /// Fraction of behaviour events that are shares.
@@ -106,6 +110,7 @@ impl Default for Shape {
             zipf_exponent: 1.1,
             drift_per_1000: 5,
             publish_every: 500,
+            surge_every: 0,
             visitors: 50_000,
             shares: 0.04,
             engagement: 0.15,
@@ -348,6 +353,14 @@ impl Newsroom {
             let b = self.rng.random_range(0..self.order.len());
             self.order.swap(a, b);
         }
+        let surge = self.shape.surge_every as u64;
+        if surge > 0 && self.produced.is_multiple_of(surge) && self.order.len() > 3 {
+            let from = self
+                .rng
+                .random_range(self.order.len() / 2..self.order.len());
+            let article = self.order.remove(from);
+            self.order.insert(0, article);
+        }
         if self.rng.random_bool(self.shape.invalid.clamp(0.0, 1.0)) {
             return self.malformed();
         }
@@ -462,6 +475,40 @@ mod tests {
     use super::*;
     use crate::event::decode::Decoder;
     use crate::event::Event;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_story_from_the_less_read_half_takes_off_every_surge_every_events() {
+        let shape = Shape {
+            articles: 100,
+            surge_every: 5_100,
+            publish_every: 0,
+            drift_per_1000: 0,
+            invalid: 0.0,
+            ..Shape::default()
+        };
+        let mut n = Newsroom::new(shape, 1_700_000_000_000);
+        let mut count = |n: &mut Newsroom, events: usize| {
+            let mut by: HashMap<String, usize> = HashMap::new();
+            for _ in 0..events {
+                let m = n.next(1_700_000_000_000);
+                if m.topic == Topic::Events {
+                    *by.entry(m.key).or_default() += 1;
+                }
+            }
+            by
+        };
+        // Messages 1-100 are the articles, 101-5,099 events; the surge
+        // comes with message 5,100.
+        let before = count(&mut n, 5_099);
+        let after = count(&mut n, 5_000);
+        let (top, read) = after.iter().max_by_key(|(_, c)| **c).unwrap();
+        let was = before.get(top).copied().unwrap_or(0);
+        assert!(
+            was * 5 < *read,
+            "{top} took off from {was} to {read} events"
+        );
+    }
 
     #[test]
     fn headlines_never_repeat_and_read_as_sentences() {

@@ -1,5 +1,5 @@
 //! The web page at `/` in headless Chromium, against a running `popularity
-//! demo`: its four lists are the widget, and each shows what the API
+//! demo`: its five lists are the widget, and each shows what the API
 //! returns; choosing a section re-points them. Writes its screenshot under
 //! the target directory (`screenshot.png` in `CARGO_TARGET_TMPDIR`), never
 //! into the source tree; docs/screenshot.png is refreshed by copying it.
@@ -24,13 +24,14 @@ const r = {
   reads: values("popular-reads", "data-article-id"),
   index: values("news-index", "data-article-id"),
   tags: values("popular-tags", "data-tag"),
+  rising: values("taking-off", "data-article-id"),
   read_sections: texts("#popular-reads .popularity-section"),
   index_sections: texts("#news-index .popularity-section"),
   read_times: texts("#popular-reads time"),
   read_summaries: texts("#popular-reads .popularity-summary").length,
   top_summaries: texts("#most-popular .popularity-summary").length,
 };
-return r.top.length >= 5 && r.reads.length >= 1 && r.index.length >= 8 && r.tags.length >= 3 ? r : null;
+return r.top.length >= 5 && r.reads.length >= 1 && r.index.length >= 8 && r.tags.length >= 3 && r.rising.length >= 1 ? r : null;
 "##;
 
 fn strings(v: &Value) -> Vec<String> {
@@ -130,7 +131,8 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
             "tag",
         )
         .await;
-        [top, reads, index, tags]
+        let rising = api_values(&http, &format!("{base}/v1/rising?limit=50"), "article_id").await;
+        [top, reads, index, tags, rising]
     };
     // An outsider's made-up headline, posted as the page's own readers
     // would (same origin): counted for no list, shown nowhere.
@@ -172,7 +174,7 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
     )
     .await;
     let after = lists().await;
-    let [top, reads, index, tags] = std::array::from_fn(|i| {
+    let [top, reads, index, tags, rising] = std::array::from_fn(|i| {
         let mut both = before[i].clone();
         both.extend(after[i].iter().cloned());
         both
@@ -197,6 +199,7 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
         ("reads", &reads),
         ("index", &index),
         ("tags", &tags),
+        ("rising", &rising),
     ] {
         for v in strings(&shown[list]) {
             assert!(

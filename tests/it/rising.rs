@@ -39,13 +39,23 @@ fn rising_at(truth: &[(&str, Vec<(i64, f64)>)], at: i64) -> Vec<(String, (f64, f
 
 fn check(body: &Value, want: &[(String, (f64, f64, f64))]) {
     let items = body["items"].as_array().unwrap();
-    let ids: Vec<&str> = items.iter().map(|i| i["article_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = items
+        .iter()
+        .map(|i| i["article_id"].as_str().unwrap())
+        .collect();
     let want_ids: Vec<&str> = want.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, want_ids, "{body}");
     for (item, (id, (rising, short, long))) in items.iter().zip(want) {
-        for (field, value) in [("rising", rising), ("rate_short", short), ("rate_long", long)] {
+        for (field, value) in [
+            ("rising", rising),
+            ("rate_short", short),
+            ("rate_long", long),
+        ] {
             let got = item[field].as_f64().unwrap();
-            assert!(rel_err(got, *value) <= 1e-7, "{id} {field}: {got} vs {value}");
+            assert!(
+                rel_err(got, *value) <= 1e-7,
+                "{id} {field}: {got} vs {value}"
+            );
         }
         assert!(item["title"].is_string(), "{item}");
     }
@@ -81,7 +91,10 @@ async fn the_rising_list_and_its_stream_follow_the_formula() {
             "steady",
             (0..320).map(|i| now - 25 * MIN - i * 30 * MIN).collect(),
         ),
-        ("old", (0..200).map(|i| now - 26 * HOUR - i * 60_000).collect()),
+        (
+            "old",
+            (0..200).map(|i| now - 26 * HOUR - i * 60_000).collect(),
+        ),
     ];
     let mut sent = 0;
     for (id, times) in plan {
