@@ -488,7 +488,7 @@ mod tests {
             ..Shape::default()
         };
         let mut n = Newsroom::new(shape, 1_700_000_000_000);
-        let mut count = |n: &mut Newsroom, events: usize| {
+        let count = |n: &mut Newsroom, events: usize| {
             let mut by: HashMap<String, usize> = HashMap::new();
             for _ in 0..events {
                 let m = n.next(1_700_000_000_000);
