@@ -51,7 +51,7 @@ wait_port "$admin"
 last=-1
 while true; do
   sleep 2
-  read_now=$(curl -s "http://127.0.0.1:$admin/metrics" | sed -n 's/^popularity_messages_read_total{[^}]*} //p' | awk '{s+=$1} END {print s+0}')
+  read_now=$(curl -s "http://127.0.0.1:$admin/metrics" | sed -n 's/^popularity_messages_read_total\({[^}]*}\)\{0,1\} //p' | awk '{s+=$1} END {print s+0}')
   [ "$read_now" = "$last" ] && [ "$read_now" != 0 ] && break
   last=$read_now
 done
@@ -72,11 +72,12 @@ tag=$(curl -s "http://127.0.0.1:$api/v1/rankings/trending/tags?limit=1" | python
 kill "$probe"; wait "$probe" 2>/dev/null || true
 
 queries=(
-  "limit=10"
-  "published_within=15m&limit=10"
-  "published_within=1s&limit=100&offset=1000"
-  "published_within=1s&limit=100&offset=10000"
-  "section=$section&tag=$tag&limit=10"
+  "/v1/rankings/trending?limit=10"
+  "/v1/rankings/trending?published_within=15m&limit=10"
+  "/v1/rankings/trending?published_within=1s&limit=100&offset=1000"
+  "/v1/rankings/trending?published_within=1s&limit=100&offset=10000"
+  "/v1/rankings/trending?section=$section&tag=$tag&limit=10"
+  "/v1/rising?limit=10"
 )
 
 start_api() { # binary label port: with an operators' listener when the build has one
@@ -100,8 +101,9 @@ measure() { # binary label
   pid=$(start_api "$bin" "$label" "$port")
   wait_port "$port"
   for q in "${queries[@]}"; do
-    local url="http://127.0.0.1:$port/v1/rankings/trending?$q"
-    curl -s -o /dev/null "$url"
+    local url="http://127.0.0.1:$port$q"
+    # A route the build does not have is not measured.
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] || { printf '%s\t%s\t-\t-\n' "$label" "$q"; continue; }
     local c0 c1 seconds
     c0=$(commands)
     seconds=$(for _ in $(seq 1 "$requests"); do curl -s -o /dev/null -w '%{time_total}\n' "$url"; done | awk '{s+=$1} END {print s}')
@@ -119,7 +121,7 @@ measure() { # binary label
 } >"$work/results.tsv"
 
 echo
-echo "| query | before: commands | before: ms | after: commands | after: ms |"
+echo "| request | before: commands | before: ms | after: commands | after: ms |"
 echo "|---|---|---|---|---|"
 for q in "${queries[@]}"; do
   b=$(awk -F'\t' -v q="$q" '$1=="before" && $2==q {print $3" | "$4}' "$work/results.tsv")

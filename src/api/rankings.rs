@@ -226,26 +226,37 @@ pub(super) async fn compute_ranking(
     })
 }
 
-/// How far down a ranking a filtered read looks for `want` (`offset +
-/// limit`) qualifying articles (DESIGN §13): four times as many, at least
-/// [`MIN_SCAN`]. A read's Redis work is then bounded by its `limit` and
-/// `offset` whatever the filter keeps: `published_within=15m` with
-/// `limit=10` examines 400 ranks, not the whole ranking, when nothing that
-/// recent is popular.
-pub(crate) fn scan_budget(want: usize) -> usize {
-    (want * 4).max(MIN_SCAN)
+/// How far down a ranking a read that skips articles looks for `want`
+/// (`offset + limit`) of them (DESIGN §13): four times as many, at least
+/// [`MIN_SCAN`]; and, when a filter keeps only some articles
+/// (`published_within`, a tag within a section), at most [`MAX_SCAN`]. A
+/// read's Redis work is then bounded by its `limit` and `offset` whatever
+/// the filter keeps: `published_within=15m&limit=10` examines 400 ranks,
+/// not the whole ranking, when nothing that recent is popular. Without a
+/// filter only unlisted articles are skipped, few, and a page deep in the
+/// ranking is still found.
+pub(crate) fn scan_budget(want: usize, filtered: bool) -> usize {
+    let budget = (want * 4).max(MIN_SCAN);
+    if filtered {
+        budget.min(MAX_SCAN)
+    } else {
+        budget
+    }
 }
 
-/// The fewest ranks a filtered read examines.
+/// The fewest ranks a read that skips articles examines.
 pub(crate) const MIN_SCAN: usize = 400;
+/// The most ranks a filtered read examines: a filtered list is of the
+/// qualifying articles among the ranking's top 2,000.
+pub(crate) const MAX_SCAN: usize = 2_000;
 
 /// The ranking restricted to the articles that qualify: published within
 /// `within` of `at` when given, and in the query's section when a tag and
 /// a section are both asked for. Scans the ranking in pages until
 /// `offset + limit` qualify, it ends, or [`scan_budget`] ranks were
-/// examined; ranks count qualifying articles only. A page is short only
-/// when fewer articles qualify among the top of the ranking: a list of
-/// what is popular, not an archive search.
+/// examined; ranks count qualifying articles only. A filtered page is
+/// short when fewer articles qualify among the top of the ranking: a list
+/// of what is popular, not an archive search.
 async fn filtered(
     st: &ApiState,
     q: &RankingQuery,
@@ -255,7 +266,7 @@ async fn filtered(
     let since = within.map(|w| at - w.as_millis() as i64);
     let section = q.tag.as_ref().and(q.section.as_deref());
     let want = q.offset + q.limit;
-    let budget = scan_budget(want);
+    let budget = scan_budget(want, since.is_some() || section.is_some());
     let page_size = (want * 4).clamp(100, 1000);
     let mut out = Vec::new();
     let mut qualifying = 0;

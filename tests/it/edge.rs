@@ -303,6 +303,7 @@ async fn a_filtered_read_examines_a_part_of_the_ranking_bounded_by_its_limit_and
         ("limit=10", vec![]),
         ("published_within=15m&limit=10", vec!["fresh-near"]),
         ("published_within=1s&limit=100&offset=100", vec![]),
+        ("published_within=1s&limit=100&offset=2000", vec![]),
     ] {
         let before = commands_processed(&redis);
         let (status, body) = app.get(&format!("/v1/rankings/trending?{query}")).await;
@@ -322,9 +323,10 @@ async fn a_filtered_read_examines_a_part_of_the_ranking_bounded_by_its_limit_and
     println!("Redis commands per read: {costs:?}");
     // About a command per article examined: the plain first page reads
     // 10, the filtered reads 400 and 800 (four times offset + limit) of
-    // the 5,000, never the whole ranking.
-    let (plain, near, deep) = (costs[0].1, costs[1].1, costs[2].1);
+    // the 5,000, and never more than 2,000, however deep the page.
+    let (plain, near, deep, deepest) = (costs[0].1, costs[1].1, costs[2].1, costs[3].1);
     assert!(plain <= 10 + 8, "{costs:?}");
     assert!(near <= 400 + 32 && deep <= 800 + 32, "{costs:?}");
+    assert!(deepest <= 2_000 + 32, "{costs:?}");
     app.stop().await;
 }
