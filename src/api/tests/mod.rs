@@ -369,8 +369,8 @@ async fn every_bound_the_document_declares_is_the_one_the_code_enforces() {
             }
         }
     }
-    // limit (1..=100) on four routes, offset (0..=10000) on two.
-    assert_eq!(checked, 4 * 4 + 2 * 3, "{doc}");
+    // limit (1..=100) on six routes, offset (0..=10000) on three.
+    assert_eq!(checked, 6 * 4 + 3 * 3, "{doc}");
     let param = |name: &str| {
         doc["paths"]["/v1/rankings/{profile}"]["get"]["parameters"]
             .as_array()
