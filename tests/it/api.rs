@@ -258,52 +258,24 @@ async fn the_openapi_document_describes_the_real_responses() {
         assert!(errors.is_empty(), "{url}: {errors:?}\n{body}");
         covered.insert(*template);
     }
-    // The stream's events carry the rankings route's body.
-    let mut stream = app
-        .http
-        .get(format!("{}/v1/stream/rankings/trending?limit=2", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = stream.chunk().await.unwrap().expect("an event");
-        text.push_str(&String::from_utf8_lossy(&chunk));
+    // The streams' events carry their routes' bodies.
+    for (stream, route) in [
+        (
+            "/v1/stream/rankings/trending?limit=2",
+            "/v1/rankings/{profile}",
+        ),
+        ("/v1/stream/rising?limit=2", "/v1/rising"),
+    ] {
+        let (_, data) = app.first_frame(stream).await;
+        let schema = response_schema(&doc, route, 200);
+        let errors: Vec<String> = jsonschema::validator_for(&schema)
+            .unwrap()
+            .iter_errors(&data)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{stream}: {errors:?}");
     }
-    let data: serde_json::Value =
-        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data:")).unwrap()).unwrap();
-    let schema = response_schema(&doc, "/v1/rankings/{profile}", 200);
-    let errors: Vec<String> = jsonschema::validator_for(&schema)
-        .unwrap()
-        .iter_errors(&data)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "stream: {errors:?}");
     covered.insert("/v1/stream/rankings/{profile}");
-    // The rising stream's events carry the rising route's body.
-    let mut stream = app
-        .http
-        .get(format!("{}/v1/stream/rising?limit=2", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = stream.chunk().await.unwrap().expect("an event");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    assert!(text.starts_with("event: rising"), "{text}");
-    let data: serde_json::Value =
-        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data:")).unwrap()).unwrap();
-    let schema = response_schema(&doc, "/v1/rising", 200);
-    let errors: Vec<String> = jsonschema::validator_for(&schema)
-        .unwrap()
-        .iter_errors(&data)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "rising stream: {errors:?}");
     covered.insert("/v1/stream/rising");
     // The collector: a request the document describes, and its answers.
     let events = json!([{"type":"page_view","article_id":"o3","occurred_at":now}]);

@@ -170,6 +170,38 @@ impl TestApp {
         )
     }
 
+    /// The first frame of the Server-Sent Events stream at `path` (up to
+    /// its blank line): its event name and its data, parsed.
+    pub async fn first_frame(&self, path: &str) -> (String, serde_json::Value) {
+        let mut r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+                .await
+                .expect("a frame within 10 s")
+                .unwrap()
+                .expect("an event");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .trim()
+                .to_string()
+        };
+        (
+            field("event:"),
+            serde_json::from_str(&field("data:")).unwrap(),
+        )
+    }
+
     /// `/metrics`, from the operators' listener.
     pub async fn metrics(&self) -> String {
         self.http

@@ -1,8 +1,6 @@
 //! What is taking off (DESIGN §14): the rising list and its stream, checked
 //! against the formula computed here from the produced events.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::fixtures::*;
@@ -139,30 +137,9 @@ async fn the_rising_list_and_its_stream_follow_the_formula() {
     assert_eq!(offset["items"][0]["rank"], 2);
 
     // The stream sends the same list at connect, as `event: rising`.
-    let mut r = app
-        .http
-        .get(format!("{}/v1/stream/rising?limit=5", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
-            .await
-            .expect("a frame within 10 s")
-            .unwrap()
-            .unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    assert!(text.starts_with("event: rising\n"), "{text}");
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .expect("a data line");
-    let streamed: Value = serde_json::from_str(data).unwrap();
+    let (event, streamed) = app.first_frame("/v1/stream/rising?limit=5").await;
+    assert_eq!(event, "rising");
     let at = parse_time(streamed["generated_at"].as_str().unwrap());
     check(&streamed, &rising_at(&truth, at));
-    drop(r);
     app.stop().await;
 }
