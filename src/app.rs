@@ -75,6 +75,9 @@ pub struct App {
     metrics: Metrics,
     streams: Option<Arc<Streams>>,
     collector: Option<Arc<Collector>>,
+    /// The API's state and the alert settings, when this process serves
+    /// the API (it then evaluates alerts).
+    alerting: Option<(ApiState, crate::config::AlertSettings)>,
 }
 
 impl App {
@@ -115,6 +118,7 @@ impl App {
                 metrics,
                 streams: None,
                 collector: Some(c),
+                alerting: None,
             });
         }
         let store = crate::store::connect(&settings).await.with_context(|| {
@@ -150,7 +154,10 @@ impl App {
         };
         let state = ApiState::new(&settings, store.clone(), metrics.clone(), consumer);
         let (streams, cache) = (state.streams.clone(), state.cache.clone());
+        // Alerts are read from the rising lists, by the processes that serve them.
+        let alerting = (role != Role::Consumer).then(|| (state.clone(), settings.alerts.clone()));
         Ok(App {
+            alerting,
             listener,
             operators: (admin_listener, api::operators_router(state.clone())),
             limits,
@@ -201,6 +208,14 @@ impl App {
     /// the collector's producer delivers what it holds.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.ingest.map(|i| tokio::spawn(i.run(shutdown.clone())));
+        if let Some((state, alerts)) = self.alerting {
+            let hooks = crate::alerts::Webhooks::new(
+                &alerts.webhooks,
+                alerts.allow_private_targets,
+                self.metrics.clone(),
+            );
+            api::alerts::spawn(state, alerts, hooks, shutdown.clone());
+        }
         let signal = shutdown.clone();
         let streams = self.streams.clone();
         // Open streams never end by themselves: close them so that the

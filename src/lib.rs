@@ -15,6 +15,7 @@
 //! - [`fence`]: the fence protocol that makes counting effectively once.
 //! - [`ingest`]: the Kafka consumer loop: read, flush to the store, commit;
 //!   invalid messages to the dead-letter topic.
+//! - [`alerts`]: what an alert says and its signed, retried webhooks.
 //! - [`api`]: the HTTP routes, the response cache and error mapping.
 //! - [`server`]: the HTTP server's bounds on connections and slow clients.
 //! - [`peer`]: a request's client address, behind trusted proxies or not.
@@ -29,6 +30,7 @@
 //! - [`bench`]: the one-run benchmark against the limits and a naive baseline.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod bench;

@@ -66,6 +66,10 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Connections closed at once because `api.max_connections` were open.
     pub http_connections_refused: IntCounter,
+    /// Alerts this replica recorded (claimed for their cooldown).
+    pub alerts: IntCounter,
+    /// Alert webhook deliveries by outcome (delivered, retried, failed, refused).
+    pub alert_deliveries: IntCounterVec,
     /// Response cache lookups by result (hit, miss).
     pub cache: IntCounterVec,
     /// Collector: events acknowledged by Kafka.
@@ -277,6 +281,20 @@ impl Metrics {
             "http_connections_refused_total",
             "Connections closed at once because api.max_connections were open.",
         );
+        let alerts = plain_counter(
+            &registry,
+            "alerts_total",
+            "Alerts this replica recorded (an article taking off in a scope, once per cooldown).",
+        );
+        let alert_deliveries = counter(
+            &registry,
+            "alert_deliveries_total",
+            "Alert webhook deliveries by outcome (delivered, retried, failed, refused).",
+            &["outcome"],
+        );
+        for o in ["delivered", "retried", "failed", "refused"] {
+            alert_deliveries.with_label_values(&[o]);
+        }
         let cache = counter(
             &registry,
             "cache_requests_total",
@@ -350,6 +368,8 @@ impl Metrics {
             http_requests,
             http_duration,
             http_connections_refused,
+            alerts,
+            alert_deliveries,
             cache,
             collector_events,
             collector_rejected,

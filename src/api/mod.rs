@@ -13,6 +13,7 @@
 //! gzipped once for every client that accepts gzip.
 
 pub mod admin;
+pub mod alerts;
 mod articles;
 pub(crate) mod assets;
 pub mod cache;
@@ -91,6 +92,8 @@ pub struct Shared {
     pub admins: admin::Admins,
     /// The rising formula and its profiles (DESIGN §14).
     pub rising: crate::rising::Rising,
+    /// Alerts recorded by any replica, for this replica's alert streams.
+    pub alert_feed: alerts::Feed,
 }
 
 impl Shared {
@@ -149,6 +152,7 @@ impl ApiState {
                 &settings.rising,
                 &crate::scoring::profiles(&settings.scoring),
             ),
+            alert_feed: alerts::feed(),
         }))
     }
 }
@@ -171,7 +175,8 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
             "/v1/stream/rankings/{profile}",
             get(streams::stream_ranking),
         )
-        .route("/v1/stream/rising", get(streams::stream_rising));
+        .route("/v1/stream/rising", get(streams::stream_rising))
+        .route("/v1/stream/alerts", get(streams::stream_alerts));
     // Computed and kept by the cache when it has no answer for them.
     let cached = Router::new()
         .route("/v1/rankings", get(rankings::list_profiles))
@@ -398,6 +403,7 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
         rankings::popular_tags,
         rising::rising,
         streams::stream_rising,
+        streams::stream_alerts,
         index::news_index,
         articles::article,
         crate::collector::collect

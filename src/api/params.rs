@@ -128,6 +128,17 @@ pub(super) struct RisingStreamParams {
     pub limit: Limit,
 }
 
+/// `GET /v1/stream/alerts`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AlertParams {
+    /// Only alerts of this site (its id); absent: every alert, the
+    /// network's and each site's.
+    #[param(inline)]
+    pub site: Option<Name>,
+}
+
 /// `GET /v1/rankings/{profile}/tags`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

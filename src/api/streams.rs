@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::params::{RisingStreamParams, StreamParams, Strict};
+use super::params::{AlertParams, RisingStreamParams, StreamParams, Strict};
 use super::rankings::{compute_ranking, RankingQuery, Scope};
 use super::rising::{compute_rising, RisingQuery};
 use super::{ApiError, ApiState};
@@ -140,6 +140,22 @@ impl Streams {
             ip,
             open: self.per_client.clone(),
         }))
+    }
+
+    /// A place for one more stream of `client` on this replica, held as
+    /// long as the stream; refused past either bound or at shutdown.
+    fn admit(
+        &self,
+        client: Option<IpAddr>,
+    ) -> Result<(OwnedSemaphorePermit, Option<ClientSlot>), ApiError> {
+        if self.closing.is_cancelled() {
+            return Err(ApiError::Overloaded("the server is shutting down".into()));
+        }
+        let slot = self.admit_client(client)?;
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Overloaded("too many open streams on this replica; try again shortly".into())
+        })?;
+        Ok((permit, slot))
     }
 
     /// Ends every stream (at shutdown) and refuses new ones.
@@ -313,17 +329,10 @@ fn stream(
     client: Option<IpAddr>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let streams = &state.streams;
-    if streams.closing.is_cancelled() {
-        return Err(ApiError::Overloaded("the server is shutting down".into()));
-    }
-    let slot = streams.admit_client(client)?;
-    let permit = streams.permits.clone().try_acquire_owned().map_err(|_| {
-        ApiError::Overloaded("too many open streams on this replica; try again shortly".into())
-    })?;
+    // The permit and the client's slot live as long as the stream.
+    let held = streams.admit(client)?;
     let event = query.event();
     let rx = streams.subscribe(state, query);
-    // The permit and the client's slot live as long as the stream.
-    let held = (permit, slot);
     let frames = futures::stream::unfold(
         (rx, last_event_id, held),
         move |(mut rx, mut last, held): (
@@ -347,4 +356,60 @@ fn stream(
     )
     .take_until(streams.closing.clone().cancelled_owned());
     Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+}
+
+/// Alerts as Server-Sent Events (DESIGN §14): `event: alert` with an
+/// alert's JSON, once for each alert recorded (by any replica) while the
+/// stream is open; comment heartbeats every 15 s; the same bounds as the
+/// other streams.
+#[utoipa::path(get, path = "/v1/stream/alerts", tag = "rankings",
+    params(AlertParams),
+    responses(
+        (status = 200, description = "text/event-stream: each `alert` event's data is an Alert", content_type = "text/event-stream", body = crate::alerts::Alert),
+        (status = 400, description = "Invalid parameter", body = super::model::ErrorBody),
+        (status = 404, description = "Unknown site", body = super::model::ErrorBody),
+        (status = 429, description = "Too many open streams from this address", body = super::model::ErrorBody),
+        (status = 503, description = "Too many open streams", body = super::model::ErrorBody),
+    ))]
+pub(super) async fn stream_alerts(
+    State(state): State<ApiState>,
+    Strict(p): Strict<AlertParams>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let site = match p.site {
+        Some(s) => Some(
+            state
+                .sites
+                .get(&s.0)
+                .map(|site| site.id.clone())
+                .ok_or_else(|| ApiError::NotFound(format!("unknown site {:?}", s.0)))?,
+        ),
+        None => None,
+    };
+    let client = state.streams.peers.address(peer, &headers);
+    let held = state.streams.admit(client)?;
+    let rx = state.alert_feed.subscribe();
+    let frames = futures::stream::unfold((rx, held), move |(mut rx, held)| {
+        let site = site.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(item) if site.as_ref().is_none_or(|s| *s == item.scope) => {
+                        let event = Event::default()
+                            .event("alert")
+                            .id(item.id.clone())
+                            .data(item.json.clone());
+                        return Some((Ok::<_, Infallible>(event), (rx, held)));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return None,
+                }
+            }
+        }
+    })
+    .take_until(state.streams.closing.clone().cancelled_owned());
+    Ok(Sse::new(frames)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response())
 }

@@ -66,6 +66,39 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// What is taking off (DESIGN §14).
     pub rising: RisingSettings,
+    /// Alerts when an article takes off (DESIGN §14).
+    pub alerts: AlertSettings,
+}
+
+/// Alerts: an article whose rising score crosses `threshold` in a scope
+/// (the network, a site) is announced once per `cooldown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// The rising score an article must reach.
+    pub threshold: f64,
+    /// At most one alert per article and scope this often, across replicas.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// How often the rising lists are checked.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Where alerts are posted.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
+    /// Allow webhook URLs on loopback and private addresses (tests, a
+    /// receiver inside the cluster); refused otherwise.
+    pub allow_private_targets: bool,
+}
+
+/// One webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// An http(s) URL, e.g. a Slack incoming webhook.
+    pub url: String,
+    /// Key of the `X-Popularity-Signature` HMAC-SHA256 of each body.
+    pub secret: Secret,
 }
 
 /// The rising list (DESIGN §14): articles whose short-profile rate has

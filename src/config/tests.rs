@@ -356,3 +356,47 @@ fn the_debug_form_of_the_settings_shows_no_secret() {
     assert!(shown.contains("redis://:***@10.0.0.1:6379"), "{shown}");
     assert!(shown.contains("\"popularity\""), "names are not secrets");
 }
+
+#[test]
+fn alert_webhooks_are_http_urls_off_private_networks_unless_allowed() {
+    let hook = |url: &str, secret: &str| WebhookSettings {
+        url: url.into(),
+        secret: Secret(secret.into()),
+    };
+    let with = |hooks: Vec<WebhookSettings>, allow: bool| {
+        let mut s = Settings::defaults();
+        s.alerts.webhooks = hooks;
+        s.alerts.allow_private_targets = allow;
+        s.validate()
+    };
+    let secret = "a-secret-of-length";
+    assert!(with(
+        vec![hook("https://hooks.slack.com/services/T/B/X", secret)],
+        false
+    )
+    .is_ok());
+    for (url, key) in [
+        ("http://127.0.0.1:9000/hook", "alerts.webhooks[0].url"),
+        ("http://localhost/hook", "alerts.webhooks[0].url"),
+        ("http://169.254.169.254/latest", "alerts.webhooks[0].url"),
+        ("http://[fd00::1]/hook", "alerts.webhooks[0].url"),
+        ("ftp://example.com/hook", "alerts.webhooks[0].url"),
+    ] {
+        let e = with(vec![hook(url, secret)], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("`{key}`")), "{url}: {e}");
+    }
+    assert!(with(vec![hook("http://127.0.0.1:9000/hook", secret)], true).is_ok());
+    let e = with(vec![hook("https://example.com/", "short")], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`alerts.webhooks[0].secret`"), "{e}");
+    let mut s = Settings::defaults();
+    s.alerts.threshold = 0.0;
+    assert!(s
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("`alerts.threshold`"));
+}

@@ -217,6 +217,7 @@ impl Settings {
             ));
         }
         self.validate_rising()?;
+        self.validate_alerts()?;
         self.validate_sites()?;
         self.validate_admin()
     }
@@ -257,6 +258,54 @@ impl Settings {
         }
         if !(r.min_score.is_finite() && r.min_score >= 0.0) {
             return Err(invalid("rising.min_score", "must be a finite number >= 0"));
+        }
+        Ok(())
+    }
+
+    /// Alerts go to http(s) URLs, signed with secrets of some length, and
+    /// not into a private network unless allowed.
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let a = &self.alerts;
+        if !(a.threshold.is_finite() && a.threshold > 0.0) {
+            return Err(invalid(
+                "alerts.threshold",
+                "must be a number greater than zero",
+            ));
+        }
+        for (key, d) in [
+            ("alerts.cooldown", a.cooldown),
+            ("alerts.interval", a.interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        for (i, w) in a.webhooks.iter().enumerate() {
+            let key = format!("alerts.webhooks[{i}]");
+            let url =
+                w.url.parse::<axum::http::Uri>().ok().filter(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                });
+            let Some(url) = url else {
+                return Err(invalid(
+                    format!("{key}.url"),
+                    format!("{:?} is not an http(s) URL", super::redacted(&w.url)),
+                ));
+            };
+            if !a.allow_private_targets
+                && crate::alerts::private_host(url.host().unwrap_or_default())
+            {
+                return Err(invalid(
+                    format!("{key}.url"),
+                    "points at a loopback or private address; set alerts.allow_private_targets to allow it",
+                ));
+            }
+            if w.secret.0.len() < 16 {
+                return Err(invalid(
+                    format!("{key}.secret"),
+                    "must be at least 16 characters",
+                ));
+            }
         }
         Ok(())
     }

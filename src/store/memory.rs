@@ -148,6 +148,14 @@ pub struct MemoryStore {
     max_members: usize,
     metadata_ttl: Duration,
     state: RwLock<State>,
+    alerts: parking_lot::Mutex<Alerts>,
+}
+
+/// Alert claims (key → until, epoch ms) and the most recent alerts.
+#[derive(Debug, Default)]
+struct Alerts {
+    claims: HashMap<String, i64>,
+    recent: std::collections::VecDeque<String>,
 }
 
 impl MemoryStore {
@@ -158,6 +166,7 @@ impl MemoryStore {
             max_members,
             metadata_ttl,
             state: RwLock::new(State::default()),
+            alerts: parking_lot::Mutex::new(Alerts::default()),
         }
     }
 }
@@ -543,6 +552,35 @@ impl Store for MemoryStore {
             out[i] = c.position(id).map_or(0, |(v, _)| v as u64);
         }
         Ok(out)
+    }
+
+    async fn record_alert(
+        &self,
+        key: &str,
+        cooldown_ms: i64,
+        alert: &str,
+    ) -> Result<bool, StoreError> {
+        let now = crate::now_ms();
+        let mut alerts = self.alerts.lock();
+        alerts.claims.retain(|_, until| *until > now);
+        if alerts.claims.contains_key(key) {
+            return Ok(false);
+        }
+        alerts.claims.insert(key.to_string(), now + cooldown_ms);
+        alerts.recent.push_front(alert.to_string());
+        alerts.recent.truncate(super::RECENT_ALERTS);
+        Ok(true)
+    }
+
+    async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .alerts
+            .lock()
+            .recent
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

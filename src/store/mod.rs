@@ -211,9 +211,26 @@ pub trait Store: Send + Sync + 'static {
     /// Every exclusion: article key and who made it.
     async fn exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError>;
 
+    /// Records an alert (DESIGN §14) unless one was recorded under `key`
+    /// within the last `cooldown_ms`: true when this call recorded it (the
+    /// claim is shared by every replica), then `alert` joins the most
+    /// recent ones.
+    async fn record_alert(
+        &self,
+        key: &str,
+        cooldown_ms: i64,
+        alert: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The most recent alerts recorded, newest first, at most `limit`.
+    async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError>;
+
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// Most recent alerts kept for the replicas' alert streams.
+pub const RECENT_ALERTS: usize = 100;
 
 /// An editor's decision to hide an article from every list.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -276,6 +276,25 @@ async fn the_openapi_document_describes_the_real_responses() {
         assert!(errors.is_empty(), "{stream}: {errors:?}");
     }
     covered.insert("/v1/stream/rankings/{profile}");
+    // The alert stream opens at once; an unknown site is a 404 with the
+    // error body (its alerts are checked in tests/it/alerts.rs).
+    let r = app
+        .http
+        .get(format!("{}/v1/stream/alerts", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    drop(r);
+    let (status, body) = app.get("/v1/stream/alerts?site=nope").await;
+    assert_eq!(status, 404);
+    let schema = response_schema(&doc, "/v1/stream/alerts", 404);
+    assert!(
+        jsonschema::validator_for(&schema).unwrap().is_valid(&body),
+        "{body}"
+    );
+    covered.insert("/v1/stream/alerts");
     covered.insert("/v1/stream/rising");
     // The collector: a request the document describes, and its answers.
     let events = json!([{"type":"page_view","article_id":"o3","occurred_at":now}]);

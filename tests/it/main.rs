@@ -3,6 +3,7 @@
 //! computed here from the events the test produced. One file per feature;
 //! `helpers` starts the real parts, `fixtures` holds shared test data.
 
+mod alerts;
 mod api;
 mod binary;
 mod browser;

@@ -225,6 +225,9 @@ async fn unknown_parameters_are_refused_on_every_route() {
         "/healthz",
         "/readyz",
         "/v1/stream/rankings/trending",
+        "/v1/stream/rising",
+        "/v1/stream/alerts",
+        "/v1/rising",
     ] {
         let r = api.get(&format!("{path}?junk=1")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");

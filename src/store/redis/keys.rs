@@ -59,6 +59,16 @@ impl Keys {
     }
 
     /// `pop:exclusions`: the articles editors hid, article key → who and when.
+    /// `pop:{alerts}:claim:<key>`: an alert's claim, for its cooldown.
+    pub fn alert_claim(&self, key: &str) -> String {
+        format!("{}:{{alerts}}:claim:{key}", self.prefix)
+    }
+
+    /// `pop:{alerts}:recent`: the most recent alerts, newest first.
+    pub fn recent_alerts(&self) -> String {
+        format!("{}:{{alerts}}:recent", self.prefix)
+    }
+
     pub fn exclusions(&self) -> String {
         format!("{}:exclusions", self.prefix)
     }

@@ -344,6 +344,61 @@ impl Store for RedisStore {
         self.read_exclusions().await
     }
 
+    async fn record_alert(
+        &self,
+        key: &str,
+        cooldown_ms: i64,
+        alert: &str,
+    ) -> Result<bool, StoreError> {
+        let claim = redis::cmd("SET")
+            .arg(self.keys.alert_claim(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(cooldown_ms.max(1))
+            .clone();
+        let mut replies = self.send(vec![Part::one(claim)]).await?;
+        let claimed = !matches!(
+            replies.pop().and_then(|mut r| r.pop()),
+            None | Some(Value::Nil)
+        );
+        if claimed {
+            let list = self.keys.recent_alerts();
+            let mut part = Part::atomic();
+            part.add(redis::cmd("LPUSH").arg(&list).arg(alert).clone())
+                .add(
+                    redis::cmd("LTRIM")
+                        .arg(&list)
+                        .arg(0)
+                        .arg(super::RECENT_ALERTS - 1)
+                        .clone(),
+                )
+                .add(
+                    redis::cmd("PEXPIRE")
+                        .arg(&list)
+                        .arg(cooldown_ms.max(1))
+                        .clone(),
+                );
+            self.send(vec![part]).await?;
+        }
+        Ok(claimed)
+    }
+
+    async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let cmd = redis::cmd("LRANGE")
+            .arg(self.keys.recent_alerts())
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .clone();
+        let mut replies = self.send(vec![Part::one(cmd)]).await?;
+        parse(
+            replies
+                .pop()
+                .and_then(|mut r| r.pop())
+                .unwrap_or(Value::Nil),
+        )
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.link.ping().await.map_err(|e| {
             if self.link.replicated() && link::failover(&e) {
