@@ -250,3 +250,59 @@ async fn a_failing_receiver_is_retried_and_a_silent_one_given_up_while_ingest_go
     );
     app.stop().await;
 }
+
+/// Three replicas, one of them killed with SIGKILL before the article takes
+/// off: the two left deliver one alert between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_alert_from_the_replicas_left_after_a_kill_9() {
+    use std::process::{Command, Stdio};
+    let (redis, kafka) = (redis_server(), Kafka::start(1));
+    let (url, got) = receiver(vec![Some(200)]).await;
+    let s = alerting(&kafka, &redis, &[&url]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nthreshold = 0.001\ncooldown = \"6h\"\ninterval = \"200ms\"\nallow_private_targets = true\n\
+             [[alerts.webhooks]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let replica = || {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_popularity"))
+            .args(["serve", "--role", "api", "--config"])
+            .arg(&config)
+            .env("POPULARITY__STORE__REDIS_URL", &s.store.redis_url)
+            .env("POPULARITY__STORE__KEY_PREFIX", &s.store.key_prefix)
+            .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, port)
+    };
+    let (mut killed, killed_port) = replica();
+    let (mut left, left_port) = replica();
+    for port in [killed_port, left_port] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "a replica never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let app = spawn_app(s).await;
+    killed.kill().unwrap(); // SIGKILL
+    killed.wait().unwrap();
+    surge(&kafka, &app, "surge", 60).await;
+    wait_for(&got, 1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(got.lock().len(), 1, "one alert from the replicas left");
+    let (headers, body) = got.lock()[0].clone();
+    assert_eq!(check_signed(&headers, &body)["article_id"], "surge");
+    let _ = left.kill();
+    let _ = left.wait();
+    app.stop().await;
+}
