@@ -625,3 +625,56 @@ async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every
         assert!(counts.iter().sum::<u64>() > 0, "{name}: counts of {first}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_is_recorded_once_per_cooldown_and_the_latest_kept_in_every_topology() {
+    let redis = topologies();
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
+        assert!(
+            store
+                .record_alert("network|default|a", 60_000, "{\"id\":\"1\"}")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store
+                .record_alert("network|default|a", 60_000, "{\"id\":\"2\"}")
+                .await
+                .unwrap(),
+            "{name}: within the cooldown"
+        );
+        assert!(
+            store
+                .record_alert("network|default|b", 300, "{\"id\":\"3\"}")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            store.recent_alerts(10).await.unwrap(),
+            ["{\"id\":\"3\"}", "{\"id\":\"1\"}"],
+            "{name}: newest first"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            store
+                .record_alert("network|default|b", 300, "{\"id\":\"4\"}")
+                .await
+                .unwrap(),
+            "{name}: after the cooldown"
+        );
+        for i in 0..popularity::store::RECENT_ALERTS + 20 {
+            store
+                .record_alert(&format!("k{i}"), 60_000, &format!("{{\"id\":\"k{i}\"}}"))
+                .await
+                .unwrap();
+        }
+        let recent = store.recent_alerts(1_000).await.unwrap();
+        assert_eq!(
+            recent.len(),
+            popularity::store::RECENT_ALERTS,
+            "{name}: bounded"
+        );
+    }
+}
