@@ -4,7 +4,6 @@
 //! that accepts it, and sent so to every other: not compressed again for
 //! each request.
 
-use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::sync::OnceLock;
 
@@ -35,9 +34,9 @@ pub struct Cached {
 impl Cached {
     /// Wraps a body of `content_type` and computes its ETag.
     pub fn new(body: Bytes, content_type: HeaderValue) -> Cached {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        body.hash(&mut h);
-        let etag = format!("\"{:016x}\"", h.finish());
+        // A content hash, the same in every build and on every replica
+        // (std's hasher may change between Rust releases).
+        let etag = format!("\"{}\"", &blake3::hash(&body).to_hex()[..16]);
         Cached {
             etag: HeaderValue::from_str(&etag).expect("hex is a valid header"),
             content_type,
@@ -111,10 +110,23 @@ impl Asked {
     /// What the request with `headers` asks.
     pub fn of(headers: &HeaderMap) -> Asked {
         Asked {
-            if_none_match: headers.get(header::IF_NONE_MATCH).cloned(),
+            // Several `If-None-Match` lines are one list.
+            if_none_match: join(headers.get_all(header::IF_NONE_MATCH)),
             gzip: accepts_gzip(headers),
         }
     }
+}
+
+/// The values of a header's lines as one comma-separated list.
+fn join(values: axum::http::header::GetAll<'_, HeaderValue>) -> Option<HeaderValue> {
+    let mut it = values.iter();
+    let first = it.next()?;
+    let mut all = first.as_bytes().to_vec();
+    for v in it {
+        all.extend_from_slice(b", ");
+        all.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&all).ok()
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Asked {
@@ -126,11 +138,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Asked {
 }
 
 /// Whether a client whose `If-None-Match` is `if_none_match` already holds
-/// `etag` (or asks with `*`).
+/// `etag`, by the weak comparison RFC 9110 §13.1.2 prescribes for it: `W/`
+/// is ignored on both sides (caches and compressing proxies send weak
+/// tags), any of a list matches, and `*` matches any.
 fn holds(if_none_match: Option<&HeaderValue>, etag: &HeaderValue) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    let ours = opaque(etag.to_str().unwrap_or_default());
     if_none_match
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| etag == t.trim() || t.trim() == "*"))
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == "*" || opaque(t) == ours))
 }
 
 /// Whether `Accept-Encoding` names gzip (or `x-gzip`) with a quality above
@@ -163,6 +179,42 @@ mod tests {
             headers.append(*name, HeaderValue::from_str(value).unwrap());
         }
         Asked::of(&headers)
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_in_lists_across_lines_and_with_any() {
+        let tag = HeaderValue::from_static("\"0123456789abcdef\"");
+        let holds_with = |lines: &[&str]| {
+            let pairs: Vec<(&'static str, &str)> =
+                lines.iter().map(|l| ("if-none-match", *l)).collect();
+            holds(asked(&pairs).if_none_match.as_ref(), &tag)
+        };
+        assert!(holds_with(&["\"0123456789abcdef\""]));
+        assert!(
+            holds_with(&["W/\"0123456789abcdef\""]),
+            "a weak tag, as CDNs send it"
+        );
+        assert!(holds_with(&["\"other\", W/\"0123456789abcdef\""]));
+        assert!(
+            holds_with(&["\"other\"", "\"0123456789abcdef\""]),
+            "two lines"
+        );
+        assert!(holds_with(&["*"]));
+        assert!(!holds_with(&["\"other\""]));
+        assert!(!holds_with(&["W/\"0123456789abcde\""]));
+        assert!(!holds_with(&[]));
+    }
+
+    const STABLE_ETAG: &str = "\"64fb9fe8fe6d0db4\"";
+
+    #[test]
+    fn the_etag_is_a_content_hash_stable_across_builds() {
+        // The value of every build, so that replicas of two releases agree.
+        let c = Cached::new(
+            Bytes::from_static(b"{\"items\":[]}"),
+            HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(c.etag, STABLE_ETAG);
     }
 
     #[test]

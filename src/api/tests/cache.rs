@@ -30,6 +30,17 @@ async fn answers_carry_cache_headers_and_revalidate_with_304() {
             .await;
         assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{uri}");
         assert!(again.body.is_empty());
+        // A weak tag (what a compressing proxy or CDN sends back) too.
+        let weak = format!("W/{}", r.headers["etag"].to_str().unwrap());
+        let again = api
+            .send(
+                Request::get(uri)
+                    .header("if-none-match", weak)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{uri} weak");
     }
 }
 
