@@ -3,13 +3,15 @@
 //! Its state lives in the process, so the consumer rebuilds it from the
 //! topics' retained history at every start (see [`crate::ingest`]).
 
-use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+mod sorted_set;
+
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
+use self::sorted_set::SortedSet;
 use super::{
     Applied, ArticleState, Cursor, FilterWrite, Page, SavedFilter, Scored, Store, StoreError,
 };
@@ -17,109 +19,6 @@ use crate::event::{ArticleMeta, EventType, PerType};
 use crate::scoring::{
     plan_landmark, to_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
 };
-
-/// A score ordered like a Redis sorted set orders scores.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Score(f64);
-
-impl Eq for Score {}
-impl PartialOrd for Score {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Score {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-/// A sorted set with Redis's order: by score, then by member bytes.
-#[derive(Debug, Default)]
-pub(crate) struct SortedSet {
-    scores: HashMap<String, f64>,
-    order: BTreeSet<(Score, String)>,
-}
-
-impl SortedSet {
-    /// ZINCRBY.
-    pub(crate) fn incr(&mut self, member: &str, by: f64) {
-        let old = self.scores.get(member).copied();
-        if let Some(old) = old {
-            self.order.remove(&(Score(old), member.to_string()));
-        }
-        let new = old.unwrap_or(0.0) + by;
-        self.scores.insert(member.to_string(), new);
-        self.order.insert((Score(new), member.to_string()));
-    }
-
-    /// ZUNIONSTORE key 1 key WEIGHTS factor, then ZREMRANGEBYSCORE -inf (floor.
-    fn scale_and_drop_below(&mut self, factor: f64, floor: f64) {
-        let scores = std::mem::take(&mut self.scores);
-        self.order.clear();
-        for (m, v) in scores {
-            let v = v * factor;
-            if v >= floor {
-                self.order.insert((Score(v), m.clone()));
-                self.scores.insert(m, v);
-            }
-        }
-    }
-
-    /// ZREMRANGEBYSCORE -inf (floor.
-    fn drop_below(&mut self, floor: f64) {
-        while let Some((s, m)) = self.order.first().cloned() {
-            if s.0 >= floor {
-                break;
-            }
-            self.order.pop_first();
-            self.scores.remove(&m);
-        }
-    }
-
-    /// Keeps the `max` highest (ZREMRANGEBYRANK 0 -(max+1)).
-    pub(crate) fn trim(&mut self, max: usize) {
-        while self.order.len() > max {
-            if let Some((_, m)) = self.order.pop_first() {
-                self.scores.remove(&m);
-            }
-        }
-    }
-
-    /// ZADD (replacing the score).
-    fn set(&mut self, member: &str, score: f64) {
-        self.remove(member);
-        self.scores.insert(member.to_string(), score);
-        self.order.insert((Score(score), member.to_string()));
-    }
-
-    /// ZREM.
-    fn remove(&mut self, member: &str) {
-        if let Some(old) = self.scores.remove(member) {
-            self.order.remove(&(Score(old), member.to_string()));
-        }
-    }
-
-    /// ZSCORE and 1-based ZREVRANK.
-    fn position(&self, member: &str) -> Option<(f64, usize)> {
-        let score = *self.scores.get(member)?;
-        let above = self
-            .order
-            .range((Score(score), member.to_string())..)
-            .count();
-        Some((score, above))
-    }
-
-    /// ZREVRANGE offset offset+limit-1 WITHSCORES.
-    fn rev_range(&self, offset: usize, limit: usize) -> impl Iterator<Item = (&str, f64)> {
-        self.order
-            .iter()
-            .rev()
-            .skip(offset)
-            .take(limit)
-            .map(|(s, m)| (m.as_str(), s.0))
-    }
-}
 
 #[derive(Debug, Default)]
 struct GroupState {
@@ -467,12 +366,10 @@ impl Store for MemoryStore {
             return Ok(Vec::new());
         };
         Ok(ix
-            .order
-            .iter()
-            .rev()
-            .map(|(s, m)| Cursor {
-                published_at_ms: s.0 as i64,
-                article_id: m.clone(),
+            .rev_range(0, usize::MAX)
+            .map(|(m, s)| Cursor {
+                published_at_ms: s as i64,
+                article_id: m.to_string(),
             })
             .filter(|c| before.is_none_or(|b| c.is_after(b)))
             .take(limit)
