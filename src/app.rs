@@ -1,6 +1,8 @@
-//! Build, then run: [`App::build`] connects to the store, creates the Kafka
-//! clients and binds the HTTP listener (port 0 allowed, the real address
-//! reported by [`App::local_addr`]); [`App::run`] serves until shutdown.
+//! Build, then run: [`App::build`] binds the HTTP listeners (port 0 allowed,
+//! the real address reported by [`App::local_addr`]), creates the Kafka
+//! clients and connects to the store, or keeps trying in the background
+//! when it cannot be reached (DESIGN §15); [`App::run`] serves until
+//! shutdown. Neither waits for Kafka.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, streams::Streams, ApiState};
 use crate::collector::Collector;
 use crate::config::Settings;
+use crate::dependency::Dependency;
 use crate::ingest::{ConsumerState, Ingest};
 use crate::metrics::Metrics;
 use crate::scoring;
@@ -78,6 +81,9 @@ pub struct App {
     /// The API's state and the alert settings, when this process serves
     /// the API (it then evaluates alerts).
     alerting: Option<(ApiState, crate::config::AlertSettings)>,
+    /// Stops what runs in the background from the start (connecting to a
+    /// store not reached yet) when the application is dropped.
+    _background: tokio_util::sync::DropGuard,
 }
 
 impl App {
@@ -85,10 +91,12 @@ impl App {
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<App> {
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
+        let kafka = Dependency::new("kafka", metrics.clone());
         let collects = matches!(role, Role::All | Role::Collector) && settings.collector.enabled;
         let collector = collects
-            .then(|| Collector::build(&settings, metrics.clone()))
+            .then(|| Collector::build(&settings, metrics.clone(), kafka.clone()))
             .transpose()?;
+        let background = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind(&settings.api.listen)
             .await
             .with_context(|| format!("binding {}", settings.api.listen))?;
@@ -119,12 +127,25 @@ impl App {
                 streams: None,
                 collector: Some(c),
                 alerting: None,
+                _background: background.drop_guard(),
             });
         }
-        let store = crate::store::connect(&settings).await.with_context(|| {
-            let url = crate::config::redacted(&settings.store.redis_url);
-            format!("connecting to the store at {url}")
-        })?;
+        // Without the store, the service starts anyway (DESIGN §15): reads
+        // answer 503 and nothing is consumed until it is connected.
+        let store_state = Dependency::new("store", metrics.clone());
+        let (store, pending): (Arc<dyn Store>, _) = match crate::store::connect(&settings).await {
+            Ok(store) => (store, None),
+            Err(e) => {
+                let url = crate::config::redacted(&settings.store.redis_url);
+                store_state.failed(&format!("{url}: {e}"));
+                let p = crate::store::pending::connect_in_background(
+                    settings.clone(),
+                    store_state.clone(),
+                    background.clone(),
+                );
+                (p.clone(), Some(p))
+            }
+        };
         if !store.durable() && role != Role::All {
             anyhow::bail!(
                 "invalid configuration: `store.backend`: memory keeps state in one process, so it needs --role all"
@@ -142,17 +163,26 @@ impl App {
                     .properties
                     .insert("group.instance.id".into(), id);
             }
-            let state = ConsumerState::default();
-            let ingest = Ingest::build(
+            let state = ConsumerState::new(kafka);
+            let mut ingest = Ingest::build(
                 settings.clone(),
                 store.clone(),
                 metrics.clone(),
                 profiles.clone(),
                 state.clone(),
             )?;
+            if let Some(p) = pending {
+                ingest = ingest.after(p);
+            }
             (Some(ingest), Some(state))
         };
-        let state = ApiState::new(&settings, store.clone(), metrics.clone(), consumer);
+        let state = ApiState::new(
+            &settings,
+            store.clone(),
+            metrics.clone(),
+            consumer,
+            store_state,
+        );
         let (streams, cache) = (state.streams.clone(), state.cache.clone());
         // Alerts are read from the rising lists, by the processes that serve them.
         let alerting = (role != Role::Consumer).then(|| (state.clone(), settings.alerts.clone()));
@@ -169,6 +199,7 @@ impl App {
             store: Some(store),
             metrics,
             collector,
+            _background: background.drop_guard(),
         })
     }
 

@@ -20,6 +20,7 @@
 //! - [`server`]: the HTTP server's bounds on connections and slow clients.
 //! - [`peer`]: a request's client address, behind trusted proxies or not.
 //! - [`metrics`]: every Prometheus metric, named in one place.
+//! - [`dependency`]: Kafka and the store seen as up or down, logged once per change.
 //! - [`shutdown`]: SIGTERM/SIGINT to one cancellation token.
 //! - [`logging`]: text or JSON logs to standard error.
 //! - [`app`]: builds the parts for a role and runs them.
@@ -37,6 +38,7 @@ pub mod bench;
 pub mod collector;
 pub mod config;
 pub mod demo;
+pub mod dependency;
 pub mod devbroker;
 pub mod event;
 pub mod fence;

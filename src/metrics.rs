@@ -50,6 +50,10 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Partitions currently assigned to this consumer.
     pub partitions_assigned: IntGauge,
+    /// 1 while a dependency (`kafka`, `store`) answers, 0 while it is down.
+    pub dependency_up: IntGaugeVec,
+    /// Messages the memory store still has to read before it is rebuilt.
+    pub rebuild_remaining: IntGauge,
     /// Rebalances seen by this consumer.
     pub rebalances: IntCounter,
     /// Partitions paused because the store is failing.
@@ -230,6 +234,21 @@ impl Metrics {
             "partitions_assigned",
             "Partitions assigned to this consumer.",
         );
+        let dependency_up = register(
+            &registry,
+            IntGaugeVec::new(
+                opts(
+                    "dependency_up",
+                    "1 while a dependency (kafka, store) answers, 0 while it is down.",
+                ),
+                &["dependency"],
+            ),
+        );
+        let rebuild_remaining = gauge(
+            &registry,
+            "rebuild_remaining_messages",
+            "Messages the memory store still has to read before it is rebuilt (0 when it is, or durable).",
+        );
         let rebalances = plain_counter(
             &registry,
             "rebalances_total",
@@ -360,6 +379,8 @@ impl Metrics {
             store_errors,
             consumer_lag,
             partitions_assigned,
+            dependency_up,
+            rebuild_remaining,
             rebalances,
             partitions_paused,
             store_retries,

@@ -50,13 +50,23 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Logged once per change, not each interval, while the store is down.
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = evaluate(&st, &settings, &webhooks).await {
-                tracing::warn!(error = %e, "alerts: the rising lists could not be read; trying again next interval");
+            match evaluate(&st, &settings, &webhooks).await {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "alerts: the rising lists could not be read; trying again each interval");
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("alerts: the rising lists are read again");
+                }
+                _ => {}
             }
         }
     });

@@ -48,7 +48,12 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded(m) => ("unavailable", m.clone()),
             ApiError::TooMany(m) => ("rate_limited", m.clone()),
             ApiError::Store(e) => {
-                tracing::error!(error = %e, "store failure while answering a request");
+                // At most one line a second however many requests fail.
+                static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+                let now = crate::now_ms() / 1000;
+                if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+                    tracing::error!(error = %e, "store failure while answering a request");
+                }
                 (
                     "unavailable",
                     "the ranking store is unavailable; try again shortly".to_string(),

@@ -82,6 +82,8 @@ pub struct Shared {
     pub cache: Arc<Cache>,
     /// The consumer's assignment, when this process consumes (for `/readyz`).
     pub consumer: Option<ConsumerState>,
+    /// The store, up or down, as readiness last found it.
+    pub store_state: crate::dependency::Dependency,
     /// Open Server-Sent Event streams and their shared pollers.
     pub streams: Arc<streams::Streams>,
     /// Origins allowed to call from browsers (`api.cors_allowed_origins`).
@@ -125,10 +127,12 @@ impl ApiState {
         store: Arc<dyn Store>,
         metrics: Metrics,
         consumer: Option<ConsumerState>,
+        store_state: crate::dependency::Dependency,
     ) -> ApiState {
         let api = &settings.api;
         ApiState(Arc::new(Shared {
             store,
+            store_state,
             profiles: crate::scoring::profiles(&settings.scoring),
             cache: Arc::new(Cache::new(
                 api.cache_ttl,

@@ -19,18 +19,24 @@ pub(super) async fn healthz(_: Strict<NoParams>) -> Json<serde_json::Value> {
 /// partitions and can write.
 pub(super) async fn readyz(State(state): State<ApiState>, _: Strict<NoParams>) -> Response {
     let mut problems: Vec<String> = Vec::new();
+    // Each change of state is logged once (by the dependency), not each probe.
     match state.store.ping().await {
-        Ok(()) => {}
-        Err(e @ crate::store::StoreError::NoMaster(_)) => {
-            tracing::warn!(error = %e, "readiness: store has no master");
-            problems.push("store has no master".into());
-        }
+        Ok(()) => state.store_state.reached(),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness: store unreachable");
-            problems.push("store unreachable".into());
+            state.store_state.failed(&e.to_string());
+            problems.push(match e {
+                crate::store::StoreError::NoMaster(_) => "store has no master".into(),
+                _ => "store unreachable".into(),
+            });
         }
     }
     if let Some(c) = &state.consumer {
+        if c.kafka.problem().is_some() {
+            problems.push("kafka unreachable".into());
+        }
+        if let Some(progress) = c.rebuild_problem() {
+            problems.push(progress);
+        }
         if !c.is_assigned() {
             problems.push("consumer has no partitions assigned".into());
         }

@@ -39,6 +39,7 @@ use self::events::{Batch, Refused, Rules};
 use self::gate::{Gate, Refusal};
 use self::visitor::Visitors;
 use crate::config::{CollectorSettings, Settings};
+use crate::dependency::{Dependency, KafkaLink};
 use crate::event::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::site::Sites;
@@ -51,7 +52,7 @@ const RETRY_AFTER_UNAVAILABLE: &str = "5";
 
 /// What every collector request shares.
 pub struct Collector {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaLink>,
     topic: String,
     decoder: Decoder,
     visitors: Visitors,
@@ -67,7 +68,11 @@ pub struct Collector {
 impl Collector {
     /// The collector `settings` describe, with an idempotent producer
     /// (`acks=all`) that gives up on an event after `produce_timeout`.
-    pub fn build(settings: &Settings, metrics: Metrics) -> anyhow::Result<Arc<Collector>> {
+    pub fn build(
+        settings: &Settings,
+        metrics: Metrics,
+        kafka: Dependency,
+    ) -> anyhow::Result<Arc<Collector>> {
         let c = &settings.collector;
         let timeout_ms = c.produce_timeout.as_millis().to_string();
         let defaults = [
@@ -76,9 +81,10 @@ impl Collector {
             ("linger.ms", "5"),
             ("message.timeout.ms", timeout_ms.as_str()),
             ("queue.buffering.max.messages", "100000"),
+            ("statistics.interval.ms", "5000"),
         ];
         let producer = crate::ingest::client_config(&settings.kafka, &defaults, true)
-            .create()
+            .create_with_context(KafkaLink::new(kafka))
             .context("creating the collector's producer")?;
         let sites = Sites::from_settings(settings);
         Ok(Arc::new(Collector {

@@ -2,6 +2,7 @@
 //! committing, pausing and resuming, revocation and shutdown. It owns the
 //! Kafka consumer; the reader and the writer never touch it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +15,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::dependency::{Backoff, KafkaLink};
 use crate::metrics::Metrics;
 use crate::scoring::Profiles;
+use crate::store::pending::Pending;
 use crate::store::Store;
 
 use super::batch::{Batch, Commit, Incoming};
-use super::dead_letter::DeadLetters;
+use super::dead_letter::{DeadLetters, Origin};
 use super::kafka::{self, ConsumerState};
 use super::reader::Reader;
 use super::writer::{Flushed, InFlight, Writer};
@@ -41,12 +44,13 @@ pub struct Ingest {
     settings: Arc<Settings>,
     state: ConsumerState,
     metrics: Metrics,
+    /// The store when it was not reached at start: nothing is read before it is.
+    waiting_for: Option<Arc<Pending>>,
 }
 
 impl Ingest {
-    /// Creates the clients and subscribes (or, when the store is not
-    /// durable, assigns every partition from the beginning). Nothing is
-    /// read until [`Ingest::run`].
+    /// Creates the clients (which fails only on configuration); nothing is
+    /// asked of Kafka or the store before [`Ingest::run`].
     pub fn build(
         settings: Arc<Settings>,
         store: Arc<dyn Store>,
@@ -55,13 +59,10 @@ impl Ingest {
         state: ConsumerState,
     ) -> anyhow::Result<Ingest> {
         let durable = store.durable();
-        let topics = [
-            settings.kafka.topics.events.as_str(),
-            settings.kafka.topics.articles.as_str(),
-        ];
         let context = kafka::Context {
             metrics: metrics.clone(),
             state: state.clone(),
+            link: KafkaLink::new(state.kafka.clone()),
         };
         if durable {
             state.set_restores();
@@ -69,26 +70,14 @@ impl Ingest {
         let consumer: KafkaConsumer = kafka::consumer_config(&settings.kafka, durable)
             .create_with_context(context)
             .context("creating the Kafka consumer")?;
-        if durable {
-            consumer.subscribe(&topics).context("subscribing")?;
-        } else {
-            assign_from_beginning(&consumer, &topics, &state, &metrics)?;
-        }
-        let producer: FutureProducer = kafka::producer_config(&settings.kafka)
-            .create()
+        let producer: FutureProducer<KafkaLink> = kafka::producer_config(&settings.kafka)
+            .create_with_context(KafkaLink::new(state.kafka.clone()))
             .context("creating the dead-letter producer")?;
-        let mut dead_letters = DeadLetters::new(
+        let dead_letters = DeadLetters::new(
             Some(producer),
             settings.kafka.topics.dead_letter.clone(),
             metrics.clone(),
         );
-        if !durable {
-            // Every start reads the topics again: what was dead-lettered
-            // before is not sent again (DESIGN §13).
-            let sent = super::dead_letter::already_sent(&settings.kafka)?;
-            tracing::info!(dead_letters = sent.len(), "dead letters already sent");
-            dead_letters = dead_letters.remembering(sent);
-        }
         Ok(Ingest {
             consumer: Arc::new(consumer),
             reader: Reader::new(&settings, metrics.clone(), durable, durable),
@@ -103,21 +92,50 @@ impl Ingest {
             settings,
             state,
             metrics,
+            waiting_for: None,
         })
     }
 
-    /// Consumes until `shutdown`, then flushes (within
-    /// `ingest.shutdown_deadline`), commits and leaves the group.
+    /// The same, reading nothing before `store` is connected.
+    pub fn after(mut self, store: Arc<Pending>) -> Ingest {
+        self.waiting_for = Some(store);
+        self
+    }
+
+    /// Waits for the store, joins the group (or, when the store is not
+    /// durable, assigns every partition from the beginning, retrying while
+    /// Kafka cannot be reached), consumes until `shutdown`, then flushes
+    /// (within `ingest.shutdown_deadline`), commits and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Ingest {
             consumer,
             reader,
-            writer,
+            mut writer,
             store,
             settings,
             state,
             metrics,
+            waiting_for,
         } = self;
+        if let Some(pending) = waiting_for {
+            tokio::select! {
+                _ = pending.connected() => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        let Some(sent) = join(
+            &consumer,
+            &settings,
+            &state,
+            &metrics,
+            store.durable(),
+            &shutdown,
+        )
+        .await?
+        else {
+            return Ok(());
+        };
+        writer.remember_dead_letters(sent);
         let mut l = Loop {
             commits: store.durable(),
             consumer,
@@ -183,12 +201,17 @@ impl Ingest {
                     true
                 }
                 _ = tick.tick() => retry_at.is_none() && batch.messages > 0,
-                _ = lag_tick.tick(), if l.paused => {
-                    let (consumer, metrics) = (l.consumer.clone(), l.metrics.clone());
-                    let commits = l.commits;
-                    tokio::task::spawn_blocking(move || {
-                        kafka::paused_lag(consumer.as_ref(), commits, &metrics)
-                    });
+                _ = lag_tick.tick(), if l.paused
+                    || (l.state.rebuilding() && batch.messages == 0 && !writing.busy()) => {
+                    if l.paused {
+                        let (consumer, metrics) = (l.consumer.clone(), l.metrics.clone());
+                        let commits = l.commits;
+                        tokio::task::spawn_blocking(move || {
+                            kafka::paused_lag(consumer.as_ref(), commits, &metrics)
+                        });
+                    } else {
+                        l.rebuilt_to_position();
+                    }
                     false
                 }
                 msg = l.consumer.recv(), if !full => {
@@ -266,6 +289,58 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// Subscribes with a durable store. Otherwise assigns every partition from
+/// the beginning and reads which dead letters were sent before (DESIGN §13),
+/// retrying with a capped backoff while Kafka cannot be reached; None when
+/// `shutdown` came first.
+async fn join(
+    consumer: &Arc<KafkaConsumer>,
+    settings: &Arc<Settings>,
+    state: &ConsumerState,
+    metrics: &Metrics,
+    durable: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<HashSet<Origin>>> {
+    let k = &settings.kafka;
+    let topics = [k.topics.events.clone(), k.topics.articles.clone()];
+    if durable {
+        let topics = topics.each_ref().map(String::as_str);
+        consumer.subscribe(&topics).context("subscribing")?;
+        return Ok(Some(HashSet::new()));
+    }
+    let mut backoff = Backoff::default();
+    loop {
+        let (c, s, st, m) = (
+            consumer.clone(),
+            settings.clone(),
+            state.clone(),
+            metrics.clone(),
+        );
+        let topics = topics.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let topics = topics.each_ref().map(String::as_str);
+            assign_from_beginning(&c, &topics, &st, &m)?;
+            let sent =
+                super::dead_letter::already_sent(&s.kafka, KafkaLink::new(st.kafka.clone()))?;
+            tracing::info!(dead_letters = sent.len(), "dead letters already sent");
+            anyhow::Ok(sent)
+        })
+        .await
+        .context("joining panicked")?;
+        match joined {
+            Ok(sent) => {
+                state.kafka.reached();
+                return Ok(Some(sent));
+            }
+            Err(e) => state.kafka.failed(&format!("{e:#}")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
+            _ = shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
 /// Without a group: every partition of both topics from the beginning.
 fn assign_from_beginning(
     consumer: &KafkaConsumer,
@@ -277,6 +352,7 @@ fn assign_from_beginning(
         .fetch_metadata(None, Duration::from_secs(10))
         .context("fetching topic metadata")?;
     let mut tpl = TopicPartitionList::new();
+    let mut history = Vec::new();
     for topic in metadata
         .topics()
         .iter()
@@ -284,9 +360,14 @@ fn assign_from_beginning(
     {
         for p in topic.partitions() {
             tpl.add_partition_offset(topic.name(), p.id(), Offset::Beginning)?;
+            let (low, high) = consumer
+                .fetch_watermarks(topic.name(), p.id(), Duration::from_secs(10))
+                .context("reading the topics' watermarks")?;
+            history.push((topic.name().to_string(), p.id(), low, high));
         }
     }
     anyhow::ensure!(tpl.count() > 0, "none of the topics {topics:?} exists");
+    state.start_rebuild(&history, metrics);
     consumer.assign(&tpl).context("assigning partitions")?;
     state.set_assigned(
         tpl.elements()
@@ -313,12 +394,28 @@ struct Loop {
 }
 
 impl Loop {
+    /// With nothing read and not written, the rebuild has applied up to the
+    /// consumer's position: this covers what is never delivered, such as a
+    /// transaction's control records at the end of a partition.
+    fn rebuilt_to_position(&mut self) {
+        let Ok(position) = self.consumer.position() else {
+            return;
+        };
+        let read: Vec<(String, i32, i64)> = position
+            .elements()
+            .iter()
+            .filter_map(|e| Some((e.topic().to_string(), e.partition(), e.offset().to_raw()?)))
+            .collect();
+        self.state.rebuilt_to(&read, &self.metrics);
+    }
+
     /// Acts on a write's outcome: commits and resumes, or pauses. Returns
     /// when to try again, if the write failed.
     fn after_write(&mut self, f: Flushed, mode: CommitMode) -> Option<Instant> {
         match f {
             Flushed::Done(commits, refused) => {
                 self.commit(&commits, mode);
+                self.state.rebuilt_to(&commits, &self.metrics);
                 self.reader.force_snapshot(&refused);
                 if self.paused {
                     self.set_paused(false);

@@ -17,13 +17,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::dependency::KafkaLink;
 use crate::metrics::{Metrics, UNKNOWN_TYPE};
 
 use super::batch::DeadLetter;
 use crate::config::KafkaSettings;
 
 /// Where a dead letter came from: its topic, partition and offset.
-pub(super) type Origin = (String, i32, i64);
+pub(crate) type Origin = (String, i32, i64);
 
 /// Most origins remembered from the dead-letter topic at start.
 const MAX_REMEMBERED: usize = 1_000_000;
@@ -33,7 +34,7 @@ const READ_FOR: Duration = Duration::from_secs(60);
 /// The dead-letter topic's producer.
 pub(super) struct DeadLetters {
     /// None in the in-memory benchmark pipeline: invalid messages are counted and dropped.
-    producer: Option<FutureProducer>,
+    producer: Option<FutureProducer<KafkaLink>>,
     topic: String,
     metrics: Metrics,
     /// Origins the topic held at start: not sent again.
@@ -41,7 +42,11 @@ pub(super) struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(producer: Option<FutureProducer>, topic: String, metrics: Metrics) -> DeadLetters {
+    pub fn new(
+        producer: Option<FutureProducer<KafkaLink>>,
+        topic: String,
+        metrics: Metrics,
+    ) -> DeadLetters {
         DeadLetters {
             producer,
             topic,
@@ -50,10 +55,9 @@ impl DeadLetters {
         }
     }
 
-    /// The same, not sending again what came from one of `sent`.
-    pub fn remembering(mut self, sent: HashSet<Origin>) -> DeadLetters {
+    /// From now on, does not send again what came from one of `sent`.
+    pub fn remember(&mut self, sent: HashSet<Origin>) {
         self.sent = sent;
-        self
     }
 
     /// Delivers every message of `dead`; those not delivered stay in it.
@@ -125,9 +129,12 @@ impl DeadLetters {
 /// `x-source-*` headers), read from the beginning up to its end as it is
 /// now: at most [`MAX_REMEMBERED`] of them, for at most [`READ_FOR`] (what
 /// is not read in time may be sent again, never lost). Blocks.
-pub(super) fn already_sent(kafka: &KafkaSettings) -> anyhow::Result<HashSet<Origin>> {
+pub(super) fn already_sent(
+    kafka: &KafkaSettings,
+    link: KafkaLink,
+) -> anyhow::Result<HashSet<Origin>> {
     let topic = kafka.topics.dead_letter.as_str();
-    let consumer: BaseConsumer = super::kafka::client_config(
+    let consumer: BaseConsumer<KafkaLink> = super::kafka::client_config(
         kafka,
         &[
             ("group.id", kafka.group_id.as_str()),
@@ -136,7 +143,7 @@ pub(super) fn already_sent(kafka: &KafkaSettings) -> anyhow::Result<HashSet<Orig
         ],
         false,
     )
-    .create()
+    .create_with_context(link)
     .context("creating the dead-letter topic's reader")?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer

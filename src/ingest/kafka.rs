@@ -1,22 +1,25 @@
 //! Kafka clients: consumer and dead-letter producer configuration, and the
 //! consumer context that reports rebalances, assignment and lag.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
 use rdkafka::TopicPartitionList;
 
 use crate::config::KafkaSettings;
+use crate::dependency::{Dependency, KafkaLink};
 use crate::metrics::Metrics;
 
 /// A client of `kafka.brokers` with `defaults`, then the operator's
@@ -128,6 +131,7 @@ pub fn paused_lag(consumer: &impl Consumer<Context>, commits: bool, metrics: &Me
 /// librdkafka's default of five minutes.
 pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
     let defaults = [
+        ("statistics.interval.ms", "5000"),
         ("message.timeout.ms", "30000"),
         ("acks", "all"),
         ("enable.idempotence", "true"),
@@ -138,8 +142,12 @@ pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
 }
 
 /// State shared between the consumer's callbacks and the rest of the service.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ConsumerState {
+    /// Kafka, up or down, as the consumer's clients see it.
+    pub kafka: Dependency,
+    /// The memory store's rebuild from the topics, while it runs.
+    rebuild: Arc<Mutex<Option<Rebuild>>>,
     assigned: Arc<Mutex<HashSet<(String, i32)>>>,
     has_assignment: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
@@ -159,6 +167,26 @@ pub struct ConsumerState {
 }
 
 impl ConsumerState {
+    /// The state of a consumer not started yet, whose clients report
+    /// Kafka's state to `kafka`.
+    pub fn new(kafka: Dependency) -> ConsumerState {
+        ConsumerState {
+            kafka,
+            rebuild: Arc::default(),
+            assigned: Arc::default(),
+            has_assignment: Arc::default(),
+            generation: Arc::default(),
+            flush_problem: Arc::default(),
+            paused: Arc::default(),
+            revoking: Arc::default(),
+            revoke_signal: Arc::default(),
+            closing: Arc::default(),
+            restores: Arc::default(),
+            to_restore: Arc::default(),
+            restore_signal: Arc::default(),
+        }
+    }
+
     /// Changes whenever the assignment changes: cached fences are then stale.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -193,16 +221,122 @@ impl ConsumerState {
     }
 }
 
+/// The memory store's rebuild from the topics' history: where each
+/// partition's history began and ended when it was assigned.
+struct Rebuild {
+    /// (low, high watermark, next offset applied) per partition.
+    partitions: HashMap<(String, i32), (i64, i64, i64)>,
+    total: u64,
+    started: std::time::Instant,
+    logged: std::time::Instant,
+}
+
+impl Rebuild {
+    fn remaining(&self) -> u64 {
+        self.partitions
+            .values()
+            .map(|(low, high, next)| (high - next.max(low)).max(0) as u64)
+            .sum()
+    }
+}
+
+/// How often the rebuild's progress is logged.
+const REBUILD_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl ConsumerState {
+    /// Starts tracking the memory store's rebuild: each partition's
+    /// (topic, partition, low, high) watermarks when it was assigned.
+    pub fn start_rebuild(&self, partitions: &[(String, i32, i64, i64)], metrics: &Metrics) {
+        let now = std::time::Instant::now();
+        let r = Rebuild {
+            partitions: partitions
+                .iter()
+                .map(|(t, p, low, high)| ((t.clone(), *p), (*low, *high, *low)))
+                .collect(),
+            total: partitions
+                .iter()
+                .map(|(_, _, l, h)| (h - l).max(0) as u64)
+                .sum(),
+            started: now,
+            logged: now,
+        };
+        tracing::info!(
+            messages = r.total,
+            "rebuilding the memory store from the topics"
+        );
+        metrics.rebuild_remaining.set(r.total as i64);
+        *self.rebuild.lock() = Some(r);
+        self.rebuilt_to(&[], metrics);
+    }
+
+    /// Records a flush written up to `commits` (topic, partition, next offset).
+    pub fn rebuilt_to(&self, commits: &[(String, i32, i64)], metrics: &Metrics) {
+        let mut guard = self.rebuild.lock();
+        let Some(r) = guard.as_mut() else {
+            return;
+        };
+        for (topic, partition, next) in commits {
+            if let Some(p) = r.partitions.get_mut(&(topic.clone(), *partition)) {
+                p.2 = p.2.max(*next);
+            }
+        }
+        let remaining = r.remaining();
+        metrics.rebuild_remaining.set(remaining as i64);
+        if remaining == 0 {
+            tracing::info!(
+                messages = r.total,
+                seconds = r.started.elapsed().as_secs_f64(),
+                "memory store rebuilt"
+            );
+            *guard = None;
+        } else if r.logged.elapsed() >= REBUILD_LOG_EVERY {
+            r.logged = std::time::Instant::now();
+            tracing::info!(
+                read = r.total - remaining,
+                of = r.total,
+                "rebuilding the memory store"
+            );
+        }
+    }
+
+    /// True while the memory store's rebuild runs.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuild.lock().is_some()
+    }
+
+    /// The rebuild's progress, while it runs: readiness reports it.
+    pub fn rebuild_problem(&self) -> Option<String> {
+        let r = self.rebuild.lock();
+        let r = r.as_ref()?;
+        Some(format!(
+            "rebuilding the memory store: {} of {} messages read",
+            r.total - r.remaining(),
+            r.total
+        ))
+    }
+}
+
 /// The consumer's librdkafka context.
 pub struct Context {
     /// Where metrics go.
     pub metrics: Metrics,
     /// Assignment, shared with readiness.
     pub state: ConsumerState,
+    /// Kafka's state and librdkafka's folded logs.
+    pub link: KafkaLink,
 }
 
 impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.link.log(level, fac, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.link.error(error, reason)
+    }
+
     fn stats(&self, stats: Statistics) {
+        self.link.seen(&stats);
         if self.state.paused.load(Ordering::Relaxed) {
             return; // stale while paused: see `paused_lag`
         }
@@ -379,5 +513,51 @@ impl ConsumerContext for Context {
                 self.record(&[], &removed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rebuild_counts_down_to_ready_from_each_partitions_history() {
+        let metrics = Metrics::new();
+        let state = ConsumerState::new(Dependency::new("kafka", metrics.clone()));
+        assert_eq!(state.rebuild_problem(), None, "no rebuild, nothing to say");
+        // events/0 holds 100..200 (older data dropped), events/1 nothing,
+        // articles/0 holds 0..5.
+        state.start_rebuild(
+            &[
+                ("events".into(), 0, 100, 200),
+                ("events".into(), 1, 0, 0),
+                ("articles".into(), 0, 0, 5),
+            ],
+            &metrics,
+        );
+        assert_eq!(
+            state.rebuild_problem().as_deref(),
+            Some("rebuilding the memory store: 0 of 105 messages read")
+        );
+        state.rebuilt_to(
+            &[("events".into(), 0, 150), ("articles".into(), 0, 5)],
+            &metrics,
+        );
+        assert_eq!(
+            state.rebuild_problem().as_deref(),
+            Some("rebuilding the memory store: 55 of 105 messages read")
+        );
+        assert_eq!(metrics.rebuild_remaining.get(), 50);
+        // A later flush of fewer offsets does not go back; a position past
+        // the watermark (control records) completes it.
+        state.rebuilt_to(
+            &[("events".into(), 0, 120), ("other".into(), 0, 9)],
+            &metrics,
+        );
+        assert_eq!(metrics.rebuild_remaining.get(), 50);
+        state.rebuilt_to(&[("events".into(), 0, 201)], &metrics);
+        assert_eq!(state.rebuild_problem(), None);
+        assert!(!state.rebuilding());
+        assert_eq!(metrics.rebuild_remaining.get(), 0);
     }
 }

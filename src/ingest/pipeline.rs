@@ -46,7 +46,7 @@ impl Pipeline {
             metrics.clone(),
             profiles,
             dead_letters,
-            ConsumerState::default(),
+            ConsumerState::new(crate::dependency::Dependency::new("kafka", metrics.clone())),
         );
         Pipeline {
             reader: Reader::new(&settings, metrics, durable, false),

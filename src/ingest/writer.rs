@@ -90,6 +90,14 @@ impl Writer {
         }
     }
 
+    /// From now on, does not dead-letter again what came from one of `sent`.
+    pub fn remember_dead_letters(
+        &mut self,
+        sent: std::collections::HashSet<super::dead_letter::Origin>,
+    ) {
+        self.dead_letters.remember(sent);
+    }
+
     /// One attempt to write `batch` (with immediate retries of fence
     /// conflicts). On success the batch is emptied.
     pub async fn flush(&mut self, batch: &mut Batch) -> Flushed {

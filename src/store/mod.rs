@@ -11,6 +11,7 @@
 //! members below [`crate::scoring::SCORE_FLOOR`] when they rebase.
 
 mod memory;
+pub mod pending;
 mod redis;
 
 use std::collections::HashMap;

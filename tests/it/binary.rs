@@ -35,12 +35,12 @@ fn a_bad_config_value_fails_at_start_naming_the_key() {
     assert!(err.contains("api") && err.contains("cache_tll"), "{err}");
 }
 
-/// A store that cannot be reached is named without its password (DESIGN
-/// §13): before, the error printed the URL as given.
+/// A store that cannot be reached does not stop the service (DESIGN §15):
+/// it is logged once, named without its password, and retried.
 #[test]
 fn a_store_that_cannot_be_reached_is_named_without_its_password() {
     let port = free_port();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
         .args(["serve", "--role", "api"])
         .env(
             "POPULARITY__STORE__REDIS_URL",
@@ -48,11 +48,16 @@ fn a_store_that_cannot_be_reached_is_named_without_its_password() {
         )
         .env("POPULARITY__API__LISTEN", "127.0.0.1:0")
         .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(child.try_wait().unwrap().is_none(), "serve exited");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("S3cretPassw0rd"), "{err}");
+    assert_eq!(err.matches("store is down").count(), 1, "{err}");
     assert!(
         err.contains(&format!("redis://:***@127.0.0.1:{port}")),
         "{err}"

@@ -21,6 +21,7 @@ mod operations;
 mod rankings;
 mod rising;
 mod sites;
+mod startup;
 mod store_contract;
 mod streams;
 mod tracker;

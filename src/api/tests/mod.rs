@@ -51,7 +51,8 @@ impl Api {
         let store = crate::store::connect(&settings).await.unwrap();
         store.publish(articles).await.unwrap();
         let metrics = Metrics::new();
-        let state = ApiState::new(&settings, store.clone(), metrics.clone(), None);
+        let store_state = crate::dependency::Dependency::new("store", metrics.clone());
+        let state = ApiState::new(&settings, store.clone(), metrics.clone(), None, store_state);
         let cache = Some(state.cache.clone());
         let cors = settings.api.cors_allowed_origins.clone();
         let api = Api {
