@@ -1,8 +1,9 @@
 //! An answer as the cache keeps it ([`Cached`]) and how it is sent to one
-//! request ([`Asked`]): as is or gzipped, with `Cache-Control` and its
-//! entity tag, or as `304 Not Modified`. Gzipped once, on the first request
-//! that accepts it, and sent so to every other: not compressed again for
-//! each request.
+//! request ([`Asked`]): as is or compressed (brotli, zstd or gzip, as the
+//! request's `Accept-Encoding` prefers), with `Cache-Control` and its
+//! entity tag, or as `304 Not Modified`. Each coding is made once, on the
+//! first request that asks for it, and sent so to every other: not
+//! compressed again for each request.
 
 use std::io::Write as _;
 use std::sync::OnceLock;
@@ -13,7 +14,56 @@ use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// Bodies this short are sent as they are (as the compression layer does).
-const MIN_GZIP_BYTES: usize = 32;
+const MIN_COMPRESSED_BYTES: usize = 32;
+
+/// A content coding the service compresses with (RFC 9110 §8.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// Brotli: the smallest JSON, at quality 5 (made once per answer).
+    Br,
+    /// Zstandard, level 3.
+    Zstd,
+    /// Gzip, level 6.
+    Gzip,
+}
+
+impl Coding {
+    /// Ours, in the order preferred when a client weighs them equally.
+    const ALL: [Coding; 3] = [Coding::Br, Coding::Zstd, Coding::Gzip];
+
+    /// Its name in `Content-Encoding` and in entity tags.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coding::Br => "br",
+            Coding::Zstd => "zstd",
+            Coding::Gzip => "gzip",
+        }
+    }
+
+    /// `body` in this coding.
+    pub fn encode(self, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(body.len() / 3);
+        match self {
+            Coding::Br => {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(body).expect("writing to a Vec cannot fail");
+            }
+            Coding::Zstd => {
+                out = zstd::bulk::compress(body, 3).expect("compressing in memory cannot fail");
+            }
+            Coding::Gzip => {
+                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+                gz.write_all(body).expect("writing to a Vec cannot fail");
+                out = gz.finish().expect("writing to a Vec cannot fail");
+            }
+        }
+        out
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// A cached answer: its body, its type and its entity tag.
 #[derive(Debug)]
@@ -26,9 +76,9 @@ pub struct Cached {
     pub etag: HeaderValue,
     /// The route template that answered it, for the metrics of its hits.
     pub route: Option<MatchedPath>,
-    /// The body gzipped, with an entity tag of its own (another
-    /// representation): made by the first request that accepts gzip.
-    gzipped: OnceLock<(Bytes, HeaderValue)>,
+    /// The body in each [`Coding`], with an entity tag of its own (another
+    /// representation): made by the first request that asks for it.
+    encoded: [OnceLock<(Bytes, HeaderValue)>; 3],
 }
 
 impl Cached {
@@ -42,21 +92,23 @@ impl Cached {
             content_type,
             body,
             route: None,
-            gzipped: OnceLock::new(),
+            encoded: Default::default(),
         }
     }
 
-    /// This answer as `asked`: gzipped when the request accepts gzip (and
-    /// the body is worth it), with `Cache-Control`, its `ETag` and `Vary:
+    /// This answer as `asked`: in the coding the request prefers (when the
+    /// body is worth it), with `Cache-Control`, its `ETag` and `Vary:
     /// Accept-Encoding`; or `304 Not Modified` when the client's
     /// `If-None-Match` already names that representation.
     pub fn respond(&self, asked: &Asked, cache_control: &HeaderValue) -> Response {
-        let negotiable = self.body.len() > MIN_GZIP_BYTES;
-        let (body, etag, gzip) = if negotiable && asked.gzip {
-            let (body, etag) = self.gzipped();
-            (body, etag, true)
-        } else {
-            (&self.body, &self.etag, false)
+        let negotiable = self.body.len() > MIN_COMPRESSED_BYTES;
+        let coding = asked.coding.filter(|_| negotiable);
+        let (body, etag) = match coding {
+            Some(c) => {
+                let (body, etag) = self.encoded(c);
+                (body, etag)
+            }
+            None => (&self.body, &self.etag),
         };
         let mut response = if holds(asked.if_none_match.as_ref(), etag) {
             StatusCode::NOT_MODIFIED.into_response()
@@ -64,8 +116,8 @@ impl Cached {
             let mut r = Response::new(Body::from(body.clone()));
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, self.content_type.clone());
-            if gzip {
-                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            if let Some(c) = coding {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.name()));
             }
             r
         };
@@ -78,18 +130,13 @@ impl Cached {
         response
     }
 
-    /// The gzipped body and its entity tag (the body's, marked `-gzip`).
-    fn gzipped(&self) -> &(Bytes, HeaderValue) {
-        self.gzipped.get_or_init(|| {
-            let mut gz = flate2::write::GzEncoder::new(
-                Vec::with_capacity(self.body.len() / 3),
-                flate2::Compression::default(),
-            );
-            gz.write_all(&self.body)
-                .expect("writing to a Vec cannot fail");
-            let body = gz.finish().expect("writing to a Vec cannot fail");
+    /// The body in `coding` and its entity tag (the body's, marked with
+    /// the coding's name: `"…-br"`).
+    fn encoded(&self, coding: Coding) -> &(Bytes, HeaderValue) {
+        self.encoded[coding.index()].get_or_init(|| {
+            let body = coding.encode(&self.body);
             let etag = self.etag.to_str().expect("the ETag is ASCII");
-            let etag = format!("{}-gzip\"", &etag[..etag.len() - 1]);
+            let etag = format!("{}-{}\"", &etag[..etag.len() - 1], coding.name());
             (
                 Bytes::from(body),
                 HeaderValue::from_str(&etag).expect("hex is a valid header"),
@@ -99,11 +146,11 @@ impl Cached {
 }
 
 /// What a request asks of a cached answer: the representations it holds
-/// (`If-None-Match`) and whether it accepts gzip (`Accept-Encoding`).
+/// (`If-None-Match`) and the coding it prefers (`Accept-Encoding`).
 #[derive(Debug, Default)]
 pub struct Asked {
     if_none_match: Option<HeaderValue>,
-    gzip: bool,
+    coding: Option<Coding>,
 }
 
 impl Asked {
@@ -112,7 +159,7 @@ impl Asked {
         Asked {
             // Several `If-None-Match` lines are one list.
             if_none_match: join(headers.get_all(header::IF_NONE_MATCH)),
-            gzip: accepts_gzip(headers),
+            coding: preferred(headers),
         }
     }
 }
@@ -149,23 +196,49 @@ fn holds(if_none_match: Option<&HeaderValue>, etag: &HeaderValue) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == "*" || opaque(t) == ours))
 }
 
-/// Whether `Accept-Encoding` names gzip (or `x-gzip`) with a quality above
-/// zero.
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+/// The coding `Accept-Encoding` weighs highest among ours (RFC 9110
+/// §12.5.3): a coding's own quality, else that of `*`, else none; a
+/// quality of 0 refuses it; ties go to the order of [`Coding::ALL`].
+fn preferred(headers: &HeaderMap) -> Option<Coding> {
+    let mut named = [None::<f32>; 3];
+    let mut any = None::<f32>;
+    for coding in headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+    {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let q = parts
+            .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .map_or(Some(1.0), |q| {
+                q.trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
             });
-            (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip")) && !refused
-        })
+        let Some(q) = q else {
+            continue; // an unreadable quality: as if not named
+        };
+        let ours = Coding::ALL.into_iter().find(|c| {
+            name.eq_ignore_ascii_case(c.name())
+                || (*c == Coding::Gzip && name.eq_ignore_ascii_case("x-gzip"))
+        });
+        match ours {
+            Some(c) => named[c.index()] = Some(q),
+            None if name == "*" => any = Some(q),
+            None => {}
+        }
+    }
+    let mut best: Option<(Coding, f32)> = None;
+    for c in Coding::ALL {
+        let q = named[c.index()].or(any).unwrap_or(0.0);
+        if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((c, q));
+        }
+    }
+    best.map(|(c, _)| c)
 }
 
 #[cfg(test)]
@@ -218,15 +291,91 @@ mod tests {
     }
 
     #[test]
-    fn gzip_is_accepted_unless_its_quality_is_zero() {
-        let gzip = |v| asked(&[("accept-encoding", v)]).gzip;
-        assert!(gzip("gzip"));
-        assert!(gzip("br, GZIP;q=0.5"));
-        assert!(gzip("deflate, x-gzip"));
-        assert!(!gzip("gzip;q=0"));
-        assert!(!gzip("gzip; q=0.000, br"));
-        assert!(!gzip("br, deflate"));
-        assert!(!asked(&[]).gzip);
+    fn the_coding_is_the_one_the_client_weighs_highest() {
+        let pick = |v| asked(&[("accept-encoding", v)]).coding;
+        use Coding::*;
+        assert_eq!(pick("gzip"), Some(Gzip));
+        assert_eq!(pick("deflate, x-gzip"), Some(Gzip));
+        assert_eq!(
+            pick("gzip, deflate, br, zstd"),
+            Some(Br),
+            "a browser's: ties go to br"
+        );
+        assert_eq!(pick("br;q=0.5, GZIP"), Some(Gzip), "quality first");
+        assert_eq!(pick("zstd, gzip;q=0.9"), Some(Zstd));
+        assert_eq!(pick("br;q=0, zstd;q=0.1"), Some(Zstd));
+        assert_eq!(pick("gzip;q=0"), None);
+        assert_eq!(pick("gzip; q=0.000, deflate"), None);
+        assert_eq!(pick("*"), Some(Br), "anything");
+        assert_eq!(
+            pick("*;q=0.5, br;q=0"),
+            Some(Zstd),
+            "* stands for the unnamed"
+        );
+        assert_eq!(pick("gzip;q=abc"), None, "an unreadable quality");
+        assert_eq!(pick("identity"), None);
+        assert_eq!(asked(&[]).coding, None);
+        assert_eq!(
+            asked(&[
+                ("accept-encoding", "gzip;q=0.5"),
+                ("accept-encoding", "zstd")
+            ])
+            .coding,
+            Some(Zstd),
+            "two lines are one list"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_coding_decodes_to_the_body_and_has_a_tag_of_its_own() {
+        let json = Bytes::from(format!("{{\"items\":[{}]}}", "\"headline\",".repeat(400)));
+        let cached = Cached::new(json.clone(), HeaderValue::from_static("application/json"));
+        let cc = HeaderValue::from_static("public, max-age=1");
+        let mut tags = vec![cached.etag.clone()];
+        for (accept, name) in [("br", "br"), ("zstd", "zstd"), ("gzip", "gzip")] {
+            let r = cached.respond(&asked(&[("accept-encoding", accept)]), &cc);
+            assert_eq!(r.headers()["content-encoding"], name);
+            let etag = r.headers()["etag"].clone();
+            assert!(
+                etag.to_str().unwrap().ends_with(&format!("-{name}\"")),
+                "{etag:?}"
+            );
+            tags.push(etag.clone());
+            let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert!(
+                body.len() < json.len() / 10,
+                "{name}: {} of {} bytes",
+                body.len(),
+                json.len()
+            );
+            let mut decoded = Vec::new();
+            match name {
+                "br" => brotli::Decompressor::new(&body[..], 4096)
+                    .read_to_end(&mut decoded)
+                    .unwrap(),
+                "zstd" => zstd::stream::read::Decoder::new(&body[..])
+                    .unwrap()
+                    .read_to_end(&mut decoded)
+                    .unwrap(),
+                _ => flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut decoded)
+                    .unwrap(),
+            };
+            assert_eq!(decoded, json, "{name}");
+            let again = asked(&[
+                ("accept-encoding", accept),
+                ("if-none-match", etag.to_str().unwrap()),
+            ]);
+            assert_eq!(
+                cached.respond(&again, &cc).status(),
+                StatusCode::NOT_MODIFIED
+            );
+        }
+        tags.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        tags.dedup();
+        assert_eq!(tags.len(), 4, "four representations, four tags");
     }
 
     #[tokio::test]
@@ -239,7 +388,7 @@ mod tests {
         assert_eq!(plain.headers()["vary"], "accept-encoding");
         assert!(plain.headers().get("content-encoding").is_none());
 
-        let gz = cached.respond(&asked(&[("accept-encoding", "gzip, br")]), &cc);
+        let gz = cached.respond(&asked(&[("accept-encoding", "gzip, deflate")]), &cc);
         assert_eq!(gz.headers()["content-encoding"], "gzip");
         assert_eq!(gz.headers()["vary"], "accept-encoding");
         let etag = gz.headers()["etag"].clone();

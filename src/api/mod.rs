@@ -10,7 +10,7 @@
 //! socket. The [`cache::Cache`]'s hits are answered at the edge; what it
 //! does not hold is computed in front of the cached routes' handlers. Both
 //! send it as a [`cached::Cached`]: with `Cache-Control` and `ETag`, and
-//! gzipped once for every client that accepts gzip.
+//! compressed once per coding (brotli, zstd, gzip) for the clients that ask.
 
 pub mod admin;
 pub mod alerts;
@@ -247,7 +247,8 @@ pub type Edge = MapResponse<
 >;
 
 /// What every request meets before routing, around `routes`: CORS for the
-/// allowed origins (a preflight is answered here), gzip (not for streams:
+/// allowed origins (a preflight is answered here), brotli, zstd or gzip
+/// as the client prefers (not for streams:
 /// its default rule skips `text/event-stream`), then the hits of `cache`,
 /// answered here without routing.
 pub fn edge(

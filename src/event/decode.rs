@@ -9,6 +9,7 @@ use prost::Message as _;
 use serde::Deserialize;
 
 use super::fields::check_id;
+use super::framing::{unframe, SeenSchemas};
 use super::raw::Raw;
 use super::{proto, Event, Text};
 use crate::site::Sites;
@@ -135,6 +136,8 @@ pub struct Decoder {
     max_bytes: usize,
     pub(super) max_skew_ms: i64,
     pub(super) sites: Sites,
+    /// Schema ids of framed messages seen (each logged once).
+    schemas: SeenSchemas,
 }
 
 /// Most user agents remembered by a [`Decoder`].
@@ -169,6 +172,7 @@ impl Decoder {
             max_bytes,
             max_skew_ms,
             sites: Sites::single(Vec::new(), 1),
+            schemas: SeenSchemas::default(),
         }
     }
 
@@ -225,6 +229,10 @@ impl Decoder {
                 }
             }
             return Err(Invalid::Malformed("empty message".to_string()));
+        }
+        let (payload, schema) = unframe(payload, info.encoding)?;
+        if let Some(id) = schema {
+            self.schemas.note(id);
         }
         let raw = match info.encoding {
             Encoding::Json => serde_json::from_slice::<Raw<'_>>(payload)
@@ -520,6 +528,42 @@ mod tests {
         let empty_kind = decode(&empty, &info(Encoding::Protobuf));
         // An Event with no payload encodes to zero bytes: an empty message.
         assert_eq!(empty_kind.unwrap_err().code(), "malformed");
+    }
+
+    #[test]
+    fn messages_framed_by_a_schema_registry_decode_as_what_they_carry() {
+        use crate::event::framing::frame;
+        let text = r#"{"type":"page_view","event_id":"e-1","article_id":"a-1","occurred_at":1694494080000,"visitor_id":"v-1"}"#;
+        let framed = frame(42, None, text.as_bytes());
+        let plain = json(text).unwrap();
+        assert_eq!(decode(&framed, &info(Encoding::Json)).unwrap(), plain);
+        let msg = proto::Event {
+            payload: Some(proto::event::Payload::PageView(proto::PageView {
+                event: Some(proto::Behaviour {
+                    event_id: "e-1".into(),
+                    article_id: "a-1".into(),
+                    occurred_at_ms: 1_694_494_080_000,
+                    visitor_id: "v-1".into(),
+                    ..Default::default()
+                }),
+            })),
+        }
+        .encode_to_vec();
+        for indexes in [&[0][..], &[1]] {
+            let framed = frame(43, Some(indexes), &msg);
+            let plain = json(text).unwrap();
+            assert_eq!(
+                decode(&framed, &info(Encoding::Protobuf)).unwrap(),
+                plain,
+                "{indexes:?}"
+            );
+        }
+        // Before, the zero byte made it malformed JSON.
+        let short = decode(&[0, 0, 1], &info(Encoding::Json)).unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "malformed: a schema registry frame shorter than its 5-byte header"
+        );
     }
 
     #[test]

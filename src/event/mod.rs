@@ -9,6 +9,7 @@
 pub mod decode;
 pub mod fields;
 pub mod filter;
+pub mod framing;
 mod raw;
 mod validate;
 

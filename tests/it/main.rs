@@ -14,6 +14,7 @@ mod edge;
 mod failover;
 mod faults;
 mod fixtures;
+mod framing;
 mod helpers;
 mod integrity;
 mod lifecycle;
