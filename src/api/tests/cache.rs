@@ -249,3 +249,46 @@ async fn unknown_parameters_are_refused_on_every_route() {
         assert!(message.contains("junk"), "{path}: {message}");
     }
 }
+
+/// A client that asks for brotli or zstd gets it, on a cached list and on
+/// a script (before, only gzip was offered: a `br` client got the script
+/// uncompressed).
+#[tokio::test]
+async fn brotli_and_zstd_clients_get_their_coding_on_lists_and_scripts() {
+    use std::io::Read as _;
+    let now = now_ms();
+    let api = Api::new(&newsroom(now), &traffic(now)).await;
+    for uri in ["/v1/rankings/trending?limit=5", "/widget.js"] {
+        let plain = api.get(uri).await;
+        assert_eq!(plain.status, StatusCode::OK);
+        for (accept, coding) in [
+            ("br", "br"),
+            ("gzip, deflate, br, zstd", "br"),
+            ("zstd", "zstd"),
+            ("gzip;q=0.5, zstd", "zstd"),
+        ] {
+            let r = api
+                .send(
+                    Request::get(uri)
+                        .header("accept-encoding", accept)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(r.headers["content-encoding"], coding, "{uri} {accept}");
+            assert!(r.body.len() < plain.body.len(), "{uri} {coding}");
+            let mut decoded = Vec::new();
+            if coding == "br" {
+                brotli::Decompressor::new(&r.body[..], 4096)
+                    .read_to_end(&mut decoded)
+                    .unwrap();
+            } else {
+                zstd::stream::read::Decoder::new(&r.body[..])
+                    .unwrap()
+                    .read_to_end(&mut decoded)
+                    .unwrap();
+            }
+            assert_eq!(decoded, plain.body, "{uri} {coding}");
+        }
+    }
+}
