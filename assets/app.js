@@ -41,8 +41,11 @@ async function start() {
     ]);
     $("#profile").replaceChildren(...profiles.profiles.map((p) => option(p.name)));
     $("#profile").value = "trending";
-    const sections = [...new Set(index.items.map((i) => i.section).filter(Boolean))].sort();
-    $("#section").append(...sections.map((s) => option(s)));
+    // Each section by the name it was published with, its slug as the value.
+    const names = new Map();
+    for (const i of index.items) if (i.section) names.set(i.section, i.section_name || i.section);
+    const sections = [...names].sort((a, b) => a[1].localeCompare(b[1]));
+    $("#section").append(...sections.map(([slug, name]) => option(slug, name)));
     // One site: nothing to choose.
     if (sites.sites.length > 1) $("#site").append(...sites.sites.map((s) => option(s.id, s.name)));
     else $("#site").parentElement.hidden = true;

@@ -60,7 +60,8 @@
       var meta = el("div", { "class": "popularity-meta" });
       var parts = [];
       if (network && item.site && item.site !== "default") parts.push(el("span", { "class": "popularity-site" }, item.site));
-      if (item.section) parts.push(el("span", { "class": "popularity-section" }, item.section));
+      // Shown by the name it was published with; the slug when none is known.
+      if (item.section) parts.push(el("span", { "class": "popularity-section", "data-section": item.section }, item.section_name || item.section));
       if (item.published_at) parts.push(el("time", { datetime: item.published_at }, ago(item.published_at)));
       parts.forEach(function (p, i) {
         if (i) meta.appendChild(document.createTextNode(" · "));
@@ -79,7 +80,7 @@
     var ordered = kind === "ranking" || kind === "rising";
     var list = el(ordered ? "ol" : "ul", { "class": "popularity-list popularity-" + kind });
     (data.items || []).forEach(function (item) {
-      if (kind === "tags") list.appendChild(el("li", { "data-tag": item.tag }, "#" + item.tag));
+      if (kind === "tags") list.appendChild(el("li", { "data-tag": item.tag }, "#" + (item.name || item.tag)));
       // An article is shown by its headline, never by its id.
       else if (typeof item.title === "string" && item.title) list.appendChild(article(item, compact, network));
     });
@@ -166,7 +167,6 @@
       ".popularity-title{color:#0b3d91;font-weight:600;text-decoration:none}" +
       ".popularity-title:hover,.popularity-title:focus{text-decoration:underline}" +
       ".popularity-meta{font-size:12px;color:#4d4d4d}" +
-      ".popularity-section{text-transform:capitalize}" +
       ".popularity-site{text-transform:uppercase;letter-spacing:.04em}" +
       ".popularity-summary{margin:2px 0 0;font-size:13px;color:#333}" +
       ".popularity-tags{display:flex;flex-wrap:wrap;gap:6px}" +

@@ -20,6 +20,8 @@ pub(super) fn article_view(sites: &Sites, key: &str, meta: Option<ArticleMeta>) 
     let known = meta.is_some();
     let m = meta.unwrap_or_default();
     let (site, article_id) = sites.split(key);
+    // Published before names were kept: none rather than a shorter list.
+    let named = known && m.names.tags.len() == m.tags.len();
     ArticleView {
         site: site.to_string(),
         article_id: article_id.to_string(),
@@ -27,6 +29,8 @@ pub(super) fn article_view(sites: &Sites, key: &str, meta: Option<ArticleMeta>) 
         url: m.url,
         section: m.section,
         tags: known.then_some(m.tags),
+        section_name: m.names.section,
+        tag_names: named.then_some(m.names.tags),
         published_at: m.published_at_ms.map(rfc3339),
         author: m.author,
         summary: m.summary,

@@ -54,9 +54,11 @@ pub(super) async fn news_index(
             })
         })
         .collect();
+    let (section_name, _) = super::rankings::scope_names(&state, section.as_deref(), None).await?;
     Ok(Json(IndexResponse {
         site,
         section,
+        section_name,
         generated_at: rfc3339(at),
         items,
         next_before: rows.last().filter(|_| more).map(Cursor::encode),

@@ -65,6 +65,10 @@ pub struct RankingResponse {
     pub section: Option<String>,
     /// Tag filter (a slug), if any.
     pub tag: Option<String>,
+    /// The section's name as published ("Special Updates"), if known.
+    pub section_name: Option<String>,
+    /// The tag's name as published ("International"), if known.
+    pub tag_name: Option<String>,
     /// The publication window applied, in seconds: `published_within`
     /// rounded up to one of a fixed set of windows; null without one.
     pub published_within_seconds: Option<u64>,
@@ -107,6 +111,10 @@ pub struct RankedArticle {
     pub section: Option<String>,
     /// Tag slugs.
     pub tags: Option<Vec<String>>,
+    /// The section's name as published, if known.
+    pub section_name: Option<String>,
+    /// The name each tag was published with, in the order of `tags`.
+    pub tag_names: Option<Vec<String>>,
     /// Publication time (RFC 3339).
     pub published_at: Option<String>,
     /// Byline.
@@ -130,6 +138,10 @@ pub struct RisingResponse {
     pub section: Option<String>,
     /// Tag filter (a slug), if any.
     pub tag: Option<String>,
+    /// The section's name as published ("Special Updates"), if known.
+    pub section_name: Option<String>,
+    /// The tag's name as published ("International"), if known.
+    pub tag_name: Option<String>,
     /// Time the scores are decayed to (RFC 3339).
     pub generated_at: String,
     /// Highest rising score first; only articles with rising > 0.
@@ -186,6 +198,8 @@ pub struct RankedTag {
     pub rank: usize,
     /// Tag slug.
     pub tag: String,
+    /// The name it was last published with, if known.
+    pub name: Option<String>,
     /// Decayed score at `generated_at`: the sum over the events of the tag's articles.
     pub score: f64,
 }
@@ -205,6 +219,10 @@ pub struct ArticleView {
     pub section: Option<String>,
     /// Tag slugs.
     pub tags: Option<Vec<String>>,
+    /// The section's name as published, if known.
+    pub section_name: Option<String>,
+    /// The name each tag was published with, in the order of `tags`.
+    pub tag_names: Option<Vec<String>>,
     /// Publication time (RFC 3339).
     pub published_at: Option<String>,
     /// Byline.
@@ -222,6 +240,8 @@ pub struct IndexResponse {
     pub site: Option<String>,
     /// Section filter, if any.
     pub section: Option<String>,
+    /// The section's name as published, if known.
+    pub section_name: Option<String>,
     /// Time of the answer (RFC 3339).
     pub generated_at: String,
     /// Newest first.

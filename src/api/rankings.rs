@@ -12,6 +12,7 @@ use super::{profile_index, rfc3339, ApiError, ApiState};
 use crate::event::ArticleMeta;
 use crate::now_ms;
 use crate::scoring::Group;
+use crate::store::{name_key, NameOf};
 
 /// The configured ranking profiles.
 #[utoipa::path(get, path = "/v1/rankings", tag = "rankings",
@@ -215,11 +216,14 @@ pub(super) async fn compute_ranking(
         Some(items) => items,
         None => filtered(st, &q, at, q.within).await?,
     };
+    let (section_name, tag_name) = scope_names(st, q.section.as_deref(), q.tag.as_deref()).await?;
     Ok(RankingResponse {
         profile: q.profile,
         site: q.site,
         section: q.section,
         tag: q.tag,
+        section_name,
+        tag_name,
         published_within_seconds: q.within.map(|w| w.as_secs()),
         generated_at: rfc3339(at),
         items,
@@ -323,6 +327,8 @@ pub(super) fn ranked(
         url: v.url,
         section: v.section,
         tags: v.tags,
+        section_name: v.section_name,
+        tag_names: v.tag_names,
         published_at: v.published_at,
         author: v.author,
         summary: v.summary,
@@ -350,6 +356,12 @@ pub(super) async fn popular_tags(
     let at = now_ms();
     let group = Group::Tags.of_site(site.as_deref());
     let page = state.store.top(&group, p, offset, limit, at).await?;
+    let keys: Vec<String> = page
+        .items
+        .iter()
+        .map(|s| name_key(NameOf::Tag, &s.member))
+        .collect();
+    let names = state.store.names(&keys).await?;
     Ok(Json(TagsResponse {
         profile,
         site,
@@ -357,12 +369,36 @@ pub(super) async fn popular_tags(
         items: page
             .items
             .into_iter()
+            .zip(names)
             .enumerate()
-            .map(|(i, s)| RankedTag {
+            .map(|(i, (s, name))| RankedTag {
                 rank: offset + i + 1,
                 tag: s.member,
+                name,
                 score: s.score,
             })
             .collect(),
     }))
+}
+
+/// The names a list's section and tag were published with, when it has them.
+pub(super) async fn scope_names(
+    st: &ApiState,
+    section: Option<&str>,
+    tag: Option<&str>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let keys: Vec<String> = [
+        section.map(|s| name_key(NameOf::Section, s)),
+        tag.map(|t| name_key(NameOf::Tag, t)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if keys.is_empty() {
+        return Ok((None, None));
+    }
+    let mut names = st.store.names(&keys).await?.into_iter();
+    let section = section.and_then(|_| names.next().flatten());
+    let tag = tag.and_then(|_| names.next().flatten());
+    Ok((section, tag))
 }

@@ -102,12 +102,17 @@ pub(super) async fn compute_rising(
             rate_long: rise.rate_long,
         })
         .collect();
+    let (section_name, tag_name) =
+        super::rankings::scope_names(st, q.scope.section.as_deref(), q.scope.tag.as_deref())
+            .await?;
     Ok(RisingResponse {
         short_profile: st.profiles[r.short].name.clone(),
         long_profile: st.profiles[r.long].name.clone(),
         site: q.scope.site,
         section: q.scope.section,
         tag: q.scope.tag,
+        section_name,
+        tag_name,
         generated_at: rfc3339(at),
         items,
     })

@@ -473,6 +473,10 @@ mod tests {
                 url: Some("https://example.com/news/a-123".into()),
                 section: Some("news".into()),
                 tags: vec!["international".into()],
+                names: crate::event::Names {
+                    section: Some("News".into()),
+                    tags: vec!["International".into()],
+                },
                 published_at_ms: Some(NOW),
                 author: Some("Associated Press".into()),
                 summary: Some("North Korea may have tens of millions of artillery shells.".into()),

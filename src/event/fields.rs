@@ -114,6 +114,64 @@ pub(super) fn section(raw: Option<Text<'_>>) -> Result<Option<Text<'_>>, Invalid
         .map(|s| s.filter(|s| !s.is_empty()))
 }
 
+/// Longest display name of a section or tag, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// The name a section or tag is shown with: its text without control or
+/// invisible characters, runs of spaces as one, at most
+/// [`MAX_NAME_CHARS`] characters.
+pub(super) fn display_name(field: &'static str, name: &str) -> Result<String, Invalid> {
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_whitespace() || (!c.is_control() && !is_invisible(*c)))
+        .collect();
+    let shown = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    let n = shown.chars().count();
+    if n > MAX_NAME_CHARS {
+        return Err(Invalid::InvalidField {
+            field,
+            message: format!(
+                "its name is {n} characters long, at most {MAX_NAME_CHARS} are accepted"
+            ),
+        });
+    }
+    Ok(shown)
+}
+
+/// A section's slug and name, absent when the slug is empty.
+pub(super) fn named_section(raw: Option<Text<'_>>) -> Result<Option<(String, String)>, Invalid> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let name = display_name("section", &raw)?;
+    Ok(section(Some(raw))?.map(|slug| (slug.into_owned(), name)))
+}
+
+/// Tags' slugs and names (the first name of a repeated slug), by the rules of [`tags`].
+pub(super) fn named_tags(raw: Option<RawTags<'_>>) -> Result<Vec<(String, String)>, Invalid> {
+    let raw = raw.unwrap_or_default().0;
+    check_tag_count(raw.len())?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for t in raw {
+        let name = display_name("tags", &t)?;
+        let s = bounded_slug("tags", t)?;
+        if !s.is_empty() && !out.iter().any(|(o, _)| *o == *s) {
+            out.push((s.into_owned(), name));
+        }
+    }
+    Ok(out)
+}
+
+fn check_tag_count(n: usize) -> Result<(), Invalid> {
+    if n > MAX_TAGS {
+        return Err(Invalid::InvalidField {
+            field: "tags",
+            message: format!("{n} tags, at most {MAX_TAGS} are accepted"),
+        });
+    }
+    Ok(())
+}
+
 /// The slug of `name`, at most [`MAX_SLUG_BYTES`] long.
 fn bounded_slug<'a>(field: &'static str, name: Text<'a>) -> Result<Text<'a>, Invalid> {
     let s = slug_of(name);
@@ -131,12 +189,7 @@ fn bounded_slug<'a>(field: &'static str, name: Text<'a>) -> Result<Text<'a>, Inv
 
 pub(super) fn tags(raw: Option<RawTags<'_>>) -> Result<Tags<'_>, Invalid> {
     let raw = raw.unwrap_or_default().0;
-    if raw.len() > MAX_TAGS {
-        return Err(Invalid::InvalidField {
-            field: "tags",
-            message: format!("{} tags, at most {MAX_TAGS} are accepted", raw.len()),
-        });
-    }
+    check_tag_count(raw.len())?;
     let mut out = Tags::new();
     for t in raw {
         let s = bounded_slug("tags", t)?;
@@ -150,6 +203,41 @@ pub(super) fn tags(raw: Option<RawTags<'_>>) -> Result<Tags<'_>, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_keep_what_was_published_without_what_hides_or_breaks_text() {
+        let raw =
+            |v: &[&'static str]| Some(RawTags(v.iter().map(|t| Text::Borrowed(*t)).collect()));
+        assert_eq!(
+            named_section(Some(Text::Borrowed("  Special\tUpdates "))).unwrap(),
+            Some(("special-updates".to_string(), "Special Updates".to_string()))
+        );
+        assert_eq!(
+            named_section(Some(Text::Borrowed("!!"))).unwrap(),
+            None,
+            "no slug, no section"
+        );
+        assert_eq!(
+            named_tags(raw(&[
+                "International",
+                "INTERNATIONAL",
+                "Ne\u{200B}ws",
+                "  "
+            ]))
+            .unwrap(),
+            vec![
+                ("international".to_string(), "International".to_string()),
+                ("ne-ws".to_string(), "News".to_string()),
+            ],
+            "the first name of a slug; invisible characters dropped"
+        );
+        let long = "A".repeat(MAX_NAME_CHARS + 1);
+        let e = display_name("section", &long).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid_field: section: its name is 65 characters long, at most 64 are accepted"
+        );
+    }
 
     #[test]
     fn ids_with_bidirectional_or_zero_width_characters_are_invalid_and_slugs_drop_them() {

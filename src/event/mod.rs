@@ -145,6 +145,16 @@ impl Behaviour<'_> {
     }
 }
 
+/// The names an article's section and tags were published with ("Special
+/// Updates", "International"), shown next to their slugs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Names {
+    /// The section's name; `None` when the article has no section.
+    pub section: Option<String>,
+    /// The name of each of the article's tags, in their order.
+    pub tags: Vec<String>,
+}
+
 /// Metadata of a published article.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ArticleMeta {
@@ -161,6 +171,8 @@ pub struct ArticleMeta {
     pub section: Option<String>,
     /// Normalised tags.
     pub tags: Vec<String>,
+    /// The names its section and tags were published with (DESIGN §15).
+    pub names: Names,
     /// Publication time, epoch milliseconds.
     pub published_at_ms: Option<i64>,
     /// Byline.

@@ -4,10 +4,11 @@
 
 use super::decode::{Decoder, Invalid, MessageInfo};
 use super::fields::{
-    check_id, optional_id, section, tags, text, web_url, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS,
+    check_id, named_section, named_tags, optional_id, section, tags, text, web_url,
+    MAX_SUMMARY_CHARS, MAX_TITLE_CHARS,
 };
 use super::raw::Raw;
-use super::{ArticleMeta, Behaviour, Event, EventType, Text};
+use super::{ArticleMeta, Behaviour, Event, EventType, Names, Text};
 
 impl Decoder {
     /// The key of article `id` on the site `named`, checked.
@@ -100,13 +101,19 @@ impl Decoder {
         }
         let (article_id, site) =
             self.key(raw.site.as_deref(), check_id("article_id", raw.article_id)?)?;
+        let section = named_section(raw.section)?;
+        let tags = named_tags(raw.tags)?;
         Ok(ArticleMeta {
             article_id: article_id.into_owned(),
             site,
             title: text("title", raw.title, MAX_TITLE_CHARS)?,
             url: web_url("url", raw.url)?,
-            section: section(raw.section)?.map(Text::into_owned),
-            tags: tags(raw.tags)?.into_iter().map(Text::into_owned).collect(),
+            names: Names {
+                section: section.as_ref().map(|(_, name)| name.clone()),
+                tags: tags.iter().map(|(_, name)| name.clone()).collect(),
+            },
+            section: section.map(|(slug, _)| slug),
+            tags: tags.into_iter().map(|(slug, _)| slug).collect(),
             published_at_ms,
             author: text("author", raw.author, MAX_TITLE_CHARS)?,
             summary: text("summary", raw.summary, MAX_SUMMARY_CHARS)?,

@@ -19,6 +19,20 @@ use crate::ingest::Incoming;
 mod copy;
 
 /// Sections and the tags their articles carry.
+/// The name a slug of [`SECTIONS`] is published with: "special-updates"
+/// is "Special Updates".
+pub fn display_name(slug: &str) -> String {
+    slug.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub const SECTIONS: &[(&str, &[&str])] = &[
     (
         "news",
@@ -285,8 +299,9 @@ impl Newsroom {
             "article_id": id,
             "title": title,
             "url": format!("https://news.example.com/{}/{id}", SECTIONS[section].0),
-            "section": SECTIONS[section].0,
-            "tags": tags,
+            // Published by name, as a newsroom's CMS sends them.
+            "section": display_name(SECTIONS[section].0),
+            "tags": tags.iter().map(|t| display_name(t)).collect::<Vec<_>>(),
             "published_at": at_ms,
             "author": "Newsroom Desk",
             "summary": copy::summary(&mut self.rng),

@@ -212,6 +212,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every exclusion: article key and who made it.
     async fn exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError>;
 
+    /// The names sections and tags were last published with, for keys made
+    /// by [`name_key`]; `None` where none is known.
+    async fn names(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError>;
+
     /// Records an alert (DESIGN §14) unless one was recorded under `key`
     /// within the last `cooldown_ms`: true when this call recorded it (the
     /// claim is shared by every replica), then `alert` joins the most
@@ -228,6 +232,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What a section or tag is looked up by in [`Store::names`]: `s:<slug>` or `t:<slug>`.
+pub fn name_key(kind: NameOf, slug: &str) -> String {
+    match kind {
+        NameOf::Section => format!("s:{slug}"),
+        NameOf::Tag => format!("t:{slug}"),
+    }
+}
+
+/// Whose name [`name_key`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameOf {
+    /// A section.
+    Section,
+    /// A tag.
+    Tag,
+}
+
+/// The (key, name) pairs a publication of `articles` records, the last
+/// publication's name winning.
+pub(crate) fn name_fields(articles: &[ArticleMeta]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for a in articles {
+        if let (Some(slug), Some(name)) = (&a.section, &a.names.section) {
+            out.push((name_key(NameOf::Section, slug), name.clone()));
+        }
+        for (slug, name) in a.tags.iter().zip(&a.names.tags) {
+            out.push((name_key(NameOf::Tag, slug), name.clone()));
+        }
+    }
+    out
 }
 
 /// Most recent alerts kept for the replicas' alert streams.

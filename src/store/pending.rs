@@ -173,6 +173,10 @@ impl Store for Pending {
         self.inner()?.exclusions().await
     }
 
+    async fn names(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        self.inner()?.names(keys).await
+    }
+
     async fn record_alert(
         &self,
         key: &str,

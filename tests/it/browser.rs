@@ -229,16 +229,34 @@ async fn the_web_page_shows_what_the_api_returns_in_every_widget() {
     browser.screenshot(shot).await;
     assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
 
-    // Choosing a section re-points the lists that follow it.
-    let section = strings(&shown["index_sections"])[0].to_lowercase();
-    browser
+    // Sections are shown by the names they were published with ("Special
+    // Updates"), and chosen by name; choosing one re-points the lists that
+    // follow it.
+    let section = strings(&shown["index_sections"])[0].clone();
+    let names = api_values(&http, &format!("{base}/v1/index?limit=100"), "section_name").await;
+    assert!(
+        names.contains(&section),
+        "{section} is not a published name: {names:?}"
+    );
+    assert_ne!(
+        section,
+        section.to_lowercase(),
+        "a name, not a slug: {section}"
+    );
+    let chosen = browser
         .eval(&format!(
-            "const s = document.getElementById('section'); s.value = {section:?}; \
-             s.dispatchEvent(new Event('change')); return s.value;"
+            "const s = document.getElementById('section'); \
+             const o = [...s.options].find((o) => o.textContent === {section:?}); \
+             s.value = o.value; s.dispatchEvent(new Event('change')); return s.value;"
         ))
         .await;
+    assert_eq!(
+        chosen.as_str().unwrap(),
+        section.to_lowercase().replace(' ', "-"),
+        "the option's value is the slug"
+    );
     let script = format!(
-        "const t = [...document.querySelectorAll('#news-index .popularity-section')].map((e) => e.textContent.toLowerCase()); \
+        "const t = [...document.querySelectorAll('#news-index .popularity-section')].map((e) => e.textContent); \
          return t.length > 0 && t.every((s) => s === {section:?}) ? t.length : null;"
     );
     browser

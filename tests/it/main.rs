@@ -18,6 +18,7 @@ mod framing;
 mod helpers;
 mod integrity;
 mod lifecycle;
+mod names;
 mod operations;
 mod rankings;
 mod rising;

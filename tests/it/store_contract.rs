@@ -678,3 +678,67 @@ async fn an_alert_is_recorded_once_per_cooldown_and_the_latest_kept_in_every_top
         );
     }
 }
+
+/// The names sections and tags were published with (DESIGN §15): kept with
+/// the article and in the names looked up by slug, the last publication's
+/// winning, on every topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_kept_with_the_article_and_by_slug_the_latest_winning_in_every_topology() {
+    use popularity::event::Names;
+    use popularity::store::{name_key, NameOf};
+    let redis = topologies();
+    let now = now_ms();
+    let named = |id: &str, section: &str, tags: &[(&str, &str)]| ArticleMeta {
+        tags: tags.iter().map(|(slug, _)| slug.to_string()).collect(),
+        names: Names {
+            section: Some(section.into()),
+            tags: tags.iter().map(|(_, name)| name.to_string()).collect(),
+        },
+        ..meta(id, "special-updates", &[], now - HOUR)
+    };
+    for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
+        let a = named(
+            "n1",
+            "Special Updates",
+            &[("international", "International"), ("live", "LIVE")],
+        );
+        store.publish(std::slice::from_ref(&a)).await.unwrap();
+        let ArticleState::Live(got) = store.articles(&["n1".into()]).await.unwrap().remove(0)
+        else {
+            panic!("{name}: n1 is published");
+        };
+        assert_eq!(got.names, a.names, "{name}");
+        let keys = [
+            name_key(NameOf::Section, "special-updates"),
+            name_key(NameOf::Tag, "international"),
+            name_key(NameOf::Tag, "live"),
+            name_key(NameOf::Tag, "unknown"),
+            name_key(NameOf::Section, "international"),
+        ];
+        let names = store.names(&keys).await.unwrap();
+        assert_eq!(
+            names,
+            [
+                Some("Special Updates".to_string()),
+                Some("International".into()),
+                Some("LIVE".into()),
+                None,
+                None
+            ],
+            "{name}: a tag's name is not a section's"
+        );
+        // Another article names them again: the latest publication wins.
+        let b = named("n2", "Special updates", &[("live", "Live")]);
+        store.publish(&[b]).await.unwrap();
+        let names = store.names(&keys[..3]).await.unwrap();
+        assert_eq!(
+            names,
+            [
+                Some("Special updates".to_string()),
+                Some("International".into()),
+                Some("Live".into())
+            ],
+            "{name}"
+        );
+    }
+}

@@ -37,6 +37,8 @@ struct State {
     withdrawn: HashMap<String, Instant>,
     /// Articles editors hid.
     exclusions: HashMap<String, super::Exclusion>,
+    /// Section and tag names by [`super::name_key`].
+    names: HashMap<String, String>,
     /// Saved duplicate filters per partition.
     filters: HashMap<String, SavedFilter>,
 }
@@ -268,6 +270,7 @@ impl Store for MemoryStore {
         let expires = now + self.metadata_ttl;
         let at = crate::now_ms();
         let mut state = self.state.write();
+        state.names.extend(super::name_fields(articles));
         for a in articles {
             let id = &a.article_id;
             let before = state
@@ -387,6 +390,11 @@ impl Store for MemoryStore {
             None => state.exclusions.remove(key),
         };
         Ok(())
+    }
+
+    async fn names(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let state = self.state.read();
+        Ok(keys.iter().map(|k| state.names.get(k).cloned()).collect())
     }
 
     async fn exclusions(&self) -> Result<Vec<(String, super::Exclusion)>, StoreError> {

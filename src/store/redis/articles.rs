@@ -7,18 +7,20 @@ use redis::{Cmd, Value};
 
 use super::link::Part;
 use super::{parse, unavailable, RedisStore};
-use crate::event::{ArticleMeta, EventType};
+use crate::event::{ArticleMeta, EventType, Names};
 use crate::now_ms;
 use crate::scoring::Group;
 use crate::store::{ArticleState, Cursor, Exclusion, StoreError};
 
 /// The fields of an article's hash that [`article_state`] reads, in its order.
-const ARTICLE_FIELDS: [&str; 10] = [
+const ARTICLE_FIELDS: [&str; 12] = [
     "site",
     "title",
     "url",
     "section",
     "tags",
+    "section_name",
+    "tag_names",
     "published_at",
     "author",
     "summary",
@@ -32,8 +34,9 @@ fn article_state(id: &str, fields: Vec<Option<String>>) -> Result<ArticleState, 
     if fields.iter().all(Option::is_none) {
         return Ok(ArticleState::Unknown);
     }
-    let Ok([site, title, url, section, tags, published_at, author, summary, image_url, withdrawn]) =
-        <[Option<String>; 10]>::try_from(fields)
+    let Ok(
+        [site, title, url, section, tags, section_name, tag_names, published_at, author, summary, image_url, withdrawn],
+    ) = <[Option<String>; 12]>::try_from(fields)
     else {
         return Err(StoreError::Corrupt(format!(
             "HMGET of article {id:?} gave another number of fields"
@@ -51,6 +54,12 @@ fn article_state(id: &str, fields: Vec<Option<String>>) -> Result<ArticleState, 
         tags: tags
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default(),
+        names: Names {
+            section: section_name,
+            tags: tag_names
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
+        },
         published_at_ms: published_at.and_then(|v| v.parse().ok()),
         author,
         summary,
@@ -84,12 +93,15 @@ impl RedisStore {
             let id = &a.article_id;
             let key = self.keys.article(id);
             let tags = serde_json::to_string(&a.tags).expect("tags serialise");
+            let tag_names = serde_json::to_string(&a.names.tags).expect("names serialise");
             let fields: Vec<(&str, String)> = [
                 ("site", a.site.clone()),
                 ("title", a.title.clone()),
                 ("url", a.url.clone()),
                 ("section", a.section.clone()),
                 ("tags", Some(tags)),
+                ("section_name", a.names.section.clone()),
+                ("tag_names", Some(tag_names)),
                 ("published_at", a.published_at_ms.map(|v| v.to_string())),
                 ("author", a.author.clone()),
                 ("summary", a.summary.clone()),
@@ -142,6 +154,15 @@ impl RedisStore {
         }
         // Every index key is in the {idx} slot.
         parts.push(index);
+        let names = crate::store::name_fields(articles);
+        if !names.is_empty() {
+            parts.push(Part::one(
+                redis::cmd("HSET")
+                    .arg(self.keys.names())
+                    .arg(&names)
+                    .clone(),
+            ));
+        }
         if self.relocations(articles, &previous, &mut parts).await? {
             self.link
                 .load(&self.place_script)
@@ -333,5 +354,29 @@ impl RedisStore {
                     .map_err(|e| StoreError::Corrupt(format!("exclusion: {e}")))
             })
             .collect()
+    }
+
+    /// The names of `slugs` ([`crate::store::name_key`]), in their order.
+    pub(super) async fn read_names(
+        &self,
+        slugs: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if slugs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut replies = self
+            .send(vec![Part::one(
+                redis::cmd("HMGET")
+                    .arg(self.keys.names())
+                    .arg(slugs)
+                    .clone(),
+            )])
+            .await?;
+        parse(
+            replies
+                .pop()
+                .and_then(|mut r| r.pop())
+                .unwrap_or(Value::Nil),
+        )
     }
 }

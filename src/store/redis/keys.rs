@@ -73,6 +73,12 @@ impl Keys {
         format!("{}:exclusions", self.prefix)
     }
 
+    /// `pop:names`: the names sections and tags were last published with,
+    /// `s:<slug>` or `t:<slug>` → name.
+    pub fn names(&self) -> String {
+        format!("{}:names", self.prefix)
+    }
+
     /// `pop:article:<id>`: article metadata.
     pub fn article(&self, id: &str) -> String {
         format!("{}:article:{id}", self.prefix)

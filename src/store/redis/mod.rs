@@ -344,6 +344,10 @@ impl Store for RedisStore {
         self.read_exclusions().await
     }
 
+    async fn names(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        self.read_names(keys).await
+    }
+
     async fn record_alert(
         &self,
         key: &str,
