@@ -18,7 +18,6 @@ use crate::ingest::Incoming;
 
 mod copy;
 
-/// Sections and the tags their articles carry.
 /// The name a slug of [`SECTIONS`] is published with: "special-updates"
 /// is "Special Updates".
 pub fn display_name(slug: &str) -> String {
@@ -33,6 +32,7 @@ pub fn display_name(slug: &str) -> String {
         .join(" ")
 }
 
+/// Sections and the tags their articles carry (slugs).
 pub const SECTIONS: &[(&str, &[&str])] = &[
     (
         "news",
