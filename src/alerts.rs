@@ -25,6 +25,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One alert: an article taking off in a scope.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "network|default|a-123|2023-09-12T05:00:00Z", "scope": "network", "site": "default", "article_id": "a-123", "title": "Kim Jong Un Arrives in Russia", "url": "https://example.com/news/a-123", "rising": 6.2, "rate_short": 30.1, "rate_long": 4.2, "at": "2023-09-12T05:00:00Z", "text": "Taking off: Kim Jong Un Arrives in Russia (6.2× its usual rate)"}))]
 pub struct Alert {
     /// Its id, also the webhooks' `Idempotency-Key`.
     pub id: String,

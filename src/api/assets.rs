@@ -67,7 +67,14 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// The embeddable widget.
-async fn widget(asked: Asked) -> Response {
+#[utoipa::path(get, path = "/widget.js", tag = "scripts",
+    responses(
+        (status = 200, description = "The widget script (any query is ignored: pages may add a cache-busting one)",
+            content_type = "text/javascript", body = String,
+            example = json!("(function () {\n  \"use strict\";\n  // <div data-popularity-widget data-profile=\"trending\"></div> …")),
+        (status = 304, description = "The client's copy (If-None-Match) is current"),
+    ))]
+pub(crate) async fn widget(asked: Asked) -> Response {
     static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
     script(&asked, &WIDGET, WIDGET_JS)
 }

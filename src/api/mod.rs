@@ -411,7 +411,11 @@ fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
         streams::stream_alerts,
         index::news_index,
         articles::article,
-        crate::collector::collect
+        crate::collector::collect,
+        crate::collector::tracker::script,
+        assets::widget,
+        operations::healthz,
+        operations::readyz
     ),
     components(schemas(model::Weights))
 )]

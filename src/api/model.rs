@@ -8,6 +8,7 @@ use crate::config::WeightSettings;
 
 /// `GET /v1/rankings`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"profiles": [{"name": "trending", "half_life_seconds": 7200.0, "weights": {"page_view": 1.0, "share": 5.0, "engaged_second": 0.05}}]}))]
 pub struct ProfilesResponse {
     /// Configured ranking profiles, in configuration order.
     pub profiles: Vec<ProfileView>,
@@ -15,6 +16,7 @@ pub struct ProfilesResponse {
 
 /// `GET /v1/sites`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"sites": [{"id": "jakarta-globe", "name": "Jakarta Globe"}, {"id": "btv", "name": "BTV"}]}))]
 pub struct SitesResponse {
     /// The network's sites, in configuration order (one, `default`, when
     /// none is configured).
@@ -56,6 +58,7 @@ pub struct Weights {
 
 /// `GET /v1/rankings/{profile}`: Most Popular / Popular Reads.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"profile": "trending", "site": null, "section": "news", "tag": null, "section_name": "News", "tag_name": null, "published_within_seconds": null, "generated_at": "2023-09-12T05:00:00Z", "items": [{"rank": 1, "site": "default", "article_id": "a-123", "score": 42.7, "title": "Kim Jong Un Arrives in Russia", "url": "https://example.com/news/a-123", "section": "news", "tags": ["international"], "section_name": "News", "tag_names": ["International"], "published_at": "2023-09-12T04:48:00Z", "author": "Associated Press", "summary": "North Korea may have tens of millions of artillery shells.", "image_url": "https://example.com/img/a-123.jpg"}]}))]
 pub struct RankingResponse {
     /// The profile asked for.
     pub profile: String,
@@ -80,6 +83,7 @@ pub struct RankingResponse {
 
 /// One event of `GET /v1/stream/rankings/{profile}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"event": "ranking", "id": "7", "data": "{\"profile\":\"trending\",\"items\":[…]}"}))]
 pub struct RankingEvent {
     /// Always `ranking`.
     #[schema(pattern = "^ranking$")]
@@ -127,6 +131,7 @@ pub struct RankedArticle {
 
 /// `GET /v1/rising`: what is taking off (DESIGN §14).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"short_profile": "trending", "long_profile": "weekly", "site": null, "section": null, "tag": null, "section_name": null, "tag_name": null, "generated_at": "2023-09-12T05:00:00Z", "items": [{"rank": 1, "site": "default", "article_id": "a-123", "score": 42.7, "title": "Kim Jong Un Arrives in Russia", "url": "https://example.com/news/a-123", "section": "news", "tags": ["international"], "section_name": "News", "tag_names": ["International"], "published_at": "2023-09-12T04:48:00Z", "author": "Associated Press", "summary": "North Korea may have tens of millions of artillery shells.", "image_url": "https://example.com/img/a-123.jpg", "rising": 6.2, "rate_short": 30.1, "rate_long": 4.2}]}))]
 pub struct RisingResponse {
     /// The profile whose rate is "now" (`rising.short`).
     pub short_profile: String,
@@ -165,6 +170,7 @@ pub struct RisingArticle {
 
 /// One event of `GET /v1/stream/rising`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"event": "rising", "id": "3", "data": "{\"short_profile\":\"trending\",\"items\":[…]}"}))]
 pub struct RisingEvent {
     /// Always `rising`.
     #[schema(pattern = "^rising$")]
@@ -179,6 +185,7 @@ pub struct RisingEvent {
 
 /// `GET /v1/rankings/{profile}/tags`: Popular Tags.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"profile": "trending", "site": null, "generated_at": "2023-09-12T05:00:00Z", "items": [{"rank": 1, "tag": "international", "name": "International", "score": 120.5}]}))]
 pub struct TagsResponse {
     /// The profile asked for.
     pub profile: String,
@@ -235,6 +242,7 @@ pub struct ArticleView {
 
 /// `GET /v1/index`: News Index.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"site": null, "section": "news", "section_name": "News", "generated_at": "2023-09-12T05:00:00Z", "items": [{"site": "default", "article_id": "a-123", "title": "Kim Jong Un Arrives in Russia", "url": "https://example.com/news/a-123", "section": "news", "tags": ["international"], "section_name": "News", "tag_names": ["International"], "published_at": "2023-09-12T04:48:00Z", "author": "Associated Press", "summary": "North Korea may have tens of millions of artillery shells.", "image_url": "https://example.com/img/a-123.jpg"}], "next_before": "1694494080000.a-123"}))]
 pub struct IndexResponse {
     /// The site asked for; null: the whole network.
     pub site: Option<String>,
@@ -252,6 +260,7 @@ pub struct IndexResponse {
 
 /// `GET /v1/articles/{id}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"site": "default", "article_id": "a-123", "title": "Kim Jong Un Arrives in Russia", "url": "https://example.com/news/a-123", "section": "news", "tags": ["international"], "section_name": "News", "tag_names": ["International"], "published_at": "2023-09-12T04:48:00Z", "author": "Associated Press", "summary": "North Korea may have tens of millions of artillery shells.", "image_url": "https://example.com/img/a-123.jpg", "generated_at": "2023-09-12T05:00:00Z", "profiles": [{"profile": "trending", "score": 42.7, "rank_overall": 1, "rank_in_section": 1}], "counts": {"page_view": 1520, "share": 31, "engagement": 880}}))]
 pub struct ArticleResponse {
     /// Metadata.
     #[serde(flatten)]
@@ -290,6 +299,7 @@ pub struct Counts {
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_parameter", "message": "limit must be between 1 and 100"}}))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -309,4 +319,24 @@ pub struct ErrorDetail {
     /// The collector: the position (from 0) of the invalid event.
     #[schema(minimum = 0)]
     pub index: Option<usize>,
+}
+
+/// `/healthz`: the process serves HTTP.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+#[allow(dead_code)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `/readyz`: ready, or not and why.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "not_ready", "reasons": ["rebuilding the memory store: 1200 of 20005 messages read"]}))]
+#[allow(dead_code)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// What is missing, when not ready.
+    pub reasons: Option<Vec<String>>,
 }

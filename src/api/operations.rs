@@ -7,16 +7,30 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::model::{ErrorBody, Health, Readiness};
 use super::params::{NoParams, Strict};
 use super::{ApiDoc, ApiState};
 
 /// Alive: answers without touching the store.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "The process serves HTTP (no dependency is checked)", body = Health),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
+    ))]
 pub(super) async fn healthz(_: Strict<NoParams>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready: the store answers and, when this process consumes, it holds
 /// partitions and can write.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready to serve (and, for a consumer, to consume)", body = Readiness,
+            example = json!({"status": "ready"})),
+        (status = 503, description = "Not ready: what is missing", body = Readiness,
+            example = json!({"status": "not_ready", "reasons": ["store unreachable", "kafka unreachable", "consumer has no partitions assigned"]})),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
+    ))]
 pub(super) async fn readyz(State(state): State<ApiState>, _: Strict<NoParams>) -> Response {
     let mut problems: Vec<String> = Vec::new();
     // Each change of state is logged once (by the dependency), not each probe.

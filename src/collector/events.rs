@@ -189,7 +189,18 @@ fn one(
             event.insert("engaged_seconds".into(), rules.max_engaged_seconds.into());
         }
     }
-    if event.get("occurred_at").is_none_or(Value::is_null) {
+    // Absent, or RFC 3339 text before 1970 (out of bounds like any old
+    // time): the receive time.
+    let before_1970 = |v: &Value| {
+        v.as_str().is_some_and(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|t| t.unix_timestamp_nanos() < 1_000_000)
+        })
+    };
+    if event
+        .get("occurred_at")
+        .is_none_or(|v| v.is_null() || before_1970(v))
+    {
         event.insert("occurred_at".into(), req.now_ms.into());
     }
     let mut payload = serde_json::to_vec(&event).expect("a JSON map serialises");

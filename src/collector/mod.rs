@@ -14,7 +14,7 @@ pub mod client;
 pub mod events;
 pub mod gate;
 pub mod schema;
-mod tracker;
+pub(crate) mod tracker;
 pub mod visitor;
 
 use std::net::SocketAddr;

@@ -4,7 +4,9 @@
 //! 1970.
 
 use serde::Serialize;
-use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
@@ -40,9 +42,10 @@ pub struct Common {
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
     )]
     pub article_id: String,
-    /// When it happened, epoch milliseconds (RFC 3339 text is accepted
-    /// too); the receive time when absent or out of bounds.
-    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    /// When it happened: epoch milliseconds or RFC 3339 text; the
+    /// receive time when absent or out of bounds (before 1970, older than
+    /// `ingest.max_event_age`, ahead of the clock).
+    #[schema(schema_with = occurred_at)]
     pub occurred_at: Option<i64>,
     /// Who did it; a daily visitor is derived when absent or empty.
     #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
@@ -55,6 +58,28 @@ pub struct Common {
     /// Tags, normalised to slugs.
     #[schema(max_items = 32)]
     pub tags: Option<Vec<String>>,
+}
+
+/// `occurred_at`: an integer of epoch milliseconds or RFC 3339 text.
+fn occurred_at() -> Schema {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(1))
+                .maximum(Some(i64::MAX)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .description(Some(
+            "Epoch milliseconds or RFC 3339 text; the receive time when absent or out of bounds.",
+        ))
+        .examples([serde_json::json!(1694494080000_i64)])
+        .into()
 }
 
 /// A page view or a share.
@@ -129,6 +154,7 @@ impl ToSchema for CollectedEvents {
 
 /// `202`: the events Kafka acknowledged (crawlers' are dropped, not counted).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"accepted": 3}))]
 pub struct Accepted {
     /// Events produced.
     pub accepted: usize,

@@ -7,7 +7,14 @@ use crate::api::cached::{Asked, Cached};
 
 const TRACKER_JS: &str = include_str!("../../assets/tracker.js");
 
-pub(super) async fn script(asked: Asked) -> Response {
+#[utoipa::path(get, path = "/tracker.js", tag = "scripts",
+    responses(
+        (status = 200, description = "The tracker script for article pages (any query is ignored)",
+            content_type = "text/javascript", body = String,
+            example = json!("(function () {\n  \"use strict\";\n  // <script defer src=\"…/tracker.js\" data-article-id=\"a-123\"></script> …")),
+        (status = 304, description = "The client's copy (If-None-Match) is current"),
+    ))]
+pub(crate) async fn script(asked: Asked) -> Response {
     static TRACKER: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
     crate::api::assets::script(&asked, &TRACKER, TRACKER_JS)
 }

@@ -126,6 +126,12 @@ async fn events_posted_over_http_count_as_the_formula_says() {
     .await;
     let after = now_ms();
     assert_eq!(r.status, 202);
+    // So does a valid time before 1970 (the document declares RFC 3339
+    // text, which includes those).
+    let mut moon = view("c4", Some("v5"), now);
+    moon["occurred_at"] = json!("1969-07-20T20:17:40Z");
+    let r = post_json(&app, &moon, FIREFOX).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
 
     wait_until(
         "every posted event counted",
@@ -134,6 +140,7 @@ async fn events_posted_over_http_count_as_the_formula_says() {
             counts(&app, "c1").await == json!({"page_view": 1, "share": 1, "engagement": 0})
                 && counts(&app, "c2").await == json!({"page_view": 2, "share": 0, "engagement": 2})
                 && counts(&app, "c3").await["page_view"] == 1
+                && counts(&app, "c4").await["page_view"] == 1
         },
     )
     .await;
@@ -179,7 +186,7 @@ async fn events_posted_over_http_count_as_the_formula_says() {
         "c3 {c3} not in [{lo}, {hi}]"
     );
     let accepted = app.metric("popularity_collector_events_total").await;
-    assert_eq!(accepted, 9.0);
+    assert_eq!(accepted, 10.0);
     assert_eq!(
         app.metric("popularity_collector_bot_events_total").await,
         1.0

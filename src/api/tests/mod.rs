@@ -454,3 +454,58 @@ async fn preflights_are_answered_for_allowed_origins_only_and_bodies_are_bounded
     assert_eq!(ready.json()["status"], "ready");
     assert_eq!(api.get("/nowhere").await.status, StatusCode::NOT_FOUND);
 }
+
+/// The document declares every route a client or an operator calls, each
+/// response with a body has an example, and `occurred_at` is declared as
+/// what is accepted: an integer or RFC 3339 text (DESIGN §15).
+#[tokio::test]
+async fn the_document_declares_every_route_with_an_example_per_response() {
+    let now = now_ms();
+    let api = Api::new(&newsroom(now), &traffic(now)).await;
+    let doc = api.get("/openapi.json").await.json();
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/healthz",
+        "/readyz",
+        "/widget.js",
+        "/tracker.js",
+        "/v1/events",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not declared");
+    }
+    let schemas = &doc["components"]["schemas"];
+    let resolve = |schema: &Value| -> Value {
+        match schema["$ref"].as_str() {
+            Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+            None => schema.clone(),
+        }
+    };
+    let mut missing = Vec::new();
+    let mut with_bodies = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for (media, content) in response["content"].as_object().into_iter().flatten() {
+                    with_bodies += 1;
+                    let has = content.get("example").is_some()
+                        || content.get("examples").is_some()
+                        || resolve(&content["schema"]).get("example").is_some();
+                    if !has {
+                        missing.push(format!("{method} {path} {status} {media}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no example: {missing:#?}");
+    assert!(with_bodies >= 50, "{with_bodies} responses with a body");
+    let occurred_at = &schemas["Common"]["properties"]["occurred_at"];
+    let kinds: Vec<&str> = occurred_at["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{occurred_at}"))
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["integer", "string"], "{occurred_at}");
+    assert_eq!(occurred_at["oneOf"][1]["format"], "date-time");
+}
