@@ -281,3 +281,47 @@ async fn the_memory_store_is_ready_only_when_it_has_read_the_history() {
     );
     stop(child);
 }
+
+/// The example configuration with a broker that cannot be reached comes up
+/// and answers `/healthz` (before, it logged 274 librdkafka errors in
+/// 10 s and exited with `fetching topic metadata`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_config_with_an_unreachable_broker_comes_up() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["serve", "--config"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/popularity.example.toml"
+        ))
+        .env("POPULARITY__STORE__BACKEND", "memory")
+        .env(
+            "POPULARITY__KAFKA__BROKERS",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("/healthz", Duration::from_secs(5), || async {
+        get(port, "/healthz").await.0 == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reasons"].to_string().contains("kafka unreachable"),
+        "{body}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text.lines().count();
+    eprintln!("{lines} log lines in 10 s:\n{text}");
+    assert!(lines <= 12, "{lines} lines in 10 s");
+    stop(child);
+}
