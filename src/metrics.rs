@@ -16,17 +16,26 @@ use crate::event::{EventType, Invalid};
 pub const UNKNOWN_TYPE: &str = "unknown";
 
 /// Outcomes of the `events_total` counter.
-pub const OUTCOMES: [&str; 6] = [
+pub const OUTCOMES: [&str; 7] = [
     "applied",
     "duplicate",
     "bot",
     "stale",
+    "unpublished",
     "invalid",
     "dead_lettered",
 ];
 
 /// Operations of the `store_*` metrics.
-pub const STORE_OPERATIONS: [&str; 5] = ["apply", "publish", "unpublish", "articles", "fences"];
+pub const STORE_OPERATIONS: [&str; 7] = [
+    "apply",
+    "publish",
+    "unpublish",
+    "articles",
+    "fences",
+    "filters",
+    "load_filters",
+];
 
 /// The service's metrics and the registry that exports them.
 #[derive(Clone)]
@@ -177,7 +186,7 @@ impl Metrics {
             &["type", "outcome"],
         );
         for t in EventType::ALL.iter().map(|t| t.as_str()) {
-            for o in &OUTCOMES[..5] {
+            for o in &OUTCOMES[..6] {
                 events.with_label_values(&[t, o]);
             }
         }
