@@ -25,6 +25,7 @@ mod sites;
 mod startup;
 mod store_contract;
 mod streams;
+mod telemetry;
 mod tracker;
 mod webdriver;
 mod widget;
