@@ -52,6 +52,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
             .with_tracer(p.tracer("popularity"))
             .with_location(false)
             .with_threads(false)
+            .with_target(false)
     });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match settings.log.format {
@@ -60,6 +61,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
             let json = tracing_subscriber::fmt::format()
                 .json()
                 .with_current_span(false)
+                .with_span_list(false)
                 .flatten_event(true);
             fmt.json()
                 .event_format(TraceIdField(json))

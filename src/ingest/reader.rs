@@ -358,16 +358,18 @@ impl Reader {
     /// arrive, before the batch they go in is known).
     pub fn seal(&mut self, batch: &mut Batch) {
         let (messages, events) = (batch.messages, batch.counted.len());
-        let flush = crate::telemetry::flush_span(messages, events);
-        let _read = tracing::debug_span!(
-            target: crate::telemetry::SPANS,
-            parent: &flush,
-            "read",
-            messages,
-            events
-        )
-        .entered();
-        batch.trace = Some(flush);
+        let _read = (messages > 0).then(|| {
+            let flush = crate::telemetry::flush_span(messages, events);
+            let read = tracing::debug_span!(
+                target: crate::telemetry::SPANS,
+                parent: &flush,
+                "read",
+                messages = messages as i64,
+                events = events as i64
+            );
+            batch.trace = Some(flush);
+            read.entered()
+        });
         if !self.durable {
             return;
         }

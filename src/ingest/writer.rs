@@ -134,8 +134,8 @@ impl Writer {
                 let commit = tracing::debug_span!(
                     target: crate::telemetry::SPANS,
                     "commit",
-                    messages = batch.messages,
-                    events = batch.counted.len()
+                    messages = batch.messages as i64,
+                    events = batch.counted.len() as i64
                 );
                 let commits = batch
                     .commits()
@@ -183,7 +183,7 @@ impl Writer {
         let folding = tracing::debug_span!(
             target: crate::telemetry::SPANS,
             "fold",
-            events = batch.counted.len()
+            events = batch.counted.len() as i64
         );
         let placement = folding.in_scope(|| {
             fold::place(&batch.counted, &batch.places, store.shards(), |id| {
@@ -210,8 +210,8 @@ impl Writer {
             let writing = tracing::debug_span!(
                 target: crate::telemetry::SPANS,
                 "write",
-                events = aggregate.events,
-                groups = aggregate.groups.len()
+                events = aggregate.events as i64,
+                groups = aggregate.groups.len() as i64
             );
             let applying = m.time_store("apply", store.apply(&aggregate));
             let applied = match applying.instrument(writing).await {

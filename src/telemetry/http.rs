@@ -59,7 +59,10 @@ where
 {
     let answered = answer.instrument(span.clone()).await;
     if let Ok(response) = &answered {
-        span.record("http.response.status_code", response.status().as_u16());
+        span.record(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
     }
     answered
 }
@@ -71,7 +74,11 @@ pub fn answered(method: &Method, route: &str, status: StatusCode, started: Insta
     let span = Span::current();
     if !span.is_disabled() && route != "unmatched" {
         span.record("http.route", route);
-        span.record("otel.name", format!("{method} {route}"));
+        // Started already (its trace id is in the logs): renamed, not
+        // recorded as `otel.name`, which only names a span not yet started.
+        span.context()
+            .span()
+            .update_name(format!("{method} {route}"));
     }
     tracing::info!(
         target: ACCESS,

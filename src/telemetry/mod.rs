@@ -6,7 +6,8 @@
 //! Spans are `tracing` spans at level DEBUG under the target [`SPANS`],
 //! which the log filter enables only when traces are on: otherwise no
 //! subscriber is interested in them and a span costs a check of its
-//! callsite.
+//! callsite. Their counts are recorded as `i64`: OpenTelemetry has no
+//! unsigned integers (a `u64` would arrive as a string).
 
 pub mod export;
 pub mod http;
@@ -35,8 +36,8 @@ pub fn flush_span(messages: usize, events: usize) -> Span {
         target: SPANS,
         parent: None,
         "flush",
-        messages,
-        events,
+        messages = messages as i64,
+        events = events as i64,
         trace_id = tracing::field::Empty,
     );
     mark(&span);
