@@ -97,3 +97,70 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use tracing_subscriber::fmt::format::JsonFields;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// What the log wrote.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_inside_a_flush_carries_its_trace_id_and_one_outside_none() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let written = Written::default();
+        let out = written.clone();
+        let json = tracing_subscriber::fmt::format()
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .flatten_event(true);
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(super::TraceIdField(json))
+                    .fmt_fields(JsonFields::new())
+                    .with_writer(move || out.clone()),
+            );
+        let trace_id = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside");
+            let flush = super::flush_span(3, 2);
+            flush.in_scope(|| {
+                let _write = tracing::debug_span!(target: super::SPANS, "write").entered();
+                tracing::warn!(groups = 1, "inside");
+            });
+            flush.context().span().span_context().trace_id().to_string()
+        });
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "outside");
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(lines[1]["message"], "inside");
+        assert_eq!(lines[1]["groups"], 1);
+        assert_eq!(lines[1]["trace_id"], trace_id.as_str(), "{text}");
+        assert_eq!(trace_id.len(), 32);
+        assert_ne!(trace_id, "0".repeat(32));
+    }
+}
