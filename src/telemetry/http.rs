@@ -73,12 +73,13 @@ where
 pub fn answered(method: &Method, route: &str, status: StatusCode, started: Instant) {
     let span = Span::current();
     if !span.is_disabled() && route != "unmatched" {
+        let name = format!("{method} {route}");
         span.record("http.route", route);
-        // Started already (its trace id is in the logs): renamed, not
-        // recorded as `otel.name`, which only names a span not yet started.
-        span.context()
-            .span()
-            .update_name(format!("{method} {route}"));
+        // For text logs; the OpenTelemetry span, started already (its trace
+        // id is in the logs), is renamed: `otel.name` only names a span not
+        // yet started.
+        span.record("otel.name", name.as_str());
+        span.context().span().update_name(name);
     }
     tracing::info!(
         target: ACCESS,
