@@ -6,18 +6,19 @@
 //! `http.request.method`, `http.route` and `http.response.status_code`.
 //! A W3C `traceparent` header makes it the child of the caller's span;
 //! the header comes from the internet, so one that does not parse is
-//! ignored and the request starts a trace of its own.
+//! ignored and the request starts a trace of its own, and `tracestate` is
+//! never read.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::http::HeaderMap;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
-use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
@@ -43,13 +44,31 @@ pub fn request_span(request: &Request) -> Span {
     if span.is_disabled() {
         return span;
     }
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    let parent = TraceContextPropagator::new().extract(&TraceparentOnly(request.headers()));
     if parent.span().span_context().is_valid() {
         // Only fails when the span is already started, which it is not.
         let _ = span.set_parent(parent);
     }
     mark(&span);
     span
+}
+
+/// A request's `traceparent`, and not its `tracestate`: that is the
+/// caller's text, as long as a request head may be, and would go out with
+/// every span of the request.
+struct TraceparentOnly<'a>(&'a HeaderMap);
+
+impl Extractor for TraceparentOnly<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key != "traceparent" {
+            return None;
+        }
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
 }
 
 /// Runs `answer` inside `span`, then records the status it answered.

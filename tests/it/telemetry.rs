@@ -25,6 +25,7 @@ struct Exported {
     trace_id: String,
     span_id: String,
     parent: String,
+    trace_state: String,
     attributes: Vec<(String, Value)>,
 }
 
@@ -66,6 +67,7 @@ fn spans_of(request: ExportTraceServiceRequest) -> Vec<Exported> {
                 trace_id: hex(&span.trace_id),
                 span_id: hex(&span.span_id),
                 parent: hex(&span.parent_span_id),
+                trace_state: span.trace_state,
                 attributes: span
                     .attributes
                     .into_iter()
@@ -178,7 +180,9 @@ async fn get(port: u16, path: &str, traceparent: Option<&str>) -> u16 {
     let client = reqwest::Client::new();
     let mut request = client.get(format!("http://127.0.0.1:{port}{path}"));
     if let Some(t) = traceparent {
-        request = request.header("traceparent", t);
+        // A caller's tracestate, long, is not taken along.
+        let state = format!("vendor={}", "x".repeat(200));
+        request = request.header("traceparent", t).header("tracestate", state);
     }
     match request.send().await {
         Ok(r) => r.status().as_u16(),
@@ -286,6 +290,7 @@ async fn requests_and_flushes_are_traced_with_their_trace_id_in_the_logs() {
         .collect();
     assert_eq!(continued.len(), 1, "{rankings:#?}");
     assert_eq!(continued[0].parent, CALLER_SPAN);
+    assert_eq!(continued[0].trace_state, "", "tracestate is not taken");
     for s in rankings.iter().filter(|s| s.trace_id != CALLER_TRACE) {
         assert_eq!(
             s.parent, "",
