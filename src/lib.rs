@@ -22,7 +22,8 @@
 //! - [`metrics`]: every Prometheus metric, named in one place.
 //! - [`dependency`]: Kafka and the store seen as up or down, logged once per change.
 //! - [`shutdown`]: SIGTERM/SIGINT to one cancellation token.
-//! - [`logging`]: text or JSON logs to standard error.
+//! - [`logging`]: text or JSON logs to standard error, the access log.
+//! - [`telemetry`]: spans of requests and flushes sent as OpenTelemetry traces.
 //! - [`app`]: builds the parts for a role and runs them.
 //! - [`devbroker`]: librdkafka's mock cluster as a local Kafka-protocol broker.
 //! - [`newsroom`], [`loadgen`], [`demo`]: synthetic traffic, producing it, and
@@ -55,6 +56,7 @@ pub mod server;
 pub mod shutdown;
 pub mod site;
 pub mod store;
+pub mod telemetry;
 
 /// Wall-clock time, epoch milliseconds.
 pub fn now_ms() -> i64 {

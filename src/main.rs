@@ -137,8 +137,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo { .. } | Command::Bench(_) => None,
     };
     let settings = Settings::from_env(config.as_deref())?;
-    popularity::logging::init(settings.log.format);
-    match cli.command {
+    let telemetry = popularity::logging::init(&settings)?;
+    let done = run(cli.command, settings, shutdown).await;
+    // Spans not sent yet go before the process exits.
+    telemetry.finish().await;
+    done
+}
+
+/// Runs `command`.
+async fn run(
+    command: Command,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match command {
         Command::Serve { role, .. } => {
             let app = App::build(settings, role).await?;
             tracing::info!(address = %app.local_addr(), ?role, "popularity serving");

@@ -34,7 +34,8 @@ pub struct Limits {
 
 /// Serves `service` on `listener` within `limits` until `shutdown`
 /// completes; then waits for the connections to finish their requests.
-/// Each request carries its peer's address as `ConnectInfo<SocketAddr>`.
+/// Each request carries its peer's address as `ConnectInfo<SocketAddr>`,
+/// and runs in its span ([`crate::telemetry::http`]).
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
@@ -84,7 +85,9 @@ pub async fn serve<S>(
         let service = service.clone();
         let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            service.clone().oneshot(req.map(axum::body::Body::new))
+            let req = req.map(axum::body::Body::new);
+            let span = crate::telemetry::http::request_span(&req);
+            crate::telemetry::http::traced(span, service.clone().oneshot(req))
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
         let conn = graceful.watch(conn.into_owned());

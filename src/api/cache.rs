@@ -89,7 +89,13 @@ where
         };
         let response = hit.respond(&Asked::of(req.headers()), &cache.cache_control);
         let route = hit.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        super::observe(&self.metrics, route, response.status(), started);
+        super::observe(
+            &self.metrics,
+            req.method(),
+            route,
+            response.status(),
+            started,
+        );
         Either::Left(std::future::ready(Ok(response)))
     }
 }

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -359,14 +359,16 @@ async fn record(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Resp
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
+    let method = req.method().clone();
     let response = next.run(req).await;
-    observe(&m, route, response.status(), started);
+    observe(&m, &method, route, response.status(), started);
     response
 }
 
-/// One answered request in the metrics: its route template, its status and
-/// how long since it `started`.
-fn observe(m: &Metrics, route: &str, status: StatusCode, started: Instant) {
+/// One answered request in the metrics, its span and the access log: its
+/// method, route template, status and how long since it `started`.
+fn observe(m: &Metrics, method: &Method, route: &str, status: StatusCode, started: Instant) {
+    crate::telemetry::http::answered(method, route, status, started);
     m.http_duration
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());

@@ -68,6 +68,23 @@ pub struct Settings {
     pub rising: RisingSettings,
     /// Alerts when an article takes off (DESIGN §14).
     pub alerts: AlertSettings,
+    /// Traces and the access log.
+    pub telemetry: TelemetrySettings,
+}
+
+/// Traces (OpenTelemetry over OTLP/HTTP) and the access log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Where spans are sent, an http(s) URL of an OTLP/HTTP receiver
+    /// (`/v1/traces` is appended unless the path already ends with it);
+    /// empty: no traces.
+    pub otlp_endpoint: String,
+    /// The `service.name` of the spans.
+    pub service_name: String,
+    /// One log line per HTTP request: method, route, status, duration,
+    /// and the trace id when traces are on.
+    pub access_log: bool,
 }
 
 /// Alerts: an article whose rising score crosses `threshold` in a scope

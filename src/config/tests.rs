@@ -400,3 +400,39 @@ fn alert_webhooks_are_http_urls_off_private_networks_unless_allowed() {
         .to_string()
         .contains("`alerts.threshold`"));
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_its_endpoint_an_http_url() {
+    let s = Settings::defaults();
+    assert_eq!(s.telemetry.otlp_endpoint, "");
+    assert_eq!(s.telemetry.service_name, "popularity");
+    assert!(!s.telemetry.access_log);
+    let s = Settings::load(
+        None,
+        env(&[
+            (
+                "POPULARITY__TELEMETRY__OTLP_ENDPOINT",
+                "https://otel.example.com:4318",
+            ),
+            ("POPULARITY__TELEMETRY__SERVICE_NAME", "popularity-eu"),
+            ("POPULARITY__TELEMETRY__ACCESS_LOG", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.telemetry.otlp_endpoint, "https://otel.example.com:4318");
+    assert_eq!(s.telemetry.service_name, "popularity-eu");
+    assert!(s.telemetry.access_log);
+    for url in [
+        "127.0.0.1:4318",
+        "otel-collector",
+        "grpc://otel:4317",
+        "http://",
+    ] {
+        let e = err_of(&[("POPULARITY__TELEMETRY__OTLP_ENDPOINT", url)]);
+        assert!(e.contains("`telemetry.otlp_endpoint`"), "{url}: {e}");
+    }
+    let e = err_of(&[("POPULARITY__TELEMETRY__SERVICE_NAME", " ")]);
+    assert!(e.contains("`telemetry.service_name`"), "{e}");
+    let e = err_of(&[("POPULARITY__TELEMETRY__ACCESS_LOG", "maybe")]);
+    assert!(e.contains("`telemetry.access_log`"), "{e}");
+}

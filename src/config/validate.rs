@@ -219,7 +219,34 @@ impl Settings {
         self.validate_rising()?;
         self.validate_alerts()?;
         self.validate_sites()?;
+        self.validate_telemetry()?;
         self.validate_admin()
+    }
+
+    /// Traces go to an http(s) URL, under a name.
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
+        let t = &self.telemetry;
+        if t.service_name.trim().is_empty() {
+            return Err(invalid("telemetry.service_name", "must not be empty"));
+        }
+        if t.otlp_endpoint.is_empty() {
+            return Ok(());
+        }
+        let url = t
+            .otlp_endpoint
+            .parse::<axum::http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if url.is_none() {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                format!(
+                    "{:?} is not an http(s) URL such as http://127.0.0.1:4318",
+                    super::redacted(&t.otlp_endpoint)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The rising list compares a shorter profile with a longer one.

@@ -112,6 +112,8 @@ pub(super) struct Batch {
     /// The partitions this consumer reads, found by a linear scan: a
     /// consumer holds a few dozen at most, and nothing is allocated per message.
     pub partitions: Vec<PartitionRead>,
+    /// The span of its flush, from when it was sealed until its commit.
+    pub trace: Option<tracing::Span>,
 }
 
 impl Batch {

@@ -413,8 +413,8 @@ impl Loop {
     /// when to try again, if the write failed.
     fn after_write(&mut self, f: Flushed, mode: CommitMode) -> Option<Instant> {
         match f {
-            Flushed::Done(commits, refused) => {
-                self.commit(&commits, mode);
+            Flushed::Done(commits, refused, span) => {
+                span.in_scope(|| self.commit(&commits, mode));
                 self.state.rebuilt_to(&commits, &self.metrics);
                 self.reader.force_snapshot(&refused);
                 if self.paused {

@@ -353,8 +353,23 @@ impl Reader {
     }
 
     /// Ends a batch: with a durable store, attaches the delta of every
-    /// partition it read, to be saved once it is applied.
+    /// partition it read, to be saved once it is applied. Its flush starts
+    /// here, with this as its `read` span (messages are decoded as they
+    /// arrive, before the batch they go in is known).
     pub fn seal(&mut self, batch: &mut Batch) {
+        let (messages, events) = (batch.messages, batch.counted.len());
+        let _read = (messages > 0).then(|| {
+            let flush = crate::telemetry::flush_span(messages, events);
+            let read = tracing::debug_span!(
+                target: crate::telemetry::SPANS,
+                parent: &flush,
+                "read",
+                messages = messages as i64,
+                events = events as i64
+            );
+            batch.trace = Some(flush);
+            read.entered()
+        });
         if !self.durable {
             return;
         }

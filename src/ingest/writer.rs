@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
+use tracing::Instrument as _;
 
 use crate::event::EventType;
 use crate::fence::FenceBook;
@@ -39,7 +40,8 @@ pub(super) enum Flushed {
     /// Everything was applied: commit these offsets, resume if paused; the
     /// filters of these partitions (`topic/partition`) refused their delta
     /// and must save a snapshot next (their offsets are not committed).
-    Done(Vec<Commit>, Vec<String>),
+    /// The commit is made in the span given, a child of the flush's.
+    Done(Vec<Commit>, Vec<String>, tracing::Span),
     /// Nothing more can be done now: pause, and try again at this time.
     Retry(tokio::time::Instant),
 }
@@ -99,8 +101,16 @@ impl Writer {
     }
 
     /// One attempt to write `batch` (with immediate retries of fence
-    /// conflicts). On success the batch is emptied.
+    /// conflicts), in the span of its flush. On success the batch is emptied.
     pub async fn flush(&mut self, batch: &mut Batch) -> Flushed {
+        let span = batch
+            .trace
+            .take()
+            .unwrap_or_else(|| crate::telemetry::flush_span(batch.messages, batch.counted.len()));
+        self.attempt(batch).instrument(span).await
+    }
+
+    async fn attempt(&mut self, batch: &mut Batch) -> Flushed {
         let started = Instant::now();
         let mut refused = Vec::new();
         let mut result = self.try_flush(batch, &mut refused).await;
@@ -121,6 +131,12 @@ impl Writer {
                 // A partition whose filter was not saved resumes, after a
                 // crash, from its last commit, where the saved state can
                 // still be rebuilt from.
+                let commit = tracing::debug_span!(
+                    target: crate::telemetry::SPANS,
+                    "commit",
+                    messages = batch.messages as i64,
+                    events = batch.counted.len() as i64
+                );
                 let commits = batch
                     .commits()
                     .into_iter()
@@ -129,7 +145,7 @@ impl Writer {
                 batch.clear();
                 self.backoff = RETRY_MIN;
                 self.state.set_flush_problem(None);
-                Flushed::Done(commits, refused)
+                Flushed::Done(commits, refused, commit)
             }
             Err(e) => {
                 let wait = self.backoff;
@@ -164,24 +180,41 @@ impl Writer {
             .await?;
         self.fences.sync(self.state.generation());
         let catalog = &self.catalog;
-        let placement = fold::place(&batch.counted, &batch.places, store.shards(), |id| {
-            catalog.known(id)
+        let folding = tracing::debug_span!(
+            target: crate::telemetry::SPANS,
+            "fold",
+            events = batch.counted.len() as i64
+        );
+        let placement = folding.in_scope(|| {
+            fold::place(&batch.counted, &batch.places, store.shards(), |id| {
+                catalog.known(id)
+            })
         });
         let missing = self.fences.missing(&placement.groups);
         if !missing.is_empty() {
             let read = m.time_store("fences", store.fences(&missing)).await?;
             self.fences.learn(missing, read);
         }
-        let aggregate = fold::fold(
-            &placement,
-            &batch.counted,
-            &batch.partitions,
-            &self.fences,
-            self.profiles.clone(),
-            now_ms(),
-        );
+        let aggregate = folding.in_scope(|| {
+            fold::fold(
+                &placement,
+                &batch.counted,
+                &batch.partitions,
+                &self.fences,
+                self.profiles.clone(),
+                now_ms(),
+            )
+        });
+        drop(folding);
         if !aggregate.is_empty() {
-            let applied = match m.time_store("apply", store.apply(&aggregate)).await {
+            let writing = tracing::debug_span!(
+                target: crate::telemetry::SPANS,
+                "write",
+                events = aggregate.events as i64,
+                groups = aggregate.groups.len() as i64
+            );
+            let applying = m.time_store("apply", store.apply(&aggregate));
+            let applied = match applying.instrument(writing).await {
                 Ok(a) => a,
                 Err(e) => {
                     self.fences.forget_all();

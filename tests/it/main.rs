@@ -26,6 +26,7 @@ mod sites;
 mod startup;
 mod store_contract;
 mod streams;
+mod telemetry;
 mod tracker;
 mod webdriver;
 mod widget;
