@@ -31,7 +31,7 @@ pub enum EngagementType {
 }
 
 /// What every behaviour event carries (DESIGN §2). The collector sets
-/// `user_agent` from the request, and `visitor_id` when it is absent.
+/// `user_agent` from the request and `visitor_id` always.
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct Common {
@@ -47,17 +47,27 @@ pub struct Common {
     /// `ingest.max_event_age`, ahead of the clock).
     #[schema(schema_with = occurred_at)]
     pub occurred_at: Option<i64>,
-    /// Who did it; a daily visitor is derived when absent or empty.
-    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
-    pub visitor_id: Option<String>,
+    /// Ignored: the reader is the daily visitor the collector derives
+    /// (DESIGN §12), whatever is sent.
+    #[schema(schema_with = ignored)]
+    pub visitor_id: Option<serde_json::Value>,
     /// The producer's id of the event.
     #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub event_id: Option<String>,
-    /// Section, normalised to a slug.
-    pub section: Option<String>,
-    /// Tags, normalised to slugs.
-    #[schema(max_items = 32)]
-    pub tags: Option<Vec<String>>,
+    /// Ignored: an article's section comes from its metadata.
+    #[schema(schema_with = ignored)]
+    pub section: Option<serde_json::Value>,
+    /// Ignored: an article's tags come from its metadata.
+    #[schema(schema_with = ignored)]
+    pub tags: Option<serde_json::Value>,
+}
+
+/// A field the collector drops whatever it holds (DESIGN §12): any value.
+fn ignored() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+        .description(Some("Ignored: any value is accepted and dropped."))
+        .into()
 }
 
 /// `occurred_at`: an integer of epoch milliseconds or RFC 3339 text.
