@@ -244,6 +244,9 @@ async fn the_openapi_document_describes_the_real_responses() {
         ("/v1/rising", "/v1/rising?limit=5", 200),
         ("/v1/rising", "/v1/rising?site=nope", 404),
         ("/v1/rising", "/v1/rising?limit=0", 400),
+        ("/healthz", "/healthz", 200),
+        ("/healthz", "/healthz?x=1", 400),
+        ("/readyz", "/readyz", 200),
     ];
     let mut covered = std::collections::HashSet::new();
     for (template, url, want) in calls {
@@ -332,6 +335,26 @@ async fn the_openapi_document_describes_the_real_responses() {
         );
     }
     covered.insert("/v1/events");
+    // The scripts: JavaScript, as declared.
+    for script in ["/widget.js", "/tracker.js"] {
+        let r = app
+            .http
+            .get(format!("{}{script}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{script}");
+        let declared = doc["paths"][script]["get"]["responses"]["200"]["content"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
+        let served = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(served.starts_with(&declared), "{script}: {served} is not {declared}");
+        covered.insert(script);
+    }
     // Every documented route was exercised, and a wrong body is caught.
     let documented: std::collections::HashSet<&str> = doc["paths"]
         .as_object()

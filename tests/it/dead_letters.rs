@@ -202,6 +202,7 @@ async fn a_dead_letter_topic_that_refuses_everything_stops_ingest_and_loses_noth
     publish_ids(&kafka, &app, &["g"]).await;
     kafka
         .broker
+        .dev()
         .set_partition_leader(&kafka.dead_letter, 0, false)
         .unwrap();
     let now = now_ms();
@@ -268,6 +269,7 @@ async fn a_dead_letter_topic_that_refuses_everything_stops_ingest_and_loses_noth
     // The topic accepts again: everything counts once, the dead letter once.
     kafka
         .broker
+        .dev()
         .set_partition_leader(&kafka.dead_letter, 0, true)
         .unwrap();
     app.wait_metric(

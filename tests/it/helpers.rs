@@ -51,9 +51,121 @@ pub fn topologies() -> Topologies {
     }
 }
 
-/// A dev broker, its topics and a producer.
+/// A Kafka-protocol broker of the test's own: librdkafka's mock cluster
+/// (in process), or Tansu, a second implementation of the protocol with a
+/// real group coordinator (a process on a random port).
+pub enum Broker {
+    Dev(DevBroker),
+    Tansu(Tansu),
+}
+
+impl Broker {
+    pub fn bootstrap_servers(&self) -> &str {
+        match self {
+            Broker::Dev(b) => b.bootstrap_servers(),
+            Broker::Tansu(t) => &t.bootstrap,
+        }
+    }
+
+    /// Takes the dev broker down or up (Tansu keeps its data in memory:
+    /// a test that stops it would lose the topics).
+    pub fn set_down(&self, down: bool) {
+        match self {
+            Broker::Dev(b) => b.set_down(down),
+            Broker::Tansu(_) => panic!("set_down is a dev broker test"),
+        }
+    }
+
+    /// The dev broker itself, for what only it can do.
+    pub fn dev(&self) -> &DevBroker {
+        match self {
+            Broker::Dev(b) => b,
+            Broker::Tansu(_) => panic!("a dev broker test"),
+        }
+    }
+}
+
+/// `tansu broker` with its memory storage on a random port of 127.0.0.1.
+/// The binary is `$POPULARITY_TANSU`, else what `.ci/run` installs under
+/// `~/.cache/popularity/tansu`, else `tansu` on the PATH.
+pub struct Tansu {
+    child: std::process::Child,
+    pub bootstrap: String,
+    exe: String,
+}
+
+impl Tansu {
+    fn exe() -> String {
+        if let Ok(p) = std::env::var("POPULARITY_TANSU") {
+            return p;
+        }
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let cached = format!("{home}/.cache/popularity/tansu/bin/tansu");
+        if std::path::Path::new(&cached).exists() {
+            cached
+        } else {
+            "tansu".into()
+        }
+    }
+
+    pub fn start(topics: &[&str], partitions: i32) -> Tansu {
+        let exe = Tansu::exe();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(&exe)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--cluster-id", &random_name("cluster")])
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{exe}: {e} (cargo install tansu --locked --features dynostore, as .ci/run does)")
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tansu = Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            exe,
+        };
+        for topic in topics {
+            let out = std::process::Command::new(&tansu.exe)
+                .args(["topic", "create", topic, "--broker", &url])
+                .args(["--partitions", &partitions.to_string()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "tansu topic create {topic}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tansu
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which broker a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Dev,
+    Tansu,
+}
+
+/// A broker, its topics and a producer.
 pub struct Kafka {
-    pub broker: DevBroker,
+    pub broker: Broker,
     pub events: String,
     pub articles: String,
     pub dead_letter: String,
@@ -61,11 +173,25 @@ pub struct Kafka {
 }
 
 impl Kafka {
+    /// On the dev broker.
     pub fn start(partitions: i32) -> Kafka {
+        Kafka::on(BrokerKind::Dev, partitions)
+    }
+
+    /// On Tansu.
+    pub fn on_tansu(partitions: i32) -> Kafka {
+        Kafka::on(BrokerKind::Tansu, partitions)
+    }
+
+    pub fn on(kind: BrokerKind, partitions: i32) -> Kafka {
         let events = random_name("events");
         let articles = random_name("articles");
         let dead_letter = random_name("dlq");
-        let broker = DevBroker::start(&[&events, &articles, &dead_letter], partitions).unwrap();
+        let topics = [events.as_str(), articles.as_str(), dead_letter.as_str()];
+        let broker = match kind {
+            BrokerKind::Dev => Broker::Dev(DevBroker::start(&topics, partitions).unwrap()),
+            BrokerKind::Tansu => Broker::Tansu(Tansu::start(&topics, partitions)),
+        };
         let producer = ClientConfig::new()
             .set("bootstrap.servers", broker.bootstrap_servers())
             .set("linger.ms", "5")
