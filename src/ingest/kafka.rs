@@ -36,7 +36,9 @@ pub fn client_config(
     }
     for (k, v) in &kafka.properties {
         let skip = if producer {
-            k.starts_with("group.") || k.starts_with("partition.assignment")
+            k.starts_with("group.")
+                || k.starts_with("partition.assignment")
+                || CONSUMER_ONLY.contains(&k.as_str())
         } else {
             PRODUCER_ONLY.contains(&k.as_str())
         };
@@ -46,6 +48,21 @@ pub fn client_config(
     }
     c
 }
+
+/// Properties of consumers alone besides `group.*` and
+/// `partition.assignment.*`: a producer is not given them (librdkafka would
+/// warn that it ignores them).
+const CONSUMER_ONLY: [&str; 9] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "fetch.wait.max.ms",
+    "fetch.min.bytes",
+    "isolation.level",
+];
 
 /// Properties of producers alone: a consumer is not given them (librdkafka
 /// would warn that it ignores them).
@@ -519,6 +536,29 @@ impl ConsumerContext for Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_client_gets_the_operators_properties_that_are_its_own() {
+        let mut k = crate::config::Settings::defaults().kafka;
+        for (key, value) in [
+            ("session.timeout.ms", "6000"),
+            ("group.instance.id", "m1"),
+            ("linger.ms", "7"),
+            ("security.protocol", "ssl"),
+        ] {
+            k.properties.insert(key.into(), value.into());
+        }
+        let producer = producer_config(&k);
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("group.instance.id"), None);
+        assert_eq!(producer.get("linger.ms"), Some("7"));
+        assert_eq!(producer.get("security.protocol"), Some("ssl"));
+        let consumer = consumer_config(&k, true);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("group.instance.id"), Some("m1"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("security.protocol"), Some("ssl"));
+    }
 
     #[test]
     fn the_rebuild_counts_down_to_ready_from_each_partitions_history() {

@@ -352,7 +352,10 @@ async fn the_openapi_document_describes_the_real_responses() {
             .unwrap()
             .clone();
         let served = r.headers()["content-type"].to_str().unwrap().to_string();
-        assert!(served.starts_with(&declared), "{script}: {served} is not {declared}");
+        assert!(
+            served.starts_with(&declared),
+            "{script}: {served} is not {declared}"
+        );
         covered.insert(script);
     }
     // Every documented route was exercised, and a wrong body is caught.
