@@ -122,12 +122,7 @@ async fn an_article_taking_off_is_alerted_once_signed_and_on_the_stream() {
                 .send()
                 .await
                 .unwrap();
-            let mut text = String::new();
-            while !text.contains("\n\n") {
-                let chunk = r.chunk().await.unwrap().expect("an alert");
-                text.push_str(&String::from_utf8_lossy(&chunk));
-            }
-            text
+            first_event(&mut r).await
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await; // the stream is open
@@ -176,12 +171,7 @@ async fn two_replicas_send_one_alert_and_both_streams_see_it() {
                 .send()
                 .await
                 .unwrap();
-            let mut text = String::new();
-            while !text.contains("\n\n") {
-                let chunk = r.chunk().await.unwrap().expect("an alert");
-                text.push_str(&String::from_utf8_lossy(&chunk));
-            }
-            text
+            first_event(&mut r).await
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -305,4 +295,21 @@ async fn one_alert_from_the_replicas_left_after_a_kill_9() {
     let _ = left.kill();
     let _ = left.wait();
     app.stop().await;
+}
+
+/// The first event frame of a stream, past its heartbeat comments (`:`
+/// lines, every 15 s: a slow run may see one before the alert).
+async fn first_event(r: &mut reqwest::Response) -> String {
+    let mut text = String::new();
+    loop {
+        while let Some(end) = text.find("\n\n") {
+            let frame = text[..end + 2].to_string();
+            if !frame.starts_with(':') {
+                return frame;
+            }
+            text.drain(..end + 2);
+        }
+        let chunk = r.chunk().await.unwrap().expect("an alert");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
