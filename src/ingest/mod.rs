@@ -37,6 +37,7 @@ mod lifecycle;
 mod pipeline;
 mod places;
 mod reader;
+mod rebuild;
 mod writer;
 
 pub use batch::Incoming;

@@ -16,40 +16,10 @@ use crate::event::decode::MessageInfo;
 use crate::event::{proto, Encoding, EventType};
 use crate::ingest::Incoming;
 
+mod catalog;
 mod copy;
 
-/// The name a slug of [`SECTIONS`] is published with: "special-updates"
-/// is "Special Updates".
-pub fn display_name(slug: &str) -> String {
-    slug.split('-')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                .unwrap_or_default()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Sections and the tags their articles carry (slugs).
-pub const SECTIONS: &[(&str, &[&str])] = &[
-    (
-        "news",
-        &[
-            "international",
-            "politics",
-            "elections",
-            "climate",
-            "health",
-        ],
-    ),
-    ("business", &["markets", "technology", "energy", "economy"]),
-    ("opinion", &["editorial", "columns", "letters"]),
-    ("special-updates", &["live", "breaking", "investigation"]),
-    ("lifestyle", &["food", "travel", "culture", "health"]),
-    ("sport", &["football", "tennis", "olympics"]),
-];
+pub use catalog::{display_name, DEMO_SITES, DEMO_SITE_NAMES, SECTIONS};
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const CRAWLER: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
@@ -100,22 +70,6 @@ pub struct Shape {
     /// one site, and messages name none.
     pub sites: &'static [(&'static str, f64)],
 }
-
-/// The demo's network, after the seed's: four sites of different sizes.
-pub const DEMO_SITES: &[(&str, f64)] = &[
-    ("beritasatu", 0.45),
-    ("investor-daily", 0.25),
-    ("jakarta-globe", 0.2),
-    ("btv", 0.1),
-];
-
-/// Display names of [`DEMO_SITES`].
-pub const DEMO_SITE_NAMES: &[(&str, &str)] = &[
-    ("beritasatu", "BeritaSatu"),
-    ("investor-daily", "Investor Daily"),
-    ("jakarta-globe", "Jakarta Globe"),
-    ("btv", "BTV"),
-];
 
 impl Default for Shape {
     fn default() -> Self {
