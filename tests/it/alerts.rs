@@ -114,17 +114,7 @@ async fn an_article_taking_off_is_alerted_once_signed_and_on_the_stream() {
     let (redis, kafka) = (redis_server(), Kafka::start(1));
     let (url, got) = receiver(vec![Some(200)]).await;
     let app = spawn_app(alerting(&kafka, &redis, &[&url])).await;
-    let stream = {
-        let (http, base) = (app.http.clone(), app.base.clone());
-        tokio::spawn(async move {
-            let mut r = http
-                .get(format!("{base}/v1/stream/alerts"))
-                .send()
-                .await
-                .unwrap();
-            first_event(&mut r).await
-        })
-    };
+    let stream = alert_stream(&app);
     tokio::time::sleep(Duration::from_millis(1500)).await; // the stream is open
     surge(&kafka, &app, "surge", 60).await;
     wait_for(&got, 1, Duration::from_secs(20)).await;
@@ -163,17 +153,7 @@ async fn two_replicas_send_one_alert_and_both_streams_see_it() {
     let (url, got) = receiver(vec![Some(200)]).await;
     let s = alerting(&kafka, &redis, &[&url]);
     let (a, b) = (spawn_app(s.clone()).await, spawn_app(s).await);
-    let second = {
-        let (http, base) = (b.http.clone(), b.base.clone());
-        tokio::spawn(async move {
-            let mut r = http
-                .get(format!("{base}/v1/stream/alerts"))
-                .send()
-                .await
-                .unwrap();
-            first_event(&mut r).await
-        })
-    };
+    let second = alert_stream(&b);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     surge(&kafka, &a, "surge", 60).await;
     wait_for(&got, 1, Duration::from_secs(20)).await;
@@ -297,8 +277,22 @@ async fn one_alert_from_the_replicas_left_after_a_kill_9() {
     app.stop().await;
 }
 
-/// The first event frame of a stream, past its heartbeat comments (`:`
-/// lines, every 15 s: a slow run may see one before the alert).
+/// The first event frame of `app`'s alert stream, read by a task of its
+/// own (opened at once, past heartbeat comments: `:` lines every 15 s, which
+/// a slow run may see before the alert).
+fn alert_stream(app: &TestApp) -> tokio::task::JoinHandle<String> {
+    let (http, base) = (app.http.clone(), app.base.clone());
+    tokio::spawn(async move {
+        let mut r = http
+            .get(format!("{base}/v1/stream/alerts"))
+            .send()
+            .await
+            .unwrap();
+        first_event(&mut r).await
+    })
+}
+
+/// The first event frame of a stream, past its heartbeat comments.
 async fn first_event(r: &mut reqwest::Response) -> String {
     let mut text = String::new();
     loop {

@@ -476,6 +476,28 @@ pub fn exited_by(
     }
 }
 
+/// Sends SIGTERM to `child` and waits for it to exit, at most 20 s.
+pub fn sigterm(mut child: std::process::Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    exited_by(
+        &mut child,
+        Instant::now() + Duration::from_secs(20),
+        "the process on SIGTERM",
+    )
+}
+
+/// The lines of a JSON log file, each parsed (a line that is not JSON
+/// fails the test).
+pub fn json_log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect()
+}
+
 /// The first `n` messages of the dead-letter topic (partition 0): each key
 /// and its `x-error` header.
 pub async fn read_dead_letters(kafka: &Kafka, n: usize) -> Vec<(String, String)> {

@@ -3,7 +3,6 @@
 //! and becomes ready and counts events when they come up; the memory store
 //! is not ready before it has read the topics' history.
 
-use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,34 +51,8 @@ async fn get(port: u16, path: &str) -> (u16, Value) {
     }
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn log_lines(path: &std::path::Path) -> Vec<Value> {
-    let mut s = String::new();
-    std::fs::File::open(path)
-        .unwrap()
-        .read_to_string(&mut s)
-        .unwrap();
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| json!({ "raw": l })))
-        .collect()
-}
-
 fn message(line: &Value) -> String {
-    line["message"]
-        .as_str()
-        .or(line["raw"].as_str())
-        .unwrap_or_default()
-        .to_string()
+    line["message"].as_str().unwrap_or_default().to_string()
 }
 
 async fn publish_and_view(kafka: &Kafka, ids: &[&str], views: usize) {
@@ -147,7 +120,7 @@ async fn serve_starts_with_kafka_and_redis_down_says_what_is_missing_and_recover
         body["reasons"].to_string().contains("kafka unreachable"),
         "{body}"
     );
-    let lines = log_lines(&log);
+    let lines = json_log_lines(&log);
     let messages: Vec<String> = lines.iter().map(message).collect();
     eprintln!(
         "listening after {up_after:?}; {} log lines over 10 s down: {messages:#?}",
@@ -188,11 +161,11 @@ async fn serve_starts_with_kafka_and_redis_down_says_what_is_missing_and_recover
         .map(|i| i["article_id"].as_str().unwrap())
         .collect();
     assert_eq!(listed.len(), 3, "{body}");
-    let messages: Vec<String> = log_lines(&log).iter().map(message).collect();
+    let messages: Vec<String> = json_log_lines(&log).iter().map(message).collect();
     assert_eq!(said_in(&messages, "store is up"), 1, "{messages:#?}");
     assert_eq!(said_in(&messages, "kafka is up"), 1, "{messages:#?}");
     assert_eq!(said_in(&messages, "store is down"), 1, "{messages:#?}");
-    stop(child);
+    sigterm(child);
 }
 
 fn said_in(messages: &[String], what: &str) -> usize {
@@ -253,7 +226,7 @@ async fn the_memory_store_is_ready_only_when_it_has_read_the_history() {
     // At the first 200, the whole history is counted.
     let counted = counted_views(port, &ids).await;
     assert_eq!(counted, views as u64, "counted when first ready");
-    let messages: Vec<String> = log_lines(&log).iter().map(message).collect();
+    let messages: Vec<String> = json_log_lines(&log).iter().map(message).collect();
     eprintln!(
         "rebuild seen by readiness {} times, first {:?}",
         seen_rebuilding.len(),
@@ -279,7 +252,7 @@ async fn the_memory_store_is_ready_only_when_it_has_read_the_history() {
             .any(|m| m == "rebuilding the memory store from the topics"),
         "{messages:#?}"
     );
-    stop(child);
+    sigterm(child);
 }
 
 /// The example configuration with a broker that cannot be reached comes up
@@ -323,5 +296,5 @@ async fn the_example_config_with_an_unreachable_broker_comes_up() {
     let lines = text.lines().count();
     eprintln!("{lines} log lines in 10 s:\n{text}");
     assert!(lines <= 12, "{lines} lines in 10 s");
-    stop(child);
+    sigterm(child);
 }

@@ -5,10 +5,9 @@
 //! id in its JSON log lines and its access log; and sends nothing when no
 //! endpoint is set.
 
-use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
@@ -154,28 +153,6 @@ fn serve(
     cmd.spawn().unwrap()
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn log_lines(path: &std::path::Path) -> Vec<Value> {
-    let mut s = String::new();
-    std::fs::File::open(path)
-        .unwrap()
-        .read_to_string(&mut s)
-        .unwrap();
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
-        .collect()
-}
-
 async fn get(port: u16, path: &str, traceparent: Option<&str>) -> u16 {
     let client = reqwest::Client::new();
     let mut request = client.get(format!("http://127.0.0.1:{port}{path}"));
@@ -259,11 +236,11 @@ async fn requests_and_flushes_are_traced_with_their_trace_id_in_the_logs() {
     }
     assert_eq!(get(port, "/no/such/route", None).await, 404);
     assert_eq!(get(admin, "/metrics", None).await, 200);
-    stop(child);
+    sigterm(child);
 
     // Everything was sent before the process exited.
     let spans = spans.lock().unwrap().clone();
-    let lines = log_lines(&log);
+    let lines = json_log_lines(&log);
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     eprintln!("{} spans: {names:?}", spans.len());
     assert!(
@@ -383,10 +360,10 @@ async fn without_an_endpoint_nothing_is_sent_and_logs_carry_no_trace_id() {
     wait_counted(port, 4).await;
     let valid = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     assert_eq!(get(port, "/v1/rankings/trending", Some(&valid)).await, 200);
-    stop(child);
+    sigterm(child);
 
     assert!(spans.lock().unwrap().is_empty());
-    let lines = log_lines(&log);
+    let lines = json_log_lines(&log);
     let access: Vec<&Value> = lines
         .iter()
         .filter(|l| l["target"] == "popularity::access")
