@@ -39,13 +39,6 @@ impl Dependency {
         }
     }
 
-    /// `name`, down until it is reported up (a dependency not reached yet).
-    pub fn not_reached(name: &'static str, metrics: Metrics, why: &str) -> Dependency {
-        let d = Dependency::new(name, metrics);
-        d.failed(why);
-        d
-    }
-
     /// Reports a failure to reach it; logged when it was up.
     pub fn failed(&self, why: &str) {
         let mut down = self.down.lock();
@@ -204,7 +197,8 @@ mod tests {
     #[test]
     fn a_dependency_is_logged_and_exported_once_per_change_of_state() {
         let m = Metrics::new();
-        let d = Dependency::not_reached("store", m.clone(), "connection refused");
+        let d = Dependency::new("store", m.clone());
+        d.failed("connection refused");
         assert_eq!(d.problem().as_deref(), Some("connection refused"));
         assert!(m
             .render()
