@@ -13,14 +13,15 @@
 
 use crate::config::RisingSettings;
 use crate::scoring::Profiles;
+use crate::store::ProfileId;
 
 /// The rising formula with its profiles and bounds, from the settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Rising {
-    /// Index of the short profile among the configured ones.
-    pub short: usize,
-    /// Index of the long profile.
-    pub long: usize,
+    /// The short profile.
+    pub short: ProfileId,
+    /// The long profile.
+    pub long: ProfileId,
     short_half_life_s: f64,
     long_half_life_s: f64,
     floor: f64,
@@ -50,8 +51,8 @@ impl Rising {
         };
         let (short, long) = (find(&settings.short), find(&settings.long));
         Rising {
-            short,
-            long,
+            short: ProfileId(short),
+            long: ProfileId(long),
             short_half_life_s: profiles[short].half_life_ms / 1000.0,
             long_half_life_s: profiles[long].half_life_ms / 1000.0,
             floor: settings.floor,

@@ -447,10 +447,6 @@ mod tests {
             (0..200).map(|i| shard_of(&format!("art-{i}"), 8)).collect();
         assert_eq!(spread.len(), 8, "200 members reach every shard");
         assert_eq!(Group::All.shard_for("x", 1), Group::All);
-        assert_eq!(
-            crate::store::group_tag(&Group::Section("news".into()).shard_for("x", 8)),
-            format!("{{s:news#{}}}", shard_of("x", 8))
-        );
     }
 
     #[test]

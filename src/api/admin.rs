@@ -232,7 +232,7 @@ async fn exclude(
         at_ms: crate::now_ms(),
     };
     state
-        .store
+        .editorial
         .set_exclusion(&key, Some(&e))
         .await
         .map_err(ApiError::from)?;
@@ -249,7 +249,7 @@ async fn include(
     checked_id(&id)?;
     let key = state.sites.key(&site, &id);
     state
-        .store
+        .editorial
         .set_exclusion(&key, None)
         .await
         .map_err(ApiError::from)?;

@@ -129,7 +129,11 @@ async fn evaluate(
                 ),
             };
             let json = serde_json::to_string(&alert).expect("an alert serialises");
-            if state.store.record_alert(&key, cooldown_ms, &json).await? {
+            if state
+                .alert_log
+                .record_alert(&key, cooldown_ms, &json)
+                .await?
+            {
                 state.metrics.alerts.inc();
                 tracing::info!(scope = %name, article = %a.article_id, rising = item.rising, "alert");
                 webhooks.send(&alert);
@@ -178,7 +182,7 @@ async fn follow(state: ApiState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let Ok(recent) = state.store.recent_alerts(RECENT_ALERTS).await else {
+        let Ok(recent) = state.alert_log.recent_alerts(RECENT_ALERTS).await else {
             continue;
         };
         // Oldest first; what was recorded before this replica started is

@@ -54,7 +54,7 @@ use crate::ingest::ConsumerState;
 use crate::metrics::Metrics;
 use crate::scoring::Profiles;
 use crate::site::Sites;
-use crate::store::Store;
+use crate::store::{AlertLog, Editorial, ProfileId, Reads, Store};
 
 /// What every handler shares, behind one `Arc`: the router clones it for
 /// every request (the state extractor, the metrics middleware), so a clone
@@ -72,8 +72,12 @@ impl std::ops::Deref for ApiState {
 
 /// The contents of [`ApiState`].
 pub struct Shared {
-    /// Where scores are read.
-    pub store: Arc<dyn Store>,
+    /// Where rankings and articles are read.
+    pub store: Arc<dyn Reads>,
+    /// Where editors' exclusions are written.
+    pub editorial: Arc<dyn Editorial>,
+    /// Where the alert evaluator claims alerts and the streams read them.
+    pub alert_log: Arc<dyn AlertLog>,
     /// Configured ranking profiles.
     pub profiles: Profiles,
     /// Metrics registry.
@@ -131,6 +135,8 @@ impl ApiState {
     ) -> ApiState {
         let api = &settings.api;
         ApiState(Arc::new(Shared {
+            editorial: store.clone(),
+            alert_log: store.clone(),
             store,
             store_state,
             profiles: crate::scoring::profiles(&settings.scoring),
@@ -387,11 +393,13 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn profile_index(state: &ApiState, name: &str) -> Result<usize, ApiError> {
+/// The configured profile called `name`; an unknown one is a 404.
+fn profile_id(state: &ApiState, name: &str) -> Result<ProfileId, ApiError> {
     state
         .profiles
         .iter()
         .position(|p| p.name == name)
+        .map(ProfileId)
         .ok_or_else(|| ApiError::NotFound(format!("unknown ranking profile {name:?}")))
 }
 

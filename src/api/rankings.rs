@@ -8,10 +8,11 @@ use axum::Json;
 use super::articles::article_view;
 use super::model::*;
 use super::params::{NoParams, RankingParams, Strict, TagParams};
-use super::{profile_index, rfc3339, ApiError, ApiState};
+use super::{profile_id, rfc3339, ApiError, ApiState};
 use crate::event::ArticleMeta;
 use crate::now_ms;
 use crate::scoring::Group;
+use crate::store::ProfileId;
 use crate::store::{name_key, NameOf};
 
 /// The configured ranking profiles.
@@ -127,7 +128,7 @@ impl Scope {
 #[derive(Debug, Clone)]
 pub(crate) struct RankingQuery {
     profile: String,
-    index: usize,
+    id: ProfileId,
     group: Group,
     site: Option<String>,
     section: Option<String>,
@@ -149,7 +150,7 @@ impl RankingQuery {
         tag: Option<super::params::Name>,
         limit: usize,
     ) -> Result<RankingQuery, ApiError> {
-        let index = profile_index(state, &profile)?;
+        let id = profile_id(state, &profile)?;
         let Scope {
             group,
             site,
@@ -158,7 +159,7 @@ impl RankingQuery {
         } = Scope::new(state, site, section, tag)?;
         Ok(RankingQuery {
             profile,
-            index,
+            id,
             group,
             site,
             section,
@@ -188,14 +189,14 @@ pub(super) async fn compute_ranking(
     q: RankingQuery,
 ) -> Result<RankingResponse, ApiError> {
     let at = now_ms();
-    let (p, offset, limit) = (q.index, q.offset, q.limit);
+    let (p, offset, limit) = (q.id, q.offset, q.limit);
     let in_section = q.tag.is_some() && q.section.is_some();
     // The usual request (the first page, no other condition) reads one
     // page; when that page holds an article that is not listed (never
     // published, or excluded), the ranking is scanned instead.
     let first = match (q.within, in_section, offset) {
         (None, false, 0) => {
-            let page = st.store.top(&q.group, p, 0, limit, at).await?;
+            let page = st.store.top(&q.group, p, 0..limit, at).await?;
             let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
             let metas = st.store.articles(&ids).await?;
             let listed: Option<Vec<RankedArticle>> = page
@@ -279,7 +280,7 @@ async fn filtered(
         let page_size = page_size.min(budget - start);
         let page = st
             .store
-            .top(&q.group, q.index, start, page_size, at)
+            .top(&q.group, q.id, start..start + page_size, at)
             .await?;
         let n = page.items.len();
         let ids: Vec<String> = page.items.iter().map(|s| s.member.clone()).collect();
@@ -350,12 +351,15 @@ pub(super) async fn popular_tags(
     Path(profile): Path<String>,
     Strict(params): Strict<TagParams>,
 ) -> Result<Json<TagsResponse>, ApiError> {
-    let p = profile_index(&state, &profile)?;
+    let p = profile_id(&state, &profile)?;
     let site = state.site_scope(params.site.map(|n| n.0))?;
     let (limit, offset) = (params.limit.0, params.offset.0);
     let at = now_ms();
     let group = Group::Tags.of_site(site.as_deref());
-    let page = state.store.top(&group, p, offset, limit, at).await?;
+    let page = state
+        .store
+        .top(&group, p, offset..offset + limit, at)
+        .await?;
     let keys: Vec<String> = page
         .items
         .iter()

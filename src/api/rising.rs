@@ -67,7 +67,7 @@ pub(super) async fn compute_rising(
     let at = now_ms();
     let r = st.rising;
     let group = &q.scope.group;
-    let top = st.store.top(group, r.short, 0, CANDIDATES, at).await?;
+    let top = st.store.top(group, r.short, 0..CANDIDATES, at).await?;
     let ids: Vec<String> = top.items.iter().map(|s| s.member.clone()).collect();
     let long = st.store.scores(group, r.long, &ids, at).await?;
     let mut rising: Vec<(String, f64, crate::rising::Rise)> = top
@@ -106,8 +106,8 @@ pub(super) async fn compute_rising(
         super::rankings::scope_names(st, q.scope.section.as_deref(), q.scope.tag.as_deref())
             .await?;
     Ok(RisingResponse {
-        short_profile: st.profiles[r.short].name.clone(),
-        long_profile: st.profiles[r.long].name.clone(),
+        short_profile: st.profiles[r.short.0].name.clone(),
+        long_profile: st.profiles[r.long.0].name.clone(),
         site: q.scope.site,
         section: q.scope.section,
         tag: q.scope.tag,

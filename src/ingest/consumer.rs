@@ -19,7 +19,7 @@ use crate::dependency::{Backoff, KafkaLink};
 use crate::metrics::Metrics;
 use crate::scoring::Profiles;
 use crate::store::pending::Pending;
-use crate::store::Store;
+use crate::store::Writes;
 
 use super::batch::{Batch, Commit, Incoming};
 use super::dead_letter::{DeadLetters, Origin};
@@ -40,7 +40,7 @@ pub struct Ingest {
     consumer: Arc<KafkaConsumer>,
     reader: Reader,
     writer: Writer,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Writes>,
     settings: Arc<Settings>,
     state: ConsumerState,
     metrics: Metrics,
@@ -53,7 +53,7 @@ impl Ingest {
     /// asked of Kafka or the store before [`Ingest::run`].
     pub fn build(
         settings: Arc<Settings>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Writes>,
         metrics: Metrics,
         profiles: Profiles,
         state: ConsumerState,
@@ -382,7 +382,7 @@ fn assign_from_beginning(
 struct Loop {
     consumer: Arc<KafkaConsumer>,
     reader: Reader,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Writes>,
     state: ConsumerState,
     metrics: Metrics,
     /// Whether offsets are committed (a durable store).

@@ -9,7 +9,7 @@ use ahash::HashMap as AHashMap;
 
 use crate::event::{ArticleMeta, Event};
 use crate::metrics::Metrics;
-use crate::store::{ArticleState, Store, StoreError};
+use crate::store::{ArticleReads, ArticleState, Catalogue, StoreError};
 
 use super::batch::Counted;
 use super::fold::Known;
@@ -49,7 +49,7 @@ impl Catalog {
     /// that its behaviour events see fresh metadata.
     pub async fn apply(
         &mut self,
-        store: &dyn Store,
+        store: &dyn Catalogue,
         metrics: &Metrics,
         lifecycle: &mut Vec<Event<'static>>,
     ) -> Result<(), StoreError> {
@@ -99,7 +99,7 @@ impl Catalog {
     /// even when they carry section and tags.
     pub async fn look_up(
         &mut self,
-        store: &dyn Store,
+        store: &dyn ArticleReads,
         metrics: &Metrics,
         counted: &[Counted],
         places: &Places,

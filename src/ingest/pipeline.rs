@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::Writes;
 
 use super::batch::{Batch, Incoming};
 use super::dead_letter::DeadLetters;
@@ -37,7 +37,7 @@ fn written(f: Flushed) -> anyhow::Result<()> {
 
 impl Pipeline {
     /// A pipeline writing to `store`.
-    pub fn new(settings: Arc<Settings>, store: Arc<dyn Store>, metrics: Metrics) -> Pipeline {
+    pub fn new(settings: Arc<Settings>, store: Arc<dyn Writes>, metrics: Metrics) -> Pipeline {
         let profiles = crate::scoring::profiles(&settings.scoring);
         let durable = store.durable();
         let dead_letters = DeadLetters::new(None, String::new(), metrics.clone());

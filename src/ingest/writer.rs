@@ -20,7 +20,7 @@ use crate::fence::FenceBook;
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::scoring::{Aggregate, Group, Profiles};
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, Writes};
 
 use super::batch::{Batch, Commit};
 use super::dead_letter::DeadLetters;
@@ -62,7 +62,7 @@ enum FlushError {
 
 /// Writes batches to the store.
 pub(super) struct Writer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Writes>,
     metrics: Metrics,
     profiles: Profiles,
     dead_letters: DeadLetters,
@@ -74,7 +74,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Writes>,
         metrics: Metrics,
         profiles: Profiles,
         dead_letters: DeadLetters,

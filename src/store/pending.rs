@@ -10,12 +10,15 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Applied, ArticleState, Cursor, Exclusion, FilterWrite, Page, SavedFilter, Store, StoreError,
+    AlertLog, Applied, ArticleReads, ArticleState, Catalogue, Connection, Cursor, Editorial,
+    Exclusion, FilterLog, FilterWrite, Page, ProfileId, RankingReads, RankingWrites, SavedFilter,
+    Store, StoreError,
 };
 use crate::config::Settings;
 use crate::dependency::{Backoff, Dependency};
 use crate::event::{ArticleMeta, PerType};
 use crate::scoring::{Aggregate, Group};
+use std::ops::Range;
 
 /// The store once it is connected.
 pub struct Pending {
@@ -82,21 +85,20 @@ pub fn connect_in_background(
 }
 
 #[async_trait]
-impl Store for Pending {
+impl Connection for Pending {
     fn durable(&self) -> bool {
         self.durable
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner()?.ping().await
+    }
+}
+
+#[async_trait]
+impl RankingWrites for Pending {
     fn shards(&self) -> u16 {
         self.get().map_or(1, |s| s.shards())
-    }
-
-    async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError> {
-        self.inner()?.load_filters(sources).await
-    }
-
-    async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError> {
-        self.inner()?.save_filters(writes).await
     }
 
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
@@ -106,46 +108,24 @@ impl Store for Pending {
     async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
         self.inner()?.fences(groups).await
     }
+}
 
+#[async_trait]
+impl RankingReads for Pending {
     async fn top(
         &self,
         group: &Group,
-        profile: usize,
-        offset: usize,
-        limit: usize,
+        profile: ProfileId,
+        range: Range<usize>,
         at_ms: i64,
     ) -> Result<Page, StoreError> {
-        self.inner()?
-            .top(group, profile, offset, limit, at_ms)
-            .await
-    }
-
-    async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
-        self.inner()?.publish(articles).await
-    }
-
-    async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.inner()?.unpublish(ids).await
-    }
-
-    async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError> {
-        self.inner()?.articles(ids).await
-    }
-
-    async fn index(
-        &self,
-        site: Option<&str>,
-        section: Option<&str>,
-        before: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Vec<Cursor>, StoreError> {
-        self.inner()?.index(site, section, before, limit).await
+        self.inner()?.top(group, profile, range, at_ms).await
     }
 
     async fn scores(
         &self,
         group: &Group,
-        profile: usize,
+        profile: ProfileId,
         members: &[String],
         at_ms: i64,
     ) -> Result<Vec<Option<f64>>, StoreError> {
@@ -164,9 +144,44 @@ impl Store for Pending {
     async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError> {
         self.inner()?.counts(id).await
     }
+}
 
-    async fn set_exclusion(&self, key: &str, by: Option<&Exclusion>) -> Result<(), StoreError> {
-        self.inner()?.set_exclusion(key, by).await
+#[async_trait]
+impl FilterLog for Pending {
+    async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError> {
+        self.inner()?.load_filters(sources).await
+    }
+
+    async fn save_filters(&self, writes: &[FilterWrite]) -> Result<Vec<String>, StoreError> {
+        self.inner()?.save_filters(writes).await
+    }
+}
+
+#[async_trait]
+impl Catalogue for Pending {
+    async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
+        self.inner()?.publish(articles).await
+    }
+
+    async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.inner()?.unpublish(ids).await
+    }
+}
+
+#[async_trait]
+impl ArticleReads for Pending {
+    async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError> {
+        self.inner()?.articles(ids).await
+    }
+
+    async fn index(
+        &self,
+        site: Option<&str>,
+        section: Option<&str>,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Cursor>, StoreError> {
+        self.inner()?.index(site, section, before, limit).await
     }
 
     async fn exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError> {
@@ -176,7 +191,17 @@ impl Store for Pending {
     async fn names(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         self.inner()?.names(keys).await
     }
+}
 
+#[async_trait]
+impl Editorial for Pending {
+    async fn set_exclusion(&self, key: &str, by: Option<&Exclusion>) -> Result<(), StoreError> {
+        self.inner()?.set_exclusion(key, by).await
+    }
+}
+
+#[async_trait]
+impl AlertLog for Pending {
     async fn record_alert(
         &self,
         key: &str,
@@ -188,9 +213,5 @@ impl Store for Pending {
 
     async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner()?.recent_alerts(limit).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner()?.ping().await
     }
 }

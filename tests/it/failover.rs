@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use popularity::config::{RedisMode, Settings};
 use popularity::scoring::Group;
+use popularity::store::ProfileId;
 
 use crate::faults::{
     assert_exact, consumer_env, fast_producer, produce, report, verify, Consumer, StoreRef, Topics,
@@ -429,7 +430,10 @@ async fn a_password_in_the_sentinel_urls_reaches_sentinels_and_master() {
     let mut a = Aggregate::new(profiles, now);
     a.add(EventType::Share, "a", None, &[], now - 3_600_000, 1.0);
     assert!(store.apply(&a).await.unwrap().conflicts.is_empty());
-    let page = store.top(&Group::All, 0, 0, 10, now).await.unwrap();
+    let page = store
+        .top(&Group::All, ProfileId(0), 0..10, now)
+        .await
+        .unwrap();
     let want = direct_score(&[(now - 3_600_000, 5.0)], now, TRENDING_H);
     assert_eq!(page.items.len(), 1);
     assert!(rel_err(page.items[0].score, want) < 1e-12);

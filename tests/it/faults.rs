@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use popularity::event::proto;
 use popularity::scoring::Group;
-use popularity::store::Store;
+use popularity::store::{ProfileId, Store};
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -462,7 +462,7 @@ pub async fn verify(store: &StoreRef, produced: &Produced, timeout: Duration) ->
                     *want.entry(m).or_default() += s;
                 }
             }
-            let page = store.top(group, p, 0, 1000, at).await.unwrap();
+            let page = store.top(group, ProfileId(p), 0..1000, at).await.unwrap();
             let got: HashMap<String, f64> = page
                 .items
                 .into_iter()

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use popularity::scoring::{Aggregate, Group};
+use popularity::store::ProfileId;
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -279,8 +280,8 @@ async fn memory_and_redis_stores_give_the_same_rankings() {
     let mut compared = 0;
     for g in &groups {
         for p in 0..profiles.len() {
-            let a = redis_store.top(g, p, 0, 100, at).await.unwrap();
-            let b = memory.top(g, p, 0, 100, at).await.unwrap();
+            let a = redis_store.top(g, ProfileId(p), 0..100, at).await.unwrap();
+            let b = memory.top(g, ProfileId(p), 0..100, at).await.unwrap();
             assert_eq!(a.items.len(), b.items.len(), "{g:?} {p}");
             assert!(a.items.len() <= 25, "trimmed to max_members");
             for (x, y) in a.items.iter().zip(&b.items) {
@@ -353,7 +354,7 @@ async fn republications_move_scored_and_unscored_articles_on_both_stores() {
             .unwrap_or_else(|e| panic!("{name}: republication: {e}"));
         let at = now_ms();
         let members = |g: Group| async move {
-            let page = store.top(&g, 0, 0, 10, at).await.unwrap();
+            let page = store.top(&g, ProfileId(0), 0..10, at).await.unwrap();
             page.items
                 .iter()
                 .map(|i| (i.member.clone(), i.score))

@@ -14,7 +14,7 @@ use popularity::event::filter::Delta;
 use popularity::event::{ArticleMeta, EventType};
 use popularity::fence::Fence;
 use popularity::scoring::{self, Aggregate, Group};
-use popularity::store::{ArticleState, Cursor, FilterWrite, Store};
+use popularity::store::{ArticleState, Cursor, FilterWrite, ProfileId, Store};
 
 use crate::helpers::*;
 
@@ -84,7 +84,7 @@ fn trending(events: &[(i64, f64)], at: i64) -> f64 {
 }
 
 async fn score(store: &dyn Store, group: &Group, member: &str, at: i64) -> Option<f64> {
-    let page = store.top(group, 0, 0, 1000, at).await.unwrap();
+    let page = store.top(group, ProfileId(0), 0..1000, at).await.unwrap();
     page.items
         .into_iter()
         .find(|s| s.member == member)
@@ -184,7 +184,7 @@ async fn rankings_keep_max_members_dropping_the_lowest() {
         }
         store.apply(&a).await.unwrap();
         for group in [Group::All, Group::Section("news".into())] {
-            let page = store.top(&group, 0, 0, 100, now).await.unwrap();
+            let page = store.top(&group, ProfileId(0), 0..100, now).await.unwrap();
             let members: Vec<&str> = page.items.iter().map(|s| s.member.as_str()).collect();
             assert_eq!(members, ["m7", "m6", "m5", "m4", "m3"], "{name} {group:?}");
         }
@@ -574,7 +574,7 @@ async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every
             (Group::Tags, want(&tag_events, &|_| true)),
         ];
         for (group, expected) in cases {
-            let page = store.top(&group, 0, 0, 100, now).await.unwrap();
+            let page = store.top(&group, ProfileId(0), 0..100, now).await.unwrap();
             assert_eq!(page.items.len(), expected.len(), "{name} {group:?}");
             for (got, (member, score)) in page.items.iter().zip(&expected) {
                 assert_eq!(&got.member, member, "{name} {group:?}");
@@ -584,7 +584,7 @@ async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every
                 );
             }
             // A page further down is the same slice of the same order.
-            let page = store.top(&group, 0, 7, 5, now).await.unwrap();
+            let page = store.top(&group, ProfileId(0), 7..12, now).await.unwrap();
             let members: Vec<&str> = page.items.iter().map(|s| s.member.as_str()).collect();
             let slice: Vec<&str> = expected
                 .iter()
@@ -601,7 +601,10 @@ async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let got = store.scores(&Group::All, 1, &asked, now).await.unwrap();
+        let got = store
+            .scores(&Group::All, ProfileId(1), &asked, now)
+            .await
+            .unwrap();
         for (m, got) in asked.iter().zip(got) {
             match events.get(m) {
                 Some(e) => assert!(

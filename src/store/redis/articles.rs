@@ -10,7 +10,10 @@ use super::{parse, unavailable, RedisStore};
 use crate::event::{ArticleMeta, EventType, Names};
 use crate::now_ms;
 use crate::scoring::Group;
-use crate::store::{ArticleState, Cursor, Exclusion, StoreError};
+use crate::store::{
+    ArticleReads, ArticleState, Catalogue, Cursor, Editorial, Exclusion, StoreError,
+};
+use async_trait::async_trait;
 
 /// The fields of an article's hash that [`article_state`] reads, in its order.
 const ARTICLE_FIELDS: [&str; 12] = [
@@ -68,18 +71,16 @@ fn article_state(id: &str, fields: Vec<Option<String>>) -> Result<ArticleState, 
     })))
 }
 
-impl RedisStore {
-    pub(super) async fn publish_articles(
-        &self,
-        articles: &[ArticleMeta],
-    ) -> Result<(), StoreError> {
+#[async_trait]
+impl Catalogue for RedisStore {
+    async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
         if articles.is_empty() {
             return Ok(());
         }
         // The previous metadata, to move the article out of its old index and rankings.
         let ids: Vec<String> = articles.iter().map(|a| a.article_id.clone()).collect();
         let previous: Vec<Option<ArticleMeta>> = self
-            .read_articles(&ids)
+            .articles(&ids)
             .await?
             .into_iter()
             .map(ArticleState::live)
@@ -173,11 +174,11 @@ impl RedisStore {
         self.settle().await
     }
 
-    pub(super) async fn unpublish_articles(&self, ids: &[String]) -> Result<(), StoreError> {
+    async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let states = self.read_articles(ids).await?;
+        let states = self.articles(ids).await?;
         let ttl = self.metadata_ttl.as_secs().max(1) as i64;
         let mut parts = Vec::new();
         let mut index = Part::default();
@@ -219,11 +220,11 @@ impl RedisStore {
         self.send(parts).await?;
         self.settle().await
     }
+}
 
-    pub(super) async fn read_articles(
-        &self,
-        ids: &[String],
-    ) -> Result<Vec<ArticleState>, StoreError> {
+#[async_trait]
+impl ArticleReads for RedisStore {
+    async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -267,7 +268,7 @@ impl RedisStore {
             .collect()
     }
 
-    pub(super) async fn read_index(
+    async fn index(
         &self,
         site: Option<&str>,
         section: Option<&str>,
@@ -317,25 +318,7 @@ impl RedisStore {
             .collect())
     }
 
-    pub(super) async fn write_exclusion(
-        &self,
-        key: &str,
-        by: Option<&Exclusion>,
-    ) -> Result<(), StoreError> {
-        let hash = self.keys.exclusions();
-        let cmd = match by {
-            Some(e) => redis::cmd("HSET")
-                .arg(&hash)
-                .arg(key)
-                .arg(serde_json::to_string(e).expect("an exclusion serialises"))
-                .clone(),
-            None => redis::cmd("HDEL").arg(&hash).arg(key).clone(),
-        };
-        self.send(vec![Part::one(cmd)]).await?;
-        self.settle().await
-    }
-
-    pub(super) async fn read_exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError> {
+    async fn exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError> {
         let mut replies = self
             .send(vec![Part::one(
                 redis::cmd("HGETALL").arg(self.keys.exclusions()).clone(),
@@ -357,10 +340,7 @@ impl RedisStore {
     }
 
     /// The names of `slugs` ([`crate::store::name_key`]), in their order.
-    pub(super) async fn read_names(
-        &self,
-        slugs: &[String],
-    ) -> Result<Vec<Option<String>>, StoreError> {
+    async fn names(&self, slugs: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         if slugs.is_empty() {
             return Ok(Vec::new());
         }
@@ -378,5 +358,22 @@ impl RedisStore {
                 .and_then(|mut r| r.pop())
                 .unwrap_or(Value::Nil),
         )
+    }
+}
+
+#[async_trait]
+impl Editorial for RedisStore {
+    async fn set_exclusion(&self, key: &str, by: Option<&Exclusion>) -> Result<(), StoreError> {
+        let hash = self.keys.exclusions();
+        let cmd = match by {
+            Some(e) => redis::cmd("HSET")
+                .arg(&hash)
+                .arg(key)
+                .arg(serde_json::to_string(e).expect("an exclusion serialises"))
+                .clone(),
+            None => redis::cmd("HDEL").arg(&hash).arg(key).clone(),
+        };
+        self.send(vec![Part::one(cmd)]).await?;
+        self.settle().await
     }
 }

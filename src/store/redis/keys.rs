@@ -2,7 +2,28 @@
 
 use crate::event::EventType;
 use crate::scoring::Group;
-use crate::store::group_tag;
+
+/// The prefix of fence fields in a group's meta hash.
+pub(crate) const FENCE_PREFIX: &str = "fence:";
+
+/// The key group (Redis Cluster hash tag) of a group of rankings.
+pub(crate) fn group_tag(group: &Group) -> String {
+    match group {
+        Group::All => "{all}".to_string(),
+        Group::Section(s) => format!("{{s:{s}}}"),
+        Group::Tag(t) => format!("{{t:{t}}}"),
+        Group::Tags => "{tags}".to_string(),
+        // `{s:news@btv}`: slugs hold no `@`, so no two groups share a tag.
+        Group::Site(site, g) => {
+            let base = group_tag(g);
+            format!("{}@{site}}}", &base[..base.len() - 1])
+        }
+        Group::Shard(g, k) => {
+            let base = group_tag(g);
+            format!("{}#{k}}}", &base[..base.len() - 1])
+        }
+    }
+}
 
 /// Key names under one prefix.
 #[derive(Debug, Clone)]
@@ -82,5 +103,23 @@ impl Keys {
     /// `pop:article:<id>`: article metadata.
     pub fn article(&self, id: &str) -> String {
         format!("{}:article:{id}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_and_a_site_have_hash_tags_of_their_own() {
+        let shard = crate::scoring::shard_of("x", 8);
+        assert_eq!(
+            group_tag(&Group::Section("news".into()).shard_for("x", 8)),
+            format!("{{s:news#{shard}}}")
+        );
+        assert_eq!(
+            group_tag(&Group::Section("news".into()).of_site(Some("btv"))),
+            "{s:news@btv}"
+        );
     }
 }

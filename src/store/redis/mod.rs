@@ -21,14 +21,16 @@ mod scripts;
 mod shards;
 
 use super::{
-    Applied, ArticleState, Cursor, Exclusion, FilterWrite, Page, SavedFilter, Store, StoreError,
-    FENCE_PREFIX,
+    AlertLog, Applied, Connection, FilterLog, FilterWrite, Page, ProfileId, RankingReads,
+    RankingWrites, SavedFilter, StoreError,
 };
 use crate::config::StoreSettings;
-use crate::event::{ArticleMeta, EventType, PerType};
+use crate::event::{EventType, PerType};
 use crate::scoring::{Aggregate, Group, Profiles};
 use keys::Keys;
+use keys::FENCE_PREFIX;
 use link::{Link, Part};
+use std::ops::Range;
 
 /// A Redis-backed store.
 #[derive(Clone)]
@@ -123,15 +125,139 @@ impl RedisStore {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl Connection for RedisStore {
     fn durable(&self) -> bool {
         true
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.link.ping().await.map_err(|e| {
+            if self.link.replicated() && link::failover(&e) {
+                StoreError::NoMaster(e.to_string())
+            } else {
+                unavailable(e)
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl RankingWrites for RedisStore {
     fn shards(&self) -> u16 {
         self.shards
     }
 
+    async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
+        if batch.groups.is_empty() {
+            return Ok(Applied::default());
+        }
+        // Loaded on every flush: a restarted Redis has an empty script cache.
+        self.link
+            .load(&self.apply_script)
+            .await
+            .map_err(unavailable)?;
+        let groups: Vec<&Group> = batch.groups.keys().collect();
+        let parts: Vec<Part> = groups
+            .iter()
+            .map(|g| Part::one(self.invocation(batch, g)))
+            .collect();
+        let replies = self.send(parts).await?;
+        self.settle().await?;
+        let mut applied = Applied::default();
+        for (group, mut reply) in groups.into_iter().zip(replies) {
+            match reply.pop().unwrap_or(Value::Nil) {
+                Value::Int(_) => {}
+                Value::Array(v) => {
+                    tracing::info!(?group, reply = ?v, "fence conflict");
+                    applied.conflicts.push(group.clone());
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unexpected script reply {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let metas = self
+            .hashes(groups.iter().map(|g| self.keys.meta(g)))
+            .await?;
+        self.settle().await?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| {
+                        let source = k.strip_prefix(FENCE_PREFIX)?.to_string();
+                        Some((source, v.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl RankingReads for RedisStore {
+    async fn top(
+        &self,
+        group: &Group,
+        profile: ProfileId,
+        range: Range<usize>,
+        at_ms: i64,
+    ) -> Result<Page, StoreError> {
+        self.merged_top(group, profile.0, range.start, range.len(), at_ms)
+            .await
+    }
+
+    async fn scores(
+        &self,
+        group: &Group,
+        profile: ProfileId,
+        members: &[String],
+        at_ms: i64,
+    ) -> Result<Vec<Option<f64>>, StoreError> {
+        self.member_scores(group, profile.0, members, at_ms).await
+    }
+
+    async fn position(
+        &self,
+        group: &Group,
+        member: &str,
+        at_ms: i64,
+    ) -> Result<Vec<Option<(f64, usize)>>, StoreError> {
+        let rows = self.positions(group, &[member], at_ms).await?;
+        Ok(rows.into_iter().next().unwrap_or_default())
+    }
+
+    async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError> {
+        let all = Group::All.shard_for(id, self.shards);
+        let mut part = Part::default();
+        for kind in EventType::ALL {
+            part.add(
+                redis::cmd("ZSCORE")
+                    .arg(self.keys.count(&all, kind))
+                    .arg(id)
+                    .clone(),
+            );
+        }
+        let mut replies = self.send(vec![part]).await?;
+        let mut out = [0u64; EventType::COUNT];
+        for (o, v) in out.iter_mut().zip(replies.pop().unwrap_or_default()) {
+            *o = parse::<Option<f64>>(v)?.unwrap_or(0.0) as u64;
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl FilterLog for RedisStore {
     async fn load_filters(&self, sources: &[String]) -> Result<Vec<SavedFilter>, StoreError> {
         let parts: Vec<Part> = sources
             .iter()
@@ -208,146 +334,10 @@ impl Store for RedisStore {
         }
         Ok(refused)
     }
+}
 
-    async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
-        if batch.groups.is_empty() {
-            return Ok(Applied::default());
-        }
-        // Loaded on every flush: a restarted Redis has an empty script cache.
-        self.link
-            .load(&self.apply_script)
-            .await
-            .map_err(unavailable)?;
-        let groups: Vec<&Group> = batch.groups.keys().collect();
-        let parts: Vec<Part> = groups
-            .iter()
-            .map(|g| Part::one(self.invocation(batch, g)))
-            .collect();
-        let replies = self.send(parts).await?;
-        self.settle().await?;
-        let mut applied = Applied::default();
-        for (group, mut reply) in groups.into_iter().zip(replies) {
-            match reply.pop().unwrap_or(Value::Nil) {
-                Value::Int(_) => {}
-                Value::Array(v) => {
-                    tracing::info!(?group, reply = ?v, "fence conflict");
-                    applied.conflicts.push(group.clone());
-                }
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "unexpected script reply {other:?}"
-                    )))
-                }
-            }
-        }
-        Ok(applied)
-    }
-
-    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
-        if groups.is_empty() {
-            return Ok(Vec::new());
-        }
-        let metas = self
-            .hashes(groups.iter().map(|g| self.keys.meta(g)))
-            .await?;
-        self.settle().await?;
-        Ok(metas
-            .into_iter()
-            .map(|m| {
-                m.into_iter()
-                    .filter_map(|(k, v)| {
-                        let source = k.strip_prefix(FENCE_PREFIX)?.to_string();
-                        Some((source, v.parse().ok()?))
-                    })
-                    .collect()
-            })
-            .collect())
-    }
-
-    async fn top(
-        &self,
-        group: &Group,
-        profile: usize,
-        offset: usize,
-        limit: usize,
-        at_ms: i64,
-    ) -> Result<Page, StoreError> {
-        self.merged_top(group, profile, offset, limit, at_ms).await
-    }
-
-    async fn publish(&self, articles: &[ArticleMeta]) -> Result<(), StoreError> {
-        self.publish_articles(articles).await
-    }
-
-    async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.unpublish_articles(ids).await
-    }
-
-    async fn articles(&self, ids: &[String]) -> Result<Vec<ArticleState>, StoreError> {
-        self.read_articles(ids).await
-    }
-
-    async fn index(
-        &self,
-        site: Option<&str>,
-        section: Option<&str>,
-        before: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Vec<Cursor>, StoreError> {
-        self.read_index(site, section, before, limit).await
-    }
-
-    async fn scores(
-        &self,
-        group: &Group,
-        profile: usize,
-        members: &[String],
-        at_ms: i64,
-    ) -> Result<Vec<Option<f64>>, StoreError> {
-        self.member_scores(group, profile, members, at_ms).await
-    }
-
-    async fn position(
-        &self,
-        group: &Group,
-        member: &str,
-        at_ms: i64,
-    ) -> Result<Vec<Option<(f64, usize)>>, StoreError> {
-        let rows = self.positions(group, &[member], at_ms).await?;
-        Ok(rows.into_iter().next().unwrap_or_default())
-    }
-
-    async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError> {
-        let all = Group::All.shard_for(id, self.shards);
-        let mut part = Part::default();
-        for kind in EventType::ALL {
-            part.add(
-                redis::cmd("ZSCORE")
-                    .arg(self.keys.count(&all, kind))
-                    .arg(id)
-                    .clone(),
-            );
-        }
-        let mut replies = self.send(vec![part]).await?;
-        let mut out = [0u64; EventType::COUNT];
-        for (o, v) in out.iter_mut().zip(replies.pop().unwrap_or_default()) {
-            *o = parse::<Option<f64>>(v)?.unwrap_or(0.0) as u64;
-        }
-        Ok(out)
-    }
-
-    async fn set_exclusion(&self, key: &str, by: Option<&Exclusion>) -> Result<(), StoreError> {
-        self.write_exclusion(key, by).await
-    }
-
-    async fn exclusions(&self) -> Result<Vec<(String, Exclusion)>, StoreError> {
-        self.read_exclusions().await
-    }
-
-    async fn names(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
-        self.read_names(keys).await
-    }
-
+#[async_trait]
+impl AlertLog for RedisStore {
     async fn record_alert(
         &self,
         key: &str,
@@ -401,15 +391,5 @@ impl Store for RedisStore {
                 .and_then(|mut r| r.pop())
                 .unwrap_or(Value::Nil),
         )
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.link.ping().await.map_err(|e| {
-            if self.link.replicated() && link::failover(&e) {
-                StoreError::NoMaster(e.to_string())
-            } else {
-                unavailable(e)
-            }
-        })
     }
 }

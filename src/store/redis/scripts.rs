@@ -3,10 +3,11 @@
 
 use redis::Cmd;
 
+use super::keys::FENCE_PREFIX;
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
 use crate::scoring::{shard_of, Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
-use crate::store::{StoreError, FENCE_PREFIX};
+use crate::store::StoreError;
 
 use super::link::Part;
 use super::{evalsha, RedisStore};
