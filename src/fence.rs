@@ -35,7 +35,7 @@ use std::collections::HashMap;
 
 use ahash::HashMap as AHashMap;
 
-use crate::scoring::Group;
+use crate::store::Unit;
 
 /// One partition's fence in one group, as a write checks and advances it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct Fence {
 pub struct FenceBook {
     /// The assignment generation they were read under.
     generation: u64,
-    known: AHashMap<Group, HashMap<String, i64>>,
+    known: AHashMap<Unit, HashMap<String, i64>>,
 }
 
 impl FenceBook {
@@ -67,7 +67,7 @@ impl FenceBook {
     }
 
     /// The groups among `groups` whose fences must be read first.
-    pub fn missing(&self, groups: &[Group]) -> Vec<Group> {
+    pub fn missing(&self, groups: &[Unit]) -> Vec<Unit> {
         groups
             .iter()
             .filter(|g| !self.known.contains_key(*g))
@@ -76,18 +76,18 @@ impl FenceBook {
     }
 
     /// Records fences read from the store.
-    pub fn learn(&mut self, groups: Vec<Group>, read: Vec<HashMap<String, i64>>) {
+    pub fn learn(&mut self, groups: Vec<Unit>, read: Vec<HashMap<String, i64>>) {
         self.known.extend(groups.into_iter().zip(read));
     }
 
     /// The fence of `source` in `group`, if any.
-    pub fn get(&self, group: &Group, source: &str) -> Option<i64> {
+    pub fn get(&self, group: &Unit, source: &str) -> Option<i64> {
         self.known.get(group).and_then(|f| f.get(source)).copied()
     }
 
     /// After an acknowledged write: the fences of applied groups advance,
     /// those of refused groups are forgotten (rules 1, 4).
-    pub fn applied(&mut self, written: &AHashMap<Group, Vec<Fence>>, conflicts: &[Group]) {
+    pub fn applied(&mut self, written: &AHashMap<Unit, Vec<Fence>>, conflicts: &[Unit]) {
         for (group, fences) in written {
             if conflicts.contains(group) {
                 self.known.remove(group);
@@ -109,6 +109,11 @@ impl FenceBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scoring::Group;
+
+    fn unit(group: Group) -> Unit {
+        Unit::whole(&group)
+    }
 
     fn fence(source: &str, expected: Option<i64>, new: i64) -> Fence {
         Fence {
@@ -121,19 +126,19 @@ mod tests {
     #[test]
     fn applied_groups_advance_refused_ones_are_read_again() {
         let mut book = FenceBook::default();
-        let groups = vec![Group::All, Group::Tags];
+        let groups = vec![unit(Group::All), unit(Group::Tags)];
         assert_eq!(book.missing(&groups), groups);
         book.learn(groups.clone(), vec![HashMap::new(), HashMap::new()]);
         assert!(book.missing(&groups).is_empty());
-        let written: AHashMap<Group, Vec<Fence>> = [
-            (Group::All, vec![fence("e/0", None, 10)]),
-            (Group::Tags, vec![fence("e/0", None, 10)]),
+        let written: AHashMap<Unit, Vec<Fence>> = [
+            (unit(Group::All), vec![fence("e/0", None, 10)]),
+            (unit(Group::Tags), vec![fence("e/0", None, 10)]),
         ]
         .into_iter()
         .collect();
-        book.applied(&written, &[Group::Tags]);
-        assert_eq!(book.get(&Group::All, "e/0"), Some(10));
-        assert_eq!(book.missing(&groups), vec![Group::Tags]);
+        book.applied(&written, &[unit(Group::Tags)]);
+        assert_eq!(book.get(&unit(Group::All), "e/0"), Some(10));
+        assert_eq!(book.missing(&groups), vec![unit(Group::Tags)]);
         book.forget_all();
         assert_eq!(book.missing(&groups), groups);
     }
@@ -141,10 +146,13 @@ mod tests {
     #[test]
     fn a_new_assignment_forgets_every_fence() {
         let mut book = FenceBook::default();
-        book.learn(vec![Group::All], vec![[("e/0".to_string(), 5)].into()]);
+        book.learn(
+            vec![unit(Group::All)],
+            vec![[("e/0".to_string(), 5)].into()],
+        );
         book.sync(0);
-        assert_eq!(book.get(&Group::All, "e/0"), Some(5));
+        assert_eq!(book.get(&unit(Group::All), "e/0"), Some(5));
         book.sync(1);
-        assert_eq!(book.get(&Group::All, "e/0"), None);
+        assert_eq!(book.get(&unit(Group::All), "e/0"), None);
     }
 }

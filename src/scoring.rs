@@ -17,6 +17,7 @@ use ahash::HashMap;
 use crate::config::{ScoringSettings, WeightSettings};
 use crate::event::{EventType, PerType};
 pub use crate::fence::Fence;
+use crate::store::{Layout, Unit};
 
 /// A ranking's landmark moves forward once it is this many half-lives behind
 /// the flush being applied: S stays below 2^64 times a decayed score, far
@@ -109,7 +110,8 @@ pub fn plan_landmark(current: Option<i64>, r_ms: i64, half_life_ms: f64) -> Land
     }
 }
 
-/// A group of rankings that change together (one Redis Cluster slot).
+/// A group of rankings: the lists of one scope (every article, a section,
+/// a tag, the tags), in the network or one of its sites.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Group {
     /// Every article.
@@ -121,12 +123,8 @@ pub enum Group {
     /// Tags themselves, ranked by the events of their articles.
     Tags,
     /// The group restricted to one site of a network (DESIGN §11): the
-    /// group itself is the network's. Never holds a `Site` or a `Shard`.
+    /// group itself is the network's. Never holds a `Site`.
     Site(String, Box<Group>),
-    /// One of the shards a group is split into in cluster mode (DESIGN §4):
-    /// the members [`shard_of`] puts there, with their own landmarks and
-    /// fences. Writes name shards; reads name the group and merge them.
-    Shard(Box<Group>, u16),
 }
 
 impl Group {
@@ -137,35 +135,6 @@ impl Group {
             None => self,
         }
     }
-
-    /// The group this is a shard of, or itself.
-    pub fn base(&self) -> &Group {
-        match self {
-            Group::Shard(g, _) => g,
-            g => g,
-        }
-    }
-
-    /// The shard of this group that holds `member` when groups are split in
-    /// `shards`: the group itself when there is one.
-    pub fn shard_for(&self, member: &str, shards: u16) -> Group {
-        let base = self.base();
-        if shards <= 1 {
-            return base.clone();
-        }
-        Group::Shard(Box::new(base.clone()), shard_of(member, shards))
-    }
-}
-
-/// The shard of `member` among `shards`: FNV-1a of its bytes, so every
-/// process and version agrees.
-pub fn shard_of(member: &str, shards: u16) -> u16 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in member.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(shards.max(1))) as u16
 }
 
 /// The increments of one flush, relative to a reference time, per group,
@@ -174,25 +143,24 @@ pub fn shard_of(member: &str, shards: u16) -> u16 {
 pub struct Aggregate {
     /// Reference time R of every increment.
     pub reference_ms: i64,
-    /// Increments: group → member → one value per profile.
-    pub groups: HashMap<Group, HashMap<String, Vec<f64>>>,
+    /// Increments: unit → member → one value per profile.
+    pub groups: HashMap<Unit, HashMap<String, Vec<f64>>>,
     /// Counted events: article → per [`EventType::index`].
     pub counts: HashMap<String, PerType<u64>>,
     /// Number of events folded in.
     pub events: usize,
-    /// Fences to check and advance, per group (see [`Fence`]).
-    pub fences: HashMap<Group, Vec<Fence>>,
+    /// Fences to check and advance, per unit (see [`Fence`]).
+    pub fences: HashMap<Unit, Vec<Fence>>,
     /// Per-profile increments of the event being added (reused).
     scratch: Vec<f64>,
     profiles: Profiles,
-    /// Shards per group ([`Aggregate::add`] places events in them).
-    shards: u16,
+    /// The store's units ([`Aggregate::add`] places events in them).
+    layout: Layout,
 }
 
 /// Where an event of an article lands: each group with the member it bumps
 /// there (the article, or the tag in the tags ranking). Computed once per
 /// article and flush, so adding an event allocates nothing.
-/// With `shards` > 1 each group is the shard that holds the member.
 /// In a network, `site` names the article's site: every group is then
 /// written twice, the network's and the site's, so that both lists are
 /// one sorted set each and exact (Popular Tags sums a tag over sites).
@@ -201,7 +169,6 @@ pub fn placement(
     site: Option<&str>,
     section: Option<&str>,
     tags: &[String],
-    shards: u16,
 ) -> Vec<(Group, String)> {
     let mut out = Vec::with_capacity(2 * (2 + 2 * tags.len()));
     out.push((Group::All, article_id.to_string()));
@@ -218,11 +185,6 @@ pub fn placement(
             out.push((g.of_site(Some(site)), member));
         }
     }
-    if shards > 1 {
-        for (g, member) in &mut out {
-            *g = g.shard_for(member, shards);
-        }
-    }
     out
 }
 
@@ -237,14 +199,14 @@ impl Aggregate {
             fences: HashMap::default(),
             scratch: Vec::new(),
             profiles,
-            shards: 1,
+            layout: Layout::WHOLE,
         }
     }
 
     /// The same aggregate placing the events [`Aggregate::add`] takes in
-    /// groups split into `shards` (a sharded store's [`crate::store::Store::shards`]).
-    pub fn sharded(mut self, shards: u16) -> Aggregate {
-        self.shards = shards.max(1);
+    /// the units of `layout` (a store's [`crate::store::RankingWrites::layout`]).
+    pub fn laid_out(mut self, layout: Layout) -> Aggregate {
+        self.layout = layout;
         self
     }
 
@@ -258,7 +220,10 @@ impl Aggregate {
         at_ms: i64,
         units: f64,
     ) {
-        let place = placement(article_id, None, section, tags, self.shards);
+        let place: Vec<(Unit, String)> = placement(article_id, None, section, tags)
+            .into_iter()
+            .map(|(g, m)| (self.layout.unit(&g, &m), m))
+            .collect();
         self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
     }
 
@@ -270,7 +235,7 @@ impl Aggregate {
         &mut self,
         kind: EventType,
         article_id: &str,
-        place: &[(Group, String)],
+        place: &[(Unit, String)],
         at_ms: i64,
         units: f64,
         mut admit: impl FnMut(usize) -> bool,
@@ -283,7 +248,7 @@ impl Aggregate {
             if !admit(k) {
                 continue;
             }
-            counted |= *group.base() == Group::All;
+            counted |= *group.group() == Group::All;
             self.credit(group, member, &incs);
         }
         self.scratch = incs;
@@ -311,7 +276,7 @@ impl Aggregate {
     pub fn add_summed(
         &mut self,
         article_id: &str,
-        place: &[(Group, String)],
+        place: &[(Unit, String)],
         incs: &[f64],
         counts: PerType<u64>,
         events: usize,
@@ -319,14 +284,14 @@ impl Aggregate {
         for (group, member) in place {
             self.credit(group, member, incs);
         }
-        if place.iter().any(|(g, _)| *g.base() == Group::All) {
+        if place.iter().any(|(u, _)| *u.group() == Group::All) {
             self.count(article_id, counts);
         }
         self.events += events;
     }
 
     /// Adds `incs` (one per profile) to `member` of `group`.
-    fn credit(&mut self, group: &Group, member: &str, incs: &[f64]) {
+    fn credit(&mut self, group: &Unit, member: &str, incs: &[f64]) {
         let members = match self.groups.get_mut(group) {
             Some(m) => m,
             None => self.groups.entry(group.clone()).or_default(),
@@ -351,7 +316,7 @@ impl Aggregate {
 
     /// Requires the store to find `fence` on `group` before applying, and to
     /// advance it in the same atomic write.
-    pub fn fence(&mut self, group: Group, fence: Fence) {
+    pub fn fence(&mut self, group: Unit, fence: Fence) {
         self.fences.entry(group).or_default().push(fence);
     }
 
@@ -430,26 +395,6 @@ mod tests {
     }
 
     #[test]
-    fn sharded_placement_puts_each_member_in_one_stable_shard_of_each_group() {
-        let tags = vec!["red".to_string()];
-        let plain = placement("a-1", None, Some("news"), &tags, 1);
-        let sharded = placement("a-1", None, Some("news"), &tags, 8);
-        assert_eq!(plain.len(), sharded.len());
-        for ((g, m), (sg, sm)) in plain.iter().zip(&sharded) {
-            assert_eq!(m, sm);
-            // The tags ranking's members are tags: sharded by the tag.
-            assert_eq!(*sg, Group::Shard(Box::new(g.clone()), shard_of(m, 8)));
-            assert_eq!(sg.base(), g);
-        }
-        // FNV-1a, fixed: every process and version places a member alike.
-        assert_eq!(shard_of("a-1", 8), shard_of("a-1", 8));
-        let spread: std::collections::HashSet<u16> =
-            (0..200).map(|i| shard_of(&format!("art-{i}"), 8)).collect();
-        assert_eq!(spread.len(), 8, "200 members reach every shard");
-        assert_eq!(Group::All.shard_for("x", 1), Group::All);
-    }
-
-    #[test]
     fn forward_decay_matches_the_direct_sum_for_random_out_of_order_streams() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for profile in test_profiles().iter() {
@@ -482,7 +427,7 @@ mod tests {
                         .iter()
                         .position(|p| p.name == profile.name)
                         .unwrap();
-                    let incs = agg.groups[&Group::All]
+                    let incs = agg.groups[&Unit::whole(&Group::All)]
                         .iter()
                         .map(|(m, v)| (m.clone(), v[idx]))
                         .collect();
@@ -549,12 +494,18 @@ mod tests {
             10 * HOUR,
             20.0,
         );
-        let all = &agg.groups[&Group::All]["a1"];
+        let all = &agg.groups[&Unit::whole(&Group::All)]["a1"];
         // trending: 5 · 2^(−2h/2h) + 0.05 · 20
         assert!((all[0] - (2.5 + 1.0)).abs() < 1e-12, "{all:?}");
-        assert_eq!(&agg.groups[&Group::Section("news".into())]["a1"], all);
-        assert_eq!(&agg.groups[&Group::Tag("europe".into())]["a1"], all);
-        assert_eq!(&agg.groups[&Group::Tags]["politics"], all);
+        assert_eq!(
+            &agg.groups[&Unit::whole(&Group::Section("news".into()))]["a1"],
+            all
+        );
+        assert_eq!(
+            &agg.groups[&Unit::whole(&Group::Tag("europe".into()))]["a1"],
+            all
+        );
+        assert_eq!(&agg.groups[&Unit::whole(&Group::Tags)]["politics"], all);
         assert_eq!(agg.groups.len(), 5);
         assert_eq!(agg.counts["a1"], [0, 1, 1]);
         assert_eq!(agg.events, 2);

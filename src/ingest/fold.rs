@@ -12,7 +12,8 @@ use ahash::HashMap as AHashMap;
 
 use crate::event::EventType;
 use crate::fence::{Fence, FenceBook};
-use crate::scoring::{placement, Aggregate, Group, Profiles};
+use crate::scoring::{placement, Aggregate, Profiles};
+use crate::store::{Layout, Unit};
 
 use super::batch::{Counted, PartitionRead};
 use super::places::{Place, Places};
@@ -38,8 +39,8 @@ pub(super) enum Known<'a> {
 /// Where one place's events of a batch go.
 struct Placed<'a> {
     article_id: &'a str,
-    /// (group, member), as [`placement`] gives them.
-    entries: Vec<(Group, String)>,
+    /// (unit, member), as [`placement`] gives them in the store's units.
+    entries: Vec<(Unit, String)>,
     /// The number of each entry's group in [`Placement::groups`].
     groups: Vec<usize>,
 }
@@ -47,8 +48,8 @@ struct Placed<'a> {
 /// Where every counted event of a batch goes.
 pub(super) struct Placement<'a> {
     places: Vec<Placed<'a>>,
-    /// Every group the batch touches.
-    pub groups: Vec<Group>,
+    /// Every unit the batch touches.
+    pub groups: Vec<Unit>,
     /// Per interned place, its number in `places`; [`WITHDRAWN`] for an
     /// unpublished article, [`UNPLACED`] for a place no event of the batch has.
     place_of: Vec<u32>,
@@ -64,10 +65,10 @@ const WITHDRAWN: u32 = u32::MAX - 1;
 pub(super) fn place<'a>(
     counted: &[Counted],
     places: &'a Places,
-    shards: u16,
+    layout: Layout,
     known: impl Fn(&str) -> Known<'a>,
 ) -> Placement<'a> {
-    let mut group_of: AHashMap<Group, usize> = AHashMap::default();
+    let mut group_of: AHashMap<Unit, usize> = AHashMap::default();
     let mut p = Placement {
         places: Vec::new(),
         groups: Vec::new(),
@@ -75,8 +76,8 @@ pub(super) fn place<'a>(
         withdrawn: [0; EventType::COUNT],
     };
     for c in counted {
-        let slot = c.place as usize;
-        if p.place_of[slot] == UNPLACED {
+        let interned = c.place as usize;
+        if p.place_of[interned] == UNPLACED {
             let Place { article_id, .. } = places.get(c.place);
             // The catalogue alone says where an article is ranked (DESIGN
             // §12): an event's own section and tags never create or reach a
@@ -86,7 +87,7 @@ pub(super) fn place<'a>(
             // and tags.
             let (site, section, tags) = match known(article_id) {
                 Known::Withdrawn => {
-                    p.place_of[slot] = WITHDRAWN;
+                    p.place_of[interned] = WITHDRAWN;
                     p.withdrawn[c.kind.index()] += 1;
                     continue;
                 }
@@ -97,7 +98,10 @@ pub(super) fn place<'a>(
                 } => (site, section, tags),
                 Known::Unknown => (None, None, &[][..]),
             };
-            let entries = placement(article_id, site, section, tags, shards);
+            let entries: Vec<(Unit, String)> = placement(article_id, site, section, tags)
+                .into_iter()
+                .map(|(g, m)| (layout.unit(&g, &m), m))
+                .collect();
             let numbers = entries
                 .iter()
                 .map(|(g, _)| {
@@ -112,8 +116,8 @@ pub(super) fn place<'a>(
                 entries,
                 groups: numbers,
             });
-            p.place_of[slot] = (p.places.len() - 1) as u32;
-        } else if p.place_of[slot] == WITHDRAWN {
+            p.place_of[interned] = (p.places.len() - 1) as u32;
+        } else if p.place_of[interned] == WITHDRAWN {
             p.withdrawn[c.kind.index()] += 1;
         }
     }

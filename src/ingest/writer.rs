@@ -186,7 +186,7 @@ impl Writer {
             events = batch.counted.len() as i64
         );
         let placement = folding.in_scope(|| {
-            fold::place(&batch.counted, &batch.places, store.shards(), |id| {
+            fold::place(&batch.counted, &batch.places, store.layout(), |id| {
                 catalog.known(id)
             })
         });
@@ -222,7 +222,7 @@ impl Writer {
                 }
             };
             self.fences.applied(&aggregate.fences, &applied.conflicts);
-            if !applied.conflicts.iter().any(|g| *g.base() == Group::All) {
+            if !applied.conflicts.iter().any(|u| *u.group() == Group::All) {
                 self.observe_applied(&aggregate, batch);
             }
             if !applied.conflicts.is_empty() {

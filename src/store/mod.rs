@@ -41,7 +41,7 @@ pub use articles::{
     Cursor, Editorial, Exclusion, IndexList, NameOf,
 };
 pub use filters::{FilterLog, FilterWrite, SavedFilter};
-pub use rankings::{Applied, Page, ProfileId, RankingReads, RankingWrites, Scored};
+pub use rankings::{Applied, Layout, Page, ProfileId, RankingReads, RankingWrites, Scored, Unit};
 
 use crate::config::Backend;
 

@@ -14,6 +14,7 @@ use super::{
     Exclusion, FilterLog, FilterWrite, Page, ProfileId, RankingReads, RankingWrites, SavedFilter,
     Store, StoreError,
 };
+use super::{Layout, Unit};
 use crate::config::Settings;
 use crate::dependency::{Backoff, Dependency};
 use crate::event::{ArticleMeta, PerType};
@@ -97,15 +98,15 @@ impl Connection for Pending {
 
 #[async_trait]
 impl RankingWrites for Pending {
-    fn shards(&self) -> u16 {
-        self.get().map_or(1, |s| s.shards())
+    fn layout(&self) -> Layout {
+        self.get().map_or(Layout::WHOLE, |s| s.layout())
     }
 
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
         self.inner()?.apply(batch).await
     }
 
-    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+    async fn fences(&self, groups: &[Unit]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
         self.inner()?.fences(groups).await
     }
 }

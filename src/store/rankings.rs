@@ -9,6 +9,94 @@ use async_trait::async_trait;
 use super::StoreError;
 use crate::scoring::{Aggregate, Group};
 
+/// Where increments are written atomically, with their fences: a group
+/// of rankings, or the part of one that a backend keeps a member in (Redis
+/// Cluster splits a group over slots, DESIGN §4). Only a backend's
+/// [`Layout`] makes one; the consumer keys its fold and fences on units
+/// without looking inside, and reads name groups.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Unit {
+    group: Group,
+    part: Option<u16>,
+}
+
+impl Unit {
+    /// `group`, whole: its unit in a store that does not split groups.
+    pub fn whole(group: &Group) -> Unit {
+        Layout::WHOLE.unit(group, "")
+    }
+
+    /// The group this unit is (part of).
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// Which part of its group, when the backend splits groups.
+    pub(crate) fn part(&self) -> Option<u16> {
+        self.part
+    }
+}
+
+/// How a backend splits groups into [`Unit`]s: a member's unit is fixed
+/// (every process and version agrees), so its increments and fences always
+/// meet in one atomic write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    parts: u16,
+}
+
+impl Layout {
+    /// Every group is one unit.
+    pub const WHOLE: Layout = Layout { parts: 1 };
+
+    /// Groups split in `parts` by member (1 or less: whole).
+    pub(crate) fn split(parts: u16) -> Layout {
+        Layout {
+            parts: parts.max(1),
+        }
+    }
+
+    /// The unit of `group` that holds `member`.
+    pub fn unit(&self, group: &Group, member: &str) -> Unit {
+        Unit {
+            group: group.clone(),
+            part: (self.parts > 1).then(|| part_of(member, self.parts)),
+        }
+    }
+
+    /// Every unit of `group`, in order.
+    pub fn units(&self, group: &Group) -> Vec<Unit> {
+        if self.parts <= 1 {
+            return vec![Unit {
+                group: group.clone(),
+                part: None,
+            }];
+        }
+        (0..self.parts)
+            .map(|k| Unit {
+                group: group.clone(),
+                part: Some(k),
+            })
+            .collect()
+    }
+
+    /// How many units a group is.
+    pub fn parts(&self) -> u16 {
+        self.parts
+    }
+}
+
+/// The part of `member` among `parts`: FNV-1a of its bytes, so every
+/// process and version agrees.
+fn part_of(member: &str, parts: u16) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in member.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(parts.max(1))) as u16
+}
+
 /// One of the configured ranking profiles (`scoring.profiles`), by its
 /// place in that list: what every ranking read names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,9 +105,9 @@ pub struct ProfileId(pub usize);
 /// The outcome of [`RankingWrites::apply`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
-    /// Groups not written because a fence differed from the expected value
+    /// Units not written because a fence differed from the expected value
     /// (another consumer applied those offsets): re-read and retry them.
-    pub conflicts: Vec<Group>,
+    pub conflicts: Vec<Unit>,
 }
 
 /// A member of a ranking with its decayed score.
@@ -41,19 +129,18 @@ pub struct Page {
 /// The consumer's side of the rankings: fenced increments and the fences.
 #[async_trait]
 pub trait RankingWrites: Send + Sync + 'static {
-    /// Shards per group: writes name the shard of each member
-    /// ([`Group::shard_for`]); reads name groups and get every shard merged.
-    fn shards(&self) -> u16 {
-        1
+    /// How this backend splits groups into units of atomic writing.
+    fn layout(&self) -> Layout {
+        Layout::WHOLE
     }
 
-    /// Applies one flush's increments and counts atomically per group,
-    /// each group only if its fences are as the batch expects (see
-    /// [`crate::fence`]). Groups refused for that are returned.
+    /// Applies one flush's increments and counts atomically per unit,
+    /// each unit only if its fences are as the batch expects (see
+    /// [`crate::fence`]). Units refused for that are returned.
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError>;
 
-    /// The fences of each group: `topic/partition` → last applied offset.
-    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError>;
+    /// The fences of each unit: `topic/partition` → last applied offset.
+    async fn fences(&self, units: &[Unit]) -> Result<Vec<HashMap<String, i64>>, StoreError>;
 }
 
 /// The readers' side of the rankings.
@@ -90,4 +177,28 @@ pub trait RankingReads: Send + Sync + 'static {
 
     /// All-time counted events of an article, per [`crate::event::EventType::index`].
     async fn counts(&self, id: &str) -> Result<crate::event::PerType<u64>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_layout_puts_each_member_in_one_stable_part_of_each_group() {
+        let split = Layout::split(8);
+        for (g, m) in crate::scoring::placement("a-1", None, Some("news"), &["red".into()]) {
+            // The tags ranking's members are tags: split by the tag.
+            let unit = split.unit(&g, &m);
+            assert_eq!(unit.group(), &g);
+            assert_eq!(unit.part(), Some(part_of(&m, 8)));
+            assert!(split.units(&g).contains(&unit));
+            assert_eq!(Layout::WHOLE.unit(&g, &m).part(), None);
+        }
+        // FNV-1a, fixed: every process and version places a member alike.
+        assert_eq!(part_of("a-1", 8), 6);
+        let spread: std::collections::HashSet<u16> =
+            (0..200).map(|i| part_of(&format!("art-{i}"), 8)).collect();
+        assert_eq!(spread.len(), 8, "200 members reach every part");
+        assert_eq!(Layout::split(1), Layout::WHOLE);
+    }
 }

@@ -284,7 +284,7 @@ async fn a_filtered_read_examines_a_part_of_the_ranking_bounded_by_its_limit_and
         })
         .collect();
     app.store.publish(&metas).await.unwrap();
-    let mut agg = Aggregate::new(profiles, now).sharded(app.store.shards());
+    let mut agg = Aggregate::new(profiles, now).laid_out(app.store.layout());
     for rank in 1..=N {
         let units = (N + 1 - rank) as f64;
         agg.add(

@@ -498,7 +498,7 @@ async fn every_key_of_a_group_expires_after_the_group_ttl_on_every_topology() {
             ..Default::default()
         };
         store.publish(&[meta]).await.unwrap();
-        let mut agg = Aggregate::new(profiles.clone(), now_ms()).sharded(store.shards());
+        let mut agg = Aggregate::new(profiles.clone(), now_ms()).laid_out(store.layout());
         agg.add(
             EventType::PageView,
             "a",

@@ -97,8 +97,8 @@ async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_b
     for (name, store) in stores(&redis, 100, Duration::from_secs(3600)).await {
         let now = now_ms();
         // The group that holds "a": a shard of it in cluster mode.
-        let all = Group::All.shard_for("a", store.shards());
-        let mut a = Aggregate::new(profiles(), now).sharded(store.shards());
+        let all = store.layout().unit(&Group::All, "a");
+        let mut a = Aggregate::new(profiles(), now).laid_out(store.layout());
         a.add(EventType::PageView, "a", None, &[], now - HOUR, 1.0);
         a.fence(
             all.clone(),
@@ -120,7 +120,7 @@ async fn a_write_refused_by_its_fence_changes_nothing_and_a_lost_reply_is_read_b
         );
         let fences = store.fences(std::slice::from_ref(&all)).await.unwrap();
         assert_eq!(fences[0].get("e/0"), Some(&10), "{name}");
-        let mut b = Aggregate::new(profiles(), now).sharded(store.shards());
+        let mut b = Aggregate::new(profiles(), now).laid_out(store.layout());
         b.add(EventType::Share, "a", None, &[], now, 1.0);
         b.fence(
             all.clone(),
@@ -151,7 +151,7 @@ async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() 
         // after 128 hours, several times.
         for step in 0..=40 {
             let r = start + step * 10 * HOUR;
-            let mut a = Aggregate::new(profiles(), r).sharded(store.shards());
+            let mut a = Aggregate::new(profiles(), r).laid_out(store.layout());
             a.add(EventType::PageView, "a", None, &[], r - 1_000, 1.0);
             a.add(EventType::Engagement, "a", None, &[], r, 30.0);
             events.extend([(r - 1_000, 1.0), (r, 30.0 * 0.05)]);
@@ -169,7 +169,7 @@ async fn rankings_keep_max_members_dropping_the_lowest() {
     let redis = topologies();
     for (name, store) in stores(&redis, 5, Duration::from_secs(3600)).await {
         let now = now_ms();
-        let mut a = Aggregate::new(profiles(), now).sharded(store.shards());
+        let mut a = Aggregate::new(profiles(), now).laid_out(store.layout());
         for i in 0..8 {
             for _ in 0..=i {
                 a.add(
@@ -242,7 +242,7 @@ async fn a_new_section_and_tags_take_the_overall_score_and_the_old_ones_lose_it(
             .await
             .unwrap();
         let tags = vec!["red".to_string()];
-        let mut agg = Aggregate::new(profiles(), now).sharded(store.shards());
+        let mut agg = Aggregate::new(profiles(), now).laid_out(store.layout());
         agg.add(
             EventType::PageView,
             "a",
@@ -314,7 +314,7 @@ async fn unpublishing_removes_rankings_index_and_counts_and_remembers_the_withdr
             .await
             .unwrap();
         let tags = vec!["red".to_string()];
-        let mut agg = Aggregate::new(profiles(), now).sharded(store.shards());
+        let mut agg = Aggregate::new(profiles(), now).laid_out(store.layout());
         agg.add(EventType::PageView, "a", Some("news"), &tags, now, 1.0);
         let b_tags = vec!["blue".to_string(), "green".to_string()];
         agg.add(EventType::PageView, "b", Some("news"), &b_tags, now, 1.0);
@@ -512,7 +512,7 @@ async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every
     let max_members = 1000;
     for (name, store) in stores(&redis, max_members, Duration::from_secs(3600)).await {
         let split = if name == "cluster" { 8 } else { 1 };
-        assert_eq!(store.shards(), split, "{name}: shards per group");
+        assert_eq!(store.layout().parts(), split, "{name}: shards per group");
         let now = now_ms();
         let mut rng = rand::rngs::StdRng::seed_from_u64(20261202);
         let sections = ["news", "sport"];
@@ -534,7 +534,7 @@ async fn rankings_ranks_and_tags_across_many_members_follow_the_formula_in_every
         let mut tag_events: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
         for flush in 0..3 {
             let r = now - (2 - flush) * 2 * HOUR;
-            let mut agg = Aggregate::new(profiles(), r).sharded(store.shards());
+            let mut agg = Aggregate::new(profiles(), r).laid_out(store.layout());
             for _ in 0..600 {
                 let (id, section, tags) = &articles[rng.random_range(0..articles.len())];
                 let at = r - rng.random_range(0..2 * HOUR);

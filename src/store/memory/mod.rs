@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use self::sorted_set::SortedSet;
 use super::{
     AlertLog, Applied, Connection, FilterLog, FilterWrite, Page, ProfileId, RankingReads,
-    RankingWrites, SavedFilter, Scored, StoreError,
+    RankingWrites, SavedFilter, Scored, StoreError, Unit,
 };
 use crate::event::{ArticleMeta, EventType, PerType};
 use crate::scoring::{
@@ -93,21 +93,22 @@ impl RankingWrites for MemoryStore {
         let n = self.profiles.len();
         let mut applied = Applied::default();
         let mut state = self.state.write();
-        for (group, members) in &batch.groups {
+        // Every group is one unit here (the default layout).
+        for (unit, members) in &batch.groups {
             let g = state
                 .groups
-                .entry(group.clone())
+                .entry(unit.group().clone())
                 .or_insert_with(|| GroupState {
                     landmarks: vec![None; n],
                     rankings: (0..n).map(|_| SortedSet::default()).collect(),
                     fences: HashMap::new(),
                 });
-            let fences = batch.fences.get(group).map(Vec::as_slice).unwrap_or(&[]);
+            let fences = batch.fences.get(unit).map(Vec::as_slice).unwrap_or(&[]);
             if fences
                 .iter()
                 .any(|f| g.fences.get(&f.source).copied() != f.expected)
             {
-                applied.conflicts.push(group.clone());
+                applied.conflicts.push(unit.clone());
                 continue;
             }
             for f in fences {
@@ -129,7 +130,8 @@ impl RankingWrites for MemoryStore {
             }
         }
         // Counts travel with the overall group, as in Redis.
-        if batch.groups.contains_key(&Group::All) && !applied.conflicts.contains(&Group::All) {
+        let all = Unit::whole(&Group::All);
+        if batch.groups.contains_key(&all) && !applied.conflicts.contains(&all) {
             for (article, counts) in &batch.counts {
                 for (i, c) in counts.iter().enumerate() {
                     if *c > 0 {
@@ -144,14 +146,14 @@ impl RankingWrites for MemoryStore {
         Ok(applied)
     }
 
-    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+    async fn fences(&self, units: &[Unit]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
         let state = self.state.read();
-        Ok(groups
+        Ok(units
             .iter()
-            .map(|g| {
+            .map(|u| {
                 state
                     .groups
-                    .get(g)
+                    .get(u.group())
                     .map(|s| s.fences.clone())
                     .unwrap_or_default()
             })

@@ -187,7 +187,7 @@ impl Catalogue for RedisStore {
             let mut groups = vec![Group::All];
             groups.extend(crate::store::article_groups(Some(&meta)));
             parts.extend(groups.iter().map(|g| self.removal(g, id)));
-            let all = Group::All.shard_for(id, self.shards);
+            let all = self.layout.unit(&Group::All, id);
             let mut counts = Part::default();
             for kind in EventType::ALL {
                 counts.add(

@@ -2,6 +2,7 @@
 
 use crate::event::EventType;
 use crate::scoring::Group;
+use crate::store::Unit;
 
 /// The prefix of fence fields in a group's meta hash.
 pub(crate) const FENCE_PREFIX: &str = "fence:";
@@ -18,10 +19,16 @@ pub(crate) fn group_tag(group: &Group) -> String {
             let base = group_tag(g);
             format!("{}@{site}}}", &base[..base.len() - 1])
         }
-        Group::Shard(g, k) => {
-            let base = group_tag(g);
-            format!("{}#{k}}}", &base[..base.len() - 1])
-        }
+    }
+}
+
+/// The hash tag of a unit of writing: its group's, and in cluster mode
+/// `{all#3}` for part 3 of the group (DESIGN §4).
+pub(crate) fn unit_tag(unit: &Unit) -> String {
+    let base = group_tag(unit.group());
+    match unit.part() {
+        None => base,
+        Some(k) => format!("{}#{k}}}", &base[..base.len() - 1]),
     }
 }
 
@@ -40,20 +47,20 @@ impl Keys {
     }
 
     /// `pop:{all}:meta`: landmarks (and later fences) of a group.
-    pub fn meta(&self, group: &Group) -> String {
-        format!("{}:{}:meta", self.prefix, group_tag(group))
+    pub fn meta(&self, unit: &Unit) -> String {
+        format!("{}:{}:meta", self.prefix, unit_tag(unit))
     }
 
     /// `pop:{all}:r:trending`: one ranking.
-    pub fn ranking(&self, group: &Group, profile: &str) -> String {
-        format!("{}:{}:r:{profile}", self.prefix, group_tag(group))
+    pub fn ranking(&self, unit: &Unit, profile: &str) -> String {
+        format!("{}:{}:r:{profile}", self.prefix, unit_tag(unit))
     }
 
     /// `pop:{all}:count:page_view` (in cluster mode `pop:{all#3}:…`, the
-    /// shard of [`Group::All`] that ranks the article): all-time counted
+    /// part of [`Group::All`] that ranks the article): all-time counted
     /// events per article.
-    pub fn count(&self, all: &Group, kind: EventType) -> String {
-        format!("{}:{}:count:{}", self.prefix, group_tag(all), kind.as_str())
+    pub fn count(&self, all: &Unit, kind: EventType) -> String {
+        format!("{}:{}:count:{}", self.prefix, unit_tag(all), kind.as_str())
     }
 
     /// `pop:{idx}:all` or `pop:{idx}:s:<section>`: the network's News
@@ -112,11 +119,12 @@ mod tag_tests {
 
     #[test]
     fn a_shard_and_a_site_have_hash_tags_of_their_own() {
-        let shard = crate::scoring::shard_of("x", 8);
-        assert_eq!(
-            group_tag(&Group::Section("news".into()).shard_for("x", 8)),
-            format!("{{s:news#{shard}}}")
-        );
+        let split = crate::store::Layout::split(8);
+        let unit = split.unit(&Group::Section("news".into()), "x");
+        let part = unit.part().unwrap();
+        assert_eq!(unit_tag(&unit), format!("{{s:news#{part}}}"));
+        let whole = crate::store::Layout::WHOLE.unit(&Group::Section("news".into()), "x");
+        assert_eq!(unit_tag(&whole), "{s:news}");
         assert_eq!(
             group_tag(&Group::Section("news".into()).of_site(Some("btv"))),
             "{s:news@btv}"

@@ -4,7 +4,7 @@
 //! tag, so one Cluster slot), all sent at once. Reads fetch a ranking and
 //! its landmark in one `MULTI`/`EXEC`, so they are consistent with any
 //! concurrent rebase. In cluster mode every group is split into shards by
-//! member ([`Group::shard_for`]); reads merge the shards ([`shards`]).
+//! member (its [`Layout`]'s units); reads merge the shards ([`shards`]).
 //! The article catalogue (metadata, the News Index, exclusions) is
 //! [`articles`]'s.
 
@@ -27,6 +27,7 @@ use super::{
 use crate::config::StoreSettings;
 use crate::event::{EventType, PerType};
 use crate::scoring::{Aggregate, Group, Profiles};
+use crate::store::{Layout, Unit};
 use keys::Keys;
 use keys::FENCE_PREFIX;
 use link::{Link, Part};
@@ -43,8 +44,8 @@ pub struct RedisStore {
     apply_script: Script,
     place_script: Script,
     filter_script: Script,
-    /// Shards per group (1 unless in cluster mode).
-    shards: u16,
+    /// Groups split in shards by member in cluster mode, else whole.
+    layout: Layout,
     /// `store.group_ttl`, in milliseconds.
     group_ttl_ms: u64,
     /// Replicas that must hold every write before it counts as done.
@@ -84,7 +85,7 @@ impl RedisStore {
             apply_script: Script::new(include_str!("../apply.lua")),
             place_script: Script::new(include_str!("../place.lua")),
             filter_script: Script::new(include_str!("../filter.lua")),
-            shards: settings.effective_shards(),
+            layout: Layout::split(settings.effective_shards()),
             group_ttl_ms: settings.group_ttl.as_millis() as u64,
             wait_replicas: settings.wait_replicas,
         })
@@ -143,8 +144,8 @@ impl Connection for RedisStore {
 
 #[async_trait]
 impl RankingWrites for RedisStore {
-    fn shards(&self) -> u16 {
-        self.shards
+    fn layout(&self) -> Layout {
+        self.layout
     }
 
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
@@ -156,7 +157,7 @@ impl RankingWrites for RedisStore {
             .load(&self.apply_script)
             .await
             .map_err(unavailable)?;
-        let groups: Vec<&Group> = batch.groups.keys().collect();
+        let groups: Vec<&Unit> = batch.groups.keys().collect();
         let parts: Vec<Part> = groups
             .iter()
             .map(|g| Part::one(self.invocation(batch, g)))
@@ -181,7 +182,7 @@ impl RankingWrites for RedisStore {
         Ok(applied)
     }
 
-    async fn fences(&self, groups: &[Group]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+    async fn fences(&self, groups: &[Unit]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
         if groups.is_empty() {
             return Ok(Vec::new());
         }
@@ -237,7 +238,7 @@ impl RankingReads for RedisStore {
     }
 
     async fn counts(&self, id: &str) -> Result<PerType<u64>, StoreError> {
-        let all = Group::All.shard_for(id, self.shards);
+        let all = self.layout.unit(&Group::All, id);
         let mut part = Part::default();
         for kind in EventType::ALL {
             part.add(

@@ -6,8 +6,9 @@ use redis::Cmd;
 use super::keys::FENCE_PREFIX;
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
-use crate::scoring::{shard_of, Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
+use crate::scoring::{Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
 use crate::store::StoreError;
+use crate::store::Unit;
 
 use super::link::Part;
 use super::{evalsha, RedisStore};
@@ -64,7 +65,7 @@ impl RedisStore {
                 .iter()
                 .map(|(g, t, sign)| (g, t.as_str(), *sign, "add"));
             for (g, member, sign, mode) in sets.chain(adds) {
-                let g = g.shard_for(member, self.shards);
+                let g = self.layout.unit(g, member);
                 let mut keys = vec![self.keys.meta(&g)];
                 keys.extend(self.profiles.iter().map(|p| self.keys.ranking(&g, &p.name)));
                 let mut inv = evalsha(&self.place_script, &keys);
@@ -88,7 +89,7 @@ impl RedisStore {
     /// Removes `id` from every profile's ranking of `group` (of the shard
     /// that holds it).
     pub(super) fn removal(&self, group: &Group, id: &str) -> Part {
-        let g = group.shard_for(id, self.shards);
+        let g = self.layout.unit(group, id);
         let mut part = Part::default();
         for p in self.profiles.iter() {
             part.add(
@@ -104,15 +105,15 @@ impl RedisStore {
     /// The call of `apply.lua` for `group`'s share of `batch`. The all-time
     /// counts go with the overall ranking, in cluster mode with the shard
     /// that ranks the article.
-    pub(super) fn invocation(&self, batch: &Aggregate, group: &Group) -> Cmd {
-        let counts: Vec<_> = match group {
-            Group::All => batch.counts.iter().collect(),
-            Group::Shard(g, k) if **g == Group::All => batch
+    pub(super) fn invocation(&self, batch: &Aggregate, group: &Unit) -> Cmd {
+        let counts: Vec<_> = match group.part() {
+            _ if *group.group() != Group::All => Vec::new(),
+            None => batch.counts.iter().collect(),
+            Some(_) => batch
                 .counts
                 .iter()
-                .filter(|(article, _)| shard_of(article, self.shards) == *k)
+                .filter(|(article, _)| self.layout.unit(&Group::All, article) == *group)
                 .collect(),
-            _ => Vec::new(),
         };
         let mut keys = vec![self.keys.meta(group)];
         keys.extend(

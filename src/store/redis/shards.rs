@@ -10,18 +10,18 @@ use redis::Value;
 use super::link::Part;
 use super::{parse, RedisStore};
 use crate::scoring::{decayed, Group};
+use crate::store::Unit;
 use crate::store::{Page, Scored, StoreError};
 
 impl RedisStore {
-    /// The groups a read of `group` covers: its shards, or itself.
-    fn shards_of(&self, group: &Group) -> Vec<Group> {
-        let base = group.base();
-        if self.shards <= 1 {
-            return vec![base.clone()];
-        }
-        (0..self.shards)
-            .map(|k| Group::Shard(Box::new(base.clone()), k))
-            .collect()
+    /// The units a read of `group` covers: its shards, or itself.
+    fn shards_of(&self, group: &Group) -> Vec<Unit> {
+        self.layout.units(group)
+    }
+
+    /// The number of `member`'s shard among [`RedisStore::shards_of`].
+    fn shard_index(&self, group: &Group, member: &str) -> usize {
+        self.layout.unit(group, member).part().unwrap_or(0) as usize
     }
 
     /// Members `offset..offset+limit` of `group` (every shard's first
@@ -112,11 +112,11 @@ impl RedisStore {
             let k = if shards.len() == 1 {
                 0
             } else {
-                crate::scoring::shard_of(m, self.shards) as usize
+                self.shard_index(group, m)
             };
             in_shard[k].push(i);
         }
-        let asked: Vec<(&Group, &Vec<usize>)> = shards
+        let asked: Vec<(&Unit, &Vec<usize>)> = shards
             .iter()
             .zip(&in_shard)
             .filter(|(_, ms)| !ms.is_empty())
@@ -166,7 +166,7 @@ impl RedisStore {
             if shards.len() == 1 {
                 0
             } else {
-                crate::scoring::shard_of(m, self.shards) as usize
+                self.shard_index(group, m)
             }
         };
         // Round 1: every shard's landmarks, and the members' scores and ranks in theirs.
