@@ -35,20 +35,15 @@ use std::collections::HashMap;
 
 use ahash::HashMap as AHashMap;
 
-use crate::store::Unit;
+use crate::metrics::Metrics;
+use crate::scoring::Aggregate;
+use crate::store::{Applied, Fence, RankingWrites, StoreError, Unit};
 
-/// One partition's fence in one group, as a write checks and advances it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// `topic/partition`.
-    pub source: String,
-    /// The value the writer believes is stored (`None`: no fence yet).
-    pub expected: Option<i64>,
-    /// The value after this write: the highest offset of the batch.
-    pub new: i64,
-}
-
-/// The fences a writer knows, per group: `topic/partition` → offset.
+/// The fences a writer knows, per unit: `topic/partition` → offset.
+///
+/// The writer calls it twice per flush: [`FenceBook::read_missing`] before
+/// the fold (which reads the book as data) and [`FenceBook::write`] for the
+/// fenced apply; every rule above is followed inside these two.
 #[derive(Debug, Default)]
 pub struct FenceBook {
     /// The assignment generation they were read under.
@@ -57,9 +52,50 @@ pub struct FenceBook {
 }
 
 impl FenceBook {
+    /// Makes the book know the fences of every unit of `units` under the
+    /// assignment `generation`: after a new assignment it forgets them all
+    /// (rule 3), then reads from the store those it does not know.
+    pub async fn read_missing(
+        &mut self,
+        store: &dyn RankingWrites,
+        metrics: &Metrics,
+        units: &[Unit],
+        generation: u64,
+    ) -> Result<(), StoreError> {
+        self.sync(generation);
+        let missing = self.missing(units);
+        if !missing.is_empty() {
+            let read = metrics.time_store("fences", store.fences(&missing)).await?;
+            self.learn(missing, read);
+        }
+        Ok(())
+    }
+
+    /// Applies `aggregate` (whose fences the fold took from this book) and
+    /// records the outcome: applied units advance, refused ones are read
+    /// again next time (rules 1, 4); an unknown outcome forgets every fence
+    /// (rule 5).
+    pub async fn write(
+        &mut self,
+        store: &dyn RankingWrites,
+        metrics: &Metrics,
+        aggregate: &Aggregate,
+    ) -> Result<Applied, StoreError> {
+        match metrics.time_store("apply", store.apply(aggregate)).await {
+            Ok(applied) => {
+                self.applied(&aggregate.fences, &applied.conflicts);
+                Ok(applied)
+            }
+            Err(e) => {
+                self.forget_all();
+                Err(e)
+            }
+        }
+    }
+
     /// Forgets everything when the assignment changed since the fences were
     /// read: another consumer may have written meanwhile (rule 3).
-    pub fn sync(&mut self, generation: u64) {
+    fn sync(&mut self, generation: u64) {
         if generation != self.generation {
             self.known.clear();
             self.generation = generation;
@@ -67,7 +103,7 @@ impl FenceBook {
     }
 
     /// The groups among `groups` whose fences must be read first.
-    pub fn missing(&self, groups: &[Unit]) -> Vec<Unit> {
+    fn missing(&self, groups: &[Unit]) -> Vec<Unit> {
         groups
             .iter()
             .filter(|g| !self.known.contains_key(*g))
@@ -76,7 +112,7 @@ impl FenceBook {
     }
 
     /// Records fences read from the store.
-    pub fn learn(&mut self, groups: Vec<Unit>, read: Vec<HashMap<String, i64>>) {
+    fn learn(&mut self, groups: Vec<Unit>, read: Vec<HashMap<String, i64>>) {
         self.known.extend(groups.into_iter().zip(read));
     }
 
@@ -87,7 +123,7 @@ impl FenceBook {
 
     /// After an acknowledged write: the fences of applied groups advance,
     /// those of refused groups are forgotten (rules 1, 4).
-    pub fn applied(&mut self, written: &AHashMap<Unit, Vec<Fence>>, conflicts: &[Unit]) {
+    fn applied(&mut self, written: &AHashMap<Unit, Vec<Fence>>, conflicts: &[Unit]) {
         for (group, fences) in written {
             if conflicts.contains(group) {
                 self.known.remove(group);
@@ -101,7 +137,7 @@ impl FenceBook {
     }
 
     /// After a write whose outcome is unknown (rule 5).
-    pub fn forget_all(&mut self) {
+    fn forget_all(&mut self) {
         self.known.clear();
     }
 }

@@ -16,8 +16,7 @@ use ahash::HashMap;
 
 use crate::config::{ScoringSettings, WeightSettings};
 use crate::event::{EventType, PerType};
-pub use crate::fence::Fence;
-use crate::store::{Layout, Unit};
+use crate::store::{Fence, Layout, Unit};
 
 /// A ranking's landmark moves forward once it is this many half-lives behind
 /// the flush being applied: S stays below 2^64 times a decayed score, far

@@ -1,12 +1,11 @@
 //! What the reader hands the writer: everything read since the last flush.
 
-use std::sync::Arc;
-
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::event::{Event, EventType};
 use crate::store::FilterWrite;
 
+use super::partition::PartitionId;
 use super::places::{Places, MAX_PLACES_PER_BATCH};
 
 /// One message as the pipeline reads it: from Kafka, or from memory in
@@ -84,10 +83,7 @@ pub(super) struct Counted {
 
 /// A partition read from since the last flush.
 pub(super) struct PartitionRead {
-    pub topic: String,
-    pub partition: i32,
-    /// `topic/partition`, the fence name.
-    pub source: Arc<str>,
+    pub id: PartitionId,
     /// Highest offset read.
     pub highest: Option<i64>,
     /// Messages read from it.
@@ -95,7 +91,7 @@ pub(super) struct PartitionRead {
 }
 
 /// An offset to commit once its batch is written: the next one to read.
-pub(super) type Commit = (String, i32, i64);
+pub(super) type Commit = (PartitionId, i64);
 
 /// Everything read since the last flush.
 #[derive(Default)]
@@ -149,7 +145,7 @@ impl Batch {
             .partitions
             .iter()
             .map(|p| {
-                let i = self.position(&p.topic, p.partition);
+                let i = self.position(p.id.topic(), p.id.partition());
                 if let Some(highest) = p.highest {
                     let mine = &mut self.partitions[i];
                     mine.highest = Some(mine.highest.map_or(highest, |h| h.max(highest)));
@@ -188,15 +184,11 @@ impl Batch {
 
     /// The position of `topic/partition` in `partitions`, added if new.
     fn position(&mut self, topic: &str, partition: i32) -> usize {
-        match find(&self.partitions, topic, partition, |p| {
-            (&p.topic, p.partition)
-        }) {
+        match find(&self.partitions, topic, partition, |p| &p.id) {
             Some(i) => i,
             None => {
                 self.partitions.push(PartitionRead {
-                    topic: topic.to_string(),
-                    partition,
-                    source: format!("{topic}/{partition}").into(),
+                    id: PartitionId::new(topic, partition),
                     highest: None,
                     messages: 0,
                 });
@@ -215,24 +207,21 @@ impl Batch {
     /// The offsets to commit once this batch is written.
     pub fn commits(&self) -> Vec<Commit> {
         self.read_partitions()
-            .map(|(p, h)| (p.topic.clone(), p.partition, h + 1))
+            .map(|(p, h)| (p.id.clone(), h + 1))
             .collect()
     }
 
     /// Drops what was read from `partitions` (their new owner reads it again).
-    pub fn forget(&mut self, partitions: &[(String, i32)]) {
-        let revoked = |topic: &str, partition: i32| {
-            partitions
-                .iter()
-                .any(|(t, p)| t == topic && *p == partition)
-        };
+    pub fn forget(&mut self, partitions: &[PartitionId]) {
+        let revoked =
+            |topic: &str, partition: i32| partitions.iter().any(|p| p.is(topic, partition));
         // Each partition's new position, or none if it goes.
         let mut kept = 0;
         let moved: Vec<Option<u16>> = self
             .partitions
             .iter()
             .map(|p| {
-                (!revoked(&p.topic, p.partition)).then(|| {
+                (!partitions.contains(&p.id)).then(|| {
                     kept += 1;
                     kept - 1
                 })
@@ -250,15 +239,15 @@ impl Batch {
             !self
                 .partitions
                 .iter()
-                .any(|p| revoked(&p.topic, p.partition) && *p.source == *f.source)
+                .any(|p| partitions.contains(&p.id) && p.id.name() == f.source)
         });
         let dropped: usize = self
             .partitions
             .iter()
-            .filter(|p| revoked(&p.topic, p.partition))
+            .filter(|p| partitions.contains(&p.id))
             .map(|p| p.messages)
             .sum();
-        self.partitions.retain(|p| !revoked(&p.topic, p.partition));
+        self.partitions.retain(|p| !partitions.contains(&p.id));
         self.messages = self.messages.saturating_sub(dropped);
     }
 }
@@ -269,12 +258,9 @@ pub(super) fn find<T>(
     list: &[T],
     topic: &str,
     partition: i32,
-    key: impl Fn(&T) -> (&String, i32),
+    id: impl Fn(&T) -> &PartitionId,
 ) -> Option<usize> {
-    list.iter().position(|x| {
-        let (t, p) = key(x);
-        p == partition && t == topic
-    })
+    list.iter().position(|x| id(x).is(topic, partition))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use crate::store::Writes;
 use super::batch::{Batch, Commit, Incoming};
 use super::dead_letter::{DeadLetters, Origin};
 use super::kafka::{self, ConsumerState};
+use super::partition::PartitionId;
 use super::reader::Reader;
 use super::writer::{Flushed, InFlight, Writer};
 
@@ -363,17 +364,13 @@ fn assign_from_beginning(
             let (low, high) = consumer
                 .fetch_watermarks(topic.name(), p.id(), Duration::from_secs(10))
                 .context("reading the topics' watermarks")?;
-            history.push((topic.name().to_string(), p.id(), low, high));
+            history.push((PartitionId::new(topic.name(), p.id()), low, high));
         }
     }
     anyhow::ensure!(tpl.count() > 0, "none of the topics {topics:?} exists");
     state.start_rebuild(&history, metrics);
     consumer.assign(&tpl).context("assigning partitions")?;
-    state.set_assigned(
-        tpl.elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition())),
-    );
+    state.set_assigned(super::kafka::elements(&tpl));
     metrics.partitions_assigned.set(tpl.count() as i64);
     Ok(())
 }
@@ -388,7 +385,7 @@ struct Loop {
     /// Whether offsets are committed (a durable store).
     commits: bool,
     /// Assigned partitions whose filters are not restored yet (paused).
-    restoring: Vec<(String, i32)>,
+    restoring: Vec<PartitionId>,
     /// Every partition is paused while the store is failing.
     paused: bool,
 }
@@ -401,10 +398,15 @@ impl Loop {
         let Ok(position) = self.consumer.position() else {
             return;
         };
-        let read: Vec<(String, i32, i64)> = position
+        let read: Vec<Commit> = position
             .elements()
             .iter()
-            .filter_map(|e| Some((e.topic().to_string(), e.partition(), e.offset().to_raw()?)))
+            .filter_map(|e| {
+                Some((
+                    PartitionId::new(e.topic(), e.partition()),
+                    e.offset().to_raw()?,
+                ))
+            })
             .collect();
         self.state.rebuilt_to(&read, &self.metrics);
     }
@@ -439,8 +441,9 @@ impl Loop {
             return;
         }
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition, next) in commits {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+        for (id, next) in commits {
+            let at = Offset::Offset(*next);
+            if let Err(e) = tpl.add_partition_offset(id.topic(), id.partition(), at) {
                 tracing::warn!(error = %e, "offset not committed");
             }
         }
@@ -463,8 +466,11 @@ impl Loop {
         } else {
             let mut ready = TopicPartitionList::new();
             for e in assignment.elements() {
-                let tp = (e.topic().to_string(), e.partition());
-                if !self.restoring.contains(&tp) {
+                if !self
+                    .restoring
+                    .iter()
+                    .any(|r| r.is(e.topic(), e.partition()))
+                {
                     ready.add_partition(e.topic(), e.partition());
                 }
             }
@@ -498,11 +504,7 @@ impl Loop {
         if self.restoring.is_empty() {
             return None;
         }
-        let sources: Vec<String> = self
-            .restoring
-            .iter()
-            .map(|(t, p)| format!("{t}/{p}"))
-            .collect();
+        let sources: Vec<String> = self.restoring.iter().map(|p| p.to_string()).collect();
         let started = std::time::Instant::now();
         let saved = match self
             .metrics
@@ -517,12 +519,10 @@ impl Loop {
         };
         let mut ready = TopicPartitionList::new();
         let mut windows = 0;
-        for ((topic, partition), saved) in
-            std::mem::take(&mut self.restoring).into_iter().zip(saved)
-        {
+        for (id, saved) in std::mem::take(&mut self.restoring).into_iter().zip(saved) {
             windows += saved.deltas.iter().map(Vec::len).sum::<usize>();
-            self.reader.restore(&topic, partition, saved);
-            ready.add_partition(&topic, partition);
+            self.reader.restore(&id, saved);
+            ready.add_partition(id.topic(), id.partition());
         }
         tracing::info!(
             partitions = ready.count(),

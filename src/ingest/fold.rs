@@ -11,9 +11,9 @@
 use ahash::HashMap as AHashMap;
 
 use crate::event::EventType;
-use crate::fence::{Fence, FenceBook};
+use crate::fence::FenceBook;
 use crate::scoring::{placement, Aggregate, Profiles};
-use crate::store::{Layout, Unit};
+use crate::store::{Fence, Layout, Unit};
 
 use super::batch::{Counted, PartitionRead};
 use super::places::{Place, Places};
@@ -144,7 +144,7 @@ pub(super) fn fold(
     let ns = sources.len();
     let fence_of: Vec<Vec<Option<i64>>> = groups
         .iter()
-        .map(|g| sources.iter().map(|p| fences.get(g, &p.source)).collect())
+        .map(|g| sources.iter().map(|p| fences.get(g, p.id.name())).collect())
         .collect();
     // The newest fence per partition: an event past it is new to every
     // group (the usual case) and is summed per place; others are checked
@@ -216,7 +216,7 @@ pub(super) fn fold(
                 group.clone(),
                 Fence {
                     new,
-                    source: p.source.to_string(),
+                    source: p.id.name().to_string(),
                     expected: fence_of[gi][si],
                 },
             );

@@ -1,6 +1,7 @@
 //! Kafka clients: consumer and dead-letter producer configuration, and the
 //! consumer context that reports rebalances, assignment and lag.
 
+use super::partition::PartitionId;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -165,7 +166,7 @@ pub struct ConsumerState {
     pub kafka: Dependency,
     /// The memory store's rebuild from the topics, while it runs.
     pub(super) rebuild: Arc<Mutex<Option<super::rebuild::Rebuild>>>,
-    assigned: Arc<Mutex<HashSet<(String, i32)>>>,
+    assigned: Arc<Mutex<HashSet<PartitionId>>>,
     has_assignment: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
     /// Why the last flush failed; None once one succeeds.
@@ -179,7 +180,7 @@ pub struct ConsumerState {
     closing: Arc<AtomicBool>,
     /// Pause newly assigned partitions until their duplicate filters are restored.
     restores: Arc<AtomicBool>,
-    to_restore: Arc<Mutex<Vec<(String, i32)>>>,
+    to_restore: Arc<Mutex<Vec<PartitionId>>>,
     restore_signal: Arc<tokio::sync::Notify>,
 }
 
@@ -231,7 +232,7 @@ impl ConsumerState {
     }
 
     /// Records a static assignment (no group).
-    pub fn set_assigned(&self, partitions: impl IntoIterator<Item = (String, i32)>) {
+    pub fn set_assigned(&self, partitions: impl IntoIterator<Item = PartitionId>) {
         let mut a = self.assigned.lock();
         a.extend(partitions);
         self.has_assignment.store(!a.is_empty(), Ordering::Relaxed);
@@ -286,17 +287,17 @@ impl ClientContext for Context {
 impl Context {
     /// Bookkeeping after the assignment changed: fences go stale, metrics and
     /// readiness follow.
-    fn record(&self, added: &[(String, i32)], removed: &[(String, i32)]) {
+    fn record(&self, added: &[PartitionId], removed: &[PartitionId]) {
         self.metrics.rebalances.inc();
         self.state.generation.fetch_add(1, Ordering::AcqRel);
         let mut assigned = self.state.assigned.lock();
         assigned.extend(added.iter().cloned());
-        for (topic, partition) in removed {
-            assigned.remove(&(topic.clone(), *partition));
+        for id in removed {
+            assigned.remove(id);
             let _ = self
                 .metrics
                 .consumer_lag
-                .remove_label_values(&[topic, &partition.to_string()]);
+                .remove_label_values(&[id.topic(), &id.partition().to_string()]);
         }
         self.metrics.partitions_assigned.set(assigned.len() as i64);
         self.state
@@ -311,7 +312,7 @@ impl Context {
 #[derive(Debug, Clone)]
 pub struct Revocation {
     /// The partitions.
-    pub partitions: Vec<(String, i32)>,
+    pub partitions: Vec<PartitionId>,
     cooperative: bool,
 }
 
@@ -339,7 +340,7 @@ impl ConsumerState {
     }
 
     /// Partitions assigned and paused since the last call, to be restored.
-    pub fn take_assigned(&self) -> Vec<(String, i32)> {
+    pub fn take_assigned(&self) -> Vec<PartitionId> {
         std::mem::take(&mut *self.to_restore.lock())
     }
 
@@ -352,8 +353,8 @@ impl ConsumerState {
 /// Hands revoked partitions over (after the loop flushed and committed).
 pub fn complete_revocation(consumer: &StreamConsumer<Context>, r: &Revocation) {
     let mut tpl = TopicPartitionList::new();
-    for (topic, partition) in &r.partitions {
-        tpl.add_partition(topic, *partition);
+    for id in &r.partitions {
+        tpl.add_partition(id.topic(), id.partition());
     }
     let result = if r.cooperative {
         consumer.incremental_unassign(&tpl)
@@ -366,10 +367,11 @@ pub fn complete_revocation(consumer: &StreamConsumer<Context>, r: &Revocation) {
     consumer.context().record(&[], &r.partitions);
 }
 
-fn elements(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+/// The partitions of `tpl`.
+pub(super) fn elements(tpl: &TopicPartitionList) -> Vec<PartitionId> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
+        .map(|e| PartitionId::new(e.topic(), e.partition()))
         .collect()
 }
 

@@ -20,6 +20,7 @@ use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
 
 use super::batch::{find, Batch, Counted, DeadLetter, Incoming, DEAD_LETTER_MAX_BYTES};
+use super::partition::PartitionId;
 
 /// Fewest messages on each side of the split for decoding on several
 /// threads: below it, handing a side over costs more than it saves.
@@ -108,8 +109,7 @@ impl<'m> Judge<'_, 'm> {
 
 /// One partition's filter.
 struct Partition {
-    topic: String,
-    partition: i32,
+    id: PartitionId,
     filter: Filter,
     /// Every message up to this offset is applied: skip it.
     covered: Option<i64>,
@@ -163,7 +163,8 @@ impl Reader {
     /// read is logged and replaced: the partition starts with an empty
     /// filter (still skipping what the saved fence covers, which every group
     /// holds) and saves a snapshot with its next batch.
-    pub fn restore(&mut self, topic: &str, partition: i32, saved: SavedFilter) {
+    pub fn restore(&mut self, id: &PartitionId, saved: SavedFilter) {
+        let (topic, partition) = (id.topic(), id.partition());
         let seed = saved.seed.as_deref().and_then(filter::decode_seed);
         let restored = match (saved.unreadable, seed) {
             (true, _) => Err(Corrupt("unreadable fence")),
@@ -181,10 +182,9 @@ impl Reader {
                 (Filter::new(self.limits, filter::random_seed()), true)
             }
         };
-        self.forget(&[(topic.to_string(), partition)]);
+        self.forget(std::slice::from_ref(id));
         self.partitions.push(Partition {
-            topic: topic.to_string(),
-            partition,
+            id: id.clone(),
             filter,
             covered: saved.fence,
             saved: saved.fence,
@@ -196,29 +196,20 @@ impl Reader {
     /// (`topic/partition`): their saved state refused a delta.
     pub fn force_snapshot(&mut self, sources: &[String]) {
         for p in &mut self.partitions {
-            if sources
-                .iter()
-                .any(|s| *s == format!("{}/{}", p.topic, p.partition))
-            {
+            if sources.iter().any(|s| s == p.id.name()) {
                 p.snapshot = true;
             }
         }
     }
 
     /// Forgets the filters of partitions this consumer no longer owns.
-    pub fn forget(&mut self, partitions: &[(String, i32)]) {
-        self.partitions.retain(|p| {
-            !partitions
-                .iter()
-                .any(|(t, n)| *t == p.topic && *n == p.partition)
-        });
+    pub fn forget(&mut self, partitions: &[PartitionId]) {
+        self.partitions.retain(|p| !partitions.contains(&p.id));
     }
 
     /// The position of a partition's filter, made if it has none yet.
     fn partition(&mut self, topic: &str, partition: i32) -> usize {
-        if let Some(i) = find(&self.partitions, topic, partition, |p| {
-            (&p.topic, p.partition)
-        }) {
+        if let Some(i) = find(&self.partitions, topic, partition, |p| &p.id) {
             return i;
         }
         if self.restores {
@@ -229,8 +220,7 @@ impl Reader {
             );
         }
         self.partitions.push(Partition {
-            topic: topic.to_string(),
-            partition,
+            id: PartitionId::new(topic, partition),
             filter: if self.durable {
                 Filter::new(self.limits, filter::random_seed())
             } else {
@@ -375,9 +365,12 @@ impl Reader {
         }
         let mut writes = Vec::new();
         for (read, highest) in batch.read_partitions() {
-            let Some(i) = find(&self.partitions, &read.topic, read.partition, |p| {
-                (&p.topic, p.partition)
-            }) else {
+            let Some(i) = find(
+                &self.partitions,
+                read.id.topic(),
+                read.id.partition(),
+                |p| &p.id,
+            ) else {
                 continue;
             };
             let p = &mut self.partitions[i];
@@ -385,7 +378,7 @@ impl Reader {
                 continue;
             }
             writes.push(FilterWrite {
-                source: read.source.to_string(),
+                source: read.id.name().to_string(),
                 expected: p.saved,
                 new: highest,
                 seed: filter::encode_seed(&p.filter.seed()),

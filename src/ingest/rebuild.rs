@@ -1,6 +1,7 @@
 //! The memory store's rebuild from the topics' history (DESIGN §15): how
 //! far it is, for readiness, the log and `popularity_rebuild_remaining_messages`.
 
+use super::partition::PartitionId;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use crate::metrics::Metrics;
 /// partition's history began and ended when it was assigned.
 pub(super) struct Rebuild {
     /// (low, high watermark, next offset applied) per partition.
-    partitions: HashMap<(String, i32), (i64, i64, i64)>,
+    partitions: HashMap<PartitionId, (i64, i64, i64)>,
     total: u64,
     started: Instant,
     logged: Instant,
@@ -31,17 +32,17 @@ const REBUILD_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl ConsumerState {
     /// Starts tracking the memory store's rebuild: each partition's
-    /// (topic, partition, low, high) watermarks when it was assigned.
-    pub fn start_rebuild(&self, partitions: &[(String, i32, i64, i64)], metrics: &Metrics) {
+    /// (low, high) watermarks when it was assigned.
+    pub fn start_rebuild(&self, partitions: &[(PartitionId, i64, i64)], metrics: &Metrics) {
         let now = Instant::now();
         let r = Rebuild {
             partitions: partitions
                 .iter()
-                .map(|(t, p, low, high)| ((t.clone(), *p), (*low, *high, *low)))
+                .map(|(id, low, high)| (id.clone(), (*low, *high, *low)))
                 .collect(),
             total: partitions
                 .iter()
-                .map(|(_, _, l, h)| (h - l).max(0) as u64)
+                .map(|(_, l, h)| (h - l).max(0) as u64)
                 .sum(),
             started: now,
             logged: now,
@@ -55,14 +56,14 @@ impl ConsumerState {
         self.rebuilt_to(&[], metrics);
     }
 
-    /// Records a flush written up to `commits` (topic, partition, next offset).
-    pub fn rebuilt_to(&self, commits: &[(String, i32, i64)], metrics: &Metrics) {
+    /// Records a flush written up to `commits` (partition, next offset).
+    pub fn rebuilt_to(&self, commits: &[(PartitionId, i64)], metrics: &Metrics) {
         let mut guard = self.rebuild.lock();
         let Some(r) = guard.as_mut() else {
             return;
         };
-        for (topic, partition, next) in commits {
-            if let Some(p) = r.partitions.get_mut(&(topic.clone(), *partition)) {
+        for (id, next) in commits {
+            if let Some(p) = r.partitions.get_mut(id) {
                 p.2 = p.2.max(*next);
             }
         }
@@ -106,6 +107,10 @@ impl ConsumerState {
 mod tests {
     use super::*;
 
+    fn p(topic: &str, partition: i32) -> PartitionId {
+        PartitionId::new(topic, partition)
+    }
+
     #[test]
     fn the_rebuild_counts_down_to_ready_from_each_partitions_history() {
         let metrics = Metrics::new();
@@ -116,9 +121,9 @@ mod tests {
         // articles/0 holds 0..5.
         state.start_rebuild(
             &[
-                ("events".into(), 0, 100, 200),
-                ("events".into(), 1, 0, 0),
-                ("articles".into(), 0, 0, 5),
+                (p("events", 0), 100, 200),
+                (p("events", 1), 0, 0),
+                (p("articles", 0), 0, 5),
             ],
             &metrics,
         );
@@ -126,10 +131,7 @@ mod tests {
             state.rebuild_problem().as_deref(),
             Some("rebuilding the memory store: 0 of 105 messages read")
         );
-        state.rebuilt_to(
-            &[("events".into(), 0, 150), ("articles".into(), 0, 5)],
-            &metrics,
-        );
+        state.rebuilt_to(&[(p("events", 0), 150), (p("articles", 0), 5)], &metrics);
         assert_eq!(
             state.rebuild_problem().as_deref(),
             Some("rebuilding the memory store: 55 of 105 messages read")
@@ -137,12 +139,9 @@ mod tests {
         assert_eq!(metrics.rebuild_remaining.get(), 50);
         // A later flush of fewer offsets does not go back; a position past
         // the watermark (control records) completes it.
-        state.rebuilt_to(
-            &[("events".into(), 0, 120), ("other".into(), 0, 9)],
-            &metrics,
-        );
+        state.rebuilt_to(&[(p("events", 0), 120), (p("other", 0), 9)], &metrics);
         assert_eq!(metrics.rebuild_remaining.get(), 50);
-        state.rebuilt_to(&[("events".into(), 0, 201)], &metrics);
+        state.rebuilt_to(&[(p("events", 0), 201)], &metrics);
         assert_eq!(state.rebuild_problem(), None);
         assert!(!state.rebuilding());
         assert_eq!(metrics.rebuild_remaining.get(), 0);

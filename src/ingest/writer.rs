@@ -140,7 +140,7 @@ impl Writer {
                 let commits = batch
                     .commits()
                     .into_iter()
-                    .filter(|(t, p, _)| !refused.contains(&format!("{t}/{p}")))
+                    .filter(|(id, _)| !refused.iter().any(|r| r == id.name()))
                     .collect();
                 batch.clear();
                 self.backoff = RETRY_MIN;
@@ -178,7 +178,6 @@ impl Writer {
         self.catalog
             .look_up(store, m, &batch.counted, &batch.places)
             .await?;
-        self.fences.sync(self.state.generation());
         let catalog = &self.catalog;
         let folding = tracing::debug_span!(
             target: crate::telemetry::SPANS,
@@ -190,11 +189,10 @@ impl Writer {
                 catalog.known(id)
             })
         });
-        let missing = self.fences.missing(&placement.groups);
-        if !missing.is_empty() {
-            let read = m.time_store("fences", store.fences(&missing)).await?;
-            self.fences.learn(missing, read);
-        }
+        let generation = self.state.generation();
+        (self.fences)
+            .read_missing(store, m, &placement.groups, generation)
+            .await?;
         let aggregate = folding.in_scope(|| {
             fold::fold(
                 &placement,
@@ -213,15 +211,8 @@ impl Writer {
                 events = aggregate.events as i64,
                 groups = aggregate.groups.len() as i64
             );
-            let applying = m.time_store("apply", store.apply(&aggregate));
-            let applied = match applying.instrument(writing).await {
-                Ok(a) => a,
-                Err(e) => {
-                    self.fences.forget_all();
-                    return Err(e.into());
-                }
-            };
-            self.fences.applied(&aggregate.fences, &applied.conflicts);
+            let writing = self.fences.write(store, m, &aggregate).instrument(writing);
+            let applied = writing.await?;
             if !applied.conflicts.iter().any(|u| *u.group() == Group::All) {
                 self.observe_applied(&aggregate, batch);
             }

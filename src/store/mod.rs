@@ -41,7 +41,9 @@ pub use articles::{
     Cursor, Editorial, Exclusion, IndexList, NameOf,
 };
 pub use filters::{FilterLog, FilterWrite, SavedFilter};
-pub use rankings::{Applied, Layout, Page, ProfileId, RankingReads, RankingWrites, Scored, Unit};
+pub use rankings::{
+    Applied, Fence, Layout, Page, ProfileId, RankingReads, RankingWrites, Scored, Unit,
+};
 
 use crate::config::Backend;
 

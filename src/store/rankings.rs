@@ -97,6 +97,17 @@ fn part_of(member: &str, parts: u16) -> u16 {
     (h % u64::from(parts.max(1))) as u16
 }
 
+/// One partition's fence in one unit, as a write checks and advances it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// `topic/partition`.
+    pub source: String,
+    /// The value the writer believes is stored (`None`: no fence yet).
+    pub expected: Option<i64>,
+    /// The value after this write: the highest offset of the batch.
+    pub new: i64,
+}
+
 /// One of the configured ranking profiles (`scoring.profiles`), by its
 /// place in that list: what every ranking read names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

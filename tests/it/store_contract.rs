@@ -12,9 +12,8 @@ use std::time::Duration;
 use popularity::config::{Backend, RedisMode, Settings};
 use popularity::event::filter::Delta;
 use popularity::event::{ArticleMeta, EventType};
-use popularity::fence::Fence;
 use popularity::scoring::{self, Aggregate, Group};
-use popularity::store::{ArticleState, Cursor, FilterWrite, ProfileId, Store};
+use popularity::store::{ArticleState, Cursor, Fence, FilterWrite, ProfileId, Store};
 
 use crate::helpers::*;
 
