@@ -31,6 +31,7 @@
 mod batch;
 mod consumer;
 mod dead_letter;
+mod drive;
 mod fold;
 mod kafka;
 mod lifecycle;

@@ -265,7 +265,7 @@ impl Writer {
 
 /// The result of writing one batch: the writer, the batch (emptied when it
 /// was written) and what to do next.
-type Written = (Box<Writer>, Batch, Flushed);
+pub(super) type Written = (Box<Writer>, Batch, Flushed);
 
 /// The writer, idle or writing one batch in a task of its own (so that
 /// aggregation and the store's round trips proceed on another core) while
