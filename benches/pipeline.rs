@@ -15,7 +15,7 @@ use popularity::event::decode::{Decoder, MessageInfo};
 use popularity::event::filter::{random_seed, Filter, Limits};
 use popularity::event::{Behaviour, Encoding, Event};
 use popularity::newsroom::{Newsroom, Shape, Topic, WireFormat};
-use popularity::scoring::{placement, profiles, Aggregate};
+use popularity::scoring::{destinations, profiles, Aggregate};
 use popularity::store::Unit;
 
 const N: usize = 10_000;
@@ -100,7 +100,7 @@ fn filter_and_aggregate(c: &mut Criterion) {
         .iter()
         .map(|e| {
             let tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
-            placement(&e.article_id, None, e.section.as_deref(), &tags)
+            destinations(&e.article_id, None, e.section.as_deref(), &tags)
                 .into_iter()
                 .map(|(g, m)| (Unit::whole(&g), m))
                 .collect::<Vec<_>>()

@@ -43,6 +43,7 @@ pub mod dependency;
 pub mod devbroker;
 pub mod event;
 pub mod fence;
+pub mod http;
 pub mod ingest;
 pub mod loadgen;
 pub mod logging;

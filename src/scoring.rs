@@ -163,7 +163,7 @@ pub struct Aggregate {
 /// In a network, `site` names the article's site: every group is then
 /// written twice, the network's and the site's, so that both lists are
 /// one sorted set each and exact (Popular Tags sums a tag over sites).
-pub fn placement(
+pub fn destinations(
     article_id: &str,
     site: Option<&str>,
     section: Option<&str>,
@@ -219,14 +219,14 @@ impl Aggregate {
         at_ms: i64,
         units: f64,
     ) {
-        let place: Vec<(Unit, String)> = placement(article_id, None, section, tags)
+        let place: Vec<(Unit, String)> = destinations(article_id, None, section, tags)
             .into_iter()
             .map(|(g, m)| (self.layout.unit(&g, &m), m))
             .collect();
         self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
     }
 
-    /// Adds one event at a precomputed [`placement`], in the groups whose
+    /// Adds one event at a precomputed [`destinations`], in the groups whose
     /// entry `admit` accepts, asked with the entry's position in `place`
     /// (the others already hold the event: see [`Fence`]). All-time counts
     /// go with [`Group::All`].

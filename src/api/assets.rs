@@ -1,14 +1,14 @@
 //! What the API serves from the binary itself: the web page and its files,
 //! and the embeddable widget.
 
-use axum::body::Bytes;
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::cached::{Asked, Cached};
 use super::ApiState;
+use crate::http::representation::{Asked, Cached};
+use crate::http::script;
 
 /// The routes of the files below.
 pub(super) fn routes() -> Router<ApiState> {
@@ -77,23 +77,4 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 pub(crate) async fn widget(asked: Asked) -> Response {
     static WIDGET: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
     script(&asked, &WIDGET, WIDGET_JS)
-}
-
-/// A script for other sites' pages: long-lived caching, revalidated by its
-/// ETag (which changes with every release that changes the script).
-pub(crate) fn script(
-    asked: &Asked,
-    once: &'static std::sync::OnceLock<Cached>,
-    text: &'static str,
-) -> Response {
-    let script = once.get_or_init(|| {
-        Cached::new(
-            Bytes::from_static(text.as_bytes()),
-            HeaderValue::from_static("text/javascript; charset=utf-8"),
-        )
-    });
-    script.respond(
-        asked,
-        &HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
-    )
 }

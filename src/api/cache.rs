@@ -20,7 +20,7 @@ use futures::future::{BoxFuture, Either};
 use quick_cache::sync::{EntryAction, EntryResult};
 use tower::{Layer, Service};
 
-use super::cached::{Asked, Cached};
+use crate::http::representation::{Asked, Cached};
 use crate::metrics::Metrics;
 
 /// Most answers held at once: distinct queries beyond it push out the least

@@ -9,7 +9,7 @@
 //! request meets before routing, so the application is tested without a
 //! socket. The [`cache::Cache`]'s hits are answered at the edge; what it
 //! does not hold is computed in front of the cached routes' handlers. Both
-//! send it as a [`cached::Cached`]: with `Cache-Control` and `ETag`, and
+//! send it as a [`crate::http::representation::Cached`]: with `Cache-Control` and `ETag`, and
 //! compressed once per coding (brotli, zstd, gzip) for the clients that ask.
 
 pub mod admin;
@@ -17,7 +17,6 @@ pub mod alerts;
 mod articles;
 pub(crate) mod assets;
 pub mod cache;
-pub mod cached;
 pub mod error;
 mod index;
 pub mod model;

@@ -297,29 +297,7 @@ pub struct Counts {
     pub engagement: u64,
 }
 
-/// The body of every error answer.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"error": {"code": "invalid_parameter", "message": "limit must be between 1 and 100"}}))]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// What went wrong.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// `invalid_parameter`, `not_found` or `unavailable`; from the
-    /// collector also `invalid_event`, `too_many_events`,
-    /// `payload_too_large`, `unsupported_media_type`, `origin_not_allowed`,
-    /// `rate_limited` and `site_quota`; from the admin API `unauthorized`
-    /// and `forbidden`.
-    pub code: String,
-    /// A message for the developer calling the API.
-    pub message: String,
-    /// The collector: the position (from 0) of the invalid event.
-    #[schema(minimum = 0)]
-    pub index: Option<usize>,
-}
+pub use crate::http::{ErrorBody, ErrorDetail};
 
 /// `/healthz`: the process serves HTTP.
 #[derive(Debug, Serialize, ToSchema)]

@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::visitor::Visitors;
-use crate::event::decode::{Decoder, Encoding, Invalid, MessageInfo};
+use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::{Behaviour, Event, EventType};
+use crate::event::{Encoding, Invalid};
 use crate::site::Sites;
 
 /// One event, ready to produce.

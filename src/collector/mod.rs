@@ -276,13 +276,13 @@ impl Problem {
     )),
     responses(
         (status = 202, description = "Produced", body = schema::Accepted),
-        (status = 400, description = "An invalid event (its index is named) or too many", body = crate::api::model::ErrorBody),
-        (status = 413, description = "Body too large", body = crate::api::model::ErrorBody),
-        (status = 408, description = "The body did not arrive within collector.body_timeout", body = crate::api::model::ErrorBody),
-        (status = 403, description = "The page (Origin, else Referer) is not one of the site's origins", body = crate::api::model::ErrorBody),
-        (status = 415, description = "Neither JSON nor text/plain", body = crate::api::model::ErrorBody),
-        (status = 429, description = "Too many requests from this address, or for this site; see Retry-After", body = crate::api::model::ErrorBody),
-        (status = 503, description = "Kafka did not acknowledge in time; see Retry-After", body = crate::api::model::ErrorBody),
+        (status = 400, description = "An invalid event (its index is named) or too many", body = crate::http::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::http::ErrorBody),
+        (status = 408, description = "The body did not arrive within collector.body_timeout", body = crate::http::ErrorBody),
+        (status = 403, description = "The page (Origin, else Referer) is not one of the site's origins", body = crate::http::ErrorBody),
+        (status = 415, description = "Neither JSON nor text/plain", body = crate::http::ErrorBody),
+        (status = 429, description = "Too many requests from this address, or for this site; see Retry-After", body = crate::http::ErrorBody),
+        (status = 503, description = "Kafka did not acknowledge in time; see Retry-After", body = crate::http::ErrorBody),
     ))]
 pub(crate) async fn collect(State(c): State<Arc<Collector>>, request: Request) -> Response {
     match accept(&c, request).await {

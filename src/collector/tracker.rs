@@ -3,7 +3,7 @@
 
 use axum::response::Response;
 
-use crate::api::cached::{Asked, Cached};
+use crate::http::representation::{Asked, Cached};
 
 const TRACKER_JS: &str = include_str!("../../assets/tracker.js");
 
@@ -16,5 +16,5 @@ const TRACKER_JS: &str = include_str!("../../assets/tracker.js");
     ))]
 pub(crate) async fn script(asked: Asked) -> Response {
     static TRACKER: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
-    crate::api::assets::script(&asked, &TRACKER, TRACKER_JS)
+    crate::http::script(&asked, &TRACKER, TRACKER_JS)
 }

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 
 use parking_lot::Mutex;
 
-use super::decode::{Encoding, Invalid};
+use super::encoding::Encoding;
+use super::invalid::Invalid;
 
 /// The magic byte of a framed message.
 const MAGIC: u8 = 0;

@@ -7,9 +7,11 @@
 //! (bots, stale, duplicates) before they are scored.
 
 pub mod decode;
+mod encoding;
 pub mod fields;
 pub mod filter;
 pub mod framing;
+mod invalid;
 mod raw;
 mod validate;
 
@@ -19,7 +21,9 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/popularity.v1.rs"));
 }
 
-pub use decode::{decode, Encoding, Invalid};
+pub use decode::decode;
+pub use encoding::Encoding;
+pub use invalid::Invalid;
 
 use std::borrow::Cow;
 

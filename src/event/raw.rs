@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::decode::{shown, Invalid};
+use super::invalid::{shown, Invalid};
 use super::{proto, Tags, Text};
 
 /// A time as sent: RFC 3339 text or integer epoch milliseconds.

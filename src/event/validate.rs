@@ -2,11 +2,12 @@
 //! it belongs to and the key of its article, times against the clock. The
 //! rules of single fields are [`super::fields`]'s.
 
-use super::decode::{Decoder, Invalid, MessageInfo};
+use super::decode::{Decoder, MessageInfo};
 use super::fields::{
     check_id, named_section, named_tags, optional_id, section, tags, text, web_url,
     MAX_SUMMARY_CHARS, MAX_TITLE_CHARS,
 };
+use super::invalid::Invalid;
 use super::raw::Raw;
 use super::{ArticleMeta, Behaviour, Event, EventType, Names, Text};
 
@@ -63,7 +64,7 @@ impl Decoder {
                         field: "engaged_seconds",
                         message: format!(
                             "{} must be a finite number >= 0",
-                            super::decode::shown(s)
+                            super::invalid::shown(s)
                         ),
                     });
                 }

@@ -24,7 +24,7 @@ use super::dead_letter::{DeadLetters, Origin};
 use super::drive::{KafkaConsumer, Loop};
 use super::kafka::{self, ConsumerState};
 use super::partition::PartitionId;
-use super::reader::Reader;
+use super::reader::{Filters, Reader};
 use super::writer::{InFlight, Writer};
 
 /// A running consumer, built and ready to run.
@@ -72,7 +72,7 @@ impl Ingest {
         );
         Ok(Ingest {
             consumer: Arc::new(consumer),
-            reader: Reader::new(&settings, metrics.clone(), durable, durable),
+            reader: Reader::new(&settings, metrics.clone(), Filters::of_consumer(durable)),
             writer: Writer::new(
                 store.clone(),
                 metrics.clone(),

@@ -243,7 +243,7 @@ impl Loop {
                 Next::Wait
             }
             Wake::Written(done) => {
-                let flushed = self.writing.settle(*done, &mut self.batch);
+                let flushed = self.writing.collect(*done, &mut self.batch);
                 self.after_write(flushed, CommitMode::Async);
                 let waiting = matches!(self.phase, Phase::WaitingForStore { .. });
                 flush_if(!waiting && (owed || self.batch.full(self.max_batch)))

@@ -2,7 +2,7 @@
 //! known of their articles and the fences of their groups, folded into one
 //! [`Aggregate`]. No I/O: the writer reads what is missing first.
 //!
-//! [`place`] decides where each event goes (its article's groups, from the
+//! [`route`] decides where each event goes (its article's groups, from the
 //! event or the article's metadata) and which groups the batch touches;
 //! [`fold`] then sums, per group, only the events above that group's fence
 //! (see [`crate::fence`]) and names the fences the write must check and
@@ -12,7 +12,7 @@ use ahash::HashMap as AHashMap;
 
 use crate::event::EventType;
 use crate::fence::FenceBook;
-use crate::scoring::{placement, Aggregate, Profiles};
+use crate::scoring::{destinations, Aggregate, Profiles};
 use crate::store::{Fence, Layout, Unit};
 
 use super::batch::{Counted, PartitionRead};
@@ -37,19 +37,19 @@ pub(super) enum Known<'a> {
 }
 
 /// Where one place's events of a batch go.
-struct Placed<'a> {
+struct Route<'a> {
     article_id: &'a str,
-    /// (unit, member), as [`placement`] gives them in the store's units.
+    /// (unit, member), as [`destinations`] gives them in the store's units.
     entries: Vec<(Unit, String)>,
-    /// The number of each entry's group in [`Placement::groups`].
+    /// The number of each entry's unit in [`Routes::units`].
     groups: Vec<usize>,
 }
 
 /// Where every counted event of a batch goes.
-pub(super) struct Placement<'a> {
-    places: Vec<Placed<'a>>,
+pub(super) struct Routes<'a> {
+    places: Vec<Route<'a>>,
     /// Every unit the batch touches.
-    pub groups: Vec<Unit>,
+    pub units: Vec<Unit>,
     /// Per interned place, its number in `places`; [`WITHDRAWN`] for an
     /// unpublished article, [`UNPLACED`] for a place no event of the batch has.
     place_of: Vec<u32>,
@@ -60,18 +60,18 @@ pub(super) struct Placement<'a> {
 const UNPLACED: u32 = u32::MAX;
 const WITHDRAWN: u32 = u32::MAX - 1;
 
-/// Places each distinct place of `counted` once: folding then allocates
+/// Routes each distinct place of `counted` once: folding then allocates
 /// nothing per event and hashes no group or partition name.
-pub(super) fn place<'a>(
+pub(super) fn route<'a>(
     counted: &[Counted],
     places: &'a Places,
     layout: Layout,
     known: impl Fn(&str) -> Known<'a>,
-) -> Placement<'a> {
+) -> Routes<'a> {
     let mut group_of: AHashMap<Unit, usize> = AHashMap::default();
-    let mut p = Placement {
+    let mut p = Routes {
         places: Vec::new(),
-        groups: Vec::new(),
+        units: Vec::new(),
         place_of: vec![UNPLACED; places.len()],
         withdrawn: [0; EventType::COUNT],
     };
@@ -98,7 +98,7 @@ pub(super) fn place<'a>(
                 } => (site, section, tags),
                 Known::Unknown => (None, None, &[][..]),
             };
-            let entries: Vec<(Unit, String)> = placement(article_id, site, section, tags)
+            let entries: Vec<(Unit, String)> = destinations(article_id, site, section, tags)
                 .into_iter()
                 .map(|(g, m)| (layout.unit(&g, &m), m))
                 .collect();
@@ -106,12 +106,12 @@ pub(super) fn place<'a>(
                 .iter()
                 .map(|(g, _)| {
                     *group_of.entry(g.clone()).or_insert_with(|| {
-                        p.groups.push(g.clone());
-                        p.groups.len() - 1
+                        p.units.push(g.clone());
+                        p.units.len() - 1
                     })
                 })
                 .collect();
-            p.places.push(Placed {
+            p.places.push(Route {
                 article_id,
                 entries,
                 groups: numbers,
@@ -126,21 +126,21 @@ pub(super) fn place<'a>(
 
 /// Folds the placed events into an aggregate at `reference_ms`: each group
 /// gets the events above its fence, and a fence per partition it got
-/// events of. `fences` must know every group of the placement.
+/// events of. `fences` must know every unit of the routes.
 pub(super) fn fold(
-    placement: &Placement<'_>,
+    routes: &Routes<'_>,
     counted: &[Counted],
     sources: &[PartitionRead],
     fences: &FenceBook,
     profiles: Profiles,
     reference_ms: i64,
 ) -> Aggregate {
-    let Placement {
+    let Routes {
         places,
-        groups,
+        units: groups,
         place_of,
         ..
-    } = placement;
+    } = routes;
     let ns = sources.len();
     let fence_of: Vec<Vec<Option<i64>>> = groups
         .iter()

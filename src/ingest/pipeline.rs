@@ -10,7 +10,7 @@ use crate::store::Writes;
 use super::batch::{Batch, Incoming};
 use super::dead_letter::DeadLetters;
 use super::kafka::ConsumerState;
-use super::reader::Reader;
+use super::reader::{Filters, Reader};
 use super::writer::{Flushed, InFlight, Writer};
 
 /// decode → validate → filter → aggregate → store, exactly as
@@ -39,7 +39,11 @@ impl Pipeline {
     /// A pipeline writing to `store`.
     pub fn new(settings: Arc<Settings>, store: Arc<dyn Writes>, metrics: Metrics) -> Pipeline {
         let profiles = crate::scoring::profiles(&settings.scoring);
-        let durable = store.durable();
+        let filters = if store.durable() {
+            Filters::Saved
+        } else {
+            Filters::Unsaved
+        };
         let dead_letters = DeadLetters::new(None, String::new(), metrics.clone());
         let writer = Writer::new(
             store,
@@ -49,7 +53,7 @@ impl Pipeline {
             ConsumerState::new(crate::dependency::Dependency::new("kafka", metrics.clone())),
         );
         Pipeline {
-            reader: Reader::new(&settings, metrics, durable, false),
+            reader: Reader::new(&settings, metrics, filters),
             writer: InFlight::new(writer),
             batch: Batch::default(),
             max_batch: settings.ingest.max_batch_events,
@@ -126,7 +130,7 @@ impl Reading {
     /// A reader with `settings`, saving filter deltas as with a durable store.
     pub fn new(settings: &Settings) -> Reading {
         Reading {
-            reader: Reader::new(settings, Metrics::new(), true, false),
+            reader: Reader::new(settings, Metrics::new(), Filters::Saved),
             batch: Batch::default(),
         }
     }

@@ -42,7 +42,22 @@ enum Outcome<'a> {
     Lifecycle(Event<'static>),
 }
 
-/// Decodes and judges the messages of one side of the split.
+/// One thread's share of the partitions read together: those at positions
+/// `index`, `index + of`, `index + 2 × of`, …
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    index: usize,
+    of: usize,
+}
+
+impl Share {
+    /// True when the partition at `position` is in this share.
+    fn holds(self, position: usize) -> bool {
+        position % self.of == self.index
+    }
+}
+
+/// Decodes and judges the messages of one share of the partitions.
 struct Judge<'r, 'm> {
     decoder: &'r Decoder,
     articles_topic: &'r str,
@@ -52,19 +67,14 @@ struct Judge<'r, 'm> {
 }
 
 impl<'m> Judge<'_, 'm> {
-    /// The outcomes, in order, of the messages of side `side` of `ways`
-    /// (the partitions at positions `side`, `side + ways`, …), whose
-    /// filters are in `filters`, indexed like the reader's partitions.
-    fn side(
-        &self,
-        mut filters: Vec<Option<&mut Partition>>,
-        side: usize,
-        ways: usize,
-    ) -> Vec<Outcome<'m>> {
+    /// The outcomes, in order, of the messages of the partitions in
+    /// `share`, whose filters are in `filters`, indexed like the reader's
+    /// partitions.
+    fn share(&self, mut filters: Vec<Option<&mut Partition>>, share: Share) -> Vec<Outcome<'m>> {
         let mut out = Vec::with_capacity(self.msgs.len());
         for (m, (_, part)) in self.msgs.iter().zip(self.parts) {
-            if part % ways == side {
-                let p = filters[*part].as_deref_mut().expect("the side's filter");
+            if share.holds(*part) {
+                let p = filters[*part].as_deref_mut().expect("the share's filter");
                 out.push(self.one(m, p));
             }
         }
@@ -119,6 +129,30 @@ struct Partition {
     snapshot: bool,
 }
 
+/// Where the reader's duplicate filters live besides the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Filters {
+    /// Nowhere: the memory store rebuilds them from the topics.
+    Unsaved,
+    /// Saved with each batch; a partition's filter starts empty when first
+    /// read (the in-process pipeline, the benchmark).
+    Saved,
+    /// Saved with each batch, and restored when the partition is assigned,
+    /// before it is read (the consumer with a durable store).
+    SavedAndRestored,
+}
+
+impl Filters {
+    /// The consumer's: saved and restored with a durable store.
+    pub fn of_consumer(durable: bool) -> Filters {
+        if durable {
+            Filters::SavedAndRestored
+        } else {
+            Filters::Unsaved
+        }
+    }
+}
+
 /// Decodes, validates and filters messages.
 pub(super) struct Reader {
     decoder: Decoder,
@@ -126,11 +160,8 @@ pub(super) struct Reader {
     metrics: Metrics,
     /// The article-lifecycle topic.
     articles_topic: String,
-    /// Save filter deltas with each batch (a durable store).
-    durable: bool,
-    /// Partitions are restored before they are read (the consumer does
-    /// this on assignment; the in-memory pipeline starts from nothing).
-    restores: bool,
+    /// Whether filter deltas are saved, and restored before a partition is read.
+    filters: Filters,
     partitions: Vec<Partition>,
     /// Scratch of [`Reader::read_all`]: each message's partition, in the
     /// batch and among `partitions`.
@@ -138,7 +169,7 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub fn new(settings: &Settings, metrics: Metrics, durable: bool, restores: bool) -> Reader {
+    pub fn new(settings: &Settings, metrics: Metrics, filters: Filters) -> Reader {
         let ingest = &settings.ingest;
         Reader {
             decoder: Decoder::new(
@@ -152,8 +183,7 @@ impl Reader {
             },
             metrics,
             articles_topic: settings.kafka.topics.articles.clone(),
-            durable,
-            restores,
+            filters,
             partitions: Vec::new(),
             parts: Vec::new(),
         }
@@ -212,7 +242,7 @@ impl Reader {
         if let Some(i) = find(&self.partitions, topic, partition, |p| &p.id) {
             return i;
         }
-        if self.restores {
+        if self.filters == Filters::SavedAndRestored {
             tracing::error!(
                 topic,
                 partition,
@@ -221,7 +251,7 @@ impl Reader {
         }
         self.partitions.push(Partition {
             id: PartitionId::new(topic, partition),
-            filter: if self.durable {
+            filter: if self.filters != Filters::Unsaved {
                 Filter::new(self.limits, filter::random_seed())
             } else {
                 Filter::unsaved(self.limits)
@@ -279,15 +309,19 @@ impl Reader {
         let mut outcomes: PerSide<Vec<Outcome<'_>>> = (0..ways).map(|_| Vec::new()).collect();
         if ways == 1 {
             let only = filters.into_iter().next().expect("one side");
-            outcomes[0] = judge.side(only, 0, 1);
+            outcomes[0] = judge.share(only, Share { index: 0, of: 1 });
         } else {
             rayon::in_place_scope(|s| {
                 let mut sides = filters.into_iter().zip(outcomes.iter_mut()).enumerate();
                 let (_, (here, out_here)) = sides.next().expect("several sides");
                 for (side, (f, out)) in sides {
-                    s.spawn(move |_| *out = judge.side(f, side, ways));
+                    let share = Share {
+                        index: side,
+                        of: ways,
+                    };
+                    s.spawn(move |_| *out = judge.share(f, share));
                 }
-                *out_here = judge.side(here, 0, ways);
+                *out_here = judge.share(here, Share { index: 0, of: ways });
             });
         }
         // 3. Into the batch, in the order read.
@@ -360,7 +394,7 @@ impl Reader {
             batch.trace = Some(flush);
             read.entered()
         });
-        if !self.durable {
+        if self.filters == Filters::Unsaved {
             return;
         }
         let mut writes = Vec::new();

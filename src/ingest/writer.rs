@@ -184,18 +184,18 @@ impl Writer {
             "fold",
             events = batch.counted.len() as i64
         );
-        let placement = folding.in_scope(|| {
-            fold::place(&batch.counted, &batch.places, store.layout(), |id| {
+        let routes = folding.in_scope(|| {
+            fold::route(&batch.counted, &batch.places, store.layout(), |id| {
                 catalog.known(id)
             })
         });
         let generation = self.state.generation();
         (self.fences)
-            .read_missing(store, m, &placement.groups, generation)
+            .read_missing(store, m, &routes.units, generation)
             .await?;
         let aggregate = folding.in_scope(|| {
             fold::fold(
-                &placement,
+                &routes,
                 &batch.counted,
                 &batch.partitions,
                 &self.fences,
@@ -224,7 +224,7 @@ impl Writer {
         for kind in EventType::ALL {
             m.events
                 .with_label_values(&[kind.as_str(), "unpublished"])
-                .inc_by(placement.withdrawn[kind.index()]);
+                .inc_by(routes.withdrawn[kind.index()]);
         }
         // 4. The duplicate filters, now that every group holds the batch.
         if !batch.filters.is_empty() {
@@ -315,7 +315,7 @@ impl InFlight {
 
     /// Takes the result of a finished write. A batch that was not written
     /// goes back in front of what was read since, to be written with it.
-    pub fn settle(&mut self, (writer, mut done, next): Written, batch: &mut Batch) -> Flushed {
+    pub fn collect(&mut self, (writer, mut done, next): Written, batch: &mut Batch) -> Flushed {
         if matches!(next, Flushed::Retry(_)) {
             done.absorb(std::mem::take(batch));
             *batch = done;
@@ -332,7 +332,7 @@ impl InFlight {
             return None;
         };
         let done = write.now_or_never()?;
-        Some(self.settle(joined(done), batch))
+        Some(self.collect(joined(done), batch))
     }
 
     /// Waits for the write in progress, if any.
@@ -341,7 +341,7 @@ impl InFlight {
             return None;
         }
         let done = self.finished().await;
-        Some(self.settle(done, batch))
+        Some(self.collect(done, batch))
     }
 
     /// The idle writer (after [`InFlight::wait`]).

@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn a_split_layout_puts_each_member_in_one_stable_part_of_each_group() {
         let split = Layout::split(8);
-        for (g, m) in crate::scoring::placement("a-1", None, Some("news"), &["red".into()]) {
+        for (g, m) in crate::scoring::destinations("a-1", None, Some("news"), &["red".into()]) {
             // The tags ranking's members are tags: split by the tag.
             let unit = split.unit(&g, &m);
             assert_eq!(unit.group(), &g);

@@ -171,7 +171,7 @@ impl Catalogue for RedisStore {
                 .map_err(unavailable)?;
         }
         self.send(parts).await?;
-        self.settle().await
+        self.replicated().await
     }
 
     async fn unpublish(&self, ids: &[String]) -> Result<(), StoreError> {
@@ -218,7 +218,7 @@ impl Catalogue for RedisStore {
         }
         parts.push(index);
         self.send(parts).await?;
-        self.settle().await
+        self.replicated().await
     }
 }
 
@@ -374,6 +374,6 @@ impl Editorial for RedisStore {
             None => redis::cmd("HDEL").arg(&hash).arg(key).clone(),
         };
         self.send(vec![Part::one(cmd)]).await?;
-        self.settle().await
+        self.replicated().await
     }
 }

@@ -99,7 +99,7 @@ impl RedisStore {
     /// Returns once `wait_replicas` replicas hold what this process wrote
     /// (DESIGN §4): after every write, and after reading the fences a write
     /// will rely on, which may come from a write not yet replicated.
-    async fn settle(&self) -> Result<(), StoreError> {
+    async fn replicated(&self) -> Result<(), StoreError> {
         if self.wait_replicas == 0 {
             return Ok(());
         }
@@ -163,7 +163,7 @@ impl RankingWrites for RedisStore {
             .map(|g| Part::one(self.invocation(batch, g)))
             .collect();
         let replies = self.send(parts).await?;
-        self.settle().await?;
+        self.replicated().await?;
         let mut applied = Applied::default();
         for (group, mut reply) in groups.into_iter().zip(replies) {
             match reply.pop().unwrap_or(Value::Nil) {
@@ -189,7 +189,7 @@ impl RankingWrites for RedisStore {
         let metas = self
             .hashes(groups.iter().map(|g| self.keys.meta(g)))
             .await?;
-        self.settle().await?;
+        self.replicated().await?;
         Ok(metas
             .into_iter()
             .map(|m| {
@@ -276,7 +276,7 @@ impl FilterLog for RedisStore {
             })
             .collect();
         let replies = self.send(parts).await?;
-        self.settle().await?;
+        self.replicated().await?;
         replies
             .into_iter()
             .map(|r| {
@@ -326,7 +326,7 @@ impl FilterLog for RedisStore {
             })
             .collect();
         let replies = self.send(parts).await?;
-        self.settle().await?;
+        self.replicated().await?;
         let mut refused = Vec::new();
         for (w, mut r) in writes.iter().zip(replies) {
             if parse::<i64>(r.pop().unwrap_or(Value::Nil))? == 2 {
