@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use popularity::config::Settings;
 use popularity::ingest::Reading;
-use popularity::newsroom::{Newsroom, Shape, WireFormat};
+use popularity_cli::newsroom::{Newsroom, Shape, WireFormat};
 
 /// mimalloc, counting every allocation and reallocation.
 struct Counting;

@@ -14,9 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use popularity::event::decode::{Decoder, MessageInfo};
 use popularity::event::filter::{random_seed, Filter, Limits};
 use popularity::event::{Behaviour, Encoding, Event};
-use popularity::newsroom::{Newsroom, Shape, Topic, WireFormat};
 use popularity::scoring::{destinations, profiles, Aggregate};
 use popularity::store::Unit;
+use popularity_cli::newsroom::{Newsroom, Shape, Topic, WireFormat};
 
 const N: usize = 10_000;
 const NOW: i64 = 1_700_000_000_000;

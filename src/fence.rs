@@ -35,7 +35,7 @@ use std::collections::HashMap;
 
 use ahash::HashMap as AHashMap;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreOperation};
 use crate::scoring::Aggregate;
 use crate::store::{Applied, Fence, RankingWrites, StoreError, Unit};
 
@@ -65,7 +65,9 @@ impl FenceBook {
         self.sync(generation);
         let missing = self.missing(units);
         if !missing.is_empty() {
-            let read = metrics.time_store("fences", store.fences(&missing)).await?;
+            let read = metrics
+                .time_store(StoreOperation::Fences, store.fences(&missing))
+                .await?;
             self.learn(missing, read);
         }
         Ok(())
@@ -81,7 +83,10 @@ impl FenceBook {
         metrics: &Metrics,
         aggregate: &Aggregate,
     ) -> Result<Applied, StoreError> {
-        match metrics.time_store("apply", store.apply(aggregate)).await {
+        match metrics
+            .time_store(StoreOperation::Apply, store.apply(aggregate))
+            .await
+        {
             Ok(applied) => {
                 self.applied(&aggregate.fences, &applied.conflicts);
                 Ok(applied)

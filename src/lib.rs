@@ -9,14 +9,18 @@
 //! - [`event`]: the event model, JSON/protobuf decoding, validation, and the
 //!   bot / stale / duplicate filters.
 //! - [`site`]: the network's sites and how an article's key names its site.
-//! - [`rising`]: what is taking off: the formula over two profiles' scores.
+//! - [`ingest`]: the Kafka consumer: read (decode, validate, filter), fold,
+//!   write, commit; invalid messages to the dead-letter topic.
 //! - [`scoring`]: forward-decay math and per-flush aggregation; pure, no I/O.
-//! - [`store`]: the [`store::Store`] trait with its `redis` and `memory` backends.
 //! - [`fence`]: the fence protocol that makes counting effectively once.
-//! - [`ingest`]: the Kafka consumer loop: read, flush to the store, commit;
-//!   invalid messages to the dead-letter topic.
+//! - [`store`]: one interface per concern (rankings, articles, filters,
+//!   alerts) and the `redis` and `memory` backends.
+//! - [`rising`]: what is taking off: the formula over two profiles' scores.
 //! - [`alerts`]: what an alert says and its signed, retried webhooks.
 //! - [`api`]: the HTTP routes, the response cache and error mapping.
+//! - [`collector`]: readers' events over HTTP, checked and produced to Kafka.
+//! - [`http`]: what the API and the collector share: representations,
+//!   scripts, the error body.
 //! - [`server`]: the HTTP server's bounds on connections and slow clients.
 //! - [`peer`]: a request's client address, behind trusted proxies or not.
 //! - [`metrics`]: every Prometheus metric, named in one place.
@@ -25,32 +29,25 @@
 //! - [`logging`]: text or JSON logs to standard error, the access log.
 //! - [`telemetry`]: spans of requests and flushes sent as OpenTelemetry traces.
 //! - [`app`]: builds the parts for a role and runs them.
-//! - [`devbroker`]: librdkafka's mock cluster as a local Kafka-protocol broker.
-//! - [`newsroom`], [`loadgen`], [`demo`]: synthetic traffic, producing it, and
-//!   the zero-dependency demo.
-//! - [`redis_server`]: a local `redis-server` for the benchmark and tests.
-//! - [`bench`]: the one-run benchmark against the limits and a naive baseline.
+//!
+//! The tools beside the service (the demo, the dev broker, the synthetic
+//! newsroom and load generator, the local Redis launcher, the benchmark)
+//! live in the `popularity-cli` package (`cli/`), with the binary.
 #![warn(missing_docs)]
 
 pub mod alerts;
 pub mod api;
 pub mod app;
-pub mod bench;
 pub mod collector;
 pub mod config;
-pub mod demo;
 pub mod dependency;
-pub mod devbroker;
 pub mod event;
 pub mod fence;
 pub mod http;
 pub mod ingest;
-pub mod loadgen;
 pub mod logging;
 pub mod metrics;
-pub mod newsroom;
 pub mod peer;
-pub mod redis_server;
 pub mod rising;
 pub mod scoring;
 pub mod server;

@@ -15,27 +15,69 @@ use crate::event::{EventType, Invalid};
 /// Label value of the `type` label for messages that never decoded.
 pub const UNKNOWN_TYPE: &str = "unknown";
 
-/// Outcomes of the `events_total` counter.
-pub const OUTCOMES: [&str; 7] = [
-    "applied",
-    "duplicate",
-    "bot",
-    "stale",
-    "unpublished",
-    "invalid",
-    "dead_lettered",
-];
+/// Generates a label enum whose values are declared once, with `ALL` and
+/// `as_str`.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
 
-/// Operations of the `store_*` metrics.
-pub const STORE_OPERATIONS: [&str; 7] = [
-    "apply",
-    "publish",
-    "unpublish",
-    "articles",
-    "fences",
-    "filters",
-    "load_filters",
-];
+        impl $name {
+            /// Every value, in the order declared.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+
+label_values! {
+    /// The `outcome` label of `events_total`.
+    Outcome {
+        /// Counted in the overall ranking.
+        Applied = "applied",
+        /// Same visitor, article and type within the window.
+        Duplicate = "duplicate",
+        /// Sent by a crawler.
+        Bot = "bot",
+        /// Older than `ingest.max_event_age`.
+        Stale = "stale",
+        /// Of a withdrawn article.
+        Unpublished = "unpublished",
+        /// Failed decoding or validation.
+        Invalid = "invalid",
+        /// Sent to the dead-letter topic.
+        DeadLettered = "dead_lettered",
+    }
+}
+
+label_values! {
+    /// The `operation` label of the `store_*` metrics.
+    StoreOperation {
+        /// A flush's fenced increments.
+        Apply = "apply",
+        /// Articles published.
+        Publish = "publish",
+        /// Articles withdrawn.
+        Unpublish = "unpublish",
+        /// Articles' metadata read.
+        Articles = "articles",
+        /// Fences read.
+        Fences = "fences",
+        /// Duplicate filters' deltas saved.
+        Filters = "filters",
+        /// Duplicate filters restored.
+        LoadFilters = "load_filters",
+    }
+}
 
 /// The service's metrics and the registry that exports them.
 #[derive(Clone)]
@@ -186,12 +228,12 @@ impl Metrics {
             &["type", "outcome"],
         );
         for t in EventType::ALL.iter().map(|t| t.as_str()) {
-            for o in &OUTCOMES[..6] {
-                events.with_label_values(&[t, o]);
+            for o in &Outcome::ALL[..6] {
+                events.with_label_values(&[t, o.as_str()]);
             }
         }
-        for o in ["invalid", "dead_lettered"] {
-            events.with_label_values(&[UNKNOWN_TYPE, o]);
+        for o in [Outcome::Invalid, Outcome::DeadLettered] {
+            events.with_label_values(&[UNKNOWN_TYPE, o.as_str()]);
         }
         let invalid = counter(
             &registry,
@@ -227,9 +269,9 @@ impl Metrics {
             "Store operations that failed, by operation.",
             &["operation"],
         );
-        for op in STORE_OPERATIONS {
-            store_duration.with_label_values(&[op]);
-            store_errors.with_label_values(&[op]);
+        for op in StoreOperation::ALL {
+            store_duration.with_label_values(&[op.as_str()]);
+            store_errors.with_label_values(&[op.as_str()]);
         }
         let consumer_lag = register(
             &registry,
@@ -421,17 +463,19 @@ impl Metrics {
     /// Times a store operation, counting it as an error when it fails.
     pub async fn time_store<T, E>(
         &self,
-        operation: &str,
+        operation: StoreOperation,
         f: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         let timer = self
             .store_duration
-            .with_label_values(&[operation])
+            .with_label_values(&[operation.as_str()])
             .start_timer();
         let result = f.await;
         timer.observe_duration();
         if result.is_err() {
-            self.store_errors.with_label_values(&[operation]).inc();
+            self.store_errors
+                .with_label_values(&[operation.as_str()])
+                .inc();
         }
         result
     }

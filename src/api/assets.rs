@@ -8,7 +8,7 @@ use axum::Router;
 
 use super::ApiState;
 use crate::http::representation::{Asked, Cached};
-use crate::http::script;
+use crate::http::{page, script};
 
 /// The routes of the files below.
 pub(super) fn routes() -> Router<ApiState> {
@@ -30,30 +30,6 @@ const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const STYLE_CSS: &str = include_str!("../../assets/style.css");
 const WIDGET_JS: &str = include_str!("../../assets/widget.js");
-
-/// What the pages served here may load: their own scripts, styles and
-/// API, and pictures from anywhere on the web; no inline script, no frame,
-/// no form. (Inline styles are allowed: the widget puts its stylesheet
-/// first in the head, so that the page's own rules win.)
-pub const PAGE_CSP: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-     img-src 'self' https: http:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'none'";
-
-/// An HTML page of this service, with its Content-Security-Policy and a
-/// Referrer-Policy that sends other sites the origin only.
-pub fn page(body: impl Into<String>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=60"),
-            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
-            (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
-        ],
-        body.into(),
-    )
-        .into_response()
-}
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

@@ -1,16 +1,41 @@
 //! What the service's two HTTP faces (the API and the collector) share:
-//! answers as kept and sent in a coding ([`representation`]), scripts for
-//! other sites' pages, and the body of every error answer.
+//! answers as kept and sent in a coding ([`representation`]), the service's
+//! own pages, scripts for other sites' pages, and the body of every error
+//! answer.
 
 pub mod representation;
 
 use axum::body::Bytes;
-use axum::http::HeaderValue;
-use axum::response::Response;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use representation::{Asked, Cached};
+
+/// What the pages served here may load: their own scripts, styles and
+/// API, and pictures from anywhere on the web; no inline script, no frame,
+/// no form. (Inline styles are allowed: the widget puts its stylesheet
+/// first in the head, so that the page's own rules win.)
+pub const PAGE_CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' https: http:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// An HTML page of this service, with its Content-Security-Policy and a
+/// Referrer-Policy that sends other sites the origin only.
+pub fn page(body: impl Into<String>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+            (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+        ],
+        body.into(),
+    )
+        .into_response()
+}
 
 /// A script for other sites' pages: long-lived caching, revalidated by its
 /// ETag (which changes with every release that changes the script).

@@ -18,7 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::dependency::KafkaLink;
-use crate::metrics::{Metrics, UNKNOWN_TYPE};
+use crate::metrics::{Metrics, Outcome, UNKNOWN_TYPE};
 
 use super::batch::DeadLetter;
 use crate::config::KafkaSettings;
@@ -108,7 +108,7 @@ impl DeadLetters {
                 Ok(_) => self
                     .metrics
                     .events
-                    .with_label_values(&[UNKNOWN_TYPE, "dead_lettered"])
+                    .with_label_values(&[UNKNOWN_TYPE, Outcome::DeadLettered.as_str()])
                     .inc(),
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "dead-letter delivery failed");

@@ -12,7 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreOperation};
 use crate::store::Writes;
 
 use super::batch::{Batch, Commit, Incoming};
@@ -450,7 +450,10 @@ impl Loop {
         let started = std::time::Instant::now();
         let saved = match self
             .metrics
-            .time_store("load_filters", self.store.load_filters(&sources))
+            .time_store(
+                StoreOperation::LoadFilters,
+                self.store.load_filters(&sources),
+            )
             .await
         {
             Ok(s) => s,

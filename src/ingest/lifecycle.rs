@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ahash::HashMap as AHashMap;
 
 use crate::event::{ArticleMeta, Event};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreOperation};
 use crate::store::{ArticleReads, ArticleState, Catalogue, StoreError};
 
 use super::batch::Counted;
@@ -74,10 +74,10 @@ impl Catalog {
             }
         }
         metrics
-            .time_store("publish", store.publish(&published))
+            .time_store(StoreOperation::Publish, store.publish(&published))
             .await?;
         metrics
-            .time_store("unpublish", store.unpublish(&removed))
+            .time_store(StoreOperation::Unpublish, store.unpublish(&removed))
             .await?;
         let now = Instant::now();
         for a in published {
@@ -129,7 +129,7 @@ impl Catalog {
         missing.dedup();
         if !missing.is_empty() {
             let found = metrics
-                .time_store("articles", store.articles(&missing))
+                .time_store(StoreOperation::Articles, store.articles(&missing))
                 .await?;
             for (id, state) in missing.into_iter().zip(found) {
                 self.cache.insert(id, (now, state.into()));

@@ -13,15 +13,18 @@
 //!
 //! An event's way, one file per step:
 //!
-//! 1. [`consumer`]: the loop. Partitions are assigned (and restored), a
-//!    message is received, read, and a batch is sealed and handed to the
-//!    writer when full or due; after the write it commits, or pauses and
-//!    retries. Revocation and shutdown flush first.
-//! 2. [`reader`]: decode → validate → filter into the [`batch`].
+//! 1. [`consumer`]: the clients built and the group joined; then
+//!    [`drive`], the loop as phases: what woke it (a message, a tick, a
+//!    finished write, a revocation, shutdown), where it stands (consuming,
+//!    or waiting for the store), one function deciding the next action, and
+//!    one drain-then-commit for hand-overs and shutdown.
+//! 2. [`reader`]: decode → validate → filter into the [`batch`], each
+//!    partition ([`partition::PartitionId`]) with its duplicate filter.
 //! 3. [`writer`]: one batch to the store: [`dead_letter`]s, the article
 //!    [`lifecycle`], then the pure [`fold`] of events and fences into an
-//!    aggregate, the fenced apply, the filters' deltas. It returns what the
-//!    loop should do next.
+//!    aggregate (routed to the store's units of atomic writing), the fenced
+//!    apply ([`crate::fence::FenceBook`]), the filters' deltas. It returns
+//!    what the loop should do next.
 //!
 //! With a store that is not durable (the `memory` store) the process holds
 //! the only copy of the state, so the consumer commits nothing, joins no

@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::filter::{self, Corrupt, Filter, Limits, Verdict};
 use crate::event::{Behaviour, Encoding, Event, EventType, Invalid};
-use crate::metrics::{Metrics, UNKNOWN_TYPE};
+use crate::metrics::{self, Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
 
@@ -370,7 +370,7 @@ impl Reader {
             Outcome::Filtered(kind, verdict) => self
                 .metrics
                 .events
-                .with_label_values(&[kind.as_str(), verdict.outcome()])
+                .with_label_values(&[kind.as_str(), verdict.outcome().as_str()])
                 .inc(),
             Outcome::Lifecycle(e) => batch.lifecycle.push(e),
         }
@@ -434,7 +434,7 @@ impl Reader {
             .inc();
         self.metrics
             .events
-            .with_label_values(&[UNKNOWN_TYPE, "invalid"])
+            .with_label_values(&[UNKNOWN_TYPE, metrics::Outcome::Invalid.as_str()])
             .inc();
     }
 }

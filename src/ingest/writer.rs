@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use crate::event::EventType;
 use crate::fence::FenceBook;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome, StoreOperation};
 use crate::now_ms;
 use crate::scoring::{Aggregate, Group, Profiles};
 use crate::store::{StoreError, Writes};
@@ -223,13 +223,13 @@ impl Writer {
         }
         for kind in EventType::ALL {
             m.events
-                .with_label_values(&[kind.as_str(), "unpublished"])
+                .with_label_values(&[kind.as_str(), Outcome::Unpublished.as_str()])
                 .inc_by(routes.withdrawn[kind.index()]);
         }
         // 4. The duplicate filters, now that every group holds the batch.
         if !batch.filters.is_empty() {
             let not_saved = m
-                .time_store("filters", store.save_filters(&batch.filters))
+                .time_store(StoreOperation::Filters, store.save_filters(&batch.filters))
                 .await?;
             if !not_saved.is_empty() {
                 tracing::warn!(
@@ -251,7 +251,7 @@ impl Writer {
         for kind in EventType::ALL {
             self.metrics
                 .events
-                .with_label_values(&[kind.as_str(), "applied"])
+                .with_label_values(&[kind.as_str(), Outcome::Applied.as_str()])
                 .inc_by(aggregate.counted(kind));
         }
         let applied_at = now_ms();

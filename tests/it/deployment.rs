@@ -59,7 +59,7 @@ const FILES: &[&str] = &[
 
 #[test]
 fn deployment_files_name_only_settings_that_exist() {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = crate::helpers::CHECKOUT;
     let config = std::path::Path::new(root).join("deploy/kubernetes/base/popularity.toml");
     Settings::load(Some(&config), std::iter::empty())
         .unwrap_or_else(|e| panic!("deploy/kubernetes/base/popularity.toml: {e}"));

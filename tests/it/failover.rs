@@ -11,10 +11,10 @@ use popularity::config::{RedisMode, Settings};
 use popularity::scoring::Group;
 use popularity::store::ProfileId;
 
-use crate::faults::{
+use crate::helpers::*;
+use crate::kit::{
     assert_exact, consumer_env, fast_producer, produce, report, verify, Consumer, StoreRef, Topics,
 };
-use crate::helpers::*;
 
 /// The consumer's environment on a topology, with `WAIT 1` after writes.
 fn env_of(kafka: &Kafka, mode: &str, url: &str, prefix: &str) -> Vec<(String, String)> {
@@ -132,7 +132,7 @@ fn watch_readiness(consumer: &Consumer, span: Duration) -> tokio::task::JoinHand
 /// test's own on the same keys, once 8,000 events are counted.
 struct Draining {
     consumer: Consumer,
-    stream: tokio::task::JoinHandle<crate::faults::Produced>,
+    stream: tokio::task::JoinHandle<crate::kit::Produced>,
     store: StoreRef,
     _kafka: Kafka,
 }

@@ -6,19 +6,22 @@ use std::time::{Duration, Instant};
 
 use popularity::app::{App, Role};
 use popularity::config::{Backend, Settings};
-use popularity::devbroker::DevBroker;
+use popularity_cli::devbroker::DevBroker;
 use rand::Rng;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
+/// The top of the checkout (this test belongs to the `cli/` package).
+pub const CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
 /// Half-lives of the default profiles, milliseconds.
 pub const TRENDING_H: f64 = 2.0 * 3600.0 * 1000.0;
 pub const POPULAR_H: f64 = 24.0 * 3600.0 * 1000.0;
 
 pub fn free_port() -> u16 {
-    popularity::redis_server::free_port().unwrap()
+    popularity_cli::redis_server::free_port().unwrap()
 }
 
 pub fn random_name(prefix: &str) -> String {
@@ -27,7 +30,7 @@ pub fn random_name(prefix: &str) -> String {
 
 pub use popularity::now_ms;
 
-pub use popularity::redis_server::{Persistence, RedisCluster, RedisSentinels, RedisServer};
+pub use popularity_cli::redis_server::{Persistence, RedisCluster, RedisSentinels, RedisServer};
 
 /// A `redis-server` of its own for one test, keeping nothing on disk.
 pub fn redis_server() -> RedisServer {

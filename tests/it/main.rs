@@ -1,7 +1,8 @@
 //! End-to-end tests: real `redis-server`, real Kafka-protocol broker, the
 //! service on port 0. Expected scores come from the formula of DESIGN §3,
 //! computed here from the events the test produced. One file per feature;
-//! `helpers` starts the real parts, `fixtures` holds shared test data.
+//! `helpers` starts the real parts, `fixtures` holds shared test data,
+//! `kit` produces realistic traffic, runs consumers and gives the verdict.
 
 mod alerts;
 mod api;
@@ -17,6 +18,7 @@ mod fixtures;
 mod framing;
 mod helpers;
 mod integrity;
+mod kit;
 mod lifecycle;
 mod names;
 mod operations;

@@ -45,7 +45,7 @@ async fn alerts_and_dashboard_use_only_metrics_the_service_exports() {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = crate::helpers::CHECKOUT;
     let mut used = std::collections::BTreeSet::new();
     for file in [
         "deploy/prometheus/popularity.rules.yml",

@@ -267,7 +267,7 @@ async fn the_example_config_with_an_unreachable_broker_comes_up() {
         .args(["serve", "--config"])
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/popularity.example.toml"
+            "/../popularity.example.toml"
         ))
         .env("POPULARITY__STORE__BACKEND", "memory")
         .env(

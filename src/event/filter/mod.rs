@@ -22,6 +22,7 @@
 //! - [`Filter::delta`] encodes what changed since the last delta, and
 //!   [`Filter::restore`] rebuilds the state from the deltas in order.
 
+use crate::metrics::Outcome;
 use ahash::HashMap;
 
 use super::{Behaviour, EventType};
@@ -48,12 +49,12 @@ pub enum Verdict {
 
 impl Verdict {
     /// Outcome label for metrics.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Verdict::Count(_) => "applied",
-            Verdict::Bot => "bot",
-            Verdict::Stale => "stale",
-            Verdict::Duplicate => "duplicate",
+            Verdict::Count(_) => Outcome::Applied,
+            Verdict::Bot => Outcome::Bot,
+            Verdict::Stale => Outcome::Stale,
+            Verdict::Duplicate => Outcome::Duplicate,
         }
     }
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::Settings;
-use crate::ingest::{Incoming, Pipeline};
-use crate::metrics::Metrics;
-use crate::now_ms;
 use crate::redis_server::RedisServer;
+use popularity::config::Settings;
+use popularity::ingest::{Incoming, Pipeline};
+use popularity::metrics::Metrics;
+use popularity::now_ms;
 
 use super::{mib, store, BenchOptions, Row};
 

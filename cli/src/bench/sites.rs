@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::api::{wrk, Load};
 use super::redis_work::{case, Work};
 use super::{fmt_rate, Row};
-use crate::app::{App, Role};
-use crate::config::{RedisMode, Settings, SiteSettings};
 use crate::newsroom::Shape;
-use crate::now_ms;
 use crate::redis_server::{RedisCluster, RedisServer};
+use popularity::app::{App, Role};
+use popularity::config::{RedisMode, Settings, SiteSettings};
+use popularity::now_ms;
 
 /// One configured site.
 const ONE: &[(&str, f64)] = &[("alpha", 1.0)];

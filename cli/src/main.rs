@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use popularity::app::{App, Role};
 use popularity::config::Settings;
-use popularity::devbroker::DevBroker;
-use popularity::newsroom::{Newsroom, Shape, WireFormat};
+use popularity_cli::devbroker::DevBroker;
+use popularity_cli::newsroom::{Newsroom, Shape, WireFormat};
 
 /// mimalloc: the consumer allocates and frees a few small strings per event
 /// and glibc's malloc was the top of its profile.
@@ -49,7 +49,7 @@ enum Command {
     },
     /// Benchmark on this machine: starts its own redis-server and dev broker
     /// and prints a table (needs redis-server and wrk installed).
-    Bench(popularity::bench::BenchOptions),
+    Bench(popularity_cli::bench::BenchOptions),
     /// Produce realistic traffic to a Kafka cluster (progress on stderr).
     Loadgen(LoadgenArgs),
     /// Run a local Kafka-protocol broker for development (in memory; drops a
@@ -161,17 +161,17 @@ async fn run(
             redis,
             rate,
         } => {
-            let options = popularity::demo::DemoOptions {
+            let options = popularity_cli::demo::DemoOptions {
                 listen,
                 redis_url: redis,
                 rate,
             };
-            popularity::demo::run(options, shutdown).await
+            popularity_cli::demo::run(options, shutdown).await
         }
         Command::Bench(options) => {
             // A failed row leaves the service, broker and Redis of the run
             // behind: exit at once rather than wait for them.
-            if let Err(e) = popularity::bench::run(options).await {
+            if let Err(e) = popularity_cli::bench::run(options).await {
                 eprintln!("Error: {e:#}");
                 std::process::exit(1);
             }
@@ -201,14 +201,14 @@ async fn run(
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
             let mut newsroom = Newsroom::new(shape, now);
-            let producer = popularity::loadgen::producer(&settings.kafka)?;
-            let limits = popularity::loadgen::Limits {
+            let producer = popularity_cli::loadgen::producer(&settings.kafka)?;
+            let limits = popularity_cli::loadgen::Limits {
                 rate: (a.rate > 0.0).then_some(a.rate),
                 duration: a.duration,
                 count: a.count,
                 progress: true,
             };
-            let sent = popularity::loadgen::run(
+            let sent = popularity_cli::loadgen::run(
                 &producer,
                 &settings.kafka,
                 &mut newsroom,

@@ -15,12 +15,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::Row;
-use crate::config::Settings;
-use crate::event::{ArticleMeta, EventType};
-use crate::now_ms;
 use crate::redis_server::RedisServer;
-use crate::scoring::Aggregate;
-use crate::store::Store;
+use popularity::config::Settings;
+use popularity::event::{ArticleMeta, EventType};
+use popularity::now_ms;
+use popularity::scoring::Aggregate;
+use popularity::store::Store;
 
 /// Leader changes timed per subscriber count.
 const CHANGES: usize = 5;
@@ -136,7 +136,7 @@ async fn crown(store: &dyn Store, settings: &Settings, id: &str, views: f64) -> 
         ..ArticleMeta::default()
     };
     store.publish(&[meta]).await?;
-    let mut batch = Aggregate::new(crate::scoring::profiles(&settings.scoring), now);
+    let mut batch = Aggregate::new(popularity::scoring::profiles(&settings.scoring), now);
     batch.add(EventType::PageView, id, Some("news"), &[], now, views);
     store.apply(&batch).await?;
     Ok(())
@@ -150,7 +150,7 @@ pub(super) async fn rows(
 ) -> anyhow::Result<()> {
     let mut settings = settings.clone();
     settings.store.key_prefix = format!("benchstreams{}", now_ms() % 100_000);
-    let store = crate::store::connect(&settings).await?;
+    let store = popularity::store::connect(&settings).await?;
     for i in 0..10 {
         crown(&*store, &settings, &format!("seed-{i}"), 10.0 + i as f64).await?;
     }

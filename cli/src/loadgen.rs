@@ -11,8 +11,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaSettings;
 use crate::newsroom::Newsroom;
+use popularity::config::KafkaSettings;
 
 /// Deliveries awaited at once before producing more.
 const IN_FLIGHT: usize = 20_000;
@@ -49,7 +49,7 @@ pub fn producer(kafka: &KafkaSettings) -> anyhow::Result<FutureProducer> {
         ("compression.type", "lz4"),
         ("queue.buffering.max.messages", "500000"),
     ];
-    crate::ingest::client_config(kafka, &defaults, true)
+    popularity::ingest::client_config(kafka, &defaults, true)
         .create()
         .context("creating the producer")
 }

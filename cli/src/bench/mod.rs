@@ -26,12 +26,12 @@ mod streams;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Backend, Settings};
 use crate::devbroker::DevBroker;
-use crate::metrics::Metrics;
-use crate::now_ms;
 use crate::redis_server::{Persistence, RedisServer};
-use crate::store::Store;
+use popularity::config::{Backend, Settings};
+use popularity::metrics::Metrics;
+use popularity::now_ms;
+use popularity::store::Store;
 
 /// Sizes of a run (the `popularity bench` arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -107,7 +107,7 @@ pub(super) fn mib(b: u64) -> String {
 }
 
 pub(super) async fn store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(crate::store::connect(settings).await?)
+    Ok(popularity::store::connect(settings).await?)
 }
 
 /// One section of a server's `INFO`.
@@ -134,7 +134,8 @@ pub(super) fn reset_stats(url: &str) -> anyhow::Result<()> {
 
 /// Prints, per store operation, how many calls a row made and their time.
 pub(super) fn print_store_times(row: &str, metrics: &Metrics) {
-    for op in crate::metrics::STORE_OPERATIONS {
+    for op in popularity::metrics::StoreOperation::ALL {
+        let op = op.as_str();
         let h = metrics.store_duration.with_label_values(&[op]);
         eprintln!(
             "bench: {row} store {op}: {} calls, {:.2}s",

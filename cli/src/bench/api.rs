@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchOptions, Row};
-use crate::app::{App, Role};
-use crate::config::Settings;
+use popularity::app::{App, Role};
+use popularity::config::Settings;
 
 /// Rounds per side; each lasts half of `--seconds` (at least 3 s).
 const ROUNDS: usize = 4;

@@ -11,10 +11,10 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde_json::json;
 
-use crate::config::TopicSettings;
-use crate::event::decode::MessageInfo;
-use crate::event::{proto, Encoding, EventType};
-use crate::ingest::Incoming;
+use popularity::config::TopicSettings;
+use popularity::event::decode::MessageInfo;
+use popularity::event::{proto, Encoding, EventType};
+use popularity::ingest::Incoming;
 
 mod catalog;
 mod copy;
@@ -442,8 +442,8 @@ fn to_proto(e: &Generated) -> proto::Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode::Decoder;
-    use crate::event::Event;
+    use popularity::event::decode::Decoder;
+    use popularity::event::Event;
     use std::collections::HashMap;
 
     #[test]

@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Settings;
-use crate::event::decode::Decoder;
-use crate::event::Event;
-use crate::ingest::Pipeline;
-use crate::metrics::Metrics;
 use crate::newsroom::{Newsroom, Outgoing, Shape, WireFormat};
-use crate::now_ms;
 use crate::redis_server::RedisServer;
-use crate::scoring::{growth, Profiles};
+use popularity::config::Settings;
+use popularity::event::decode::Decoder;
+use popularity::event::Event;
+use popularity::ingest::Pipeline;
+use popularity::metrics::Metrics;
+use popularity::now_ms;
+use popularity::scoring::{growth, Profiles};
 
 use super::{fmt_rate, print_store_times, rate, store, BenchOptions, Row};
 
@@ -135,7 +135,7 @@ async fn pipeline(settings: &Settings, n: usize, format: WireFormat) -> anyhow::
 /// event lacks its section, then one `ZINCRBY` round trip per ranking.
 async fn naive(settings: &Settings, n: usize) -> anyhow::Result<f64> {
     let messages = encoded(n, WireFormat::Json, 5);
-    let profiles: Profiles = crate::scoring::profiles(&settings.scoring);
+    let profiles: Profiles = popularity::scoring::profiles(&settings.scoring);
     let client = redis::Client::open(settings.store.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let decoder = Decoder::new(settings.ingest.max_message_bytes, 300_000);

@@ -8,13 +8,13 @@ use tokio_util::sync::CancellationToken;
 use super::api::{cache_misses, Load};
 use super::broker::end_to_end;
 use super::{fmt_rate, info_number, redis_info, reset_stats, BenchOptions, Row};
-use crate::app::{App, Role};
-use crate::config::{RedisMode, Settings};
 use crate::devbroker::DevBroker;
 use crate::loadgen::{self, Limits};
 use crate::newsroom::{Newsroom, Shape};
-use crate::now_ms;
 use crate::redis_server::{RedisCluster, RedisServer};
+use popularity::app::{App, Role};
+use popularity::config::{RedisMode, Settings};
+use popularity::now_ms;
 
 /// Calls of `EVALSHA` a server answered since its statistics were reset.
 fn script_calls(url: &str) -> anyhow::Result<u64> {

@@ -10,13 +10,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, Role};
-use crate::config::Settings;
 use crate::loadgen::{self, Limits};
-use crate::metrics::Metrics;
 use crate::newsroom::{Newsroom, Shape};
-use crate::now_ms;
 use crate::redis_server::RedisServer;
+use popularity::app::{App, Role};
+use popularity::config::Settings;
+use popularity::metrics::Metrics;
+use popularity::now_ms;
 
 use super::{fmt_rate, mib, print_store_times, rate, BenchOptions, Row};
 

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Settings;
-use crate::ingest::Pipeline;
-use crate::metrics::Metrics;
 use crate::newsroom::{Newsroom, Outgoing, Shape};
-use crate::now_ms;
 use crate::redis_server::RedisServer;
+use popularity::config::Settings;
+use popularity::ingest::Pipeline;
+use popularity::metrics::Metrics;
+use popularity::now_ms;
 
 use super::{fmt_rate, info_number, redis_info, reset_stats, store, Row};
 

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::now_ms;
+use popularity::now_ms;
 
-use crate::app::{App, Role};
-use crate::config::{Backend, Settings};
 use crate::devbroker::DevBroker;
 use crate::loadgen::{self, Limits};
 use crate::newsroom::{Newsroom, Shape};
+use popularity::app::{App, Role};
+use popularity::config::{Backend, Settings};
 
 /// Demo options.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // A network of sites of different sizes; their pages are the demo's own.
     settings.sites = crate::newsroom::DEMO_SITE_NAMES
         .iter()
-        .map(|(id, name)| crate::config::SiteSettings {
+        .map(|(id, name)| popularity::config::SiteSettings {
             id: id.to_string(),
             name: name.to_string(),
             origins: Vec::new(),
@@ -130,21 +130,21 @@ fn article_pages(default_site: &'static str) -> axum::Router {
     use axum::extract::Path;
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
-    const PAGE: &str = include_str!("../assets/demo-article.html");
+    const PAGE: &str = include_str!("../../assets/demo-article.html");
     fn page(site: &str, id: &str) -> Response {
         // Only names that need no escaping reach the page.
         let plain = |s: &str| {
             !s.is_empty()
-                && s.len() <= crate::event::fields::MAX_ID_CHARS
+                && s.len() <= popularity::event::fields::MAX_ID_CHARS
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !plain(site) || !plain(id) {
             return (StatusCode::NOT_FOUND, "no such demo article").into_response();
         }
-        crate::api::assets::page(PAGE.replace("{{ARTICLE_ID}}", id).replace("{{SITE}}", site))
+        popularity::http::page(PAGE.replace("{{ARTICLE_ID}}", id).replace("{{SITE}}", site))
     }
-    const SCRIPT: &str = include_str!("../assets/demo-article.js");
+    const SCRIPT: &str = include_str!("../../assets/demo-article.js");
     axum::Router::new()
         .route(
             "/demo/article.js",
