@@ -78,7 +78,18 @@ fn trending(events: &[(i64, f64)], at: i64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_posted_over_http_count_as_the_formula_says() {
-    let kafka = Kafka::start(2);
+    events_posted_over_http_count_as_the_formula_says_on(BrokerKind::Dev).await
+}
+
+/// The collector's produce, and the consumer behind it, on a second
+/// implementation of the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tansu_events_posted_over_http_count_as_the_formula_says() {
+    events_posted_over_http_count_as_the_formula_says_on(BrokerKind::Tansu).await
+}
+
+async fn events_posted_over_http_count_as_the_formula_says_on(kind: BrokerKind) {
+    let kafka = Kafka::on(kind, 2);
     let app = spawn_app(collector_settings(&kafka)).await;
     publish_ids(&kafka, &app, &["c1", "c2", "c3"]).await;
     let now = now_ms();

@@ -96,8 +96,17 @@ async fn kill_9_in_a_network_of_sites_loses_and_doubles_nothing_in_any_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
+    sigterm_stops_within_the_deadline_and_restarts_double_nothing_on(BrokerKind::Dev).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tansu_sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
+    sigterm_stops_within_the_deadline_and_restarts_double_nothing_on(BrokerKind::Tansu).await
+}
+
+async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing_on(kind: BrokerKind) {
     let redis = redis_server();
-    let kafka = Kafka::start(6);
+    let kafka = Kafka::on(kind, 6);
     let prefix = random_name("term");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let producer = fast_producer(&kafka);
@@ -120,7 +129,7 @@ async fn sigterm_stops_within_the_deadline_and_restarts_double_nothing() {
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
     drop(last);
     report(
-        "SIGTERM",
+        &format!("SIGTERM on {kind:?}"),
         &v,
         &format!("terminations {stops}, slowest exit {slowest:?}"),
     );
@@ -321,8 +330,17 @@ async fn redis_stopped_for_30_seconds_mid_stream_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
+    one_poison_message_per_thousand_goes_to_the_dead_letter_topic_on(BrokerKind::Dev).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tansu_one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
+    one_poison_message_per_thousand_goes_to_the_dead_letter_topic_on(BrokerKind::Tansu).await
+}
+
+async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic_on(kind: BrokerKind) {
     let redis = redis_server();
-    let kafka = Kafka::start(6);
+    let kafka = Kafka::on(kind, 6);
     let prefix = random_name("poison");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
     let consumer = Consumer::start(&env);
@@ -367,7 +385,11 @@ async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic() {
         *reasons.entry(code).or_default() += 1;
     }
     drop(consumer);
-    report("poison 1/1000", &v, &format!("dead letters {reasons:?}"));
+    report(
+        &format!("poison 1/1000 on {kind:?}"),
+        &v,
+        &format!("dead letters {reasons:?}"),
+    );
     for (code, n) in [
         ("malformed", 10),
         ("unknown_type", 5),

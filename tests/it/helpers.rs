@@ -239,6 +239,12 @@ pub fn settings(kafka: &Kafka, redis: Option<&RedisServer>) -> Settings {
     s.kafka.topics.events = kafka.events.clone();
     s.kafka.topics.articles = kafka.articles.clone();
     s.kafka.topics.dead_letter = kafka.dead_letter.clone();
+    if matches!(kafka.broker, Broker::Tansu(_)) {
+        // Tansu 0.6.0 rebalances a cooperative-sticky group every session
+        // timeout (docs/operations.md): the eager assignor, as in `kit`.
+        let strategy = "partition.assignment.strategy".to_string();
+        s.kafka.properties.insert(strategy, "range".to_string());
+    }
     s.api.listen = "127.0.0.1:0".to_string();
     s.api.admin_listen = "127.0.0.1:0".to_string();
     s.api.cache_ttl = Duration::ZERO;
