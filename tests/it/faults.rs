@@ -293,17 +293,7 @@ async fn redis_stopped_for_30_seconds_mid_stream_loses_and_doubles_nothing() {
     redis.down();
     let down_at = Instant::now();
     // While Redis is away the consumer pauses its partitions and is not ready.
-    let paused = || async {
-        let text = reqwest::get(&consumer.metrics_url)
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("popularity_partitions_paused "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
+    let paused = || consumer.gauge("popularity_partitions_paused");
     wait_until("paused partitions", Duration::from_secs(20), || async {
         paused().await.is_some_and(|p| p > 0)
     })

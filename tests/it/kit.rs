@@ -595,6 +595,12 @@ impl Consumer {
     }
 
     pub async fn partitions(&self) -> Option<i64> {
+        self.gauge("popularity_partitions_assigned").await
+    }
+
+    /// The value of an unlabelled gauge of its `/metrics`; None while it
+    /// does not answer.
+    pub async fn gauge(&self, name: &str) -> Option<i64> {
         let text = reqwest::get(&self.metrics_url)
             .await
             .ok()?
@@ -602,7 +608,7 @@ impl Consumer {
             .await
             .ok()?;
         text.lines()
-            .find_map(|l| l.strip_prefix("popularity_partitions_assigned "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
     }
 }
