@@ -16,25 +16,8 @@ use crate::scoring::{destinations, Aggregate, Profiles};
 use crate::store::{Fence, Layout, Unit};
 
 use super::batch::{Counted, PartitionRead};
+use super::lifecycle::Known;
 use super::places::{Place, Places};
-
-/// What the consumer knows of an article, for events that lack its section or tags.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Known<'a> {
-    /// No metadata: ranked overall only.
-    Unknown,
-    /// Published (on this site, in a network) in this section with these tags.
-    Live {
-        /// Its site, in a network.
-        site: Option<&'a str>,
-        /// Its section.
-        section: Option<&'a str>,
-        /// Its tags.
-        tags: &'a [String],
-    },
-    /// Unpublished: its events are not counted.
-    Withdrawn,
-}
 
 /// Where one place's events of a batch go.
 struct Route<'a> {

@@ -12,7 +12,6 @@ use crate::metrics::{Metrics, StoreOperation};
 use crate::store::{ArticleReads, ArticleState, Catalogue, StoreError};
 
 use super::batch::Counted;
-use super::fold::Known;
 use super::places::Places;
 
 /// How long a consumer keeps article metadata it looked up or saw published.
@@ -38,6 +37,24 @@ impl From<ArticleState> for Entry {
     }
 }
 
+/// What the consumer knows of an article, for events that lack its section or tags.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Known<'a> {
+    /// No metadata: ranked overall only.
+    Unknown,
+    /// Published (on this site, in a network) in this section with these tags.
+    Live {
+        /// Its site, in a network.
+        site: Option<&'a str>,
+        /// Its section.
+        section: Option<&'a str>,
+        /// Its tags.
+        tags: &'a [String],
+    },
+    /// Unpublished: its events are not counted.
+    Withdrawn,
+}
+
 /// The consumer's cache of article metadata.
 #[derive(Default)]
 pub(super) struct Catalog {
@@ -45,11 +62,29 @@ pub(super) struct Catalog {
 }
 
 impl Catalog {
+    /// Brings the catalogue up to date for a batch, in the store and here:
+    /// its publications and withdrawals first ([`Catalog::apply`]), then
+    /// every article its events name that is not known or is stale
+    /// ([`Catalog::look_up`]). The fold then reads [`Catalog::known`].
+    pub async fn update<S>(
+        &mut self,
+        store: &S,
+        metrics: &Metrics,
+        batch: &mut super::batch::Batch,
+    ) -> Result<(), StoreError>
+    where
+        S: Catalogue + ArticleReads + ?Sized,
+    {
+        self.apply(store, metrics, &mut batch.lifecycle).await?;
+        self.look_up(store, metrics, &batch.counted, &batch.places)
+            .await
+    }
+
     /// Applies the batch's lifecycle events (the last per article wins), so
     /// that its behaviour events see fresh metadata.
-    pub async fn apply(
+    async fn apply(
         &mut self,
-        store: &dyn Catalogue,
+        store: &(impl Catalogue + ?Sized),
         metrics: &Metrics,
         lifecycle: &mut Vec<Event<'static>>,
     ) -> Result<(), StoreError> {
@@ -97,9 +132,9 @@ impl Catalog {
     /// cached or whose entry is older than the cache's TTL. Every event's
     /// article is looked up: a withdrawn article's events are not counted
     /// even when they carry section and tags.
-    pub async fn look_up(
+    async fn look_up(
         &mut self,
-        store: &dyn ArticleReads,
+        store: &(impl ArticleReads + ?Sized),
         metrics: &Metrics,
         counted: &[Counted],
         places: &Places,

@@ -172,12 +172,10 @@ impl Writer {
             .send(&mut batch.dead)
             .await
             .map_err(FlushError::DeadLetter)?;
-        // 2. Article lifecycle, so events of this batch see fresh metadata.
-        self.catalog.apply(store, m, &mut batch.lifecycle).await?;
-        // 3. Scores, fenced per group and partition.
-        self.catalog
-            .look_up(store, m, &batch.counted, &batch.places)
-            .await?;
+        // 2. The article lifecycle, so events of this batch see fresh
+        // metadata, and what is known of the batch's articles.
+        self.catalog.update(store, m, batch).await?;
+        // 3. Scores, fenced per unit and partition.
         let catalog = &self.catalog;
         let folding = tracing::debug_span!(
             target: crate::telemetry::SPANS,
