@@ -12,9 +12,7 @@ use popularity::scoring::Group;
 use popularity::store::ProfileId;
 
 use crate::helpers::*;
-use crate::kit::{
-    assert_exact, consumer_env, fast_producer, produce, report, verify, Consumer, StoreRef, Topics,
-};
+use crate::kit::{assert_exact, consumer_env, report, verify, Consumer, Draining, StoreRef};
 
 /// The consumer's environment on a topology, with `WAIT 1` after writes.
 fn env_of(kafka: &Kafka, mode: &str, url: &str, prefix: &str) -> Vec<(String, String)> {
@@ -22,28 +20,6 @@ fn env_of(kafka: &Kafka, mode: &str, url: &str, prefix: &str) -> Vec<(String, St
     env.push(("POPULARITY__STORE__REDIS_MODE".into(), mode.into()));
     env.push(("POPULARITY__STORE__WAIT_REPLICAS".into(), "1".into()));
     env
-}
-
-/// Counted events so far, or `None` while the store does not answer.
-async fn counted(store: &StoreRef) -> Option<u64> {
-    let mut total = 0;
-    for a in 0..40 {
-        total += store
-            .counts(&format!("f{a:02}"))
-            .await
-            .ok()?
-            .iter()
-            .sum::<u64>();
-    }
-    Some(total)
-}
-
-/// Waits until at least `n` events are counted.
-async fn wait_counted(store: &StoreRef, n: u64) {
-    wait_until("events counted", Duration::from_secs(90), || async {
-        counted(store).await.is_some_and(|c| c >= n)
-    })
-    .await;
 }
 
 /// Calls of the write scripts (`EVALSHA`) each server answered so far.
@@ -130,13 +106,6 @@ fn watch_readiness(consumer: &Consumer, span: Duration) -> tokio::task::JoinHand
 /// A backlog draining into a topology: the consumer (a child process)
 /// with `WAIT 1`, the paced stream of 40,000 events, and a store of the
 /// test's own on the same keys, once 8,000 events are counted.
-struct Draining {
-    consumer: Consumer,
-    stream: tokio::task::JoinHandle<crate::kit::Produced>,
-    store: StoreRef,
-    _kafka: Kafka,
-}
-
 async fn draining(settings: &Settings, mode: &str, seed: u64) -> Draining {
     let kafka = Kafka::start(6);
     let st = &settings.store;
@@ -145,19 +114,8 @@ async fn draining(settings: &Settings, mode: &str, seed: u64) -> Draining {
         "POPULARITY__STORE__SENTINEL_MASTER".into(),
         st.sentinel_master.clone(),
     ));
-    let consumer = Consumer::start(&env);
-    let producer = fast_producer(&kafka);
-    let topic = Topics::of(&kafka);
-    let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 40_000, 1_500.0, seed, None).await });
     let store = popularity::store::connect(settings).await.unwrap();
-    wait_counted(&store, 8_000).await;
-    Draining {
-        consumer,
-        stream,
-        store,
-        _kafka: kafka,
-    }
+    Draining::start(kafka, &env, store, (40_000, 1_500.0, seed), 8_000).await
 }
 
 /// Settings of a store of `mode` on `url`, under a new key prefix.
@@ -177,7 +135,7 @@ async fn cluster_primary_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
         consumer,
         stream,
         store,
-        _kafka,
+        kafka: _kafka,
     } = draining(&s, "cluster", 31).await;
     // The primary that took the most writes.
     let primaries = cluster.primaries().unwrap();
@@ -226,7 +184,7 @@ async fn sentinel_master_killed_mid_stream_with_wait_1_loses_and_doubles_nothing
         consumer,
         stream,
         store,
-        _kafka,
+        kafka: _kafka,
     } = draining(&s, "sentinel", 32).await;
     let master = set.master().unwrap();
     let most = script_calls(&set.servers[master].url);
@@ -281,7 +239,7 @@ async fn slots_resharded_mid_stream_lose_and_double_nothing() {
         consumer,
         stream,
         store,
-        _kafka,
+        kafka: _kafka,
     } = draining(&s, "cluster", 33).await;
     // Move a third of every primary's slots to the next one, while writing.
     let primaries = cluster.primaries().unwrap();

@@ -397,48 +397,30 @@ async fn one_poison_message_per_thousand_goes_to_the_dead_letter_topic_on(kind: 
 }
 
 /// One consumer draining a stream of 60,000 events over 12 partitions at
-/// 2,000 events/s, once it applied 5,000 of them.
-struct Draining {
-    redis: RedisServer,
-    prefix: String,
-    store: StoreRef,
-    consumer: Consumer,
-    stream: tokio::task::JoinHandle<Produced>,
-    _kafka: Kafka,
-}
-
-async fn draining(seed: u64) -> Draining {
+/// 2,000 events/s into a Redis of its own (and its key prefix), once it
+/// applied 5,000 of them.
+async fn draining(seed: u64) -> (RedisServer, String, Draining) {
     let redis = redis_server();
     let kafka = Kafka::start(12);
     let prefix = random_name("drain");
     let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
-    let consumer = Consumer::start(&env);
-    let producer = fast_producer(&kafka);
-    let topic = Topics::of(&kafka);
-    let stream =
-        tokio::spawn(async move { produce(&producer, &topic, 60_000, 2_000.0, seed, None).await });
     let store = store_for(&redis.url, &prefix).await;
-    assert!(wait_progress(&store, 0, 5_000, 60_000).await);
-    Draining {
-        redis,
-        prefix,
-        store,
-        consumer,
-        stream,
-        _kafka: kafka,
-    }
+    let drain = Draining::start(kafka, &env, store, (60_000, 2_000.0, seed), 5_000).await;
+    (redis, prefix, drain)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_frozen_with_sigstop_for_15_seconds_mid_stream_doubles_no_repeat() {
-    let Draining {
+    let (
         redis,
-        store,
-        consumer,
-        stream,
-        _kafka,
-        ..
-    } = draining(21).await;
+        _,
+        Draining {
+            store,
+            consumer,
+            stream,
+            kafka: _kafka,
+        },
+    ) = draining(21).await;
     let pid = redis.pid().expect("running").to_string();
     assert!(Command::new("kill")
         .args(["-STOP", &pid])
@@ -460,14 +442,16 @@ async fn redis_frozen_with_sigstop_for_15_seconds_mid_stream_doubles_no_repeat()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_killed_with_client_kill_8_times_double_no_repeat() {
-    let Draining {
+    let (
         redis,
         prefix,
-        consumer,
-        stream,
-        _kafka,
-        ..
-    } = draining(23).await;
+        Draining {
+            consumer,
+            stream,
+            kafka: _kafka,
+            ..
+        },
+    ) = draining(23).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
     let mut killed = Vec::new();
     for _ in 0..8 {

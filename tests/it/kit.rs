@@ -714,3 +714,41 @@ pub async fn store_for(redis_url: &str, prefix: &str) -> StoreRef {
     s.store.key_prefix = prefix.to_string();
     popularity::store::connect(&s).await.unwrap()
 }
+
+/// A consumer (a child process run with `env`) draining a paced stream
+/// produced to `kafka`, with a store of the test's own on its keys.
+pub struct Draining {
+    pub consumer: Consumer,
+    pub stream: tokio::task::JoinHandle<Produced>,
+    pub store: StoreRef,
+    /// The broker, kept running as long as this is.
+    pub kafka: Kafka,
+}
+
+impl Draining {
+    /// Starts the consumer and a stream of `events` at `rate` a second
+    /// (`seed` picks them), and returns once `warm` of them are applied.
+    pub async fn start(
+        kafka: Kafka,
+        env: &[(String, String)],
+        store: StoreRef,
+        (events, rate, seed): (usize, f64, u64),
+        warm: u64,
+    ) -> Draining {
+        let consumer = Consumer::start(env);
+        let producer = fast_producer(&kafka);
+        let topic = Topics::of(&kafka);
+        let stream =
+            tokio::spawn(async move { produce(&producer, &topic, events, rate, seed, None).await });
+        assert!(
+            wait_progress(&store, 0, warm, events as u64).await,
+            "{warm} of {events} events applied"
+        );
+        Draining {
+            consumer,
+            stream,
+            store,
+            kafka,
+        }
+    }
+}
