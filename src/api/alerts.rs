@@ -106,7 +106,7 @@ async fn evaluate(
         let list = compute_rising(state, query).await?;
         let at_ms = crate::now_ms();
         for item in list.items.iter().filter(|i| i.rising >= settings.threshold) {
-            let a = &item.article;
+            let a = &item.article.article;
             let key = format!("{name}|{}|{}", a.site, a.article_id);
             let alert = Alert {
                 id: blake3::hash(format!("{key}|{at_ms}").as_bytes()).to_hex()[..32].to_string(),

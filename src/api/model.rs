@@ -101,32 +101,11 @@ pub struct RankingEvent {
 pub struct RankedArticle {
     /// 1-based position in the ranking (after `offset`).
     pub rank: usize,
-    /// The site that published it.
-    pub site: String,
-    /// Article id (on its site).
-    pub article_id: String,
     /// Decayed score at `generated_at`.
     pub score: f64,
-    /// Headline.
-    pub title: Option<String>,
-    /// Canonical URL.
-    pub url: Option<String>,
-    /// Section slug.
-    pub section: Option<String>,
-    /// Tag slugs.
-    pub tags: Option<Vec<String>>,
-    /// The section's name as published, if known.
-    pub section_name: Option<String>,
-    /// The name each tag was published with, in the order of `tags`.
-    pub tag_names: Option<Vec<String>>,
-    /// Publication time (RFC 3339).
-    pub published_at: Option<String>,
-    /// Byline.
-    pub author: Option<String>,
-    /// One or two sentences for lists.
-    pub summary: Option<String>,
-    /// http(s) URL of the article's picture.
-    pub image_url: Option<String>,
+    /// The article, as every list shows it.
+    #[serde(flatten)]
+    pub article: ArticleView,
 }
 
 /// `GET /v1/rising`: what is taking off (DESIGN §14).

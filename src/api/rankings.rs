@@ -318,22 +318,10 @@ pub(super) fn ranked(
     score: f64,
     meta: ArticleMeta,
 ) -> RankedArticle {
-    let v = article_view(&st.sites, key, Some(meta));
     RankedArticle {
         rank,
-        site: v.site,
-        article_id: v.article_id,
         score,
-        title: v.title,
-        url: v.url,
-        section: v.section,
-        tags: v.tags,
-        section_name: v.section_name,
-        tag_names: v.tag_names,
-        published_at: v.published_at,
-        author: v.author,
-        summary: v.summary,
-        image_url: v.image_url,
+        article: article_view(&st.sites, key, Some(meta)),
     }
 }
 

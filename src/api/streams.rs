@@ -70,7 +70,11 @@ impl Listing {
         Ok(match self {
             Listing::Ranking(q) => {
                 let list = compute_ranking(state, q.clone()).await?;
-                let members = list.items.iter().map(|i| i.article_id.clone()).collect();
+                let members = list
+                    .items
+                    .iter()
+                    .map(|i| i.article.article_id.clone())
+                    .collect();
                 (members, json(&list))
             }
             Listing::Rising(q) => {
@@ -78,7 +82,7 @@ impl Listing {
                 let members = list
                     .items
                     .iter()
-                    .map(|i| i.article.article_id.clone())
+                    .map(|i| i.article.article.article_id.clone())
                     .collect();
                 (members, json(&list))
             }

@@ -12,7 +12,7 @@ use popularity::scoring::Group;
 use popularity::store::ProfileId;
 
 use crate::helpers::*;
-use crate::kit::{assert_exact, consumer_env, report, verify, Consumer, Draining, StoreRef};
+use crate::kit::{assert_exact, consumer_env, report, verify, Consumer, Draining};
 
 /// The consumer's environment on a topology, with `WAIT 1` after writes.
 fn env_of(kafka: &Kafka, mode: &str, url: &str, prefix: &str) -> Vec<(String, String)> {
