@@ -15,7 +15,7 @@ use popularity::event::decode::{Decoder, MessageInfo};
 use popularity::event::filter::{random_seed, Filter, Limits};
 use popularity::event::{Behaviour, Encoding, Event};
 use popularity::scoring::{destinations, profiles, Aggregate};
-use popularity::store::Unit;
+use popularity::store::Layout;
 use popularity_cli::newsroom::{Newsroom, Shape, Topic, WireFormat};
 
 const N: usize = 10_000;
@@ -100,10 +100,12 @@ fn filter_and_aggregate(c: &mut Criterion) {
         .iter()
         .map(|e| {
             let tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
-            destinations(&e.article_id, None, e.section.as_deref(), &tags)
-                .into_iter()
-                .map(|(g, m)| (Unit::whole(&g), m))
-                .collect::<Vec<_>>()
+            Layout::WHOLE.place(destinations(
+                &e.article_id,
+                None,
+                e.section.as_deref(),
+                &tags,
+            ))
         })
         .collect();
     g.bench_function("aggregate", |b| {

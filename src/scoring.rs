@@ -219,10 +219,9 @@ impl Aggregate {
         at_ms: i64,
         units: f64,
     ) {
-        let place: Vec<(Unit, String)> = destinations(article_id, None, section, tags)
-            .into_iter()
-            .map(|(g, m)| (self.layout.unit(&g, &m), m))
-            .collect();
+        let place = self
+            .layout
+            .place(destinations(article_id, None, section, tags));
         self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
     }
 

@@ -244,9 +244,8 @@ impl Loop {
             }
             Wake::Written(done) => {
                 let flushed = self.writing.collect(*done, &mut self.batch);
-                self.after_write(flushed, CommitMode::Async);
-                let waiting = matches!(self.phase, Phase::WaitingForStore { .. });
-                flush_if(!waiting && (owed || self.batch.full(self.max_batch)))
+                let failed = self.after_write(flushed, CommitMode::Async).is_some();
+                flush_if(!failed && (owed || self.batch.full(self.max_batch)))
             }
             Wake::RetryDue => {
                 self.phase = Phase::Consuming { flush_owed: false };

@@ -81,10 +81,7 @@ pub(super) fn route<'a>(
                 } => (site, section, tags),
                 Known::Unknown => (None, None, &[][..]),
             };
-            let entries: Vec<(Unit, String)> = destinations(article_id, site, section, tags)
-                .into_iter()
-                .map(|(g, m)| (layout.unit(&g, &m), m))
-                .collect();
+            let entries = layout.place(destinations(article_id, site, section, tags));
             let numbers = entries
                 .iter()
                 .map(|(g, _)| {

@@ -60,8 +60,25 @@ impl Layout {
     pub fn unit(&self, group: &Group, member: &str) -> Unit {
         Unit {
             group: group.clone(),
-            part: (self.parts > 1).then(|| part_of(member, self.parts)),
+            part: self.part(member),
         }
+    }
+
+    /// Each (group, member) of `destinations` in the unit of its group
+    /// that holds the member.
+    pub fn place(&self, destinations: Vec<(Group, String)>) -> Vec<(Unit, String)> {
+        destinations
+            .into_iter()
+            .map(|(group, member)| {
+                let part = self.part(&member);
+                (Unit { group, part }, member)
+            })
+            .collect()
+    }
+
+    /// Which part holds `member`, when groups are split.
+    fn part(&self, member: &str) -> Option<u16> {
+        (self.parts > 1).then(|| part_of(member, self.parts))
     }
 
     /// Every unit of `group`, in order.
@@ -203,6 +220,10 @@ mod tests {
             assert_eq!(unit.group(), &g);
             assert_eq!(unit.part(), Some(part_of(&m, 8)));
             assert!(split.units(&g).contains(&unit));
+            assert_eq!(
+                split.place(vec![(g.clone(), m.clone())]),
+                [(unit, m.clone())]
+            );
             assert_eq!(Layout::WHOLE.unit(&g, &m).part(), None);
         }
         // FNV-1a, fixed: every process and version places a member alike.
