@@ -1,4 +1,5 @@
-//! Alerts (DESIGN §14): what an alert says, and its delivery to webhooks:
+//! Alerts (DESIGN §14): when one is raised ([`evaluator`]), and its
+//! delivery to webhooks:
 //! a JSON POST with an `Idempotency-Key` and an `X-Popularity-Signature:
 //! sha256=<hex>` HMAC of the body under the webhook's secret, retried with
 //! backoff a bounded number of times, never to a loopback or private
@@ -10,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::Sha256;
 
+pub use crate::api::model::Alert;
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
+
+pub mod evaluator;
 
 /// Attempts of one delivery, the first included.
 pub const ATTEMPTS: u32 = 4;
@@ -22,34 +25,6 @@ pub const ATTEMPTS: u32 = 4;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait for a receiver's answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One alert: an article taking off in a scope.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"id": "network|default|a-123|2023-09-12T05:00:00Z", "scope": "network", "site": "default", "article_id": "a-123", "title": "Kim Jong Un Arrives in Russia", "url": "https://example.com/news/a-123", "rising": 6.2, "rate_short": 30.1, "rate_long": 4.2, "at": "2023-09-12T05:00:00Z", "text": "Taking off: Kim Jong Un Arrives in Russia (6.2× its usual rate)"}))]
-pub struct Alert {
-    /// Its id, also the webhooks' `Idempotency-Key`.
-    pub id: String,
-    /// Where it took off: `network`, or a site's id.
-    pub scope: String,
-    /// The site that published the article.
-    pub site: String,
-    /// The article's id on its site.
-    pub article_id: String,
-    /// Its headline.
-    pub title: Option<String>,
-    /// Its URL.
-    pub url: Option<String>,
-    /// Its rising score when the alert was made.
-    pub rising: f64,
-    /// Weighted events per second, short profile.
-    pub rate_short: f64,
-    /// Weighted events per second, long profile.
-    pub rate_long: f64,
-    /// When (RFC 3339).
-    pub at: String,
-    /// A sentence for a chat channel (Slack's incoming webhooks show it).
-    pub text: String,
-}
 
 /// Whether `host` (a URL's host: a name or an address, IPv6 in brackets)
 /// is loopback, private, link-local or unspecified.

@@ -62,6 +62,14 @@ fn default_instance_id(settings: &Settings, role: Role, durable: bool) -> Option
     Some(format!("popularity-{host}-{port}"))
 }
 
+/// The alert evaluator's parts: it reads lists through the API's state and
+/// claims alerts in the store's log.
+struct Alerting {
+    api: ApiState,
+    log: Arc<dyn crate::store::AlertLog>,
+    settings: crate::config::AlertSettings,
+}
+
 /// A built application, ready to run.
 pub struct App {
     listener: tokio::net::TcpListener,
@@ -80,7 +88,7 @@ pub struct App {
     collector: Option<Arc<Collector>>,
     /// The API's state and the alert settings, when this process serves
     /// the API (it then evaluates alerts).
-    alerting: Option<(ApiState, crate::config::AlertSettings)>,
+    alerting: Option<Alerting>,
     /// Stops what runs in the background from the start (connecting to a
     /// store not reached yet) when the application is dropped.
     _background: tokio_util::sync::DropGuard,
@@ -185,11 +193,19 @@ impl App {
         );
         let (streams, cache) = (state.streams.clone(), state.cache.clone());
         // Alerts are read from the rising lists, by the processes that serve them.
-        let alerting = (role != Role::Consumer).then(|| (state.clone(), settings.alerts.clone()));
+        let alerting = (role != Role::Consumer).then(|| Alerting {
+            api: state.clone(),
+            log: store.clone(),
+            settings: settings.alerts.clone(),
+        });
+        let editors = crate::editors::routes(state.clone(), store.clone(), &settings.admin.tokens);
         Ok(App {
             alerting,
             listener,
-            operators: (admin_listener, api::operators_router(state.clone())),
+            operators: (
+                admin_listener,
+                api::operators_router(state.clone(), editors),
+            ),
             limits,
             router: api::router(state, collector.as_ref().map(|c| c.routes())),
             cache: Some(cache),
@@ -239,13 +255,14 @@ impl App {
     /// the collector's producer delivers what it holds.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.ingest.map(|i| tokio::spawn(i.run(shutdown.clone())));
-        if let Some((state, alerts)) = self.alerting {
+        if let Some(a) = self.alerting {
             let hooks = crate::alerts::Webhooks::new(
-                &alerts.webhooks,
-                alerts.allow_private_targets,
+                &a.settings.webhooks,
+                a.settings.allow_private_targets,
                 self.metrics.clone(),
             );
-            api::alerts::spawn(state, alerts, hooks, shutdown.clone());
+            tokio::spawn(api::alerts::follow(a.api.clone(), shutdown.clone()));
+            crate::alerts::evaluator::spawn(a.api, a.log, a.settings, hooks, shutdown.clone());
         }
         let signal = shutdown.clone();
         let streams = self.streams.clone();

@@ -16,8 +16,10 @@
 //! - [`store`]: one interface per concern (rankings, articles, filters,
 //!   alerts) and the `redis` and `memory` backends.
 //! - [`rising`]: what is taking off: the formula over two profiles' scores.
-//! - [`alerts`]: what an alert says and its signed, retried webhooks.
-//! - [`api`]: the HTTP routes, the response cache and error mapping.
+//! - [`alerts`]: when an alert is raised, and its signed, retried webhooks.
+//! - [`api`]: the HTTP routes that read (lists, articles, streams, health),
+//!   the response cache and error mapping; it holds no write interface.
+//! - [`editors`]: the editors' API on the operators' listener (exclusions).
 //! - [`collector`]: readers' events over HTTP, checked and produced to Kafka.
 //! - [`http`]: what the API and the collector share: representations,
 //!   scripts, the error body.
@@ -41,6 +43,7 @@ pub mod app;
 pub mod collector;
 pub mod config;
 pub mod dependency;
+pub mod editors;
 pub mod event;
 pub mod fence;
 pub mod http;

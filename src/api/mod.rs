@@ -12,7 +12,6 @@
 //! send it as a [`crate::http::representation::Cached`]: with `Cache-Control` and `ETag`, and
 //! compressed once per coding (brotli, zstd, gzip) for the clients that ask.
 
-pub mod admin;
 pub mod alerts;
 mod articles;
 pub(crate) mod assets;
@@ -23,7 +22,7 @@ pub mod model;
 mod operations;
 mod params;
 mod rankings;
-mod rising;
+pub(crate) mod rising;
 pub mod streams;
 #[cfg(test)]
 mod tests;
@@ -53,7 +52,7 @@ use crate::ingest::ConsumerState;
 use crate::metrics::Metrics;
 use crate::scoring::Profiles;
 use crate::site::Sites;
-use crate::store::{AlertLog, Editorial, ProfileId, Reads, Store};
+use crate::store::{ProfileId, Reads};
 
 /// What every handler shares, behind one `Arc`: the router clones it for
 /// every request (the state extractor, the metrics middleware), so a clone
@@ -71,12 +70,9 @@ impl std::ops::Deref for ApiState {
 
 /// The contents of [`ApiState`].
 pub struct Shared {
-    /// Where rankings and articles are read.
+    /// Where rankings, articles and recorded alerts are read: the API
+    /// holds no write interface.
     pub store: Arc<dyn Reads>,
-    /// Where editors' exclusions are written.
-    pub editorial: Arc<dyn Editorial>,
-    /// Where the alert evaluator claims alerts and the streams read them.
-    pub alert_log: Arc<dyn AlertLog>,
     /// Configured ranking profiles.
     pub profiles: Profiles,
     /// Metrics registry.
@@ -93,8 +89,6 @@ pub struct Shared {
     pub cors_allowed_origins: Vec<String>,
     /// The network's sites.
     pub sites: Sites,
-    /// Who may use the editors' API.
-    pub admins: admin::Admins,
     /// The rising formula and its profiles (DESIGN §14).
     pub rising: crate::rising::Rising,
     /// Alerts recorded by any replica, for this replica's alert streams.
@@ -127,15 +121,13 @@ impl ApiState {
     /// process also consumes.
     pub fn new(
         settings: &Settings,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Reads>,
         metrics: Metrics,
         consumer: Option<ConsumerState>,
         store_state: crate::dependency::Dependency,
     ) -> ApiState {
         let api = &settings.api;
         ApiState(Arc::new(Shared {
-            editorial: store.clone(),
-            alert_log: store.clone(),
             store,
             store_state,
             profiles: crate::scoring::profiles(&settings.scoring),
@@ -156,7 +148,6 @@ impl ApiState {
             )),
             cors_allowed_origins: api.cors_allowed_origins.clone(),
             sites: Sites::from_settings(settings),
-            admins: admin::Admins::new(&settings.admin.tokens),
             rising: crate::rising::Rising::new(
                 &settings.rising,
                 &crate::scoring::profiles(&settings.scoring),
@@ -217,14 +208,15 @@ pub fn router(state: ApiState, collector: Option<Router>) -> Router {
 }
 
 /// The operators' routes, served on `api.admin_listen` and never on the
-/// public listener (DESIGN §13): `/metrics`, the editors' API, and health
-/// and readiness as on the public one.
-pub fn operators_router(state: ApiState) -> Router {
+/// public listener (DESIGN §13): `/metrics`, the editors' API (`editors`,
+/// [`crate::editors::routes`]), and health and readiness as on the public one.
+pub fn operators_router(state: ApiState, editors: Router) -> Router {
     let routes = Router::new()
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
-        .merge(admin::routes())
+        .with_state(state.clone())
+        .merge(editors)
         .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -232,8 +224,7 @@ pub fn operators_router(state: ApiState) -> Router {
         ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_REQUEST_BODY_BYTES,
-        ))
-        .with_state(state.clone());
+        ));
     with_metrics(routes, &state.metrics)
 }
 
@@ -382,7 +373,7 @@ fn observe(m: &Metrics, method: &Method, route: &str, status: StatusCode, starte
         .inc();
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
         .and_then(|t| {

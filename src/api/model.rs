@@ -297,3 +297,31 @@ pub struct Readiness {
     /// What is missing, when not ready.
     pub reasons: Option<Vec<String>>,
 }
+
+/// One alert: an article taking off in a scope.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"id": "network|default|a-123|2023-09-12T05:00:00Z", "scope": "network", "site": "default", "article_id": "a-123", "title": "Kim Jong Un Arrives in Russia", "url": "https://example.com/news/a-123", "rising": 6.2, "rate_short": 30.1, "rate_long": 4.2, "at": "2023-09-12T05:00:00Z", "text": "Taking off: Kim Jong Un Arrives in Russia (6.2× its usual rate)"}))]
+pub struct Alert {
+    /// Its id, also the webhooks' `Idempotency-Key`.
+    pub id: String,
+    /// Where it took off: `network`, or a site's id.
+    pub scope: String,
+    /// The site that published the article.
+    pub site: String,
+    /// The article's id on its site.
+    pub article_id: String,
+    /// Its headline.
+    pub title: Option<String>,
+    /// Its URL.
+    pub url: Option<String>,
+    /// Its rising score when the alert was made.
+    pub rising: f64,
+    /// Weighted events per second, short profile.
+    pub rate_short: f64,
+    /// Weighted events per second, long profile.
+    pub rate_long: f64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// A sentence for a chat channel (Slack's incoming webhooks show it).
+    pub text: String,
+}

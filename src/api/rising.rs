@@ -13,6 +13,7 @@ use super::params::{RisingParams, Strict};
 use super::rankings::{ranked, Scope};
 use super::{rfc3339, ApiError, ApiState};
 use crate::now_ms;
+use crate::scoring::Group;
 
 /// How many of the short profile's top articles are considered.
 pub const CANDIDATES: usize = 500;
@@ -57,6 +58,26 @@ pub(super) async fn rising(
         offset: p.offset.0,
     };
     compute_rising(&state, q).await.map(Json)
+}
+
+/// The first `limit` items of the rising list of the network (`site`
+/// none) or of a site: what the alert evaluator reads.
+pub(crate) async fn rising_of(
+    st: &ApiState,
+    site: Option<&str>,
+    limit: usize,
+) -> Result<RisingResponse, ApiError> {
+    let query = RisingQuery {
+        scope: Scope {
+            group: Group::All.of_site(site),
+            site: site.map(str::to_string),
+            section: None,
+            tag: None,
+        },
+        limit,
+        offset: 0,
+    };
+    compute_rising(st, query).await
 }
 
 /// The rising list a query asks for, decayed to now, with metadata.

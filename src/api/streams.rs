@@ -369,7 +369,7 @@ fn stream(
 #[utoipa::path(get, path = "/v1/stream/alerts", tag = "rankings",
     params(AlertParams),
     responses(
-        (status = 200, description = "text/event-stream: each `alert` event's data is an Alert", content_type = "text/event-stream", body = crate::alerts::Alert),
+        (status = 200, description = "text/event-stream: each `alert` event's data is an Alert", content_type = "text/event-stream", body = super::model::Alert),
         (status = 400, description = "Invalid parameter", body = super::model::ErrorBody),
         (status = 404, description = "Unknown site", body = super::model::ErrorBody),
         (status = 429, description = "Too many open streams from this address", body = super::model::ErrorBody),

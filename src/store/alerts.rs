@@ -1,5 +1,6 @@
 //! Recorded alerts (DESIGN §14): a claim per alert shared by every
-//! replica, and the most recent ones for the replicas' alert streams.
+//! replica ([`AlertLog`], the evaluator's), and the most recent ones for
+//! the replicas' alert streams ([`AlertReads`], the API's).
 
 use async_trait::async_trait;
 
@@ -20,7 +21,11 @@ pub trait AlertLog: Send + Sync + 'static {
         cooldown_ms: i64,
         alert: &str,
     ) -> Result<bool, StoreError>;
+}
 
+/// Where the recorded alerts are read.
+#[async_trait]
+pub trait AlertReads: Send + Sync + 'static {
     /// The most recent alerts recorded, newest first, at most `limit`.
     async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError>;
 }

@@ -6,11 +6,13 @@
 //! - [`Catalogue`], [`ArticleReads`] and [`Editorial`] ([`articles`]):
 //!   articles' metadata and lifecycle, the News Index, names, exclusions.
 //! - [`FilterLog`] ([`filters`]): the duplicate filters' saved state.
-//! - [`AlertLog`] ([`alerts`]): alert claims and the recent alerts.
+//! - [`AlertLog`] and [`AlertReads`] ([`alerts`]): alert claims and the
+//!   recent alerts.
 //!
 //! [`connect`] returns the whole backend as a [`Store`]; each part of the
-//! service keeps only the interfaces it uses (the API: [`Reads`], plus
-//! [`Editorial`] for editors and [`AlertLog`] for its alert evaluator).
+//! service keeps only the interfaces it uses: the API [`Reads`] (nothing it
+//! holds can write), the consumer [`Writes`], the editors' API
+//! [`Editorial`], the alert evaluator [`AlertLog`].
 //!
 //! - `redis::RedisStore`: the layout of DESIGN §4, one Lua script call per
 //!   group per flush, pipelined across groups.
@@ -34,7 +36,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use alerts::{AlertLog, RECENT_ALERTS};
+pub use alerts::{AlertLog, AlertReads, RECENT_ALERTS};
 pub(crate) use articles::name_fields;
 pub use articles::{
     article_groups, index_lists, moves, name_key, tag_moves, ArticleReads, ArticleState, Catalogue,
@@ -94,9 +96,10 @@ pub trait Connection: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// What readers of lists use (the API): rankings and articles, read only.
-pub trait Reads: RankingReads + ArticleReads + Connection {}
-impl<T: RankingReads + ArticleReads + Connection + ?Sized> Reads for T {}
+/// What readers of lists use (the API): rankings, articles and recorded
+/// alerts, read only.
+pub trait Reads: RankingReads + ArticleReads + AlertReads + Connection {}
+impl<T: RankingReads + ArticleReads + AlertReads + Connection + ?Sized> Reads for T {}
 
 /// What the consumer uses: fenced ranking writes, the articles topic's
 /// lifecycle (and the metadata it folds events with), its duplicate

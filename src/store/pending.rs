@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AlertLog, Applied, ArticleReads, ArticleState, Catalogue, Connection, Cursor, Editorial,
-    Exclusion, FilterLog, FilterWrite, Page, ProfileId, RankingReads, RankingWrites, SavedFilter,
-    Store, StoreError,
+    AlertLog, AlertReads, Applied, ArticleReads, ArticleState, Catalogue, Connection, Cursor,
+    Editorial, Exclusion, FilterLog, FilterWrite, Page, ProfileId, RankingReads, RankingWrites,
+    SavedFilter, Store, StoreError,
 };
 use super::{Layout, Unit};
 use crate::config::Settings;
@@ -211,7 +211,10 @@ impl AlertLog for Pending {
     ) -> Result<bool, StoreError> {
         self.inner()?.record_alert(key, cooldown_ms, alert).await
     }
+}
 
+#[async_trait]
+impl AlertReads for Pending {
     async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner()?.recent_alerts(limit).await
     }

@@ -14,8 +14,8 @@ use parking_lot::RwLock;
 
 use self::sorted_set::SortedSet;
 use super::{
-    AlertLog, Applied, Connection, FilterLog, FilterWrite, Page, ProfileId, RankingReads,
-    RankingWrites, SavedFilter, Scored, StoreError, Unit,
+    AlertLog, AlertReads, Applied, Connection, FilterLog, FilterWrite, Page, ProfileId,
+    RankingReads, RankingWrites, SavedFilter, Scored, StoreError, Unit,
 };
 use crate::event::{ArticleMeta, EventType, PerType};
 use crate::scoring::{
@@ -301,7 +301,10 @@ impl AlertLog for MemoryStore {
         alerts.recent.truncate(super::RECENT_ALERTS);
         Ok(true)
     }
+}
 
+#[async_trait]
+impl AlertReads for MemoryStore {
     async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         Ok(self
             .alerts

@@ -21,8 +21,8 @@ mod scripts;
 mod shards;
 
 use super::{
-    AlertLog, Applied, Connection, FilterLog, FilterWrite, Page, ProfileId, RankingReads,
-    RankingWrites, SavedFilter, StoreError,
+    AlertLog, AlertReads, Applied, Connection, FilterLog, FilterWrite, Page, ProfileId,
+    RankingReads, RankingWrites, SavedFilter, StoreError,
 };
 use crate::config::StoreSettings;
 use crate::event::{EventType, PerType};
@@ -378,7 +378,10 @@ impl AlertLog for RedisStore {
         }
         Ok(claimed)
     }
+}
 
+#[async_trait]
+impl AlertReads for RedisStore {
     async fn recent_alerts(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         let cmd = redis::cmd("LRANGE")
             .arg(self.keys.recent_alerts())

@@ -9,6 +9,12 @@
 //! is a 401, a token limited to other sites a 403. Every change is logged
 //! with the token's name. An exclusion is seen by every list within one
 //! cache TTL: lists read it with the article's metadata.
+//!
+//! Served on the operators' listener only ([`crate::api::operators_router`]).
+//! The one HTTP route that writes to the store: it holds [`Editorial`],
+//! and reads through the API's state, which holds no write interface.
+
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,18 +25,33 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, ApiState};
+use crate::api::{rfc3339, ApiError, ApiState};
 use crate::config::AdminToken;
-use crate::store::Exclusion;
+use crate::store::{Editorial, Exclusion};
 
-/// The admin routes, answering 404 when no token is configured.
-pub(super) fn routes() -> Router<ApiState> {
+/// What the editors' routes hold.
+#[derive(Clone)]
+struct Editors {
+    /// Lists and exclusions are read through the API's state.
+    api: ApiState,
+    /// Where exclusions are written.
+    editorial: Arc<dyn Editorial>,
+    admins: Arc<Admins>,
+}
+
+/// The editors' routes, answering 404 when no token is configured.
+pub fn routes(api: ApiState, editorial: Arc<dyn Editorial>, tokens: &[AdminToken]) -> Router {
     Router::new()
         .route("/v1/admin/sites/{site}/exclusions", get(list))
         .route(
             "/v1/admin/sites/{site}/exclusions/{article_id}",
             get(show).put(exclude).delete(include),
         )
+        .with_state(Editors {
+            api,
+            editorial,
+            admins: Arc::new(Admins::new(tokens)),
+        })
 }
 
 /// The holders of admin tokens.
@@ -154,9 +175,9 @@ struct ExclusionView {
 }
 
 /// Checks the caller and the site, and gives the holder's name.
-fn admit(state: &ApiState, headers: &HeaderMap, site: &str) -> Result<String, Refusal> {
+fn admit(state: &Editors, headers: &HeaderMap, site: &str) -> Result<String, Refusal> {
     let name = state.admins.authorize(headers, site)?;
-    if state.sites.get(site).is_none() {
+    if state.api.sites.get(site).is_none() {
         return Err(ApiError::NotFound(format!("unknown site {site:?}")).into());
     }
     Ok(name)
@@ -167,23 +188,24 @@ fn checked_id(id: &str) -> Result<(), Refusal> {
         .map_err(|e| ApiError::InvalidParameter(e.to_string()).into())
 }
 
-fn view(state: &ApiState, key: &str, e: Exclusion) -> ExclusionView {
-    let (site, id) = state.sites.split(key);
+fn view(state: &Editors, key: &str, e: Exclusion) -> ExclusionView {
+    let (site, id) = state.api.sites.split(key);
     ExclusionView {
         site: site.to_string(),
         article_id: id.to_string(),
         by: e.by,
-        at: super::rfc3339(e.at_ms),
+        at: rfc3339(e.at_ms),
     }
 }
 
 async fn list(
-    State(state): State<ApiState>,
+    State(state): State<Editors>,
     Path(site): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     admit(&state, &headers, &site)?;
     let mut items: Vec<ExclusionView> = state
+        .api
         .store
         .exclusions()
         .await
@@ -197,14 +219,15 @@ async fn list(
 }
 
 async fn show(
-    State(state): State<ApiState>,
+    State(state): State<Editors>,
     Path((site, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<ExclusionView>, Refusal> {
     admit(&state, &headers, &site)?;
     checked_id(&id)?;
-    let key = state.sites.key(&site, &id);
+    let key = state.api.sites.key(&site, &id);
     let found = state
+        .api
         .store
         .exclusions()
         .await
@@ -220,13 +243,13 @@ async fn show(
 }
 
 async fn exclude(
-    State(state): State<ApiState>,
+    State(state): State<Editors>,
     Path((site, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<ExclusionView>, Refusal> {
     let name = admit(&state, &headers, &site)?;
     checked_id(&id)?;
-    let key = state.sites.key(&site, &id);
+    let key = state.api.sites.key(&site, &id);
     let e = Exclusion {
         by: name.clone(),
         at_ms: crate::now_ms(),
@@ -241,13 +264,13 @@ async fn exclude(
 }
 
 async fn include(
-    State(state): State<ApiState>,
+    State(state): State<Editors>,
     Path((site, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, Refusal> {
     let name = admit(&state, &headers, &site)?;
     checked_id(&id)?;
-    let key = state.sites.key(&site, &id);
+    let key = state.api.sites.key(&site, &id);
     state
         .editorial
         .set_exclusion(&key, None)
