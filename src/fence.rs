@@ -39,11 +39,15 @@ use crate::metrics::{Metrics, StoreOperation};
 use crate::scoring::Aggregate;
 use crate::store::{Applied, Fence, RankingWrites, StoreError, Unit};
 
+/// The fences the fold is given, as data: per unit, per partition, the
+/// fence (`None`: none yet), in the orders [`FenceBook::read`] was asked.
+pub type Fences = Vec<Vec<Option<i64>>>;
+
 /// The fences a writer knows, per unit: `topic/partition` → offset.
 ///
-/// The writer calls it twice per flush: [`FenceBook::read_missing`] before
-/// the fold (which reads the book as data) and [`FenceBook::write`] for the
-/// fenced apply; every rule above is followed inside these two.
+/// The writer calls it twice per flush: [`FenceBook::read`] before the
+/// fold (which is given the [`Fences`] as data) and [`FenceBook::write`]
+/// for the fenced apply; every rule above is followed inside these two.
 #[derive(Debug, Default)]
 pub struct FenceBook {
     /// The assignment generation they were read under.
@@ -52,16 +56,18 @@ pub struct FenceBook {
 }
 
 impl FenceBook {
-    /// Makes the book know the fences of every unit of `units` under the
-    /// assignment `generation`: after a new assignment it forgets them all
-    /// (rule 3), then reads from the store those it does not know.
-    pub async fn read_missing(
+    /// The fences of every unit of `units` for every partition of
+    /// `sources` (`topic/partition`), under the assignment `generation`:
+    /// after a new assignment the book forgets them all (rule 3), then it
+    /// reads from the store those it does not know.
+    pub async fn read(
         &mut self,
         store: &dyn RankingWrites,
         metrics: &Metrics,
         units: &[Unit],
+        sources: &[&str],
         generation: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Fences, StoreError> {
         self.sync(generation);
         let missing = self.missing(units);
         if !missing.is_empty() {
@@ -70,7 +76,10 @@ impl FenceBook {
                 .await?;
             self.learn(missing, read);
         }
-        Ok(())
+        Ok(units
+            .iter()
+            .map(|u| sources.iter().map(|s| self.get(u, s)).collect())
+            .collect())
     }
 
     /// Applies `aggregate` (whose fences the fold took from this book) and
@@ -122,7 +131,7 @@ impl FenceBook {
     }
 
     /// The fence of `source` in `group`, if any.
-    pub fn get(&self, group: &Unit, source: &str) -> Option<i64> {
+    fn get(&self, group: &Unit, source: &str) -> Option<i64> {
         self.known.get(group).and_then(|f| f.get(source)).copied()
     }
 

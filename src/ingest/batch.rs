@@ -1,51 +1,11 @@
-//! What the reader hands the writer: everything read since the last flush.
-
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+//! What the reader hands the writer: everything read since the last flush,
+//! as data (the reader fills it, the writer empties it, the loop bounds it).
 
 use crate::event::{Event, EventType};
 use crate::store::FilterWrite;
 
 use super::partition::PartitionId;
 use super::places::{Places, MAX_PLACES_PER_BATCH};
-
-/// One message as the pipeline reads it: from Kafka, or from memory in
-/// benchmarks.
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
-    /// Topic it was read from.
-    pub topic: &'a str,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Key, if any.
-    pub key: Option<&'a [u8]>,
-    /// Payload (empty for a tombstone).
-    pub payload: &'a [u8],
-    /// Value of the `content-type` header, if any.
-    pub content_type: Option<&'a [u8]>,
-    /// Kafka timestamp, epoch milliseconds.
-    pub timestamp_ms: Option<i64>,
-}
-
-impl<'a> Incoming<'a> {
-    /// The fields of a Kafka message, borrowed.
-    pub(super) fn from_kafka(m: &'a BorrowedMessage<'a>) -> Incoming<'a> {
-        Incoming {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            payload: m.payload().unwrap_or_default(),
-            content_type: m.headers().and_then(|hs| {
-                hs.iter()
-                    .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                    .and_then(|h| h.value)
-            }),
-            timestamp_ms: m.timestamp().to_millis(),
-        }
-    }
-}
 
 /// An invalid message on its way to the dead-letter topic.
 pub(super) struct DeadLetter {

@@ -128,7 +128,8 @@ impl Ingest {
             return Ok(());
         };
         writer.remember_dead_letters(sent);
-        let writing = InFlight::new(writer);
+        // The store is connected: its layout is the one its writes take.
+        let writing = InFlight::new(writer.laid_out(store.layout()));
         Loop::new(
             consumer,
             reader,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Metrics, StoreOperation};
 use crate::store::Writes;
 
-use super::batch::{Batch, Commit, Incoming};
+use super::batch::{Batch, Commit};
 use super::kafka::{self, ConsumerState, Revocation};
 use super::partition::PartitionId;
 use super::reader::Reader;
@@ -219,8 +219,7 @@ impl Loop {
                         next = self.consumer.recv().now_or_never();
                     }
                 }
-                let incoming: Vec<_> = fetched.iter().map(Incoming::from_kafka).collect();
-                self.reader.read_all(&incoming, &mut self.batch);
+                self.reader.read_fetched(&fetched, &mut self.batch);
                 Wake::Read
             }
         }

@@ -1,117 +1,28 @@
-//! The writer's fold, pure: a batch's counted events, what is
-//! known of their articles and the fences of their groups, folded into one
-//! [`Aggregate`]. No I/O: the writer reads what is missing first.
+//! The writer's fold, pure: a batch's counted events, where the catalogue
+//! routed them ([`Routes`]) and the fences of their units ([`Fences`]),
+//! folded into one [`Aggregate`]. No I/O, and no call back into the steps
+//! before it: it is given everything as data.
 //!
-//! [`route`] decides where each event goes (its article's groups, from the
-//! event or the article's metadata) and which groups the batch touches;
-//! [`fold`] then sums, per group, only the events above that group's fence
-//! (see [`crate::fence`]) and names the fences the write must check and
-//! advance.
-
-use ahash::HashMap as AHashMap;
+//! [`fold`] sums, per unit, only the events above that unit's fence (see
+//! [`crate::fence`]) and names the fences the write must check and advance.
 
 use crate::event::EventType;
-use crate::fence::FenceBook;
-use crate::scoring::{destinations, Aggregate, Profiles};
-use crate::store::{Fence, Layout, Unit};
+use crate::fence::Fences;
+use crate::scoring::{Aggregate, Profiles};
+use crate::store::Fence;
 
 use super::batch::{Counted, PartitionRead};
-use super::lifecycle::Known;
-use super::places::{Place, Places};
+use super::catalog::{Routes, WITHDRAWN};
 
-/// Where one place's events of a batch go.
-struct Route<'a> {
-    article_id: &'a str,
-    /// (unit, member), as [`destinations`] gives them in the store's units.
-    entries: Vec<(Unit, String)>,
-    /// The number of each entry's unit in [`Routes::units`].
-    groups: Vec<usize>,
-}
-
-/// Where every counted event of a batch goes.
-pub(super) struct Routes<'a> {
-    places: Vec<Route<'a>>,
-    /// Every unit the batch touches.
-    pub units: Vec<Unit>,
-    /// Per interned place, its number in `places`; [`WITHDRAWN`] for an
-    /// unpublished article, [`UNPLACED`] for a place no event of the batch has.
-    place_of: Vec<u32>,
-    /// Per event type, the events of withdrawn articles (not counted).
-    pub withdrawn: [u64; EventType::COUNT],
-}
-
-const UNPLACED: u32 = u32::MAX;
-const WITHDRAWN: u32 = u32::MAX - 1;
-
-/// Routes each distinct place of `counted` once: folding then allocates
-/// nothing per event and hashes no group or partition name.
-pub(super) fn route<'a>(
-    counted: &[Counted],
-    places: &'a Places,
-    layout: Layout,
-    known: impl Fn(&str) -> Known<'a>,
-) -> Routes<'a> {
-    let mut group_of: AHashMap<Unit, usize> = AHashMap::default();
-    let mut p = Routes {
-        places: Vec::new(),
-        units: Vec::new(),
-        place_of: vec![UNPLACED; places.len()],
-        withdrawn: [0; EventType::COUNT],
-    };
-    for c in counted {
-        let interned = c.place as usize;
-        if p.place_of[interned] == UNPLACED {
-            let Place { article_id, .. } = places.get(c.place);
-            // The catalogue alone says where an article is ranked (DESIGN
-            // §12): an event's own section and tags never create or reach a
-            // group, so nobody who can send events can name one. An article
-            // not yet published is ranked overall only (and listed nowhere
-            // until it is); publishing it files its score under its section
-            // and tags.
-            let (site, section, tags) = match known(article_id) {
-                Known::Withdrawn => {
-                    p.place_of[interned] = WITHDRAWN;
-                    p.withdrawn[c.kind.index()] += 1;
-                    continue;
-                }
-                Known::Live {
-                    site,
-                    section,
-                    tags,
-                } => (site, section, tags),
-                Known::Unknown => (None, None, &[][..]),
-            };
-            let entries = layout.place(destinations(article_id, site, section, tags));
-            let numbers = entries
-                .iter()
-                .map(|(g, _)| {
-                    *group_of.entry(g.clone()).or_insert_with(|| {
-                        p.units.push(g.clone());
-                        p.units.len() - 1
-                    })
-                })
-                .collect();
-            p.places.push(Route {
-                article_id,
-                entries,
-                groups: numbers,
-            });
-            p.place_of[interned] = (p.places.len() - 1) as u32;
-        } else if p.place_of[interned] == WITHDRAWN {
-            p.withdrawn[c.kind.index()] += 1;
-        }
-    }
-    p
-}
-
-/// Folds the placed events into an aggregate at `reference_ms`: each group
+/// Folds the routed events into an aggregate at `reference_ms`: each unit
 /// gets the events above its fence, and a fence per partition it got
-/// events of. `fences` must know every unit of the routes.
+/// events of. `fences` holds, per unit of `routes` and partition of
+/// `sources` (in their orders), the fence read or last written.
 pub(super) fn fold(
     routes: &Routes<'_>,
     counted: &[Counted],
     sources: &[PartitionRead],
-    fences: &FenceBook,
+    fence_of: &Fences,
     profiles: Profiles,
     reference_ms: i64,
 ) -> Aggregate {
@@ -122,15 +33,11 @@ pub(super) fn fold(
         ..
     } = routes;
     let ns = sources.len();
-    let fence_of: Vec<Vec<Option<i64>>> = groups
-        .iter()
-        .map(|g| sources.iter().map(|p| fences.get(g, p.id.name())).collect())
-        .collect();
     // The newest fence per partition: an event past it is new to every
     // group (the usual case) and is summed per place; others are checked
     // group by group.
     let mut newest: Vec<Option<i64>> = vec![None; ns];
-    for row in &fence_of {
+    for row in fence_of {
         for (n, f) in newest.iter_mut().zip(row) {
             *n = (*n).max(*f);
         }

@@ -20,11 +20,13 @@
 //!    one drain-then-commit for hand-overs and shutdown.
 //! 2. [`reader`]: decode → validate → filter into the [`batch`], each
 //!    partition ([`partition::PartitionId`]) with its duplicate filter.
-//! 3. [`writer`]: one batch to the store: [`dead_letter`]s, the article
-//!    [`lifecycle`], then the pure [`fold`] of events and fences into an
-//!    aggregate (routed to the store's units of atomic writing), the fenced
-//!    apply ([`crate::fence::FenceBook`]), the filters' deltas. It returns
-//!    what the loop should do next.
+//! 3. [`writer`]: one batch to the store, each step called once and handing
+//!    data to the next: [`dead_letter`]s; the [`catalog`] brought up to
+//!    date and the events routed to their groups (in the store's units of
+//!    atomic writing); their fences read ([`crate::fence::FenceBook::read`]);
+//!    the pure [`fold`] of events, routes and fences into an aggregate; the
+//!    fenced apply ([`crate::fence::FenceBook::write`]); the filters'
+//!    deltas. It returns what the loop should do next.
 //!
 //! With a store that is not durable (the `memory` store) the process holds
 //! the only copy of the state, so the consumer commits nothing, joins no
@@ -32,12 +34,12 @@
 //! is the durable log.
 
 mod batch;
+mod catalog;
 mod consumer;
 mod dead_letter;
 mod drive;
 mod fold;
 mod kafka;
-mod lifecycle;
 mod partition;
 mod pipeline;
 mod places;
@@ -45,8 +47,8 @@ mod reader;
 mod rebuild;
 mod writer;
 
-pub use batch::Incoming;
 pub use consumer::Ingest;
 pub use kafka::{client_config, ConsumerState};
 pub use partition::PartitionId;
 pub use pipeline::{Pipeline, Reading};
+pub use reader::Incoming;

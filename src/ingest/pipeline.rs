@@ -7,9 +7,10 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::store::Writes;
 
-use super::batch::{Batch, Incoming};
+use super::batch::Batch;
 use super::dead_letter::DeadLetters;
 use super::kafka::ConsumerState;
+use super::reader::Incoming;
 use super::reader::{Filters, Reader};
 use super::writer::{Flushed, InFlight, Writer};
 
@@ -45,13 +46,15 @@ impl Pipeline {
             Filters::Unsaved
         };
         let dead_letters = DeadLetters::new(None, String::new(), metrics.clone());
+        let layout = store.layout();
         let writer = Writer::new(
             store,
             metrics.clone(),
             profiles,
             dead_letters,
             ConsumerState::new(crate::dependency::Dependency::new("kafka", metrics.clone())),
-        );
+        )
+        .laid_out(layout);
         Pipeline {
             reader: Reader::new(&settings, metrics, filters),
             writer: InFlight::new(writer),

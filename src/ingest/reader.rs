@@ -11,6 +11,8 @@
 //! [`Reader::seal`] attaches each partition's delta to the batch so that it
 //! is saved once the batch is applied (DESIGN §4).
 
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+
 use crate::config::Settings;
 use crate::event::decode::{Decoder, MessageInfo};
 use crate::event::filter::{self, Corrupt, Filter, Limits, Verdict};
@@ -19,7 +21,7 @@ use crate::metrics::{self, Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
 
-use super::batch::{find, Batch, Counted, DeadLetter, Incoming, DEAD_LETTER_MAX_BYTES};
+use super::batch::{find, Batch, Counted, DeadLetter, DEAD_LETTER_MAX_BYTES};
 use super::partition::PartitionId;
 
 /// Fewest messages on each side of the split for decoding on several
@@ -28,6 +30,45 @@ const PARALLEL_MIN: usize = 64;
 
 /// One value per side of the split, inline for up to 8 sides.
 type PerSide<T> = smallvec::SmallVec<[T; 8]>;
+
+/// One message as the pipeline reads it: from Kafka, or from memory in
+/// benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Topic it was read from.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Payload (empty for a tombstone).
+    pub payload: &'a [u8],
+    /// Value of the `content-type` header, if any.
+    pub content_type: Option<&'a [u8]>,
+    /// Kafka timestamp, epoch milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl<'a> Incoming<'a> {
+    /// The fields of a Kafka message, borrowed.
+    fn from_kafka(m: &'a BorrowedMessage<'a>) -> Incoming<'a> {
+        Incoming {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload().unwrap_or_default(),
+            content_type: m.headers().and_then(|hs| {
+                hs.iter()
+                    .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+                    .and_then(|h| h.value)
+            }),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+}
 
 /// What became of one message.
 enum Outcome<'a> {
@@ -263,6 +304,13 @@ impl Reader {
         self.partitions.len() - 1
     }
 
+    /// Reads what the consumer fetched at once into `batch`, in order (see
+    /// [`Reader::read_all`]).
+    pub fn read_fetched(&mut self, fetched: &[BorrowedMessage<'_>], batch: &mut Batch) {
+        let incoming: Vec<_> = fetched.iter().map(Incoming::from_kafka).collect();
+        self.read_all(&incoming, batch);
+    }
+
     /// Reads messages into `batch`, in order. Decoding and filtering run on
     /// the threads of the current rayon pool (one per core by default)
     /// when every side of the split has enough messages: partitions are
@@ -398,7 +446,10 @@ impl Reader {
             return;
         }
         let mut writes = Vec::new();
-        for (read, highest) in batch.read_partitions() {
+        for read in &batch.partitions {
+            let Some(highest) = read.highest else {
+                continue;
+            };
             let Some(i) = find(
                 &self.partitions,
                 read.id.topic(),

@@ -20,13 +20,13 @@ use crate::fence::FenceBook;
 use crate::metrics::{Metrics, Outcome, StoreOperation};
 use crate::now_ms;
 use crate::scoring::{Aggregate, Group, Profiles};
-use crate::store::{StoreError, Writes};
+use crate::store::{Layout, StoreError, Writes};
 
 use super::batch::{Batch, Commit};
+use super::catalog::Catalog;
 use super::dead_letter::DeadLetters;
 use super::fold;
 use super::kafka::ConsumerState;
-use super::lifecycle::Catalog;
 
 /// First and longest wait between retries of a failed flush.
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -69,6 +69,8 @@ pub(super) struct Writer {
     catalog: Catalog,
     fences: FenceBook,
     state: ConsumerState,
+    /// The store's units of atomic writing, asked once it is connected.
+    layout: Layout,
     backoff: Duration,
 }
 
@@ -88,8 +90,16 @@ impl Writer {
             catalog: Catalog::default(),
             fences: FenceBook::default(),
             state,
+            layout: Layout::WHOLE,
             backoff: RETRY_MIN,
         }
+    }
+
+    /// The same writer, writing in the units of `layout` (the store's
+    /// [`crate::store::RankingWrites::layout`], asked once it is connected).
+    pub fn laid_out(mut self, layout: Layout) -> Writer {
+        self.layout = layout;
+        self
     }
 
     /// From now on, does not dead-letter again what came from one of `sent`.
@@ -172,36 +182,40 @@ impl Writer {
             .send(&mut batch.dead)
             .await
             .map_err(FlushError::DeadLetter)?;
-        // 2. The article lifecycle, so events of this batch see fresh
-        // metadata, and what is known of the batch's articles.
-        self.catalog.update(store, m, batch).await?;
-        // 3. Scores, fenced per unit and partition.
-        let catalog = &self.catalog;
-        let folding = tracing::debug_span!(
+        // 2. The catalogue (the lifecycle first, so events of this batch see
+        // fresh metadata), and where each event goes.
+        let routes = (self.catalog)
+            .route(
+                store,
+                m,
+                self.layout,
+                &mut batch.lifecycle,
+                &batch.counted,
+                &batch.places,
+            )
+            .await?;
+        // 3. The fences of the units routed to, for the partitions read.
+        let sources: Vec<&str> = batch.partitions.iter().map(|p| p.id.name()).collect();
+        let generation = self.state.generation();
+        let fences = (self.fences)
+            .read(store, m, &routes.units, &sources, generation)
+            .await?;
+        // 4. The fold, pure, and the fenced write.
+        let aggregate = tracing::debug_span!(
             target: crate::telemetry::SPANS,
             "fold",
             events = batch.counted.len() as i64
-        );
-        let routes = folding.in_scope(|| {
-            fold::route(&batch.counted, &batch.places, store.layout(), |id| {
-                catalog.known(id)
-            })
-        });
-        let generation = self.state.generation();
-        (self.fences)
-            .read_missing(store, m, &routes.units, generation)
-            .await?;
-        let aggregate = folding.in_scope(|| {
+        )
+        .in_scope(|| {
             fold::fold(
                 &routes,
                 &batch.counted,
                 &batch.partitions,
-                &self.fences,
+                &fences,
                 self.profiles.clone(),
                 now_ms(),
             )
         });
-        drop(folding);
         if !aggregate.is_empty() {
             let writing = tracing::debug_span!(
                 target: crate::telemetry::SPANS,
@@ -224,7 +238,7 @@ impl Writer {
                 .with_label_values(&[kind.as_str(), Outcome::Unpublished.as_str()])
                 .inc_by(routes.withdrawn[kind.index()]);
         }
-        // 4. The duplicate filters, now that every group holds the batch.
+        // 5. The duplicate filters, now that every group holds the batch.
         if !batch.filters.is_empty() {
             let not_saved = m
                 .time_store(StoreOperation::Filters, store.save_filters(&batch.filters))

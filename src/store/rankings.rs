@@ -101,6 +101,29 @@ impl Layout {
     pub fn parts(&self) -> u16 {
         self.parts
     }
+
+    /// Refuses `units` unless each could be one of this layout's: a write
+    /// laid out for another layout (whole groups sent to a store that
+    /// splits them, or the reverse) would put a member's increments and
+    /// fences where its reads and other writers never look.
+    pub(crate) fn check<'a>(
+        &self,
+        units: impl IntoIterator<Item = &'a Unit>,
+    ) -> Result<(), StoreError> {
+        for u in units {
+            let fits = match u.part {
+                None => self.parts <= 1,
+                Some(k) => self.parts > 1 && k < self.parts,
+            };
+            if !fits {
+                return Err(StoreError::Corrupt(format!(
+                    "a write laid out in other units than the store's ({:?} part {:?}, the store splits groups in {})",
+                    u.group, u.part, self.parts
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The part of `member` among `parts`: FNV-1a of its bytes, so every
@@ -232,5 +255,23 @@ mod tests {
             (0..200).map(|i| part_of(&format!("art-{i}"), 8)).collect();
         assert_eq!(spread.len(), 8, "200 members reach every part");
         assert_eq!(Layout::split(1), Layout::WHOLE);
+    }
+
+    #[test]
+    fn a_store_refuses_units_of_another_layout() {
+        let split = Layout::split(8);
+        let whole = Unit::whole(&Group::All);
+        let part = split.unit(&Group::All, "a-1");
+        assert!(Layout::WHOLE.check([&whole]).is_ok());
+        assert!(split.check([&part]).is_ok());
+        let e = split.check([&whole]).unwrap_err().to_string();
+        assert!(e.contains("splits groups in 8"), "{e}");
+        assert!(Layout::WHOLE.check([&part]).is_err());
+        assert!(Layout::split(4)
+            .check([&Unit {
+                group: Group::All,
+                part: Some(7)
+            }])
+            .is_err());
     }
 }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use self::sorted_set::SortedSet;
+use super::Layout;
 use super::{
     AlertLog, AlertReads, Applied, Connection, FilterLog, FilterWrite, Page, ProfileId,
     RankingReads, RankingWrites, SavedFilter, Scored, StoreError, Unit,
@@ -89,6 +90,7 @@ impl Connection for MemoryStore {
 #[async_trait]
 impl RankingWrites for MemoryStore {
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
+        Layout::WHOLE.check(batch.groups.keys().chain(batch.fences.keys()))?;
         let r = batch.reference_ms;
         let n = self.profiles.len();
         let mut applied = Applied::default();
@@ -147,6 +149,7 @@ impl RankingWrites for MemoryStore {
     }
 
     async fn fences(&self, units: &[Unit]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        Layout::WHOLE.check(units)?;
         let state = self.state.read();
         Ok(units
             .iter()

@@ -149,6 +149,8 @@ impl RankingWrites for RedisStore {
     }
 
     async fn apply(&self, batch: &Aggregate) -> Result<Applied, StoreError> {
+        self.layout
+            .check(batch.groups.keys().chain(batch.fences.keys()))?;
         if batch.groups.is_empty() {
             return Ok(Applied::default());
         }
@@ -183,6 +185,7 @@ impl RankingWrites for RedisStore {
     }
 
     async fn fences(&self, groups: &[Unit]) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        self.layout.check(groups)?;
         if groups.is_empty() {
             return Ok(Vec::new());
         }

@@ -1,18 +1,23 @@
-//! Articles: publications and withdrawals from the lifecycle topic go to the
-//! store, and what the consumer knows of each article (section, tags,
-//! withdrawn) is cached for the events that lack it.
+//! The catalogue: what the consumer knows of each article, and so where
+//! its events go. Publications and withdrawals from the lifecycle topic go
+//! to the store; what is known of each article (site, section, tags,
+//! withdrawn) is cached; and a batch's events are routed to the groups
+//! their article is ranked in ([`Routes`]), in the store's units of atomic
+//! writing. The catalogue alone says where an article is ranked (DESIGN
+//! §12): an event's own section and tags never reach a group.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ahash::HashMap as AHashMap;
 
-use crate::event::{ArticleMeta, Event};
+use crate::event::{ArticleMeta, Event, EventType};
 use crate::metrics::{Metrics, StoreOperation};
-use crate::store::{ArticleReads, ArticleState, Catalogue, StoreError};
+use crate::scoring::destinations;
+use crate::store::{ArticleReads, ArticleState, Catalogue, Layout, StoreError, Unit};
 
 use super::batch::Counted;
-use super::places::Places;
+use super::places::{Place, Places};
 
 /// How long a consumer keeps article metadata it looked up or saw published.
 const METADATA_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -37,9 +42,9 @@ impl From<ArticleState> for Entry {
     }
 }
 
-/// What the consumer knows of an article, for events that lack its section or tags.
+/// What the consumer knows of an article.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Known<'a> {
+enum Known<'a> {
     /// No metadata: ranked overall only.
     Unknown,
     /// Published (on this site, in a network) in this section with these tags.
@@ -62,22 +67,27 @@ pub(super) struct Catalog {
 }
 
 impl Catalog {
-    /// Brings the catalogue up to date for a batch, in the store and here:
-    /// its publications and withdrawals first ([`Catalog::apply`]), then
-    /// every article its events name that is not known or is stale
-    /// ([`Catalog::look_up`]). The fold then reads [`Catalog::known`].
-    pub async fn update<S>(
+    /// Where a batch's events go: the catalogue is brought up to date, in
+    /// the store and here (the batch's publications and withdrawals first,
+    /// [`Catalog::apply`], then every article its events name that is not
+    /// known or is stale, [`Catalog::look_up`]), and each event's article
+    /// is routed to its groups, in the units of `layout`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn route<'a, S>(
         &mut self,
         store: &S,
         metrics: &Metrics,
-        batch: &mut super::batch::Batch,
-    ) -> Result<(), StoreError>
+        layout: Layout,
+        lifecycle: &mut Vec<Event<'static>>,
+        counted: &[Counted],
+        places: &'a Places,
+    ) -> Result<Routes<'a>, StoreError>
     where
         S: Catalogue + ArticleReads + ?Sized,
     {
-        self.apply(store, metrics, &mut batch.lifecycle).await?;
-        self.look_up(store, metrics, &batch.counted, &batch.places)
-            .await
+        self.apply(store, metrics, lifecycle).await?;
+        self.look_up(store, metrics, counted, places).await?;
+        Ok(self.routes(counted, places, layout))
     }
 
     /// Applies the batch's lifecycle events (the last per article wins), so
@@ -174,7 +184,7 @@ impl Catalog {
     }
 
     /// What is known of article `id`.
-    pub fn known(&self, id: &str) -> Known<'_> {
+    fn known(&self, id: &str) -> Known<'_> {
         match self.cache.get(id) {
             Some((_, Entry::Withdrawn)) => Known::Withdrawn,
             Some((_, Entry::Live(site, section, tags))) => Known::Live {
@@ -184,5 +194,87 @@ impl Catalog {
             },
             _ => Known::Unknown,
         }
+    }
+}
+
+/// Where one place's events of a batch go.
+pub(super) struct Route<'a> {
+    pub article_id: &'a str,
+    /// (unit, member), as [`destinations`] gives them in the store's units.
+    pub entries: Vec<(Unit, String)>,
+    /// The number of each entry's unit in [`Routes::units`].
+    pub groups: Vec<usize>,
+}
+
+/// Where every counted event of a batch goes.
+pub(super) struct Routes<'a> {
+    pub places: Vec<Route<'a>>,
+    /// Every unit the batch touches.
+    pub units: Vec<Unit>,
+    /// Per interned place, its number in `places`; [`WITHDRAWN`] for an
+    /// unpublished article, [`UNPLACED`] for a place no event of the batch has.
+    pub place_of: Vec<u32>,
+    /// Per event type, the events of withdrawn articles (not counted).
+    pub withdrawn: [u64; EventType::COUNT],
+}
+
+pub(super) const UNPLACED: u32 = u32::MAX;
+pub(super) const WITHDRAWN: u32 = u32::MAX - 1;
+
+impl Catalog {
+    /// Routes each distinct place of `counted` once: folding then allocates
+    /// nothing per event and hashes no group or partition name.
+    fn routes<'a>(&self, counted: &[Counted], places: &'a Places, layout: Layout) -> Routes<'a> {
+        let mut group_of: AHashMap<Unit, usize> = AHashMap::default();
+        let mut p = Routes {
+            places: Vec::new(),
+            units: Vec::new(),
+            place_of: vec![UNPLACED; places.len()],
+            withdrawn: [0; EventType::COUNT],
+        };
+        for c in counted {
+            let interned = c.place as usize;
+            if p.place_of[interned] == UNPLACED {
+                let Place { article_id, .. } = places.get(c.place);
+                // The catalogue alone says where an article is ranked (DESIGN
+                // §12): an event's own section and tags never create or reach a
+                // group, so nobody who can send events can name one. An article
+                // not yet published is ranked overall only (and listed nowhere
+                // until it is); publishing it files its score under its section
+                // and tags.
+                let (site, section, tags) = match self.known(article_id) {
+                    Known::Withdrawn => {
+                        p.place_of[interned] = WITHDRAWN;
+                        p.withdrawn[c.kind.index()] += 1;
+                        continue;
+                    }
+                    Known::Live {
+                        site,
+                        section,
+                        tags,
+                    } => (site, section, tags),
+                    Known::Unknown => (None, None, &[][..]),
+                };
+                let entries = layout.place(destinations(article_id, site, section, tags));
+                let numbers = entries
+                    .iter()
+                    .map(|(g, _)| {
+                        *group_of.entry(g.clone()).or_insert_with(|| {
+                            p.units.push(g.clone());
+                            p.units.len() - 1
+                        })
+                    })
+                    .collect();
+                p.places.push(Route {
+                    article_id,
+                    entries,
+                    groups: numbers,
+                });
+                p.place_of[interned] = (p.places.len() - 1) as u32;
+            } else if p.place_of[interned] == WITHDRAWN {
+                p.withdrawn[c.kind.index()] += 1;
+            }
+        }
+        p
     }
 }

@@ -8,15 +8,19 @@
 //!
 //! A flush first folds its events into an [`Aggregate`] of increments
 //! relative to a reference time R; the store converts them to its landmark
-//! with [`to_landmark`].
+//! with [`to_landmark`]. The lists an article's events reach are its
+//! [`Group`]s ([`destinations`], in `group.rs`); the aggregate is in
+//! `aggregate.rs`; the decay math is here.
 
 use std::sync::Arc;
 
-use ahash::HashMap;
-
 use crate::config::{ScoringSettings, WeightSettings};
-use crate::event::{EventType, PerType};
-use crate::store::{Fence, Layout, Unit};
+
+mod aggregate;
+mod group;
+
+pub use aggregate::Aggregate;
+pub use group::{destinations, Group};
 
 /// A ranking's landmark moves forward once it is this many half-lives behind
 /// the flush being applied: S stays below 2^64 times a decayed score, far
@@ -109,234 +113,11 @@ pub fn plan_landmark(current: Option<i64>, r_ms: i64, half_life_ms: f64) -> Land
     }
 }
 
-/// A group of rankings: the lists of one scope (every article, a section,
-/// a tag, the tags), in the network or one of its sites.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Group {
-    /// Every article.
-    All,
-    /// Articles of one section.
-    Section(String),
-    /// Articles carrying one tag.
-    Tag(String),
-    /// Tags themselves, ranked by the events of their articles.
-    Tags,
-    /// The group restricted to one site of a network (DESIGN §11): the
-    /// group itself is the network's. Never holds a `Site`.
-    Site(String, Box<Group>),
-}
-
-impl Group {
-    /// This network group restricted to `site`; itself for `None`.
-    pub fn of_site(self, site: Option<&str>) -> Group {
-        match site {
-            Some(site) => Group::Site(site.to_string(), Box::new(self)),
-            None => self,
-        }
-    }
-}
-
-/// The increments of one flush, relative to a reference time, per group,
-/// member and profile, plus the counted events per article and type.
-#[derive(Debug, Clone)]
-pub struct Aggregate {
-    /// Reference time R of every increment.
-    pub reference_ms: i64,
-    /// Increments: unit → member → one value per profile.
-    pub groups: HashMap<Unit, HashMap<String, Vec<f64>>>,
-    /// Counted events: article → per [`EventType::index`].
-    pub counts: HashMap<String, PerType<u64>>,
-    /// Number of events folded in.
-    pub events: usize,
-    /// Fences to check and advance, per unit (see [`Fence`]).
-    pub fences: HashMap<Unit, Vec<Fence>>,
-    /// Per-profile increments of the event being added (reused).
-    scratch: Vec<f64>,
-    profiles: Profiles,
-    /// The store's units ([`Aggregate::add`] places events in them).
-    layout: Layout,
-}
-
-/// Where an event of an article lands: each group with the member it bumps
-/// there (the article, or the tag in the tags ranking). Computed once per
-/// article and flush, so adding an event allocates nothing.
-/// In a network, `site` names the article's site: every group is then
-/// written twice, the network's and the site's, so that both lists are
-/// one sorted set each and exact (Popular Tags sums a tag over sites).
-pub fn destinations(
-    article_id: &str,
-    site: Option<&str>,
-    section: Option<&str>,
-    tags: &[String],
-) -> Vec<(Group, String)> {
-    let mut out = Vec::with_capacity(2 * (2 + 2 * tags.len()));
-    out.push((Group::All, article_id.to_string()));
-    if let Some(s) = section {
-        out.push((Group::Section(s.to_string()), article_id.to_string()));
-    }
-    for t in tags {
-        out.push((Group::Tag(t.clone()), article_id.to_string()));
-        out.push((Group::Tags, t.clone()));
-    }
-    if let Some(site) = site {
-        for i in 0..out.len() {
-            let (g, member) = out[i].clone();
-            out.push((g.of_site(Some(site)), member));
-        }
-    }
-    out
-}
-
-impl Aggregate {
-    /// An empty aggregate with reference time `reference_ms`.
-    pub fn new(profiles: Profiles, reference_ms: i64) -> Aggregate {
-        Aggregate {
-            reference_ms,
-            groups: HashMap::default(),
-            counts: HashMap::default(),
-            events: 0,
-            fences: HashMap::default(),
-            scratch: Vec::new(),
-            profiles,
-            layout: Layout::WHOLE,
-        }
-    }
-
-    /// The same aggregate placing the events [`Aggregate::add`] takes in
-    /// the units of `layout` (a store's [`crate::store::RankingWrites::layout`]).
-    pub fn laid_out(mut self, layout: Layout) -> Aggregate {
-        self.layout = layout;
-        self
-    }
-
-    /// Folds in one counted event: `units` views, shares or engaged seconds.
-    pub fn add(
-        &mut self,
-        kind: EventType,
-        article_id: &str,
-        section: Option<&str>,
-        tags: &[String],
-        at_ms: i64,
-        units: f64,
-    ) {
-        let place = self
-            .layout
-            .place(destinations(article_id, None, section, tags));
-        self.add_placed(kind, article_id, &place, at_ms, units, |_| true);
-    }
-
-    /// Adds one event at a precomputed [`destinations`], in the groups whose
-    /// entry `admit` accepts, asked with the entry's position in `place`
-    /// (the others already hold the event: see [`Fence`]). All-time counts
-    /// go with [`Group::All`].
-    pub fn add_placed(
-        &mut self,
-        kind: EventType,
-        article_id: &str,
-        place: &[(Unit, String)],
-        at_ms: i64,
-        units: f64,
-        mut admit: impl FnMut(usize) -> bool,
-    ) {
-        let mut incs = std::mem::take(&mut self.scratch);
-        incs.resize(self.profiles.len(), 0.0);
-        self.increments(kind, at_ms, units, &mut incs);
-        let mut counted = false;
-        for (k, (group, member)) in place.iter().enumerate() {
-            if !admit(k) {
-                continue;
-            }
-            counted |= *group.group() == Group::All;
-            self.credit(group, member, &incs);
-        }
-        self.scratch = incs;
-        if counted {
-            let mut by_kind = [0; EventType::COUNT];
-            by_kind[kind.index()] = 1;
-            self.count(article_id, by_kind);
-        }
-        self.events += 1;
-    }
-
-    /// The increments of one event, one per profile, relative to the
-    /// reference time.
-    pub fn increments(&self, kind: EventType, at_ms: i64, units: f64, out: &mut [f64]) {
-        for (o, p) in out.iter_mut().zip(self.profiles.iter()) {
-            *o = p.weights.of(kind) * units * growth(at_ms, self.reference_ms, p.half_life_ms);
-        }
-    }
-
-    /// Adds `events` events of one article, summed beforehand: `incs` (one
-    /// per profile, from [`Aggregate::increments`]) to every group of
-    /// `place`, and `counts` per event type to the all-time counts. The same
-    /// as adding each event with [`Aggregate::add_placed`] admitting every
-    /// group, up to the order of floating-point additions.
-    pub fn add_summed(
-        &mut self,
-        article_id: &str,
-        place: &[(Unit, String)],
-        incs: &[f64],
-        counts: PerType<u64>,
-        events: usize,
-    ) {
-        for (group, member) in place {
-            self.credit(group, member, incs);
-        }
-        if place.iter().any(|(u, _)| *u.group() == Group::All) {
-            self.count(article_id, counts);
-        }
-        self.events += events;
-    }
-
-    /// Adds `incs` (one per profile) to `member` of `group`.
-    fn credit(&mut self, group: &Unit, member: &str, incs: &[f64]) {
-        let members = match self.groups.get_mut(group) {
-            Some(m) => m,
-            None => self.groups.entry(group.clone()).or_default(),
-        };
-        match members.get_mut(member) {
-            Some(v) => v.iter_mut().zip(incs).for_each(|(a, b)| *a += b),
-            None => {
-                members.insert(member.to_string(), incs.to_vec());
-            }
-        }
-    }
-
-    /// Adds events per type to an article's all-time counts.
-    fn count(&mut self, article_id: &str, by_kind: PerType<u64>) {
-        match self.counts.get_mut(article_id) {
-            Some(c) => c.iter_mut().zip(by_kind).for_each(|(c, n)| *c += n),
-            None => {
-                self.counts.insert(article_id.to_string(), by_kind);
-            }
-        }
-    }
-
-    /// Requires the store to find `fence` on `group` before applying, and to
-    /// advance it in the same atomic write.
-    pub fn fence(&mut self, group: Unit, fence: Fence) {
-        self.fences.entry(group).or_default().push(fence);
-    }
-
-    /// Events of `kind` folded in (into the overall ranking).
-    pub fn counted(&self, kind: EventType) -> u64 {
-        self.counts.values().map(|c| c[kind.index()]).sum()
-    }
-
-    /// True when nothing was folded in.
-    pub fn is_empty(&self) -> bool {
-        self.events == 0
-    }
-
-    /// The profiles the increments are for.
-    pub fn profiles(&self) -> &Profiles {
-        &self.profiles
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventType;
+    use crate::store::Unit;
     use rand::{Rng, SeedableRng};
     use std::collections::HashMap;
 
