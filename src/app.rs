@@ -17,6 +17,7 @@ use crate::dependency::Dependency;
 use crate::ingest::{ConsumerState, Ingest};
 use crate::metrics::Metrics;
 use crate::scoring;
+use crate::store::pending::Pending;
 use crate::store::Store;
 
 /// What a process does.
@@ -138,50 +139,16 @@ impl App {
                 _background: background.drop_guard(),
             });
         }
-        // Without the store, the service starts anyway (DESIGN §15): reads
-        // answer 503 and nothing is consumed until it is connected.
-        let store_state = Dependency::new("store", metrics.clone());
-        let (store, pending): (Arc<dyn Store>, _) = match crate::store::connect(&settings).await {
-            Ok(store) => (store, None),
-            Err(e) => {
-                let url = crate::config::redacted(&settings.store.redis_url);
-                store_state.failed(&format!("{url}: {e}"));
-                let p = crate::store::pending::connect_in_background(
-                    settings.clone(),
-                    store_state.clone(),
-                    background.clone(),
-                );
-                (p.clone(), Some(p))
-            }
-        };
+        let (store, pending, store_state) = connect_store(&settings, &metrics, &background).await;
         if !store.durable() && role != Role::All {
             anyhow::bail!(
                 "invalid configuration: `store.backend`: memory keeps state in one process, so it needs --role all"
             );
         }
-        let profiles = scoring::profiles(&settings.scoring);
         let (ingest, consumer) = if role == Role::Api {
             (None, None)
         } else {
-            let mut settings = settings.clone();
-            if let Some(id) = default_instance_id(&settings, role, store.durable()) {
-                tracing::info!(group_instance_id = %id, "static group membership (set kafka.properties.\"group.instance.id\" to choose another id)");
-                Arc::make_mut(&mut settings)
-                    .kafka
-                    .properties
-                    .insert("group.instance.id".into(), id);
-            }
-            let state = ConsumerState::new(kafka);
-            let mut ingest = Ingest::build(
-                settings.clone(),
-                store.clone(),
-                metrics.clone(),
-                profiles.clone(),
-                state.clone(),
-            )?;
-            if let Some(p) = pending {
-                ingest = ingest.after(p);
-            }
+            let (ingest, state) = consume(&settings, role, &store, pending, &metrics, kafka)?;
             (Some(ingest), Some(state))
         };
         let state = ApiState::new(
@@ -310,6 +277,63 @@ impl App {
         }
         served
     }
+}
+
+/// The store `settings` describe. Without it the service starts anyway
+/// (DESIGN §15): reads answer 503 and nothing is consumed until it is
+/// connected, in the background, by the store returned (a pending one).
+async fn connect_store(
+    settings: &Arc<Settings>,
+    metrics: &Metrics,
+    background: &CancellationToken,
+) -> (Arc<dyn Store>, Option<Arc<Pending>>, Dependency) {
+    let store_state = Dependency::new("store", metrics.clone());
+    let (store, pending): (Arc<dyn Store>, _) = match crate::store::connect(settings).await {
+        Ok(store) => (store, None),
+        Err(e) => {
+            let url = crate::config::redacted(&settings.store.redis_url);
+            store_state.failed(&format!("{url}: {e}"));
+            let p = crate::store::pending::connect_in_background(
+                settings.clone(),
+                store_state.clone(),
+                background.clone(),
+            );
+            (p.clone(), Some(p))
+        }
+    };
+    (store, pending, store_state)
+}
+
+/// The consumer of a role that consumes, and its state (`/readyz` reads it).
+fn consume(
+    settings: &Arc<Settings>,
+    role: Role,
+    store: &Arc<dyn Store>,
+    pending: Option<Arc<Pending>>,
+    metrics: &Metrics,
+    kafka: Dependency,
+) -> anyhow::Result<(Ingest, ConsumerState)> {
+    let profiles = scoring::profiles(&settings.scoring);
+    let mut settings = settings.clone();
+    if let Some(id) = default_instance_id(&settings, role, store.durable()) {
+        tracing::info!(group_instance_id = %id, "static group membership (set kafka.properties.\"group.instance.id\" to choose another id)");
+        Arc::make_mut(&mut settings)
+            .kafka
+            .properties
+            .insert("group.instance.id".into(), id);
+    }
+    let state = ConsumerState::new(kafka);
+    let mut ingest = Ingest::build(
+        settings,
+        store.clone(),
+        metrics.clone(),
+        profiles,
+        state.clone(),
+    )?;
+    if let Some(p) = pending {
+        ingest = ingest.after(p);
+    }
+    Ok((ingest, state))
 }
 
 /// The origins browsers may call this service from: `api.cors_allowed_origins`

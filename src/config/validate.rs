@@ -12,20 +12,21 @@ use crate::event::slug;
 impl Settings {
     /// Checks every value that types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let nonempty = |key: &str, v: &str| {
-            if v.trim().is_empty() {
-                Err(invalid(key, "must not be empty"))
-            } else {
-                Ok(())
-            }
-        };
-        let positive = |key: &str, d: Duration| {
-            if d.is_zero() {
-                Err(invalid(key, "must be greater than zero"))
-            } else {
-                Ok(())
-            }
-        };
+        self.validate_kafka()?;
+        self.validate_store()?;
+        self.validate_api()?;
+        self.validate_collector()?;
+        self.validate_ingest()?;
+        self.validate_scoring()?;
+        self.validate_rising()?;
+        self.validate_alerts()?;
+        self.validate_sites()?;
+        self.validate_telemetry()?;
+        self.validate_admin()
+    }
+
+    /// Brokers, group and topics named; what the service sets itself left alone.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
         nonempty("kafka.brokers", &self.kafka.brokers)?;
         nonempty("kafka.group_id", &self.kafka.group_id)?;
         nonempty("kafka.topics.events", &self.kafka.topics.events)?;
@@ -53,6 +54,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The backend, its key prefix and its times.
+    fn validate_store(&self) -> Result<(), ConfigError> {
         if self.store.backend == Backend::Redis {
             self.store.validate_redis()?;
         }
@@ -64,6 +70,12 @@ impl Settings {
             ));
         }
         positive("store.metadata_ttl", self.store.metadata_ttl)?;
+        positive("store.group_ttl", self.store.group_ttl)?;
+        Ok(())
+    }
+
+    /// The listeners, origins and bounds of the API.
+    fn validate_api(&self) -> Result<(), ConfigError> {
         self.api
             .listen
             .parse::<SocketAddr>()
@@ -76,6 +88,41 @@ impl Settings {
                 ));
             }
         }
+        if self.api.max_streams_per_client == 0 {
+            return Err(invalid("api.max_streams_per_client", "must be at least 1"));
+        }
+        if self.api.max_connections == 0 {
+            return Err(invalid("api.max_connections", "must be at least 1"));
+        }
+        positive("api.header_timeout", self.api.header_timeout)?;
+        if self.api.cache_max_bytes < 65_536 {
+            return Err(invalid("api.cache_max_bytes", "must be at least 65536"));
+        }
+        if self
+            .api
+            .admin_listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "api.admin_listen",
+                format!(
+                    "{:?} must be an address and port such as 127.0.0.1:9464",
+                    self.api.admin_listen
+                ),
+            ));
+        }
+        if self.api.admin_listen == self.api.listen && !self.api.listen.ends_with(":0") {
+            return Err(invalid(
+                "api.admin_listen",
+                "must differ from api.listen: the operators' routes are kept off the public listener",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The collector's bounds on bodies, events, rates and time, and its secret.
+    fn validate_collector(&self) -> Result<(), ConfigError> {
         let c = &self.collector;
         if c.max_body_bytes == 0 || c.max_body_bytes > 16 * 1024 * 1024 {
             return Err(invalid(
@@ -124,6 +171,24 @@ impl Settings {
             ));
         }
         positive("collector.produce_timeout", c.produce_timeout)?;
+        positive("collector.body_timeout", self.collector.body_timeout)?;
+        if !(c.max_engaged_seconds.is_finite() && c.max_engaged_seconds > 0.0) {
+            return Err(invalid(
+                "collector.max_engaged_seconds",
+                "must be a number greater than zero",
+            ));
+        }
+        if c.events_per_second_per_site == 0 {
+            return Err(invalid(
+                "collector.events_per_second_per_site",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The consumer's batches, messages and times.
+    fn validate_ingest(&self) -> Result<(), ConfigError> {
         positive("ingest.flush_interval", self.ingest.flush_interval)?;
         if self.ingest.max_batch_events == 0 {
             return Err(invalid("ingest.max_batch_events", "must be at least 1"));
@@ -133,6 +198,11 @@ impl Settings {
         }
         positive("ingest.max_event_age", self.ingest.max_event_age)?;
         positive("ingest.shutdown_deadline", self.ingest.shutdown_deadline)?;
+        Ok(())
+    }
+
+    /// The ranking profiles and the bound of a ranking.
+    fn validate_scoring(&self) -> Result<(), ConfigError> {
         if self.scoring.profiles.is_empty() {
             return Err(invalid(
                 "scoring.profiles",
@@ -171,56 +241,7 @@ impl Settings {
         if self.scoring.max_members == 0 {
             return Err(invalid("scoring.max_members", "must be at least 1"));
         }
-        positive("store.group_ttl", self.store.group_ttl)?;
-        if self.api.max_streams_per_client == 0 {
-            return Err(invalid("api.max_streams_per_client", "must be at least 1"));
-        }
-        if self.api.max_connections == 0 {
-            return Err(invalid("api.max_connections", "must be at least 1"));
-        }
-        positive("api.header_timeout", self.api.header_timeout)?;
-        if self.api.cache_max_bytes < 65_536 {
-            return Err(invalid("api.cache_max_bytes", "must be at least 65536"));
-        }
-        positive("collector.body_timeout", self.collector.body_timeout)?;
-        if self
-            .api
-            .admin_listen
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
-            return Err(invalid(
-                "api.admin_listen",
-                format!(
-                    "{:?} must be an address and port such as 127.0.0.1:9464",
-                    self.api.admin_listen
-                ),
-            ));
-        }
-        if self.api.admin_listen == self.api.listen && !self.api.listen.ends_with(":0") {
-            return Err(invalid(
-                "api.admin_listen",
-                "must differ from api.listen: the operators' routes are kept off the public listener",
-            ));
-        }
-        let c = &self.collector;
-        if !(c.max_engaged_seconds.is_finite() && c.max_engaged_seconds > 0.0) {
-            return Err(invalid(
-                "collector.max_engaged_seconds",
-                "must be a number greater than zero",
-            ));
-        }
-        if c.events_per_second_per_site == 0 {
-            return Err(invalid(
-                "collector.events_per_second_per_site",
-                "must be greater than zero",
-            ));
-        }
-        self.validate_rising()?;
-        self.validate_alerts()?;
-        self.validate_sites()?;
-        self.validate_telemetry()?;
-        self.validate_admin()
+        Ok(())
     }
 
     /// Traces go to an http(s) URL, under a name.
@@ -471,6 +492,24 @@ impl StoreSettings {
         if self.shards == 0 || self.shards > 256 {
             return Err(invalid("store.shards", "must be between 1 and 256"));
         }
+        Ok(())
+    }
+}
+
+/// `v` unless blank.
+fn nonempty(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.trim().is_empty() {
+        Err(invalid(key, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `d` unless zero.
+fn positive(key: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(invalid(key, "must be greater than zero"))
+    } else {
         Ok(())
     }
 }

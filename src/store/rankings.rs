@@ -102,8 +102,9 @@ impl Layout {
         self.parts
     }
 
-    /// Refuses `units` unless each could be one of this layout's: a write
-    /// laid out for another layout (whole groups sent to a store that
+    /// Refuses `units` unless each could be one of this layout's (every
+    /// backend's `apply` asks before writing): a write laid out for another
+    /// layout (whole groups sent to a store that
     /// splits them, or the reverse) would put a member's increments and
     /// fences where its reads and other writers never look.
     pub(crate) fn check<'a>(
