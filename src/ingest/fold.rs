@@ -9,7 +9,7 @@
 use crate::event::EventType;
 use crate::fence::Fences;
 use crate::scoring::{Aggregate, Profiles};
-use crate::store::Fence;
+use crate::store::{Fence, Unit};
 
 use super::batch::{Counted, PartitionRead};
 use super::catalog::{Routes, WITHDRAWN};
@@ -33,15 +33,9 @@ pub(super) fn fold(
         ..
     } = routes;
     let ns = sources.len();
-    // The newest fence per partition: an event past it is new to every
-    // group (the usual case) and is summed per place; others are checked
-    // group by group.
-    let mut newest: Vec<Option<i64>> = vec![None; ns];
-    for row in fence_of {
-        for (n, f) in newest.iter_mut().zip(row) {
-            *n = (*n).max(*f);
-        }
-    }
+    // An event past its partition's newest fence is new to every unit (the
+    // usual case) and is summed per place; others are checked unit by unit.
+    let newest = newest(fence_of, ns);
     let np = profiles.len();
     let mut agg = Aggregate::new(profiles, reference_ms);
     let mut touched = vec![false; groups.len() * ns];
@@ -93,14 +87,40 @@ pub(super) fn fold(
             }
         }
     }
-    for (gi, group) in groups.iter().enumerate() {
+    fence_touched(&mut agg, groups, sources, fence_of, &touched);
+    agg
+}
+
+/// The newest fence of each of `ns` partitions over every unit.
+fn newest(fence_of: &Fences, ns: usize) -> Vec<Option<i64>> {
+    let mut newest: Vec<Option<i64>> = vec![None; ns];
+    for row in fence_of {
+        for (n, f) in newest.iter_mut().zip(row) {
+            *n = (*n).max(*f);
+        }
+    }
+    newest
+}
+
+/// Names, for each unit and partition `touched` marks (unit-major), the
+/// fence the write checks (as read) and advances (to the partition's
+/// highest offset in the batch).
+fn fence_touched(
+    agg: &mut Aggregate,
+    units: &[Unit],
+    sources: &[PartitionRead],
+    fence_of: &Fences,
+    touched: &[bool],
+) {
+    let ns = sources.len();
+    for (gi, unit) in units.iter().enumerate() {
         for (si, p) in sources.iter().enumerate() {
             if !touched[gi * ns + si] {
                 continue;
             }
             let new = p.highest.expect("a partition with counted events was read");
             agg.fence(
-                group.clone(),
+                unit.clone(),
                 Fence {
                     new,
                     source: p.id.name().to_string(),
@@ -109,5 +129,4 @@ pub(super) fn fold(
             );
         }
     }
-    agg
 }

@@ -239,21 +239,36 @@ impl Writer {
                 .inc_by(routes.withdrawn[kind.index()]);
         }
         // 5. The duplicate filters, now that every group holds the batch.
-        if !batch.filters.is_empty() {
-            let not_saved = m
-                .time_store(StoreOperation::Filters, store.save_filters(&batch.filters))
-                .await?;
-            if !not_saved.is_empty() {
-                tracing::warn!(
-                    partitions = ?not_saved,
-                    "saved duplicate filter behind this batch's delta (the store lost writes, \
-                     or another consumer wrote); saving a snapshot next"
-                );
-                m.fence_conflicts.inc_by(not_saved.len() as u64);
-                refused.extend(not_saved);
-            }
-            batch.filters.clear();
+        self.save_filters(batch, refused).await
+    }
+
+    /// Saves the batch's filter deltas; those refused by their saved
+    /// state's fence join `refused` (they save a snapshot next).
+    async fn save_filters(
+        &self,
+        batch: &mut Batch,
+        refused: &mut Vec<String>,
+    ) -> Result<(), FlushError> {
+        if batch.filters.is_empty() {
+            return Ok(());
         }
+        let m = &self.metrics;
+        let not_saved = m
+            .time_store(
+                StoreOperation::Filters,
+                self.store.save_filters(&batch.filters),
+            )
+            .await?;
+        if !not_saved.is_empty() {
+            tracing::warn!(
+                partitions = ?not_saved,
+                "saved duplicate filter behind this batch's delta (the store lost writes, \
+                 or another consumer wrote); saving a snapshot next"
+            );
+            m.fence_conflicts.inc_by(not_saved.len() as u64);
+            refused.extend(not_saved);
+        }
+        batch.filters.clear();
         Ok(())
     }
 

@@ -162,17 +162,48 @@ impl RedisStore {
         at_ms: i64,
     ) -> Result<Vec<Vec<Option<(f64, usize)>>>, StoreError> {
         let shards = self.shards_of(group);
-        let shard_index = |m: &str| {
-            if shards.len() == 1 {
-                0
-            } else {
-                self.shard_index(group, m)
+        let shard_of: Vec<usize> = members
+            .iter()
+            .map(|m| {
+                if shards.len() == 1 {
+                    0
+                } else {
+                    self.shard_index(group, m)
+                }
+            })
+            .collect();
+        let (mut out, landmarks) = self
+            .positions_in_own_shard(&shards, members, &shard_of, at_ms)
+            .await?;
+        if shards.len() == 1 {
+            return Ok(out);
+        }
+        self.add_ranks_in_other_shards(&shards, members, &shard_of, &landmarks, at_ms, &mut out)
+            .await?;
+        // Past `max_members` one sorted set would not hold the member.
+        for row in &mut out {
+            for p in row.iter_mut() {
+                if p.is_some_and(|(_, rank)| rank > self.max_members) {
+                    *p = None;
+                }
             }
-        };
-        // Round 1: every shard's landmarks, and the members' scores and ranks in theirs.
+        }
+        Ok(out)
+    }
+
+    /// Round 1 of [`RedisStore::positions`]: every shard's landmarks, and
+    /// each member's score and rank in its own shard (`shard_of`).
+    #[allow(clippy::type_complexity)]
+    async fn positions_in_own_shard(
+        &self,
+        shards: &[Unit],
+        members: &[&str],
+        shard_of: &[usize],
+        at_ms: i64,
+    ) -> Result<(Vec<Vec<Option<(f64, usize)>>>, Vec<Vec<Option<i64>>>), StoreError> {
         let mut in_shard: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
-        for (i, m) in members.iter().enumerate() {
-            in_shard[shard_index(m)].push(i);
+        for (i, k) in shard_of.iter().enumerate() {
+            in_shard[*k].push(i);
         }
         let parts: Vec<Part> = shards
             .iter()
@@ -219,16 +250,26 @@ impl RedisStore {
             }
             landmarks.push(ls);
         }
-        if shards.len() == 1 {
-            return Ok(out);
-        }
-        // Round 2: in every other shard, the members above each score found.
+        Ok((out, landmarks))
+    }
+
+    /// Round 2 of [`RedisStore::positions`]: in every other shard, the
+    /// members above each score found, added to its rank.
+    async fn add_ranks_in_other_shards(
+        &self,
+        shards: &[Unit],
+        members: &[&str],
+        shard_of: &[usize],
+        landmarks: &[Vec<Option<i64>>],
+        at_ms: i64,
+        out: &mut [Vec<Option<(f64, usize)>>],
+    ) -> Result<(), StoreError> {
         let mut asked = Vec::new();
         let mut parts = Vec::new();
         for (k, g) in shards.iter().enumerate() {
             let mut part = Part::default();
-            for (i, m) in members.iter().enumerate() {
-                if shard_index(m) == k {
+            for (i, _) in members.iter().enumerate() {
+                if shard_of[i] == k {
                     continue;
                 }
                 for (pi, p) in self.profiles.iter().enumerate() {
@@ -259,14 +300,6 @@ impl RedisStore {
                 }
             }
         }
-        // Past `max_members` one sorted set would not hold the member.
-        for row in &mut out {
-            for p in row.iter_mut() {
-                if p.is_some_and(|(_, rank)| rank > self.max_members) {
-                    *p = None;
-                }
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 }
