@@ -16,7 +16,7 @@ use crate::metrics::{Metrics, StoreOperation};
 use crate::store::Writes;
 
 use super::batch::{Batch, Commit};
-use super::kafka::{self, ConsumerState, Revocation};
+use super::kafka::{self, ConsumerState, ErrorLog, Revocation};
 use super::partition::PartitionId;
 use super::reader::Reader;
 use super::writer::{Flushed, InFlight, Written};
@@ -496,30 +496,5 @@ async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Kafka's errors as they reach the log: the first at once, then at most one
-/// line every 10 s with how many came meanwhile. librdkafka queues one error
-/// per broker and per attempt while a cluster is unreachable, which would
-/// otherwise be thousands of identical lines.
-#[derive(Default)]
-struct ErrorLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl ErrorLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn report(&mut self, e: &rdkafka::error::KafkaError) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now - t < Self::EVERY) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(error = %e, more_since_last = self.suppressed, "Kafka consumer error");
-        self.last = Some(now);
-        self.suppressed = 0;
     }
 }

@@ -1,5 +1,6 @@
-//! Kafka clients: consumer and dead-letter producer configuration, and the
-//! consumer context that reports rebalances, assignment and lag.
+//! Kafka clients: consumer and dead-letter producer configuration, the
+//! consumer context that reports rebalances, assignment and lag, and the
+//! consumer's errors as they reach the log.
 
 use super::partition::PartitionId;
 use std::collections::HashSet;
@@ -437,6 +438,31 @@ impl ConsumerContext for Context {
                 self.record(&[], &removed);
             }
         }
+    }
+}
+
+/// Kafka's errors as they reach the log: the first at once, then at most one
+/// line every 10 s with how many came meanwhile. librdkafka queues one error
+/// per broker and per attempt while a cluster is unreachable, which would
+/// otherwise be thousands of identical lines.
+#[derive(Default)]
+pub(super) struct ErrorLog {
+    last: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    pub fn report(&mut self, e: &rdkafka::error::KafkaError) {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|t| now - t < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %e, more_since_last = self.suppressed, "Kafka consumer error");
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }
 
