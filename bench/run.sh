@@ -10,6 +10,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v wrk >/dev/null || missing+=(wrk)
 # Row (k) builds a local cluster with redis-cli --cluster create.
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+# Row (t) compares the service's CPU per event with kcat consuming only.
+command -v kcat >/dev/null || missing+=(kcat)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

@@ -9,9 +9,10 @@
 //! user would write instead, (k) the store on a local Redis Cluster beside
 //! standalone, (r) Redis's work per 1,000 events by offered rate and
 //! newsroom size, (s) Server-Sent Event streams held by one API replica,
-//! (n) what a network of sites costs in writes and reads.
+//! (n) what a network of sites costs in writes and reads, (t) CPU per
+//! event in steady state, beside kcat and the Python peer.
 //! One file per family of rows (`broker`: a, b, e, h; `api`: f; `pipeline`: c, d;
-//! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s; `sites`: n); this one holds the options,
+//! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s; `sites`: n; `steady`: t); this one holds the options,
 //! the table and what the rows share.
 
 mod api;
@@ -21,6 +22,7 @@ mod memory;
 mod pipeline;
 mod redis_work;
 mod sites;
+mod steady;
 mod streams;
 
 use std::sync::Arc;
@@ -51,9 +53,12 @@ pub struct BenchOptions {
     /// Seconds of load for (e) and each API run of (f).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Messages measured in steady state by row (t), after its warm-up.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub steady_events: u64,
     /// Rows to run, e.g. `cd` (default: every row). Rows a, b, e and f share
     /// one broker run: asking for any of them runs all four.
-    #[arg(long, default_value = "abcdefghknrs")]
+    #[arg(long, default_value = "abcdefghknrst")]
     pub rows: String,
     /// Internal: run row (g) alone against this Redis URL and print its
     /// figures as `articles rss_bytes used_memory` lines; the parent runs it
@@ -195,6 +200,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if want("r") {
         redis_work::rows(&settings, &redis, &mut rows).await?;
+    }
+    if want("t") {
+        steady::rows(&options, &redis, &mut rows).await?;
     }
     if want("s") {
         streams::rows(&settings, &redis, &mut rows).await?;

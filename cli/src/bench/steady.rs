@@ -1,0 +1,432 @@
+//! Row (t): what a newsroom pays per event in steady state. The service
+//! runs as a child process (`serve --role all`), so that its CPU is its
+//! own; backlogs are produced while it is stopped (`SIGSTOP`, so that the
+//! producer does not share the cores with it), then drained, one after
+//! another, each under the dev broker's 5 MiB per partition. The first
+//! backlogs warm it up (every table grown to size); then at least
+//! `--steady-events` are measured: the drain's rate, and CPU µs per event
+//! of the service process (`/proc/<pid>/stat`) and of Redis (its own
+//! `/proc/<pid>/stat`) apart, with the service's RSS at each backlog.
+//! Beside it, on the last backlogs as the topic retains them, in the same
+//! run: kcat consuming only (a C client, no processing) and the Python peer
+//! of row (h), their CPU from this process's waited-for children.
+//! Two variants: the load generator's traffic (returning visitors,
+//! repeats, bots, shares, engagement) and a new visitor per event.
+
+use std::io::Read as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::devbroker::DevBroker;
+use crate::loadgen::{self, Limits};
+use crate::newsroom::{Newsroom, Shape};
+use crate::redis_server::RedisServer;
+use popularity::config::Settings;
+use popularity::now_ms;
+
+use super::{fmt_rate, mib, BenchOptions, Row};
+
+/// Events per backlog: about 3 MiB on each of the 12 partitions.
+const BACKLOG: u64 = 150_000;
+/// Backlogs drained before measuring.
+const WARM_UP: usize = 2;
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on
+/// Linux for every architecture the service builds on).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user + system) of process `pid`, or of this process's
+/// waited-for children when `children`.
+fn cpu_seconds(pid: &str, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime, stime are fields 14 and 15 of the line; cutime, cstime 16 and 17
+    // (fields[0] here is field 3).
+    let (u, s) = if children { (13, 14) } else { (11, 12) };
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(u) + tick(s)) / TICKS_PER_SECOND
+}
+
+/// The service in a child process of its own.
+struct Service {
+    child: Child,
+    /// The operators' listener, where `/metrics` is.
+    admin: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    fn start(settings: &Settings, group: &str, prefix: &str) -> anyhow::Result<Service> {
+        let admin = crate::redis_server::free_port()?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--role", "all"])
+            .env("POPULARITY__STORE__BACKEND", "redis")
+            .env("POPULARITY__STORE__REDIS_URL", &settings.store.redis_url)
+            .env("POPULARITY__STORE__KEY_PREFIX", prefix)
+            .env("POPULARITY__KAFKA__BROKERS", &settings.kafka.brokers)
+            .env("POPULARITY__KAFKA__GROUP_ID", group)
+            .env(
+                "POPULARITY__KAFKA__TOPICS__EVENTS",
+                &settings.kafka.topics.events,
+            )
+            .env(
+                "POPULARITY__KAFKA__TOPICS__ARTICLES",
+                &settings.kafka.topics.articles,
+            )
+            .env(
+                "POPULARITY__KAFKA__TOPICS__DEAD_LETTER",
+                &settings.kafka.topics.dead_letter,
+            )
+            .env("POPULARITY__API__LISTEN", "127.0.0.1:0")
+            .env(
+                "POPULARITY__API__ADMIN_LISTEN",
+                format!("127.0.0.1:{admin}"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the service")?;
+        Ok(Service {
+            child,
+            admin: format!("127.0.0.1:{admin}"),
+        })
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), self.pid()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill -{name} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Messages the service has flushed (`popularity_flush_messages_sum`),
+    /// or `None` while it does not answer.
+    async fn flushed(&self) -> Option<f64> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(&self.admin).await.ok()?;
+        let req = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin);
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("popularity_flush_messages_sum "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Waits until the service has flushed `target` messages; the time it
+    /// took from `since`.
+    async fn drained(&mut self, target: f64, since: Instant) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if self.flushed().await.is_some_and(|f| f >= target) {
+                return Ok(since.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the service exited with {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("the service did not flush {target} messages in 5 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the flushed count has not moved for `quiet`; returns it.
+    async fn idle(&self, quiet: Duration) -> anyhow::Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = (f64::NAN, Instant::now());
+        loop {
+            let now = self.flushed().await;
+            match now {
+                Some(f) if f == last.0 && last.1.elapsed() >= quiet => return Ok(f),
+                Some(f) if f != last.0 => last = (f, Instant::now()),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                bail!("the service did not become idle in 2 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// One variant's figures.
+struct Steady {
+    events: f64,
+    seconds: f64,
+    service_cpu: f64,
+    redis_cpu: f64,
+    rss: Vec<u64>,
+}
+
+/// Drains backlogs of `shape`'s traffic through a service of its own.
+async fn variant(
+    options: &BenchOptions,
+    settings: &Settings,
+    redis: &RedisServer,
+    shape: Shape,
+    name: &str,
+) -> anyhow::Result<Steady> {
+    let group = format!("bench-steady-{name}-{}", now_ms());
+    let prefix = format!("steady{}", now_ms() % 100_000);
+    let mut service = Service::start(settings, &group, &prefix)?;
+    let redis_pid = redis
+        .pid()
+        .context("the bench's redis-server has a pid")?
+        .to_string();
+    // What the topics already hold is read first, as part of the warm-up.
+    let mut base = service.idle(Duration::from_secs(3)).await?;
+    let producer = loadgen::producer(&settings.kafka)?;
+    let mut newsroom = Newsroom::new(shape, now_ms());
+    let measured_backlogs = (options.steady_events as f64 / BACKLOG as f64).ceil() as usize;
+    let mut out = Steady {
+        events: 0.0,
+        seconds: 0.0,
+        service_cpu: 0.0,
+        redis_cpu: 0.0,
+        rss: Vec::new(),
+    };
+    for round in 0..WARM_UP + measured_backlogs {
+        service.signal("STOP")?;
+        // The newsroom counts every message it made, across backlogs.
+        let limits = Limits {
+            count: Some(newsroom.produced() + BACKLOG),
+            ..Limits::default()
+        };
+        let sent = loadgen::run(
+            &producer,
+            &settings.kafka,
+            &mut newsroom,
+            limits,
+            &CancellationToken::new(),
+        )
+        .await;
+        let (cpu0, rcpu0) = (
+            cpu_seconds(&service.pid(), false),
+            cpu_seconds(&redis_pid, false),
+        );
+        let started = Instant::now();
+        service.signal("CONT")?;
+        // Messages of both topics (the newsroom's publications too).
+        let target = base + sent.delivered as f64;
+        let took = service.drained(target, started).await?;
+        let (cpu1, rcpu1) = (
+            cpu_seconds(&service.pid(), false),
+            cpu_seconds(&redis_pid, false),
+        );
+        base = target;
+        let rss = super::memory::rss_of(&format!("/proc/{}/status", service.pid()));
+        eprintln!(
+            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}",
+            sent.delivered,
+            took.as_secs_f64(),
+            cpu1 - cpu0,
+            rcpu1 - rcpu0,
+            mib(rss)
+        );
+        if round >= WARM_UP {
+            out.events += sent.delivered as f64;
+            out.seconds += took.as_secs_f64();
+            out.service_cpu += cpu1 - cpu0;
+            out.redis_cpu += rcpu1 - rcpu0;
+            out.rss.push(rss);
+        }
+    }
+    Ok(out)
+}
+
+/// kcat consuming the events topic from what it retains, doing nothing
+/// with it: (messages, seconds, CPU seconds).
+fn kcat(settings: &Settings) -> anyhow::Result<Option<(f64, f64, f64)>> {
+    if Command::new("kcat").arg("-V").output().is_err() {
+        eprintln!("bench: (t) kcat skipped: not installed (bench/run.sh installs it)");
+        return Ok(None);
+    }
+    let before = cpu_seconds("self", true);
+    let started = Instant::now();
+    let mut child = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &settings.kafka.brokers,
+            "-t",
+            &settings.kafka.topics.events,
+        ])
+        .args(["-o", "beginning", "-e", "-q", "-f", "\n"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting kcat")?;
+    let mut lines = 0usize;
+    let mut buf = [0u8; 65536];
+    let mut stdout = child.stdout.take().context("kcat's output")?;
+    loop {
+        let n = stdout.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count();
+    }
+    child.wait()?;
+    let took = started.elapsed().as_secs_f64();
+    Ok(Some((
+        lines as f64,
+        took,
+        cpu_seconds("self", true) - before,
+    )))
+}
+
+/// The Python peer of row (h) on the retained events topic: (messages,
+/// steady rate, CPU seconds, Redis CPU seconds).
+fn peer(settings: &Settings, redis: &RedisServer) -> anyhow::Result<Option<(f64, f64, f64, f64)>> {
+    let Ok(command) = std::env::var("POPULARITY_BENCH_PEER") else {
+        eprintln!(
+            "bench: (t) peer skipped: POPULARITY_BENCH_PEER is not set (bench/run.sh sets it)"
+        );
+        return Ok(None);
+    };
+    let redis_pid = redis
+        .pid()
+        .context("the bench's redis-server has a pid")?
+        .to_string();
+    let (before, rbefore) = (cpu_seconds("self", true), cpu_seconds(&redis_pid, false));
+    let mut parts = command.split_whitespace();
+    let program = parts.next().context("POPULARITY_BENCH_PEER is empty")?;
+    let out = Command::new(program)
+        .args(parts)
+        .args([
+            settings.kafka.brokers.as_str(),
+            settings.kafka.topics.events.as_str(),
+            redis.url.as_str(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the Python peer")?;
+    if !out.status.success() {
+        bail!("the Python peer failed: {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let [steady, _whole, total] = v[..] else {
+        bail!("the Python peer printed {text:?}");
+    };
+    Ok(Some((
+        total,
+        steady,
+        cpu_seconds("self", true) - before,
+        cpu_seconds(&redis_pid, false) - rbefore,
+    )))
+}
+
+/// Rows (t): both variants, then kcat and the peer on what the topic retains.
+pub(super) async fn rows(
+    options: &BenchOptions,
+    redis: &RedisServer,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let us = |cpu: f64, n: f64| 1e6 * cpu / n.max(1.0);
+    let mut kcat_us = None;
+    let mut peer_row = None;
+    for (name, shape) in [
+        ("newsroom", Shape::default()),
+        (
+            "new visitor per event",
+            Shape {
+                visitors: usize::MAX,
+                ..Shape::default()
+            },
+        ),
+    ] {
+        // A broker of its own: the service reads only this variant's
+        // backlogs, and what the broker retains is this variant's.
+        let topics = ["steady.events", "steady.articles", "steady.dlq"];
+        let broker = DevBroker::start(&topics, 12)?;
+        let settings = &super::settings_for(&broker, redis, (topics[0], topics[1], topics[2]));
+        let s = variant(options, settings, redis, shape, name).await?;
+        // kcat and the peer read what the newsroom's backlogs left on the topic.
+        if kcat_us.is_none() {
+            if let Some((n, secs, cpu)) = kcat(settings)? {
+                kcat_us = Some(us(cpu, n));
+                rows.push(Row {
+                    id: "t",
+                    what: format!("kcat, consume only, {n:.0} messages retained"),
+                    value: format!("{}, {:.2} µs CPU per event", fmt_rate(n / secs), us(cpu, n)),
+                    target: "—".into(),
+                });
+            }
+            peer_row = peer(settings, redis)?;
+        }
+        let total = us(s.service_cpu + s.redis_cpu, s.events);
+        let (first, last) = (
+            s.rss.first().copied().unwrap_or(0),
+            s.rss.last().copied().unwrap_or(0),
+        );
+        rows.push(Row {
+            id: "t",
+            what: format!(
+                "steady state, {name}: {:.0} events after {} warm-up backlogs of {BACKLOG}; RSS {} → {}",
+                s.events,
+                WARM_UP,
+                mib(first),
+                mib(last)
+            ),
+            value: format!(
+                "{}; CPU µs per event: service {:.2} + Redis {:.2} = {:.2}",
+                fmt_rate(s.events / s.seconds),
+                us(s.service_cpu, s.events),
+                us(s.redis_cpu, s.events),
+                total
+            ),
+            target: match kcat_us {
+                Some(k) => format!("≤ 1.5 µs and ≤ 2.5 × kcat: {:.1} ×", total / k),
+                None => "≤ 1.5 µs".into(),
+            },
+        });
+    }
+    if let Some((n, steady, cpu, rcpu)) = peer_row {
+        rows.push(Row {
+            id: "t",
+            what: format!("peer: Python (row h) on the {n:.0} messages retained"),
+            value: format!(
+                "{} steady; CPU µs per event: {:.2} + Redis {:.2} = {:.2}",
+                fmt_rate(steady),
+                us(cpu, n),
+                us(rcpu, n),
+                us(cpu + rcpu, n)
+            ),
+            target: "the service ≥ 10 × less".into(),
+        });
+    }
+    Ok(())
+}
