@@ -198,18 +198,19 @@ fn view(state: &Editors, key: &str, e: Exclusion) -> ExclusionView {
     }
 }
 
+/// Every exclusion of the network, by article key.
+async fn exclusions(state: &Editors) -> Result<Vec<(String, Exclusion)>, Refusal> {
+    Ok(state.api.store.exclusions().await.map_err(ApiError::from)?)
+}
+
 async fn list(
     State(state): State<Editors>,
     Path(site): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     admit(&state, &headers, &site)?;
-    let mut items: Vec<ExclusionView> = state
-        .api
-        .store
-        .exclusions()
-        .await
-        .map_err(ApiError::from)?
+    let mut items: Vec<ExclusionView> = exclusions(&state)
+        .await?
         .into_iter()
         .map(|(k, e)| view(&state, &k, e))
         .filter(|v| v.site == site)
@@ -226,12 +227,8 @@ async fn show(
     admit(&state, &headers, &site)?;
     checked_id(&id)?;
     let key = state.api.sites.key(&site, &id);
-    let found = state
-        .api
-        .store
-        .exclusions()
-        .await
-        .map_err(ApiError::from)?
+    let found = exclusions(&state)
+        .await?
         .into_iter()
         .find(|(k, _)| *k == key);
     match found {

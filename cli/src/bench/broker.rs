@@ -77,7 +77,7 @@ pub(super) async fn broker_rows(
     });
     eprintln!("bench: (b) {}, steady {}", fmt_rate(b), fmt_rate(b_steady));
     // (h) the peer a user would write instead, on the same backlog.
-    if let Some((steady, all)) = peer(settings, redis)? {
+    if let Some((steady, all, _)) = peer(settings, redis, "(h)")? {
         rows.push(Row {
             id: "h",
             what: "peer: Python, confluent-kafka consume(10000), sums per batch, one ZINCRBY pipeline per batch; steady state".into(),
@@ -201,13 +201,20 @@ pub(super) async fn end_to_end(metrics: &Metrics, n: u64) -> anyhow::Result<(f64
     }
 }
 
-/// Row (h): the Python peer (`bench/peer.py`) on the same backlog (the
-/// events topic from the start), as `bench/run.sh` sets it up in
-/// `POPULARITY_BENCH_PEER`; its rate while 10% to 90% of what it read were
-/// applied, and over its whole run (3 s of final idleness excluded).
-fn peer(settings: &Settings, redis: &RedisServer) -> anyhow::Result<Option<(f64, f64)>> {
+/// The Python peer (`bench/peer.py`) on the events topic from the start,
+/// as `bench/run.sh` sets it up in `POPULARITY_BENCH_PEER`: its rate while
+/// 10% to 90% of what it read were applied, over its whole run (3 s of
+/// final idleness excluded), and the messages it read. `None` when it is
+/// not set up; `row` names who asks, in the message that says so.
+pub(super) fn peer(
+    settings: &Settings,
+    redis: &RedisServer,
+    row: &str,
+) -> anyhow::Result<Option<(f64, f64, f64)>> {
     let Ok(command) = std::env::var("POPULARITY_BENCH_PEER") else {
-        eprintln!("bench: (h) skipped: POPULARITY_BENCH_PEER is not set (bench/run.sh sets it)");
+        eprintln!(
+            "bench: {row} peer skipped: POPULARITY_BENCH_PEER is not set (bench/run.sh sets it)"
+        );
         return Ok(None);
     };
     let mut parts = command.split_whitespace();
@@ -226,9 +233,12 @@ fn peer(settings: &Settings, redis: &RedisServer) -> anyhow::Result<Option<(f64,
         bail!("the Python peer failed: {}", out.status);
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut v = text.split_whitespace().map(|x| x.parse::<f64>());
-    match (v.next(), v.next()) {
-        (Some(Ok(steady)), Some(Ok(all))) => Ok(Some((steady, all))),
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match v[..] {
+        [steady, whole, read] => Ok(Some((steady, whole, read))),
         _ => bail!("the Python peer printed {text:?}"),
     }
 }

@@ -307,42 +307,16 @@ fn kcat(settings: &Settings) -> anyhow::Result<Option<(f64, f64, f64)>> {
 /// The Python peer of row (h) on the retained events topic: (messages,
 /// steady rate, CPU seconds, Redis CPU seconds).
 fn peer(settings: &Settings, redis: &RedisServer) -> anyhow::Result<Option<(f64, f64, f64, f64)>> {
-    let Ok(command) = std::env::var("POPULARITY_BENCH_PEER") else {
-        eprintln!(
-            "bench: (t) peer skipped: POPULARITY_BENCH_PEER is not set (bench/run.sh sets it)"
-        );
-        return Ok(None);
-    };
     let redis_pid = redis
         .pid()
         .context("the bench's redis-server has a pid")?
         .to_string();
     let (before, rbefore) = (cpu_seconds("self", true), cpu_seconds(&redis_pid, false));
-    let mut parts = command.split_whitespace();
-    let program = parts.next().context("POPULARITY_BENCH_PEER is empty")?;
-    let out = Command::new(program)
-        .args(parts)
-        .args([
-            settings.kafka.brokers.as_str(),
-            settings.kafka.topics.events.as_str(),
-            redis.url.as_str(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running the Python peer")?;
-    if !out.status.success() {
-        bail!("the Python peer failed: {}", out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let [steady, _whole, total] = v[..] else {
-        bail!("the Python peer printed {text:?}");
+    let Some((steady, _, read)) = super::broker::peer(settings, redis, "(t)")? else {
+        return Ok(None);
     };
     Ok(Some((
-        total,
+        read,
         steady,
         cpu_seconds("self", true) - before,
         cpu_seconds(&redis_pid, false) - rbefore,
