@@ -87,6 +87,7 @@ fn filter_and_aggregate(c: &mut Criterion) {
             let limits = Limits {
                 max_age_ms: 7 * 86_400_000,
                 window_ms: 30 * 60_000,
+                lateness_ms: 3_600_000,
             };
             let mut f = Filter::new(limits, random_seed());
             for e in &events {

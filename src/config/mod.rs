@@ -458,6 +458,12 @@ pub struct IngestSettings {
     /// this window count once; engagement is capped per window.
     #[serde(with = "humantime_serde")]
     pub dedupe_window: Duration,
+    /// A repeat within `dedupe_window` is a duplicate only while the
+    /// partition's clock is at most this far past the window's end; later
+    /// it counts as a first event. Bounds what the duplicate filter holds:
+    /// `dedupe_window + dedupe_lateness` of traffic, not `max_event_age`.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_lateness: Duration,
     /// Events older than this (by their own time) are not counted.
     #[serde(with = "humantime_serde")]
     pub max_event_age: Duration,

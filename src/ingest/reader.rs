@@ -221,6 +221,7 @@ impl Reader {
             limits: Limits {
                 max_age_ms: ingest.max_event_age.as_millis() as i64,
                 window_ms: ingest.dedupe_window.as_millis() as i64,
+                lateness_ms: ingest.dedupe_lateness.as_millis() as i64,
             },
             metrics,
             articles_topic: settings.kafka.topics.articles.clone(),

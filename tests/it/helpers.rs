@@ -249,6 +249,11 @@ pub fn settings(kafka: &Kafka, redis: Option<&RedisServer>) -> Settings {
     s.api.admin_listen = "127.0.0.1:0".to_string();
     s.api.cache_ttl = Duration::ZERO;
     s.ingest.flush_interval = Duration::from_millis(50);
+    // The tests' traffic spreads event times over hours and counts a repeat
+    // within the window as a duplicate however late it comes (their model
+    // of DESIGN §2): a lateness past their spread. The lateness rule itself
+    // is tested in `event::filter`.
+    s.ingest.dedupe_lateness = Duration::from_secs(7 * 86_400);
     match redis {
         Some(r) => {
             s.store.backend = Backend::Redis;

@@ -521,6 +521,8 @@ pub fn consumer_env(
         ("POPULARITY__STORE__KEY_PREFIX".into(), prefix.into()),
         ("POPULARITY__INGEST__FLUSH_INTERVAL".into(), "100ms".into()),
         ("POPULARITY__INGEST__MAX_BATCH_EVENTS".into(), "5000".into()),
+        // As `helpers::settings`: the traffic's model has no lateness.
+        ("POPULARITY__INGEST__DEDUPE_LATENESS".into(), "7days".into()),
     ]
     .into_iter()
     // Tansu 0.6.0 rebalances a cooperative-sticky group every session

@@ -433,6 +433,7 @@ async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_resto
     let limits = Limits {
         max_age_ms: 7 * 24 * HOUR,
         window_ms: 30 * 60_000,
+        lateness_ms: 7 * 24 * HOUR,
     };
     let seed = random_seed();
     let mut f = Filter::new(limits, seed);

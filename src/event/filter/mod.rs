@@ -4,7 +4,10 @@
 //!
 //! Deduplication keeps state per (visitor, article, type) for
 //! `dedupe_window` of event time, counted from the first counted event.
-//! Events keyed by article id land on one partition, so there is one
+//! A repeat is a duplicate when it falls within that window **and** the
+//! partition's clock has not passed the window's end by more than
+//! `dedupe_lateness`; later than that it counts as a first event (DESIGN
+//! §2). Events keyed by article id land on one partition, so there is one
 //! [`Filter`] per partition and one consumer at a time owns it.
 //!
 //! Invariants, which make the state durable (DESIGN §4):
@@ -15,10 +18,13 @@
 //!   messages from a saved state gives the same verdicts.
 //! - Staleness is judged against the partition's clock (the latest
 //!   reference time seen), which only moves forward; so a window can be
-//!   forgotten once no event that is not stale can fall into it
-//!   (`clock − max_event_age − dedupe_window`), and forgetting it changes
-//!   no verdict, whenever it happens, once the saved state knows the
-//!   window's last form (changed windows wait for the next delta).
+//!   forgotten once it can no longer make a duplicate: its end is more
+//!   than `dedupe_lateness` behind the clock, or no event that is not
+//!   stale can fall into it (`clock − dedupe_window − min(dedupe_lateness,
+//!   max_event_age)`). Forgetting it changes no verdict, whenever it
+//!   happens, once the saved state knows the window's last form (changed
+//!   windows wait for the next delta): the held state levels off at what
+//!   `dedupe_window + dedupe_lateness` of traffic leaves.
 //! - [`Filter::delta`] encodes what changed since the last delta, and
 //!   [`Filter::restore`] rebuilds the state from the deltas in order.
 
@@ -74,6 +80,9 @@ pub struct Limits {
     pub max_age_ms: i64,
     /// Same visitor, article and type within this much event time are duplicates.
     pub window_ms: i64,
+    /// ... while the partition's clock is at most this far past the
+    /// window's end; later, a repeat counts as a first event.
+    pub lateness_ms: i64,
 }
 
 /// The keys of the two hashes that name a (type, visitor, article) triple.
@@ -176,20 +185,26 @@ impl Filter {
             dirty: tracked,
         };
         let (verdict, changed) = match self.seen.get_mut(&key) {
-            Some(seen) if (e.occurred_at_ms - seen.first_ms).abs() < window => match e.kind {
-                EventType::Engagement => {
-                    let room = MAX_ENGAGED_SECONDS_PER_WINDOW - seen.engaged_seconds;
-                    let take = units.min(room);
-                    if take <= 0.0 && units > 0.0 {
-                        (Verdict::Duplicate, false)
-                    } else {
-                        seen.engaged_seconds += take;
-                        let was = std::mem::replace(&mut seen.dirty, tracked);
-                        (Verdict::Count(take), tracked && !was)
+            Some(seen)
+                if (e.occurred_at_ms - seen.first_ms).abs() < window
+                    && self.clock_ms.saturating_sub(seen.first_ms + window)
+                        <= self.limits.lateness_ms =>
+            {
+                match e.kind {
+                    EventType::Engagement => {
+                        let room = MAX_ENGAGED_SECONDS_PER_WINDOW - seen.engaged_seconds;
+                        let take = units.min(room);
+                        if take <= 0.0 && units > 0.0 {
+                            (Verdict::Duplicate, false)
+                        } else {
+                            seen.engaged_seconds += take;
+                            let was = std::mem::replace(&mut seen.dirty, tracked);
+                            (Verdict::Count(take), tracked && !was)
+                        }
                     }
+                    _ => (Verdict::Duplicate, false),
                 }
-                _ => (Verdict::Duplicate, false),
-            },
+            }
             Some(seen) => {
                 let was = seen.dirty;
                 *seen = fresh;
@@ -214,11 +229,12 @@ impl Filter {
         self.seen.len()
     }
 
-    /// Windows that start before this can no longer take an event that is
-    /// not stale.
+    /// Windows that start before this can make no duplicate any more:
+    /// their end is more than `lateness` behind the clock, or no event that
+    /// is not stale can fall into them.
     fn horizon(&self) -> i64 {
         self.clock_ms
-            .saturating_sub(self.limits.max_age_ms)
+            .saturating_sub(self.limits.lateness_ms.min(self.limits.max_age_ms))
             .saturating_sub(self.limits.window_ms)
     }
 
@@ -262,6 +278,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_age_ms: 7 * 24 * 60 * MIN,
         window_ms: 30 * MIN,
+        lateness_ms: 60 * MIN,
     };
 
     fn filters() -> Filter {
@@ -362,6 +379,7 @@ mod tests {
         let limits = Limits {
             max_age_ms: 60 * MIN,
             window_ms: 30 * MIN,
+            lateness_ms: 7 * 24 * 60 * MIN,
         };
         // Unsaved, and saved with a delta every 500 events (a batch).
         for mut f in [Filter::unsaved(limits), Filter::new(limits, random_seed())] {
@@ -384,19 +402,51 @@ mod tests {
     }
 
     #[test]
-    fn a_late_repeat_is_a_duplicate_however_far_the_partition_moved_on() {
+    fn a_late_repeat_is_a_duplicate_until_the_clock_is_lateness_past_its_window() {
         let mut f = filters();
         let late = NOW - 3 * 60 * MIN;
         let v = |visitor: &str, at| ev(EventType::PageView, visitor, "a", at, 0.0);
-        assert_eq!(f.judge(&v("late", late), NOW), Verdict::Count(1.0));
-        // Many newer events, enough to sweep several times.
+        assert_eq!(f.judge(&v("late", late), late), Verdict::Count(1.0));
+        // Many newer events, enough to sweep several times, while the clock
+        // stays within the lateness of the window's end (late + 30 min + 60 min).
+        let edge = late + 30 * MIN + 60 * MIN;
         for i in 0..20_000 {
-            f.judge(&v(&format!("v{i}"), NOW + i), NOW + i);
+            f.judge(&v(&format!("v{i}"), edge - 20_000 + i), edge - 20_000 + i);
         }
+        assert_eq!(f.judge(&v("late", late + 1_000), edge), Verdict::Duplicate);
+        // One millisecond later on the partition's clock the window is past
+        // its lateness: the same repeat counts as a first event, and its
+        // own repeat is a duplicate again.
         assert_eq!(
-            f.judge(&v("late", late + 1_000), NOW + 20_000),
+            f.judge(&v("late", late + 2_000), edge + 1),
+            Verdict::Count(1.0)
+        );
+        assert_eq!(
+            f.judge(&v("late", late + 3_000), edge + 1),
             Verdict::Duplicate
         );
+    }
+
+    #[test]
+    fn the_windows_held_level_off_at_the_window_and_lateness_of_traffic() {
+        // A new visitor per event, one event a second of clock for ten
+        // hours: only the last window + lateness (90 min) of windows, plus
+        // the sweep's slack, is held; a filter without lateness would hold
+        // all 36,000.
+        let mut f = filters();
+        for i in 0..36_000i64 {
+            let at = NOW + i * 1_000;
+            f.judge(&ev(EventType::PageView, &format!("v{i}"), "a", at, 0.0), at);
+            if i % 1_000 == 0 {
+                f.delta();
+            }
+        }
+        f.delta();
+        f.judge(
+            &ev(EventType::PageView, "w", "a", NOW + 36_000_000, 0.0),
+            NOW + 36_000_000,
+        );
+        assert!(f.tracked() <= 2 * 90 * 60 + 1024 + 1_001, "{}", f.tracked());
     }
 
     /// A stream of one partition that looks real: repeat visitors, times
@@ -461,6 +511,7 @@ mod tests {
         let limits = Limits {
             max_age_ms: 60 * MIN,
             window_ms: 30 * MIN,
+            lateness_ms: 7 * 24 * 60 * MIN,
         };
         let seed = random_seed();
         let mut live = Filter::new(limits, seed);
