@@ -109,6 +109,8 @@ pub struct Metrics {
     pub rebalances: IntCounter,
     /// Partitions paused because the store is failing.
     pub partitions_paused: IntGauge,
+    /// (visitor, article, type) windows the duplicate filters hold.
+    pub dedupe_windows: IntGauge,
     /// Flush attempts that failed and were retried.
     pub store_retries: IntCounter,
     /// Group writes refused because another consumer had moved a fence.
@@ -315,6 +317,11 @@ impl Metrics {
             "partitions_paused",
             "Partitions paused while the store is failing.",
         );
+        let dedupe_windows = gauge(
+            &registry,
+            "dedupe_windows",
+            "(visitor, article, type) windows held by this consumer's duplicate filters.",
+        );
         let store_retries = plain_counter(
             &registry,
             "store_retries_total",
@@ -434,6 +441,7 @@ impl Metrics {
             rebuild_remaining,
             rebalances,
             partitions_paused,
+            dedupe_windows,
             store_retries,
             fence_conflicts,
             event_to_visible,

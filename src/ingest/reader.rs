@@ -443,6 +443,8 @@ impl Reader {
             batch.trace = Some(flush);
             read.entered()
         });
+        let held: usize = self.partitions.iter().map(|p| p.filter.tracked()).sum();
+        self.metrics.dedupe_windows.set(held as i64);
         if self.filters == Filters::Unsaved {
             return;
         }

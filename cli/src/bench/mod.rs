@@ -10,9 +10,10 @@
 //! standalone, (r) Redis's work per 1,000 events by offered rate and
 //! newsroom size, (s) Server-Sent Event streams held by one API replica,
 //! (n) what a network of sites costs in writes and reads, (t) CPU per
-//! event in steady state, beside kcat and the Python peer.
+//! event in steady state, beside kcat and the Python peer, (u) a soak at a
+//! fixed rate whose memory must level off.
 //! One file per family of rows (`broker`: a, b, e, h; `api`: f; `pipeline`: c, d;
-//! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s; `sites`: n; `steady`: t); this one holds the options,
+//! `memory`: g; `cluster`: k; `redis_work`: r; `streams`: s; `sites`: n; `steady`: t; `soak`: u); this one holds the options,
 //! the table and what the rows share.
 
 mod api;
@@ -22,6 +23,7 @@ mod memory;
 mod pipeline;
 mod redis_work;
 mod sites;
+mod soak;
 mod steady;
 mod streams;
 
@@ -56,9 +58,15 @@ pub struct BenchOptions {
     /// Messages measured in steady state by row (t), after its warm-up.
     #[arg(long, default_value_t = 2_000_000)]
     pub steady_events: u64,
+    /// Seconds of the soak of row (u).
+    #[arg(long, default_value_t = 600)]
+    pub soak_seconds: u64,
+    /// Messages per second of the soak of row (u).
+    #[arg(long, default_value_t = 8_000.0)]
+    pub soak_rate: f64,
     /// Rows to run, e.g. `cd` (default: every row). Rows a, b, e and f share
     /// one broker run: asking for any of them runs all four.
-    #[arg(long, default_value = "abcdefghknrst")]
+    #[arg(long, default_value = "abcdefghknrstu")]
     pub rows: String,
     /// Internal: run row (g) alone against this Redis URL and print its
     /// figures as `articles rss_bytes used_memory` lines; the parent runs it
@@ -203,6 +211,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if want("t") {
         steady::rows(&options, &redis, &mut rows).await?;
+    }
+    if want("u") {
+        soak::rows(&options, &redis, &mut rows).await?;
     }
     if want("s") {
         streams::rows(&settings, &redis, &mut rows).await?;

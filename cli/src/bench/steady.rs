@@ -60,7 +60,7 @@ fn cpu_seconds(pid: &str, children: bool) -> f64 {
 }
 
 /// The service in a child process of its own.
-struct Service {
+pub(super) struct Service {
     child: Child,
     /// The operators' listener, where `/metrics` is.
     admin: String,
@@ -75,9 +75,17 @@ impl Drop for Service {
 }
 
 impl Service {
-    fn start(settings: &Settings, group: &str, prefix: &str) -> anyhow::Result<Service> {
+    /// `serve --role all` for `settings`' broker and Redis, in consumer
+    /// group `group`, keys under `prefix`, with `env` besides.
+    pub fn start(
+        settings: &Settings,
+        group: &str,
+        prefix: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
         let admin = crate::redis_server::free_port()?;
         let child = Command::new(std::env::current_exe()?)
+            .envs(env.iter().copied())
             .args(["serve", "--role", "all"])
             .env("POPULARITY__STORE__BACKEND", "redis")
             .env("POPULARITY__STORE__REDIS_URL", &settings.store.redis_url)
@@ -112,7 +120,7 @@ impl Service {
         })
     }
 
-    fn pid(&self) -> String {
+    pub fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
@@ -127,9 +135,14 @@ impl Service {
         Ok(())
     }
 
-    /// Messages the service has flushed (`popularity_flush_messages_sum`),
-    /// or `None` while it does not answer.
+    /// Messages the service has flushed, or `None` while it does not answer.
     async fn flushed(&self) -> Option<f64> {
+        self.metric("popularity_flush_messages_sum").await
+    }
+
+    /// The value of an unlabelled series on the service's `/metrics`, or
+    /// `None` while it does not answer.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut s = tokio::net::TcpStream::connect(&self.admin).await.ok()?;
         let req = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin);
@@ -137,7 +150,7 @@ impl Service {
         let mut text = String::new();
         s.read_to_string(&mut text).await.ok()?;
         text.lines()
-            .find_map(|l| l.strip_prefix("popularity_flush_messages_sum "))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
     }
 
@@ -197,7 +210,7 @@ async fn variant(
 ) -> anyhow::Result<Steady> {
     let group = format!("bench-steady-{name}-{}", now_ms());
     let prefix = format!("steady{}", now_ms() % 100_000);
-    let mut service = Service::start(settings, &group, &prefix)?;
+    let mut service = Service::start(settings, &group, &prefix, &[])?;
     let redis_pid = redis
         .pid()
         .context("the bench's redis-server has a pid")?
