@@ -111,6 +111,8 @@ pub struct Metrics {
     pub partitions_paused: IntGauge,
     /// (visitor, article, type) windows the duplicate filters hold.
     pub dedupe_windows: IntGauge,
+    /// Bytes the duplicate filters' tables take.
+    pub dedupe_bytes: IntGauge,
     /// Flush attempts that failed and were retried.
     pub store_retries: IntCounter,
     /// Group writes refused because another consumer had moved a fence.
@@ -322,6 +324,11 @@ impl Metrics {
             "dedupe_windows",
             "(visitor, article, type) windows held by this consumer's duplicate filters.",
         );
+        let dedupe_bytes = gauge(
+            &registry,
+            "dedupe_bytes",
+            "Bytes of memory this consumer's duplicate filters hold (their tables as allocated).",
+        );
         let store_retries = plain_counter(
             &registry,
             "store_retries_total",
@@ -442,6 +449,7 @@ impl Metrics {
             rebalances,
             partitions_paused,
             dedupe_windows,
+            dedupe_bytes,
             store_retries,
             fence_conflicts,
             event_to_visible,

@@ -47,7 +47,7 @@ fn defaults_match_the_design() {
     assert_eq!(s.ingest.flush_interval, Duration::from_millis(250));
     assert_eq!(s.ingest.max_batch_events, 500_000);
     assert_eq!(s.ingest.dedupe_window, Duration::from_secs(30 * 60));
-    assert_eq!(s.ingest.dedupe_lateness, Duration::from_secs(7 * 86_400));
+    assert_eq!(s.ingest.dedupe_lateness, Duration::from_secs(3_600));
     assert_eq!(s.ingest.max_event_age, Duration::from_secs(7 * 86_400));
     assert_eq!(s.ingest.max_clock_skew, Duration::from_secs(300));
     assert_eq!(s.scoring.max_members, 10_000);

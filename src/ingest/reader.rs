@@ -445,6 +445,8 @@ impl Reader {
         });
         let held: usize = self.partitions.iter().map(|p| p.filter.tracked()).sum();
         self.metrics.dedupe_windows.set(held as i64);
+        let bytes: usize = self.partitions.iter().map(|p| p.filter.bytes()).sum();
+        self.metrics.dedupe_bytes.set(bytes as i64);
         if self.filters == Filters::Unsaved {
             return;
         }

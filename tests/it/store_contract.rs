@@ -422,7 +422,7 @@ async fn filter_deltas_chain_apply_once_and_a_gap_or_another_seed_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_restore_in_seconds() {
+async fn a_million_duplicate_windows_cost_about_36_bytes_each_in_redis_and_restore_in_seconds() {
     use popularity::event::filter::{random_seed, Filter, Limits};
     use popularity::event::Behaviour;
     let redis = redis_server();
@@ -500,7 +500,7 @@ async fn a_million_duplicate_windows_cost_about_32_bytes_each_in_redis_and_resto
         loaded.as_secs_f64(),
     );
     assert_eq!(restored.tracked(), f.tracked());
-    assert!(used < 40 * n as i64, "{used} bytes");
+    assert!(used < 44 * n as i64, "{used} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -198,6 +198,39 @@ struct Steady {
     service_cpu: f64,
     redis_cpu: f64,
     rss: Vec<u64>,
+    /// What the duplicate filters held at each measured backlog (bytes).
+    filters: Vec<u64>,
+    /// Redis's `INFO commandstats` over the measured backlogs.
+    commands: Vec<Cmdstat>,
+}
+
+/// One command's line of `INFO commandstats`.
+struct Cmdstat {
+    name: String,
+    calls: f64,
+    usec: f64,
+}
+
+/// The commands of an `INFO commandstats` text, most time first.
+fn command_stats(info: &str) -> Vec<Cmdstat> {
+    let mut out: Vec<Cmdstat> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |f: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(f)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            Some(Cmdstat {
+                name: name.to_string(),
+                calls: field("calls")?,
+                usec: field("usec")?,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.usec.total_cmp(&a.usec));
+    out
 }
 
 /// Drains backlogs of `shape`'s traffic through a service of its own.
@@ -226,6 +259,8 @@ async fn variant(
         service_cpu: 0.0,
         redis_cpu: 0.0,
         rss: Vec::new(),
+        filters: Vec::new(),
+        commands: Vec::new(),
     };
     for round in 0..WARM_UP + measured_backlogs {
         service.signal("STOP")?;
@@ -246,6 +281,9 @@ async fn variant(
             cpu_seconds(&service.pid(), false),
             cpu_seconds(&redis_pid, false),
         );
+        if round == WARM_UP {
+            super::reset_stats(&settings.store.redis_url)?;
+        }
         let started = Instant::now();
         service.signal("CONT")?;
         // Messages of both topics (the newsroom's publications too).
@@ -257,13 +295,18 @@ async fn variant(
         );
         base = target;
         let rss = super::memory::rss_of(&format!("/proc/{}/status", service.pid()));
+        let filters = service
+            .metric("popularity_dedupe_bytes")
+            .await
+            .unwrap_or(0.0) as u64;
         eprintln!(
-            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}",
+            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, filters {}",
             sent.delivered,
             took.as_secs_f64(),
             cpu1 - cpu0,
             rcpu1 - rcpu0,
-            mib(rss)
+            mib(rss),
+            mib(filters)
         );
         if round >= WARM_UP {
             out.events += sent.delivered as f64;
@@ -271,8 +314,13 @@ async fn variant(
             out.service_cpu += cpu1 - cpu0;
             out.redis_cpu += rcpu1 - rcpu0;
             out.rss.push(rss);
+            out.filters.push(filters);
         }
     }
+    out.commands = command_stats(&super::redis_info(
+        &settings.store.redis_url,
+        "commandstats",
+    )?);
     Ok(out)
 }
 
@@ -379,6 +427,63 @@ pub(super) async fn rows(
             s.rss.first().copied().unwrap_or(0),
             s.rss.last().copied().unwrap_or(0),
         );
+        let less = |i: usize| s.rss[i].saturating_sub(s.filters[i]);
+        let n = s.rss.len();
+        rows.push(Row {
+            id: "t",
+            what: format!(
+                "memory, {name}: RSS and what the duplicate filters hold, at each of {n} measured backlogs"
+            ),
+            value: format!(
+                "RSS {} → {}; filters {} → {}; RSS less filters {} → {} (min {}, max {})",
+                mib(first),
+                mib(last),
+                mib(s.filters.first().copied().unwrap_or(0)),
+                mib(s.filters.last().copied().unwrap_or(0)),
+                mib(less(0)),
+                mib(less(n - 1)),
+                mib((0..n).map(less).min().unwrap_or(0)),
+                mib((0..n).map(less).max().unwrap_or(0)),
+            ),
+            target: "RSS less filters flat".into(),
+        });
+        let script = |c: &Cmdstat| {
+            if c.name == "evalsha" {
+                " (with what it calls)"
+            } else {
+                ""
+            }
+        };
+        let within: f64 = s
+            .commands
+            .iter()
+            .filter(|c| c.name == "evalsha")
+            .map(|c| c.usec)
+            .sum();
+        let top: Vec<String> = s
+            .commands
+            .iter()
+            .take(6)
+            .map(|c| {
+                format!(
+                    "{}{} {:.2} µs ({:.2} calls)",
+                    c.name,
+                    script(c),
+                    c.usec / s.events,
+                    c.calls / s.events
+                )
+            })
+            .collect();
+        rows.push(Row {
+            id: "t",
+            what: format!("Redis per event, {name}: INFO commandstats over the measured backlogs"),
+            value: format!(
+                "{}; outside commands (reading requests, writing replies): {:.2} µs",
+                top.join(", "),
+                us(s.redis_cpu, s.events) - within / s.events
+            ),
+            target: "—".into(),
+        });
         rows.push(Row {
             id: "t",
             what: format!(

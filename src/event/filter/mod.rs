@@ -7,7 +7,9 @@
 //! A repeat is a duplicate when it falls within that window **and** the
 //! partition's clock has not passed the window's end by more than
 //! `dedupe_lateness`; later than that it counts as a first event (DESIGN
-//! §2). Events keyed by article id land on one partition, so there is one
+//! §2). A window ends `dedupe_window` after its first event, or after the
+//! clock when that event was counted if it came later: dating events in
+//! the past does not shorten a window. Events keyed by article id land on one partition, so there is one
 //! [`Filter`] per partition and one consumer at a time owns it.
 //!
 //! Invariants, which make the state durable (DESIGN §4):
@@ -19,9 +21,8 @@
 //! - Staleness is judged against the partition's clock (the latest
 //!   reference time seen), which only moves forward; so a window can be
 //!   forgotten once it can no longer make a duplicate: its end is more
-//!   than `dedupe_lateness` behind the clock, or no event that is not
-//!   stale can fall into it (`clock − dedupe_window − min(dedupe_lateness,
-//!   max_event_age)`). Forgetting it changes no verdict, whenever it
+//!   than `min(dedupe_lateness, max_event_age)` behind the clock (past
+//!   its lateness, or no event that is not stale can fall into it). Forgetting it changes no verdict, whenever it
 //!   happens, once the saved state knows the window's last form (changed
 //!   windows wait for the next delta): the held state levels off at what
 //!   `dedupe_window + dedupe_lateness` of traffic leaves.
@@ -69,8 +70,36 @@ impl Verdict {
 struct Seen {
     first_ms: i64,
     engaged_seconds: f64,
+    /// Whole seconds by which the window's end is held past `first_ms +
+    /// dedupe_window`: how far the partition's clock was past the first
+    /// event's time when it was counted (0 for an event on time). A window
+    /// counted late ends a `dedupe_window` of clock after it was counted,
+    /// so dating events in the past does not shorten it.
+    held_s: u32,
     /// Changed since the last [`Filter::delta`].
     dirty: bool,
+}
+
+impl Seen {
+    /// A window opened by an event at `first_ms`, counted at `clock_ms`.
+    fn opened(first_ms: i64, engaged_seconds: f64, clock_ms: i64, dirty: bool) -> Seen {
+        let late_ms = clock_ms.saturating_sub(first_ms).max(0);
+        Seen {
+            first_ms,
+            engaged_seconds,
+            held_s: u32::try_from((late_ms + 999) / 1_000).unwrap_or(u32::MAX),
+            dirty,
+        }
+    }
+
+    /// The window's end on the partition's clock: `dedupe_window` after
+    /// its first event, or after the clock when that event was counted if
+    /// it was later.
+    fn end_ms(&self, window_ms: i64) -> i64 {
+        self.first_ms
+            .saturating_add(window_ms)
+            .saturating_add(i64::from(self.held_s) * 1_000)
+    }
 }
 
 /// The limits a filter applies.
@@ -95,6 +124,10 @@ pub fn random_seed() -> Seed {
     rand::random()
 }
 
+/// A (type, visitor, article) triple's name: two 64-bit hashes (as a pair,
+/// not a `u128`, so that an entry of the table is 40 bytes, not 48).
+type Key = (u64, u64);
+
 /// The filters of one partition, with their state.
 #[derive(Debug)]
 pub struct Filter {
@@ -104,13 +137,13 @@ pub struct Filter {
     /// string each. Two independent, randomly keyed hashes make two
     /// different triples share a key with a probability of about n²/2¹²⁹
     /// (1e-25 for ten million windows).
-    seen: HashMap<u128, Seen>,
+    seen: HashMap<Key, Seen>,
     seed: Seed,
     keys: (ahash::RandomState, ahash::RandomState),
     /// The latest reference time seen: staleness is judged against it.
     clock_ms: i64,
     /// Keys changed since the last delta.
-    changed: Vec<u128>,
+    changed: Vec<Key>,
     /// Entries in the deltas written since the last full snapshot.
     logged: usize,
     sweep_at: usize,
@@ -176,18 +209,13 @@ impl Filter {
             return Verdict::Count(units);
         }
         let triple = (e.kind.index(), &**visitor, &*e.article_id);
-        let key = (u128::from(self.keys.0.hash_one(triple)) << 64)
-            | u128::from(self.keys.1.hash_one(triple));
+        let key: Key = (self.keys.0.hash_one(triple), self.keys.1.hash_one(triple));
         let tracked = self.saved;
-        let fresh = Seen {
-            first_ms: e.occurred_at_ms,
-            engaged_seconds: units,
-            dirty: tracked,
-        };
+        let fresh = Seen::opened(e.occurred_at_ms, units, self.clock_ms, tracked);
         let (verdict, changed) = match self.seen.get_mut(&key) {
             Some(seen)
                 if (e.occurred_at_ms - seen.first_ms).abs() < window
-                    && self.clock_ms.saturating_sub(seen.first_ms + window)
+                    && self.clock_ms.saturating_sub(seen.end_ms(window))
                         <= self.limits.lateness_ms =>
             {
                 match e.kind {
@@ -229,13 +257,25 @@ impl Filter {
         self.seen.len()
     }
 
-    /// Windows that start before this can make no duplicate any more:
-    /// their end is more than `lateness` behind the clock, or no event that
-    /// is not stale can fall into them.
+    /// Bytes of memory the filter holds: its table as allocated (an entry
+    /// and a control byte per bucket) and its list of changed keys.
+    pub fn bytes(&self) -> usize {
+        // hashbrown keeps 8 buckets per 7 entries of capacity (above 8).
+        let buckets = match self.seen.capacity() {
+            0 => 0,
+            c => (c * 8 / 7).next_power_of_two(),
+        };
+        buckets * (std::mem::size_of::<(Key, Seen)>() + 1)
+            + self.changed.capacity() * std::mem::size_of::<Key>()
+    }
+
+    /// Windows that end before this can make no duplicate any more: their
+    /// end is more than `lateness` behind the clock, or no event that is
+    /// not stale can fall into them (a window ends at least `dedupe_window`
+    /// after its first event).
     fn horizon(&self) -> i64 {
         self.clock_ms
             .saturating_sub(self.limits.lateness_ms.min(self.limits.max_age_ms))
-            .saturating_sub(self.limits.window_ms)
     }
 
     /// Forgets windows past the horizon. Changes no verdict (see the
@@ -243,8 +283,9 @@ impl Filter {
     /// delta is taken: the saved state must learn of the change, or a
     /// restore would bring back the window's earlier form.
     fn sweep(&mut self) {
-        let horizon = self.horizon();
-        self.seen.retain(|_, s| s.dirty || s.first_ms >= horizon);
+        let (horizon, window) = (self.horizon(), self.limits.window_ms);
+        self.seen
+            .retain(|_, s| s.dirty || s.end_ms(window) >= horizon);
         self.sweep_at = (self.seen.len() * 2).max(1024);
     }
 
@@ -428,6 +469,62 @@ mod tests {
     }
 
     #[test]
+    fn a_view_dated_in_the_past_holds_its_window_for_the_window_and_lateness_of_clock() {
+        // A client dates its views three hours back, more than window +
+        // lateness (90 min) behind the partition's clock: its repeats are
+        // duplicates for 30 + 60 minutes of clock after the first one was
+        // counted, as an honest reader's would be, not counted every time.
+        let mut f = filters();
+        let dated = NOW - 3 * 60 * MIN;
+        let v = |at| ev(EventType::PageView, "dated", "a", at, 0.0);
+        assert_eq!(f.judge(&v(dated), NOW), Verdict::Count(1.0));
+        let mut counted = 0;
+        for i in 0..90 {
+            let clock = NOW + i * MIN;
+            if f.judge(&v(dated + 1_000 + i * 10_000), clock) != Verdict::Duplicate {
+                counted += 1;
+            }
+        }
+        assert_eq!(counted, 0, "repeats of a dated view counted");
+        let edge = NOW + 30 * MIN + 60 * MIN;
+        assert_eq!(f.judge(&v(dated + 2_000), edge), Verdict::Duplicate);
+        // Past that, one more counts and holds its own window.
+        assert_eq!(
+            f.judge(&v(dated + 3_000), edge + 1_000),
+            Verdict::Count(1.0)
+        );
+        assert_eq!(f.judge(&v(dated + 4_000), edge + 1_000), Verdict::Duplicate);
+        // The same holds after a restore from the saved state.
+        let mut restored = Filter::restore(LIMITS, f.seed(), &[f.snapshot().bytes]).unwrap();
+        assert_eq!(
+            restored.judge(&v(dated + 5_000), edge + 30 * MIN),
+            Verdict::Duplicate
+        );
+    }
+
+    #[test]
+    fn a_state_saved_before_windows_were_held_is_read_as_held_zero() {
+        // Format 1: header (version, clock, count), then key, first time,
+        // engaged seconds.
+        let mut f = filters();
+        let at = NOW - 10 * MIN;
+        f.judge(&ev(EventType::PageView, "v", "a", at, 0.0), at);
+        let key = *f.seen.keys().next().unwrap();
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&at.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        // The key as a 128-bit little-endian number: low half first.
+        v1.extend_from_slice(&key.1.to_le_bytes());
+        v1.extend_from_slice(&key.0.to_le_bytes());
+        v1.extend_from_slice(&at.to_le_bytes());
+        v1.extend_from_slice(&1.0f64.to_le_bytes());
+        let mut restored = Filter::restore(LIMITS, f.seed(), &[v1]).unwrap();
+        let repeat = ev(EventType::PageView, "v", "a", at + MIN, 0.0);
+        assert_eq!(restored.judge(&repeat, NOW), Verdict::Duplicate);
+        assert_eq!(restored.seen[&key].held_s, 0);
+    }
+
+    #[test]
     fn the_windows_held_level_off_at_the_window_and_lateness_of_traffic() {
         // A new visitor per event, one event a second of clock for ten
         // hours: only the last window + lateness (90 min) of windows, plus
@@ -447,6 +544,18 @@ mod tests {
             NOW + 36_000_000,
         );
         assert!(f.tracked() <= 2 * 90 * 60 + 1024 + 1_001, "{}", f.tracked());
+        // The memory that takes: an entry and a control byte per bucket, a
+        // bucket per held window at least; the table keeps the size it grew
+        // to, which is that of the most windows ever held (the bound above).
+        let entry = std::mem::size_of::<(Key, Seen)>() + 1;
+        assert_eq!(entry, 41);
+        assert!(f.bytes() >= f.tracked() * entry, "{}", f.bytes());
+        let most = 2 * 90 * 60 + 1024 + 1_001;
+        assert!(
+            f.bytes() <= (most * 8 / 7usize).next_power_of_two() * entry + 2 * 1_001 * 16,
+            "{}",
+            f.bytes()
+        );
     }
 
     /// A stream of one partition that looks real: repeat visitors, times

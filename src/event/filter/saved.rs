@@ -2,13 +2,16 @@
 //! one, snapshots of the whole state, and the seed's text form. A restore
 //! from the deltas in order gives the state they were taken from.
 
-use super::{Filter, Limits, Seed, Seen};
+use super::{Filter, Key, Limits, Seed, Seen};
 
-/// Bytes of one entry in a delta: key, first time, engaged seconds.
-const ENTRY_BYTES: usize = 16 + 8 + 8;
+/// Bytes of one entry in a delta: key, first time, engaged seconds, then
+/// (from format 2 on) the seconds its end is held.
+const ENTRY_BYTES: usize = 16 + 8 + 8 + 4;
+/// An entry of format 1, written before windows were held: read as held 0.
+const ENTRY_BYTES_V1: usize = 16 + 8 + 8;
 /// Version byte, clock, entry count.
 const HEADER_BYTES: usize = 1 + 8 + 4;
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 
 /// What changed in a filter, to be saved with the batch it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,10 +46,13 @@ impl Filter {
     fn encode(&mut self, snapshot: bool) -> Delta {
         let mut bytes = Vec::new();
         let mut n = 0u32;
-        let mut put = |bytes: &mut Vec<u8>, key: u128, s: &Seen| {
-            bytes.extend_from_slice(&key.to_le_bytes());
+        let mut put = |bytes: &mut Vec<u8>, (high, low): Key, s: &Seen| {
+            // The 128-bit number high·2⁶⁴ + low, little-endian.
+            bytes.extend_from_slice(&low.to_le_bytes());
+            bytes.extend_from_slice(&high.to_le_bytes());
             bytes.extend_from_slice(&s.first_ms.to_le_bytes());
             bytes.extend_from_slice(&s.engaged_seconds.to_le_bytes());
+            bytes.extend_from_slice(&s.held_s.to_le_bytes());
             n += 1;
         };
         if snapshot {
@@ -86,28 +92,39 @@ impl Filter {
         // it is restored nor, at a steady rate, while the partition is read.
         let windows: usize = saved
             .iter()
-            .map(|b| b.len().saturating_sub(HEADER_BYTES) / ENTRY_BYTES)
+            .map(|b| b.len().saturating_sub(HEADER_BYTES) / entry_bytes(b))
             .sum();
         f.seen.reserve(windows);
         for bytes in saved {
-            if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
+            if !matches!(bytes.first(), Some(1 | &FORMAT_VERSION)) {
                 return Err(Corrupt("unknown format"));
+            }
+            let entry = entry_bytes(bytes);
+            if bytes.len() < HEADER_BYTES {
+                return Err(Corrupt("truncated"));
             }
             let int = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
             f.clock_ms = f.clock_ms.max(int(1));
             let n = u32::from_le_bytes(bytes[9..13].try_into().unwrap()) as usize;
-            if bytes.len() != HEADER_BYTES + n * ENTRY_BYTES {
+            if bytes.len() != HEADER_BYTES + n * entry {
                 return Err(Corrupt("truncated"));
             }
-            for e in bytes[HEADER_BYTES..].chunks_exact(ENTRY_BYTES) {
-                let key = u128::from_le_bytes(e[..16].try_into().unwrap());
+            for e in bytes[HEADER_BYTES..].chunks_exact(entry) {
+                let key: Key = (
+                    u64::from_le_bytes(e[8..16].try_into().unwrap()),
+                    u64::from_le_bytes(e[..8].try_into().unwrap()),
+                );
                 let first_ms = i64::from_le_bytes(e[16..24].try_into().unwrap());
                 let engaged_seconds = f64::from_le_bytes(e[24..32].try_into().unwrap());
+                let held_s = e
+                    .get(32..36)
+                    .map_or(0, |h| u32::from_le_bytes(h.try_into().unwrap()));
                 f.seen.insert(
                     key,
                     Seen {
                         first_ms,
                         engaged_seconds,
+                        held_s,
                         dirty: false,
                     },
                 );
@@ -116,6 +133,15 @@ impl Filter {
         }
         f.sweep();
         Ok(f)
+    }
+}
+
+/// The size of an entry of the saved delta `bytes`, by its format.
+fn entry_bytes(bytes: &[u8]) -> usize {
+    if bytes.first() == Some(&1) {
+        ENTRY_BYTES_V1
+    } else {
+        ENTRY_BYTES
     }
 }
 
