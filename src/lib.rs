@@ -38,6 +38,8 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+#[cfg(test)]
+mod allocations;
 pub mod api;
 pub mod app;
 pub mod collector;

@@ -126,10 +126,14 @@ impl Decoder {
         let raw = match info.encoding {
             Encoding::Json => serde_json::from_slice::<Raw<'_>>(payload)
                 .map_err(|e| Invalid::Malformed(format!("invalid JSON: {e}")))?,
-            Encoding::Protobuf => Raw::from_proto(
-                proto::Event::decode(payload)
-                    .map_err(|e| Invalid::Malformed(format!("invalid protobuf: {e}")))?,
-            )?,
+            // Behaviour events borrow their texts; the rest is prost's.
+            Encoding::Protobuf => match super::wire::behaviour(payload) {
+                Some(raw) => raw,
+                None => Raw::from_proto(
+                    proto::Event::decode(payload)
+                        .map_err(|e| Invalid::Malformed(format!("invalid protobuf: {e}")))?,
+                )?,
+            },
         };
         self.validate(raw, info)
     }
@@ -185,6 +189,63 @@ mod tests {
                 bot: false,
             }
         );
+    }
+
+    #[test]
+    fn behaviour_events_decode_without_allocating_in_json_and_protobuf() {
+        use crate::allocations::made_by;
+        use crate::event::proto;
+        use prost::Message as _;
+        const UA: &str =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36";
+        // Events as producers send them: slugs, a browser, a few tags.
+        let views: Vec<(String, Vec<u8>)> = (0..1_000)
+            .map(|i| {
+                let kind = EventType::ALL[i % 3];
+                let json = format!(
+                    r#"{{"type":"{}","event_id":"e-{i}","article_id":"a-{}","occurred_at":{},"visitor_id":"v-{}","section":"news","tags":["budget","council"],"user_agent":"{UA}","engaged_seconds":12.5}}"#,
+                    kind.as_str(),
+                    i % 97,
+                    NOW - i as i64,
+                    i % 13
+                );
+                let b = proto::Behaviour {
+                    event_id: format!("e-{i}"),
+                    article_id: format!("a-{}", i % 97),
+                    occurred_at_ms: NOW - i as i64,
+                    visitor_id: format!("v-{}", i % 13),
+                    section: "news".into(),
+                    tags: vec!["budget".into(), "council".into()],
+                    user_agent: UA.into(),
+                    bot: false,
+                    site: String::new(),
+                };
+                let pb = proto::Event::behaviour(kind, b, "mastodon", 12.5).encode_to_vec();
+                (json, pb)
+            })
+            .collect();
+        let d = Decoder::new(64 * 1024, 300_000);
+        for encoding in [Encoding::Json, Encoding::Protobuf] {
+            let payload = |(json, pb): &(String, Vec<u8>)| match encoding {
+                Encoding::Json => json.as_bytes().to_vec(),
+                Encoding::Protobuf => pb.clone(),
+            };
+            let payloads: Vec<Vec<u8>> = views.iter().map(payload).collect();
+            // The user agent's verdict is remembered at the first event.
+            assert!(d.decode(&payloads[0], &info(encoding)).is_ok());
+            let (decoded, made) = made_by(|| {
+                payloads
+                    .iter()
+                    .filter(|p| matches!(d.decode(p, &info(encoding)), Ok(Event::Behaviour(_))))
+                    .count()
+            });
+            assert_eq!(decoded, 1_000, "{encoding:?}");
+            println!("{encoding:?}: {made} allocations for 1,000 events");
+            assert!(
+                made <= 100,
+                "{encoding:?}: {made} allocations for 1,000 events"
+            );
+        }
     }
 
     #[test]

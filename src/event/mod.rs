@@ -14,6 +14,7 @@ pub mod framing;
 mod invalid;
 mod raw;
 mod validate;
+mod wire;
 
 /// The protobuf messages generated from `proto/popularity/v1/events.proto`.
 pub mod proto {

@@ -183,30 +183,75 @@ pub(super) struct Raw<'a> {
     pub(super) image_url: Option<Cow<'a, str>>,
 }
 
+/// The fields of a protobuf `Behaviour` message, borrowed (read by
+/// [`super::wire`]) or owned (decoded by prost); proto3's defaults (empty
+/// text, 0) mean "not given".
+#[derive(Debug, Default)]
+pub(super) struct BehaviourFields<'a> {
+    pub(super) event_id: Text<'a>,
+    pub(super) article_id: Text<'a>,
+    pub(super) occurred_at_ms: i64,
+    pub(super) visitor_id: Text<'a>,
+    pub(super) section: Text<'a>,
+    pub(super) tags: Tags<'a>,
+    pub(super) user_agent: Text<'a>,
+    pub(super) bot: bool,
+    pub(super) site: Text<'a>,
+}
+
+impl From<proto::Behaviour> for BehaviourFields<'_> {
+    fn from(b: proto::Behaviour) -> Self {
+        BehaviourFields {
+            event_id: Cow::Owned(b.event_id),
+            article_id: Cow::Owned(b.article_id),
+            occurred_at_ms: b.occurred_at_ms,
+            visitor_id: Cow::Owned(b.visitor_id),
+            section: Cow::Owned(b.section),
+            tags: b.tags.into_iter().map(Cow::Owned).collect(),
+            user_agent: Cow::Owned(b.user_agent),
+            bot: b.bot,
+            site: Cow::Owned(b.site),
+        }
+    }
+}
+
+/// A proto3 text: empty is not given.
+fn given<'a>(v: Cow<'a, str>) -> Option<Cow<'a, str>> {
+    (!v.is_empty()).then_some(v)
+}
+
+/// A proto3 time: 0 is not given.
+fn millis<'a>(v: i64) -> Option<RawTime<'a>> {
+    (v != 0).then_some(RawTime::Millis(v))
+}
+
 impl<'a> Raw<'a> {
+    /// A behaviour event of type `kind` from its protobuf fields.
+    pub(super) fn behaviour(kind: &'static str, b: BehaviourFields<'a>) -> Raw<'a> {
+        Raw {
+            kind: Some(Cow::Borrowed(kind)),
+            site: given(b.site),
+            event_id: given(b.event_id),
+            article_id: given(b.article_id),
+            occurred_at: millis(b.occurred_at_ms),
+            visitor_id: given(b.visitor_id),
+            section: given(b.section),
+            tags: Some(RawTags(b.tags)),
+            user_agent: given(b.user_agent),
+            bot: Some(b.bot),
+            ..Raw::default()
+        }
+    }
+
+    /// An event decoded by prost.
     pub(super) fn from_proto(event: proto::Event) -> Result<Raw<'a>, Invalid> {
         use proto::event::Payload;
         fn s<'a>(v: String) -> Option<Cow<'a, str>> {
-            (!v.is_empty()).then_some(Cow::Owned(v))
+            given(Cow::Owned(v))
         }
-        fn ms<'a>(v: i64) -> Option<RawTime<'a>> {
-            (v != 0).then_some(RawTime::Millis(v))
-        }
+        let ms = millis;
         fn behaviour<'a>(kind: &'static str, b: Option<proto::Behaviour>) -> Raw<'a> {
-            let b = b.unwrap_or_default();
-            Raw {
-                kind: Some(Cow::Borrowed(kind)),
-                site: s(b.site),
-                event_id: s(b.event_id),
-                article_id: s(b.article_id),
-                occurred_at: ms(b.occurred_at_ms),
-                visitor_id: s(b.visitor_id),
-                section: s(b.section),
-                tags: Some(RawTags(b.tags.into_iter().map(Cow::Owned).collect())),
-                user_agent: s(b.user_agent),
-                bot: Some(b.bot),
-                ..Raw::default()
-            }
+            Raw::behaviour(kind, b.unwrap_or_default().into())
         }
         Ok(match event.payload {
             None => return Err(Invalid::MissingField("type")),
