@@ -466,11 +466,11 @@ pub(super) async fn rows(
             .take(6)
             .map(|c| {
                 format!(
-                    "{}{} {:.2} µs ({:.2} calls)",
+                    "{}{} {:.2} µs ({:.1} calls per 1,000 events)",
                     c.name,
                     script(c),
                     c.usec / s.events,
-                    c.calls / s.events
+                    1_000.0 * c.calls / s.events
                 )
             })
             .collect();

@@ -29,8 +29,9 @@
 //! - [`Filter::delta`] encodes what changed since the last delta, and
 //!   [`Filter::restore`] rebuilds the state from the deltas in order.
 
+use std::hash::{BuildHasherDefault, Hasher};
+
 use crate::metrics::Outcome;
-use ahash::HashMap;
 
 use super::{Behaviour, EventType};
 
@@ -128,6 +129,26 @@ pub fn random_seed() -> Seed {
 /// not a `u128`, so that an entry of the table is 40 bytes, not 48).
 type Key = (u64, u64);
 
+/// Hashes a [`Key`] by folding its halves: they are already keyed hashes,
+/// random to anyone without the partition's seed, so hashing them again
+/// would only cost time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = self.0.rotate_left(32) ^ v;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+}
+
 /// The filters of one partition, with their state.
 #[derive(Debug)]
 pub struct Filter {
@@ -137,7 +158,7 @@ pub struct Filter {
     /// string each. Two independent, randomly keyed hashes make two
     /// different triples share a key with a probability of about n²/2¹²⁹
     /// (1e-25 for ten million windows).
-    seen: HashMap<Key, Seen>,
+    seen: hashbrown::HashMap<Key, Seen, BuildHasherDefault<KeyHasher>>,
     seed: Seed,
     keys: (ahash::RandomState, ahash::RandomState),
     /// The latest reference time seen: staleness is judged against it.
@@ -168,7 +189,7 @@ impl Filter {
         let s = seed;
         Filter {
             limits,
-            seen: HashMap::default(),
+            seen: hashbrown::HashMap::default(),
             seed,
             keys: (
                 ahash::RandomState::with_seeds(s[0], s[1], s[2], s[3]),
@@ -260,13 +281,7 @@ impl Filter {
     /// Bytes of memory the filter holds: its table as allocated (an entry
     /// and a control byte per bucket) and its list of changed keys.
     pub fn bytes(&self) -> usize {
-        // hashbrown keeps 8 buckets per 7 entries of capacity (above 8).
-        let buckets = match self.seen.capacity() {
-            0 => 0,
-            c => (c * 8 / 7).next_power_of_two(),
-        };
-        buckets * (std::mem::size_of::<(Key, Seen)>() + 1)
-            + self.changed.capacity() * std::mem::size_of::<Key>()
+        self.seen.allocation_size() + self.changed.capacity() * std::mem::size_of::<Key>()
     }
 
     /// Windows that end before this can make no duplicate any more: their
@@ -531,13 +546,27 @@ mod tests {
         // the sweep's slack, is held; a filter without lateness would hold
         // all 36,000.
         let mut f = filters();
+        let mut capacity = Vec::new();
         for i in 0..36_000i64 {
             let at = NOW + i * 1_000;
             f.judge(&ev(EventType::PageView, &format!("v{i}"), "a", at, 0.0), at);
             if i % 1_000 == 0 {
                 f.delta();
             }
+            if i % 3_600 == 0 {
+                capacity.push(f.seen.allocation_size());
+            }
         }
+        // Once the windows level off (after 90 minutes) the table is not
+        // reallocated any more (sweeps leave room that later windows take,
+        // rehashed in place), so no fresh memory is taken for it: 16,384
+        // buckets of 41 bytes for the 5,400 windows of 90 minutes and the
+        // sweep's slack.
+        assert!(
+            capacity[3..].iter().all(|c| *c == capacity[3]),
+            "{capacity:?}"
+        );
+        assert!(capacity[3] <= 16_384 * 41 + 64, "{capacity:?}");
         f.delta();
         f.judge(
             &ev(EventType::PageView, "w", "a", NOW + 36_000_000, 0.0),
