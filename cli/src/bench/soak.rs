@@ -39,6 +39,8 @@ pub(super) async fn rows(
     redis: &RedisServer,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
+    // Redis holds only the soak's keys: its memory is the soak's.
+    redis.flush_all()?;
     let topics = ["soak.events", "soak.articles", "soak.dlq"];
     let broker = DevBroker::start(&topics, 12)?;
     let settings = super::settings_for(&broker, redis, (topics[0], topics[1], topics[2]));
