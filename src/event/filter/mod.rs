@@ -9,8 +9,9 @@
 //! `dedupe_lateness`; later than that it counts as a first event (DESIGN
 //! §2). A window ends `dedupe_window` after its first event, or after the
 //! clock when that event was counted if it came later: dating events in
-//! the past does not shorten a window. Events keyed by article id land on one partition, so there is one
-//! [`Filter`] per partition and one consumer at a time owns it.
+//! the past does not shorten a window. Events keyed by article id land on
+//! one partition, so there is one [`Filter`] per partition and one
+//! consumer at a time owns it.
 //!
 //! Invariants, which make the state durable (DESIGN §4):
 //!
@@ -22,10 +23,11 @@
 //!   reference time seen), which only moves forward; so a window can be
 //!   forgotten once it can no longer make a duplicate: its end is more
 //!   than `min(dedupe_lateness, max_event_age)` behind the clock (past
-//!   its lateness, or no event that is not stale can fall into it). Forgetting it changes no verdict, whenever it
-//!   happens, once the saved state knows the window's last form (changed
-//!   windows wait for the next delta): the held state levels off at what
-//!   `dedupe_window + dedupe_lateness` of traffic leaves.
+//!   its lateness, or no event that is not stale can fall into it).
+//!   Forgetting it changes no verdict, whenever it happens, once the saved
+//!   state knows the window's last form (changed windows wait for the
+//!   next delta): the held state levels off at what `dedupe_window +
+//!   dedupe_lateness` of traffic leaves.
 //! - [`Filter::delta`] encodes what changed since the last delta, and
 //!   [`Filter::restore`] rebuilds the state from the deltas in order.
 
