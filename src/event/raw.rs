@@ -249,7 +249,6 @@ impl<'a> Raw<'a> {
         fn s<'a>(v: String) -> Option<Cow<'a, str>> {
             given(Cow::Owned(v))
         }
-        let ms = millis;
         fn behaviour<'a>(kind: &'static str, b: Option<proto::Behaviour>) -> Raw<'a> {
             Raw::behaviour(kind, b.unwrap_or_default().into())
         }
@@ -269,7 +268,7 @@ impl<'a> Raw<'a> {
                 url: s(p.url),
                 section: s(p.section),
                 tags: Some(RawTags(p.tags.into_iter().map(Cow::Owned).collect())),
-                published_at: ms(p.published_at_ms),
+                published_at: millis(p.published_at_ms),
                 author: s(p.author),
                 summary: s(p.summary),
                 image_url: s(p.image_url),

@@ -92,14 +92,13 @@ impl Filter {
         // it is restored nor, at a steady rate, while the partition is read.
         let windows: usize = saved
             .iter()
-            .map(|b| b.len().saturating_sub(HEADER_BYTES) / entry_bytes(b))
+            .filter_map(|b| Some(b.len().saturating_sub(HEADER_BYTES) / entry_bytes(b)?))
             .sum();
         f.seen.reserve(windows);
         for bytes in saved {
-            if !matches!(bytes.first(), Some(1 | &FORMAT_VERSION)) {
+            let Some(entry) = entry_bytes(bytes) else {
                 return Err(Corrupt("unknown format"));
-            }
-            let entry = entry_bytes(bytes);
+            };
             if bytes.len() < HEADER_BYTES {
                 return Err(Corrupt("truncated"));
             }
@@ -136,12 +135,13 @@ impl Filter {
     }
 }
 
-/// The size of an entry of the saved delta `bytes`, by its format.
-fn entry_bytes(bytes: &[u8]) -> usize {
-    if bytes.first() == Some(&1) {
-        ENTRY_BYTES_V1
-    } else {
-        ENTRY_BYTES
+/// The size of an entry of the saved delta `bytes`, by its format; `None`
+/// for a format this version does not read.
+fn entry_bytes(bytes: &[u8]) -> Option<usize> {
+    match bytes.first()? {
+        1 => Some(ENTRY_BYTES_V1),
+        &FORMAT_VERSION => Some(ENTRY_BYTES),
+        _ => None,
     }
 }
 
