@@ -53,6 +53,17 @@ async fn receiver(answers: Vec<Option<u16>>) -> (String, Got) {
 
 fn alerting(kafka: &Kafka, redis: &RedisServer, hooks: &[&str]) -> popularity::config::Settings {
     let mut s = settings(kafka, Some(redis));
+    // Replicas join one group at once, and the dev broker now and then
+    // assigns only after a member's session has passed (about 44 s more
+    // with librdkafka's default 45 s session, which once outlasted the 60 s
+    // wait under load; 15 s more with 6 s): a short session, as the fault
+    // tests' consumers have.
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ] {
+        s.kafka.properties.insert(k.to_string(), v.to_string());
+    }
     s.alerts.interval = Duration::from_millis(200);
     s.alerts.threshold = 0.001;
     s.alerts.allow_private_targets = true;
