@@ -225,6 +225,17 @@ impl Kafka {
             .expect("produce");
     }
 
+    /// A consumer of this broker that commits nothing, for a test to read
+    /// what it assigns it (`name` names its group).
+    pub fn reader<C: rdkafka::config::FromClientConfig>(&self, name: &str) -> C {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap_servers())
+            .set("group.id", random_name(name))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap()
+    }
+
     pub async fn send_json(&self, topic: &str, key: &str, value: &serde_json::Value) {
         self.send(topic, key, value.to_string().as_bytes(), None)
             .await;
@@ -540,12 +551,7 @@ pub async fn read_dead_letters(kafka: &Kafka, n: usize) -> Vec<(String, String)>
 pub fn dead_letter_reader(kafka: &Kafka) -> rdkafka::consumer::StreamConsumer {
     use rdkafka::consumer::{Consumer as _, StreamConsumer};
     use rdkafka::{Offset, TopicPartitionList};
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
-        .set("group.id", random_name("dlq-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer: StreamConsumer = kafka.reader("dlq-reader");
     let metadata = consumer
         .fetch_metadata(Some(&kafka.dead_letter), Duration::from_secs(10))
         .unwrap();

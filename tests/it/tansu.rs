@@ -36,12 +36,7 @@ async fn first_offset_read_from_inside_a_batch(kind: BrokerKind) -> i64 {
         }
     }
     assert_eq!(offsets, (0..11).collect::<Vec<i64>>());
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
-        .set("group.id", random_name("inside"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = kafka.reader("inside");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&kafka.events, 0, Offset::Offset(5))
         .unwrap();

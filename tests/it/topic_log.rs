@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use popularity::event::proto;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::helpers::*;
 use crate::kit::ARTICLES;
@@ -26,12 +26,7 @@ pub struct TopicLog {
 
 /// Reads every partition of `topic` from offset 0 to its high watermark.
 pub fn read_topic(kafka: &Kafka, topic: &str) -> TopicLog {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.broker.bootstrap_servers())
-        .set("group.id", random_name("audit"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = kafka.reader("audit");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
