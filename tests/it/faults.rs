@@ -170,12 +170,10 @@ async fn three_consumers_with_one_killed_and_one_added(kind: BrokerKind) {
     let a = Consumer::start(&env);
     let b = Consumer::start(&env);
     let c = Consumer::start(&env);
-    // Each of the 12 partitions (two topics of six) belongs to one member.
-    let shared = |each: &[i64]| each.iter().sum::<i64>() == 12 && each.iter().all(|p| *p > 0);
-    wait_until(
+    wait_sharing(
         "three members sharing the partitions",
+        &[&a, &b, &c],
         Duration::from_secs(60),
-        || async { shared(&spread(&[&a, &b, &c]).await) },
     )
     .await;
     assert!(wait_progress(&store, 0, 2_000, 90_000).await);
@@ -186,54 +184,18 @@ async fn three_consumers_with_one_killed_and_one_added(kind: BrokerKind) {
     let d = Consumer::start(&env);
     let produced = stream.await.unwrap();
     let v = verify(&store, &produced, Duration::from_secs(120)).await;
-    wait_until(
+    let owned = wait_sharing(
         "the live members sharing the partitions",
+        &[&a, &c, &d],
         Duration::from_secs(60),
-        || async { shared(&spread(&[&a, &c, &d]).await) },
     )
     .await;
-    let owned = spread(&[&a, &c, &d]).await;
     report(
         "3 consumers, 1 killed, 1 added",
         &v,
         &format!("partitions per live member {owned:?}"),
     );
     assert_exact(&v);
-}
-
-/// A member added to a group on Tansu is given its share within seconds.
-/// (A member killed with `kill -9` is not expired by Tansu 0.6.0: its
-/// partitions wait for a member to join; docs/operations.md.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_tansu_an_added_member_is_given_its_share_within_seconds() {
-    let redis = redis_server();
-    let kafka = Kafka::on(BrokerKind::Tansu, 6);
-    let prefix = random_name("grp");
-    let env = consumer_env(&kafka, &redis.url, &prefix, &random_name("g"));
-    let shared = |each: &[i64]| each.iter().sum::<i64>() == 12 && each.iter().all(|p| *p > 0);
-    let a = Consumer::start(&env);
-    let b = Consumer::start(&env);
-    wait_until(
-        "two members sharing the partitions",
-        Duration::from_secs(60),
-        || async { shared(&spread(&[&a, &b]).await) },
-    )
-    .await;
-    assert_eq!(spread(&[&a, &b]).await, vec![6, 6]);
-    let c = Consumer::start(&env);
-    let started = std::time::Instant::now();
-    wait_until(
-        "the added member given its share",
-        Duration::from_secs(30),
-        || async { shared(&spread(&[&a, &b, &c]).await) },
-    )
-    .await;
-    let added = started.elapsed();
-    assert_eq!(spread(&[&a, &b, &c]).await, vec![4, 4, 4]);
-    println!(
-        "faults: on Tansu, an added member had its share after {:.1} s",
-        added.as_secs_f64()
-    );
 }
 
 /// A TCP relay to Redis that, `drops` times, lets a script call through and

@@ -652,6 +652,14 @@ pub async fn spread(members: &[&Consumer]) -> Vec<i64> {
     each
 }
 
+/// Waits until `members` share the 12 partitions of a test's two topics of
+/// six, each holding some, and returns how many each holds.
+pub async fn wait_sharing(what: &str, members: &[&Consumer], within: Duration) -> Vec<i64> {
+    let shared = |each: &[i64]| each.iter().sum::<i64>() == 12 && each.iter().all(|p| *p > 0);
+    wait_until(what, within, || async { shared(&spread(members).await) }).await;
+    spread(members).await
+}
+
 /// Counted events in the store so far.
 pub async fn applied(store: &StoreRef) -> u64 {
     let mut total = 0;
