@@ -169,7 +169,6 @@ pub struct Filter {
     changed: Vec<Key>,
     /// Entries in the deltas written since the last full snapshot.
     logged: usize,
-    sweep_at: usize,
     /// Whether changes are kept for [`Filter::delta`] (a saved filter).
     saved: bool,
 }
@@ -200,7 +199,6 @@ impl Filter {
             clock_ms: i64::MIN,
             changed: Vec::new(),
             logged: 0,
-            sweep_at: 1024,
             saved,
         }
     }
@@ -262,15 +260,13 @@ impl Filter {
                 (Verdict::Count(units), tracked && !was)
             }
             None => {
+                self.make_room();
                 self.seen.insert(key, fresh);
                 (Verdict::Count(units), tracked)
             }
         };
         if changed {
             self.changed.push(key);
-        }
-        if self.seen.len() >= self.sweep_at {
-            self.sweep();
         }
         verdict
     }
@@ -295,6 +291,23 @@ impl Filter {
             .saturating_sub(self.limits.lateness_ms.min(self.limits.max_age_ms))
     }
 
+    /// Makes room for one more window, sweeping before the table would
+    /// grow: when it has no room left (its free buckets used up by windows
+    /// and by the marks removed windows leave), it is swept first, and
+    /// then it is rebuilt in place when the windows left fill at most half
+    /// of it, or into one twice the size otherwise (hashbrown's rule). So
+    /// once the windows level off the table keeps its memory, and no fresh
+    /// pages are taken for it; where it grew whenever it ran out of room
+    /// between sweeps, it doubled whenever the windows and the marks
+    /// outran them, although a sweep would have left it half empty.
+    fn make_room(&mut self) {
+        if self.seen.len() < self.seen.capacity() {
+            return;
+        }
+        self.sweep();
+        self.seen.reserve(1);
+    }
+
     /// Forgets windows past the horizon. Changes no verdict (see the
     /// module). A window changed since the last delta is kept until the
     /// delta is taken: the saved state must learn of the change, or a
@@ -303,7 +316,6 @@ impl Filter {
         let (horizon, window) = (self.horizon(), self.limits.window_ms);
         self.seen
             .retain(|_, s| s.dirty || s.end_ms(window) >= horizon);
-        self.sweep_at = (self.seen.len() * 2).max(1024);
     }
 
     /// The partition's clock: the latest reference time seen.
