@@ -80,21 +80,30 @@ pub(super) fn optional_id<'a>(
     field: &'static str,
     value: Option<Text<'a>>,
 ) -> Result<Option<Text<'a>>, Invalid> {
-    match value {
-        None => Ok(None),
-        Some(v) if v.is_empty() => Ok(None),
-        Some(v) if v.chars().count() > MAX_ID_CHARS => Err(Invalid::InvalidField {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    // ASCII, as producers send ids, is a byte per character, and none of
+    // the invisible characters is in it: one pass over the bytes.
+    let (chars, hidden) = if v.is_ascii() {
+        (v.len(), v.bytes().any(|b| b.is_ascii_control()))
+    } else {
+        let hidden = v.chars().any(|c| c.is_control() || is_invisible(c));
+        (v.chars().count(), hidden)
+    };
+    if chars > MAX_ID_CHARS {
+        return Err(Invalid::InvalidField {
             field,
             message: format!("longer than {MAX_ID_CHARS} characters"),
-        }),
-        Some(v) if v.chars().any(|c| c.is_control() || is_invisible(c)) => {
-            Err(Invalid::InvalidField {
-                field,
-                message: "contains control, bidirectional or zero-width characters".to_string(),
-            })
-        }
-        Some(v) => Ok(Some(v)),
+        });
     }
+    if hidden {
+        return Err(Invalid::InvalidField {
+            field,
+            message: "contains control, bidirectional or zero-width characters".to_string(),
+        });
+    }
+    Ok(Some(v))
 }
 
 /// A character that changes how text around it is shown without showing
@@ -255,6 +264,19 @@ mod tests {
             );
         }
         assert!(optional_id("article_id", Some(Text::Borrowed("a-1 é"))).is_ok());
+        // ASCII controls, in ASCII ids and in others.
+        for id in ["a\tb", "a\u{7f}", "\u{0}", "é\nb"] {
+            let e = optional_id("visitor_id", Some(Text::Borrowed(id))).unwrap_err();
+            assert!(e.to_string().contains("contains control"), "{id:?}: {e}");
+        }
+        // The bound is in characters, ASCII or not.
+        for c in ["a", "é", "漢"] {
+            let most = c.repeat(MAX_ID_CHARS);
+            assert!(optional_id("visitor_id", Some(Text::Borrowed(&most))).is_ok());
+            let over = c.repeat(MAX_ID_CHARS + 1);
+            let e = optional_id("visitor_id", Some(Text::Borrowed(&over))).unwrap_err();
+            assert!(e.to_string().contains("longer than"), "{c}: {e}");
+        }
         let s = section(Some(Text::Borrowed("Ne\u{202E}ws\u{200B}")))
             .unwrap()
             .unwrap();

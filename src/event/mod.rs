@@ -225,7 +225,10 @@ fn is_slug(name: &str) -> bool {
                 return false;
             }
             dash = true;
-        } else if c.is_alphanumeric() && c.to_lowercase().eq(std::iter::once(c)) {
+        } else if c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || (!c.is_ascii() && c.is_alphanumeric() && c.to_lowercase().eq(std::iter::once(c)))
+        {
             dash = false;
         } else {
             return false;
@@ -289,6 +292,12 @@ mod tests {
             "ß",
             "ﬃ",
             "1-2-3",
+            "Z",
+            "z9",
+            "a~b",
+            "ab\u{7f}",
+            "@",
+            "économie",
         ];
         for name in names {
             let out = slug_of(Text::Borrowed(name));
