@@ -296,10 +296,9 @@ impl Filter {
     /// and by the marks removed windows leave), it is swept first, and
     /// then it is rebuilt in place when the windows left fill at most half
     /// of it, or into one twice the size otherwise (hashbrown's rule). So
-    /// once the windows level off the table keeps its memory, and no fresh
-    /// pages are taken for it; where it grew whenever it ran out of room
-    /// between sweeps, it doubled whenever the windows and the marks
-    /// outran them, although a sweep would have left it half empty.
+    /// the table doubles only when the windows within the horizon fill
+    /// half of it, and once they level off it keeps its memory: no fresh
+    /// pages are taken for it.
     fn make_room(&mut self) {
         if self.seen.len() < self.seen.capacity() {
             return;
