@@ -169,6 +169,10 @@ pub struct Filter {
     changed: Vec<Key>,
     /// Entries in the deltas written since the last full snapshot.
     logged: usize,
+    /// Windows held at which the table is swept: twice what the last
+    /// sweep left, so that what is held stays within twice the windows
+    /// within the horizon.
+    sweep_at: usize,
     /// Whether changes are kept for [`Filter::delta`] (a saved filter).
     saved: bool,
 }
@@ -199,6 +203,7 @@ impl Filter {
             clock_ms: i64::MIN,
             changed: Vec::new(),
             logged: 0,
+            sweep_at: 1024,
             saved,
         }
     }
@@ -268,6 +273,9 @@ impl Filter {
         if changed {
             self.changed.push(key);
         }
+        if self.seen.len() >= self.sweep_at {
+            self.sweep();
+        }
         verdict
     }
 
@@ -291,14 +299,14 @@ impl Filter {
             .saturating_sub(self.limits.lateness_ms.min(self.limits.max_age_ms))
     }
 
-    /// Makes room for one more window, sweeping before the table would
-    /// grow: when it has no room left (its free buckets used up by windows
-    /// and by the marks removed windows leave), it is swept first, and
-    /// then it is rebuilt in place when the windows left fill at most half
-    /// of it, or into one twice the size otherwise (hashbrown's rule). So
-    /// the table doubles only when the windows within the horizon fill
-    /// half of it, and once they level off it keeps its memory: no fresh
-    /// pages are taken for it.
+    /// Makes room for one more window without growing the table when a
+    /// sweep can: a table out of room before what it holds reaches
+    /// `sweep_at` (its free buckets used up by windows and by the marks
+    /// removed windows leave) is swept first, then rebuilt in place when
+    /// the windows left fill at most half of it, or into one twice the
+    /// size otherwise (hashbrown's rule). So the table doubles only when
+    /// the windows within the horizon fill half of it, and once they level
+    /// off it keeps its memory: no fresh pages are taken for it.
     fn make_room(&mut self) {
         if self.seen.len() < self.seen.capacity() {
             return;
@@ -315,6 +323,7 @@ impl Filter {
         let (horizon, window) = (self.horizon(), self.limits.window_ms);
         self.seen
             .retain(|_, s| s.dirty || s.end_ms(window) >= horizon);
+        self.sweep_at = (self.seen.len() * 2).max(1024);
     }
 
     /// The partition's clock: the latest reference time seen.

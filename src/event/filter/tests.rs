@@ -261,6 +261,9 @@ fn the_windows_held_level_off_at_the_window_and_lateness_of_traffic() {
     let entry = std::mem::size_of::<(Key, Seen)>() + 1;
     assert_eq!(entry, 41);
     assert!(f.tracked() <= f.seen.capacity(), "{}", f.tracked());
+    // Swept at twice what the last sweep left: 90 minutes of windows and
+    // the ones changed since the last delta.
+    assert!(f.tracked() <= 2 * (90 * 60 + 1_001), "{}", f.tracked());
     assert!(f.bytes() >= f.tracked() * entry, "{}", f.bytes());
     assert!(
         f.bytes() <= 16_384 * entry + 2 * 1_001 * 16,
