@@ -70,9 +70,8 @@ impl<'a> Incoming<'a> {
     }
 }
 
-/// What became of one message. Kept small (48 bytes, where one holding
-/// the whole event took 288): a read makes one per message and moves it
-/// twice.
+/// What became of one message. Kept small (48 bytes; a whole event takes
+/// 224): a read makes one per message and moves it twice.
 enum Outcome<'a> {
     /// Applied before: the partition's saved state covers it.
     Covered,
@@ -90,6 +89,8 @@ enum Outcome<'a> {
     /// An article's publication or withdrawal (rare: boxed).
     Lifecycle(Box<Event<'static>>),
 }
+
+const _: () = assert!(std::mem::size_of::<Outcome<'static>>() <= 48);
 
 /// One thread's share of the partitions read together: those at positions
 /// `index`, `index + of`, `index + 2 × of`, …
