@@ -28,6 +28,27 @@ pub struct Limits {
     pub count: Option<u64>,
     /// Print progress to stderr every second.
     pub progress: bool,
+    /// Time the messages by this clock rather than the wall clock.
+    pub clock: Option<EventClock>,
+}
+
+/// A clock that advances with the messages made, not with the wall clock:
+/// a backlog produced in a second can span minutes of its events' time, as
+/// one left by an outage does. Both the events' times and the messages'
+/// Kafka timestamps (by which a consumer judges them) follow it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventClock {
+    /// The time of the newsroom's first message (ms since the epoch).
+    pub start_ms: i64,
+    /// Messages per second of this clock.
+    pub per_second: f64,
+}
+
+impl EventClock {
+    /// The time of message number `n` (counted from 0).
+    pub fn at(&self, n: u64) -> i64 {
+        self.start_ms + (n as f64 * 1_000.0 / self.per_second) as i64
+    }
 }
 
 /// What was sent.
@@ -85,10 +106,13 @@ pub async fn run(
                 }
             }
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = match limits.clock {
+            Some(clock) => clock.at(n),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        };
         let m = newsroom.next(now_ms);
         let topic = m.topic_in(&kafka.topics);
         let headers = m.content_type.map(|ct| {
@@ -101,6 +125,9 @@ pub async fn run(
             let mut record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
             if let Some(h) = &headers {
                 record = record.headers(h.clone());
+            }
+            if limits.clock.is_some() {
+                record = record.timestamp(now_ms);
             }
             match producer.send_result(record) {
                 Ok(delivery) => {

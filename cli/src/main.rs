@@ -207,6 +207,7 @@ async fn run(
                 duration: a.duration,
                 count: a.count,
                 progress: true,
+                clock: None,
             };
             let sent = popularity_cli::loadgen::run(
                 &producer,

@@ -3,15 +3,23 @@
 //! own; backlogs are produced while it is stopped (`SIGSTOP`, so that the
 //! producer does not share the cores with it), then drained, one after
 //! another, each under the dev broker's 5 MiB per partition. The first
-//! backlogs warm it up (every table grown to size); then at least
+//! backlogs warm it up; then at least
 //! `--steady-events` are measured: the drain's rate, and CPU µs per event
 //! of the service process (`/proc/<pid>/stat`) and of Redis (its own
 //! `/proc/<pid>/stat`) apart, with the service's RSS at each backlog.
 //! Beside it, on the last backlogs as the topic retains them, in the same
 //! run: kcat consuming only (a C client, no processing) and the Python peer
 //! of row (h), their CPU from this process's waited-for children.
-//! Two variants: the load generator's traffic (returning visitors,
-//! repeats, bots, shares, engagement) and a new visitor per event.
+//! Three variants: the load generator's traffic (returning visitors,
+//! repeats, bots, shares, engagement), a new visitor per event, and the
+//! load generator's traffic whose time advances at 5,000 events per
+//! second with a `dedupe_window` and `dedupe_lateness` of 60 s. In the
+//! first two every backlog falls within one `dedupe_window` (30 min), so
+//! the duplicate filters grow for the whole run, as they do while a
+//! service catches up on the first half hour after an outage; in the third
+//! the windows the filters hold level off during the warm-up (240 s of the
+//! events' time, twice the window and lateness), as they do in a service
+//! that has run longer than its window.
 
 use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +29,7 @@ use anyhow::{bail, Context as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::devbroker::DevBroker;
-use crate::loadgen::{self, Limits};
+use crate::loadgen::{self, EventClock, Limits};
 use crate::newsroom::{Newsroom, Shape};
 use crate::redis_server::RedisServer;
 use popularity::config::Settings;
@@ -31,8 +39,15 @@ use super::{fmt_rate, mib, BenchOptions, Row};
 
 /// Events per backlog: about 3 MiB on each of the 12 partitions.
 const BACKLOG: u64 = 150_000;
-/// Backlogs drained before measuring.
-const WARM_UP: usize = 2;
+/// Backlogs drained before measuring: in the level variant, twice its
+/// window and lateness of the events' time (8 × 150,000 events at 5,000 a
+/// second are 240 s). Every variant warms up alike, so that the newsroom's
+/// catalogue (an article more every 500 events) is the same size in each.
+const WARM_UP: usize = 8;
+/// The level variant's events per second of their own time, and its
+/// `dedupe_window` and `dedupe_lateness`.
+const LEVEL_RATE: f64 = 5_000.0;
+const LEVEL_DEDUPE: &str = "60s";
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on
 /// Linux for every architecture the service builds on).
@@ -191,6 +206,17 @@ impl Service {
     }
 }
 
+/// One variant of the row.
+struct Variant {
+    name: &'static str,
+    shape: Shape,
+    /// The service's settings besides the bench's.
+    env: &'static [(&'static str, &'static str)],
+    /// The events' clock in messages per second of it; `None`: the wall
+    /// clock's.
+    clock: Option<f64>,
+}
+
 /// One variant's figures.
 struct Steady {
     events: f64,
@@ -200,6 +226,8 @@ struct Steady {
     rss: Vec<u64>,
     /// What the duplicate filters held at each measured backlog (bytes).
     filters: Vec<u64>,
+    /// Windows the duplicate filters held at each measured backlog.
+    windows: Vec<u64>,
     /// Redis's `INFO commandstats` over the measured backlogs.
     commands: Vec<Cmdstat>,
 }
@@ -233,17 +261,17 @@ fn command_stats(info: &str) -> Vec<Cmdstat> {
     out
 }
 
-/// Drains backlogs of `shape`'s traffic through a service of its own.
+/// Drains backlogs of `v`'s traffic through a service of its own.
 async fn variant(
     options: &BenchOptions,
     settings: &Settings,
     redis: &RedisServer,
-    shape: Shape,
-    name: &str,
+    v: &Variant,
 ) -> anyhow::Result<Steady> {
-    let group = format!("bench-steady-{name}-{}", now_ms());
+    let name = v.name;
+    let group = format!("bench-steady-{}-{}", name.replace(' ', "-"), now_ms());
     let prefix = format!("steady{}", now_ms() % 100_000);
-    let mut service = Service::start(settings, &group, &prefix, &[])?;
+    let mut service = Service::start(settings, &group, &prefix, v.env)?;
     let redis_pid = redis
         .pid()
         .context("the bench's redis-server has a pid")?
@@ -251,7 +279,12 @@ async fn variant(
     // What the topics already hold is read first, as part of the warm-up.
     let mut base = service.idle(Duration::from_secs(3)).await?;
     let producer = loadgen::producer(&settings.kafka)?;
-    let mut newsroom = Newsroom::new(shape, now_ms());
+    let started_ms = now_ms();
+    let mut newsroom = Newsroom::new(v.shape.clone(), started_ms);
+    let clock = v.clock.map(|per_second| EventClock {
+        start_ms: started_ms,
+        per_second,
+    });
     let measured_backlogs = (options.steady_events as f64 / BACKLOG as f64).ceil() as usize;
     let mut out = Steady {
         events: 0.0,
@@ -260,6 +293,7 @@ async fn variant(
         redis_cpu: 0.0,
         rss: Vec::new(),
         filters: Vec::new(),
+        windows: Vec::new(),
         commands: Vec::new(),
     };
     for round in 0..WARM_UP + measured_backlogs {
@@ -267,6 +301,7 @@ async fn variant(
         // The newsroom counts every message it made, across backlogs.
         let limits = Limits {
             count: Some(newsroom.produced() + BACKLOG),
+            clock,
             ..Limits::default()
         };
         let sent = loadgen::run(
@@ -299,8 +334,12 @@ async fn variant(
             .metric("popularity_dedupe_bytes")
             .await
             .unwrap_or(0.0) as u64;
+        let windows = service
+            .metric("popularity_dedupe_windows")
+            .await
+            .unwrap_or(0.0) as u64;
         eprintln!(
-            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, filters {}",
+            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, filters {} ({windows} windows)",
             sent.delivered,
             took.as_secs_f64(),
             cpu1 - cpu0,
@@ -315,6 +354,7 @@ async fn variant(
             out.redis_cpu += rcpu1 - rcpu0;
             out.rss.push(rss);
             out.filters.push(filters);
+            out.windows.push(windows);
         }
     }
     out.commands = command_stats(&super::redis_info(
@@ -384,7 +424,18 @@ fn peer(settings: &Settings, redis: &RedisServer) -> anyhow::Result<Option<(f64,
     )))
 }
 
-/// Rows (t): both variants, then kcat and the peer on what the topic retains.
+/// Redis's CPU per event outside commands, from its CPU less what
+/// `INFO commandstats` counts. The latter is time on Redis's thread, so
+/// on a loaded machine it can exceed the CPU Redis was given.
+fn outside(us: f64) -> String {
+    if us >= 0.0 {
+        format!("{us:.2} µs")
+    } else {
+        format!("not measured (commands took {:.2} µs per event more than Redis's CPU: the machine was loaded)", -us)
+    }
+}
+
+/// Rows (t): the three variants, then kcat and the peer on what the topic retains.
 pub(super) async fn rows(
     options: &BenchOptions,
     redis: &RedisServer,
@@ -393,22 +444,40 @@ pub(super) async fn rows(
     let us = |cpu: f64, n: f64| 1e6 * cpu / n.max(1.0);
     let mut kcat_us = None;
     let mut peer_row = None;
-    for (name, shape) in [
-        ("newsroom", Shape::default()),
-        (
-            "new visitor per event",
-            Shape {
+    let variants = [
+        Variant {
+            name: "newsroom",
+            shape: Shape::default(),
+            env: &[],
+            clock: None,
+        },
+        Variant {
+            name: "new visitor per event",
+            shape: Shape {
                 visitors: usize::MAX,
                 ..Shape::default()
             },
-        ),
-    ] {
+            env: &[],
+            clock: None,
+        },
+        Variant {
+            name: "newsroom, windows level",
+            shape: Shape::default(),
+            env: &[
+                ("POPULARITY__INGEST__DEDUPE_WINDOW", LEVEL_DEDUPE),
+                ("POPULARITY__INGEST__DEDUPE_LATENESS", LEVEL_DEDUPE),
+            ],
+            clock: Some(LEVEL_RATE),
+        },
+    ];
+    for v in &variants {
+        let name = v.name;
         // A broker of its own: the service reads only this variant's
         // backlogs, and what the broker retains is this variant's.
         let topics = ["steady.events", "steady.articles", "steady.dlq"];
         let broker = DevBroker::start(&topics, 12)?;
         let settings = &super::settings_for(&broker, redis, (topics[0], topics[1], topics[2]));
-        let s = variant(options, settings, redis, shape, name).await?;
+        let s = variant(options, settings, redis, v).await?;
         // kcat and the peer read what the newsroom's backlogs left on the topic.
         if kcat_us.is_none() {
             if let Some((n, secs, cpu)) = kcat(settings)? {
@@ -435,11 +504,13 @@ pub(super) async fn rows(
                 "memory, {name}: RSS and what the duplicate filters hold, at each of {n} measured backlogs"
             ),
             value: format!(
-                "RSS {} → {}; filters {} → {}; RSS less filters {} → {} (min {}, max {})",
+                "RSS {} → {}; filters {} → {} ({} → {} windows); RSS less filters {} → {} (min {}, max {})",
                 mib(first),
                 mib(last),
                 mib(s.filters.first().copied().unwrap_or(0)),
                 mib(s.filters.last().copied().unwrap_or(0)),
+                s.windows.first().copied().unwrap_or(0),
+                s.windows.last().copied().unwrap_or(0),
                 mib(less(0)),
                 mib(less(n - 1)),
                 mib((0..n).map(less).min().unwrap_or(0)),
@@ -478,9 +549,9 @@ pub(super) async fn rows(
             id: "t",
             what: format!("Redis per event, {name}: INFO commandstats over the measured backlogs"),
             value: format!(
-                "{}; outside commands (reading requests, writing replies): {:.2} µs",
+                "{}; outside commands (reading requests, writing replies): {}",
                 top.join(", "),
-                us(s.redis_cpu, s.events) - within / s.events
+                outside(us(s.redis_cpu, s.events) - within / s.events)
             ),
             target: "—".into(),
         });
