@@ -5,14 +5,22 @@
 -- KEYS[2 .. n+1]     one ranking zset per profile
 -- KEYS[n+2 .. n+1+k] all-time count zsets, one per event type (only with counts)
 -- ARGV: reference_ms, max_members, floor, rebase_after_half_lives, n, f,
---       then n × (profile name, half-life ms),
+--       then n × (profile name, half-life ms, landmark the increments are
+--       relative to),
 --       then f × (fence field, expected offset or '', new offset),
---       then member count m and m × (member, n increments relative to reference_ms),
+--       then member count m and m × (member, n increments relative to
+--       their profile's landmark),
 --       then count rows c and c × (article, then one count per event type),
 --       then the group's time to live in ms (0: none): every key of the
 --       group expires after that long without a write (DESIGN §12).
--- Returns m, or {'conflict', field, stored value} when a fence differs from
--- what the writer expected: then nothing is written.
+-- The writer computes each increment against the landmark it expects
+-- this write to leave (the stored one, or reference_ms when there is
+-- none or the write rebases), so that they are added as sent: Lua neither
+-- parses nor formats a score.
+-- Returns m; {'conflict', field, stored value} when a fence differs from
+-- what the writer expected; {'landmark', stored landmark or '' per
+-- profile} when a landmark differs from what the writer expected: then
+-- nothing is written.
 local r = tonumber(ARGV[1])
 local max_members = tonumber(ARGV[2])
 local floor = tonumber(ARGV[3])
@@ -20,7 +28,7 @@ local rebase_after = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
 local f = tonumber(ARGV[6])
 
-local i = 7 + 2 * n
+local i = 7 + 3 * n
 for _ = 1, f do
   local stored = redis.call('HGET', KEYS[1], ARGV[i]) or ''
   if stored ~= ARGV[i + 1] then
@@ -28,7 +36,38 @@ for _ = 1, f do
   end
   i = i + 3
 end
-i = 7 + 2 * n
+
+-- Each profile's landmark after this write: the stored one, or r when
+-- there is none or it is rebase_after half-lives old.
+local stored = {}
+local rebase = {}
+local mismatch = false
+for p = 1, n do
+  local h = tonumber(ARGV[5 + 3 * p])
+  local l = redis.call('HGET', KEYS[1], 'landmark:' .. ARGV[4 + 3 * p])
+  stored[p] = l or ''
+  local after = r
+  if l then
+    l = tonumber(l)
+    if (r - l) < rebase_after * h then
+      after = l
+    else
+      rebase[p] = l
+    end
+  end
+  if after ~= tonumber(ARGV[6 + 3 * p]) then
+    mismatch = true
+  end
+end
+if mismatch then
+  local reply = {'landmark'}
+  for p = 1, n do
+    reply[p + 1] = stored[p]
+  end
+  return reply
+end
+
+i = 7 + 3 * n
 for _ = 1, f do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
   i = i + 3
@@ -41,26 +80,16 @@ local function trim(key)
   end
 end
 
-local factors = {}
 for p = 1, n do
-  local name = ARGV[5 + 2 * p]
-  local h = tonumber(ARGV[6 + 2 * p])
-  local key = KEYS[1 + p]
-  local field = 'landmark:' .. name
-  local l = redis.call('HGET', KEYS[1], field)
-  if not l then
-    l = r
-    redis.call('HSET', KEYS[1], field, ARGV[1])
-  else
-    l = tonumber(l)
-    if (r - l) >= rebase_after * h then
-      redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', 2 ^ ((l - r) / h))
+  if stored[p] == '' or rebase[p] then
+    local key = KEYS[1 + p]
+    if rebase[p] then
+      local h = tonumber(ARGV[5 + 3 * p])
+      redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', 2 ^ ((rebase[p] - r) / h))
       redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. floor)
-      l = r
-      redis.call('HSET', KEYS[1], field, ARGV[1])
     end
+    redis.call('HSET', KEYS[1], 'landmark:' .. ARGV[4 + 3 * p], ARGV[1])
   end
-  factors[p] = 2 ^ ((r - l) / h)
 end
 
 local m = tonumber(ARGV[i])
@@ -68,7 +97,7 @@ i = i + 1
 for _ = 1, m do
   local member = ARGV[i]
   for p = 1, n do
-    redis.call('ZINCRBY', KEYS[1 + p], tonumber(ARGV[i + p]) * factors[p], member)
+    redis.call('ZINCRBY', KEYS[1 + p], ARGV[i + p], member)
   end
   i = i + n + 1
 end

@@ -25,6 +25,17 @@ async fn stores(
     max_members: usize,
     ttl: Duration,
 ) -> Vec<(&'static str, Arc<dyn Store>)> {
+    stores_under(servers, max_members, ttl, &random_name("contract")).await
+}
+
+/// [`stores`] with their keys under `prefix`: called twice, two processes
+/// writing the same keys.
+async fn stores_under(
+    servers: &Topologies,
+    max_members: usize,
+    ttl: Duration,
+    prefix: &str,
+) -> Vec<(&'static str, Arc<dyn Store>)> {
     let mut out = Vec::new();
     for (name, backend, mode, url) in [
         ("memory", Backend::Memory, RedisMode::Standalone, ""),
@@ -54,7 +65,7 @@ async fn stores(
             s.store.redis_url = url.to_string();
         }
         s.store.sentinel_master = servers.sentinels.master_name.clone();
-        s.store.key_prefix = random_name("contract");
+        s.store.key_prefix = prefix.to_string();
         s.store.metadata_ttl = ttl;
         s.scoring.max_members = max_members;
         out.push((name, popularity::store::connect(&s).await.unwrap()));
@@ -160,6 +171,57 @@ async fn scores_follow_the_formula_across_rebases_over_hundreds_of_half_lives() 
         let got = score(&*store, &Group::All, "a", at).await.unwrap();
         let want = trending(&events, at);
         assert!(rel_err(got, want) < 1e-9, "{name}: {got} against {want}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_landmark_another_moved_writes_once_against_the_new_one() {
+    let redis = topologies();
+    let prefix = random_name("contract");
+    let first = stores_under(&redis, 100, Duration::from_secs(3600), &prefix).await;
+    let second = stores_under(&redis, 100, Duration::from_secs(3600), &prefix).await;
+    for ((name, a), (_, b)) in first.into_iter().zip(second).skip(1) {
+        let start = now_ms() - 400 * HOUR;
+        let mut events: Vec<(i64, f64)> = Vec::new();
+        // (writer, reference time, Kafka partition, expected fence, new fence):
+        // `b` first writes a group it has not seen (its landmark is `a`'s),
+        // and rebases it 200 hours on (trending rebases after 128); `a`
+        // then writes with the landmark it left there.
+        let writes = [
+            (&a, start, "e/0", None, 10),
+            (&b, start + 200 * HOUR, "e/1", None, 5),
+            (&a, start + 201 * HOUR, "e/0", Some(10), 20),
+            (&b, start + 202 * HOUR, "e/1", Some(5), 6),
+        ];
+        for (store, r, source, expected, new) in writes {
+            let mut w = Aggregate::new(profiles(), r).laid_out(store.layout());
+            w.add(EventType::PageView, "a", Some("news"), &[], r - 1_000, 1.0);
+            for unit in w.groups.keys().cloned().collect::<Vec<_>>() {
+                w.fence(
+                    unit,
+                    Fence {
+                        source: source.into(),
+                        expected,
+                        new,
+                    },
+                );
+            }
+            events.push((r - 1_000, 1.0));
+            let applied = store.apply(&w).await.unwrap();
+            assert!(applied.conflicts.is_empty(), "{name} at {r}: {applied:?}");
+        }
+        let at = start + 202 * HOUR;
+        let want = trending(&events, at);
+        for group in [Group::All, Group::Section("news".into())] {
+            for store in [&a, &b] {
+                let got = score(&**store, &group, "a", at).await.unwrap();
+                assert!(
+                    rel_err(got, want) < 1e-12,
+                    "{name} {group:?}: {got} against {want}"
+                );
+            }
+        }
+        assert_eq!(a.counts("a").await.unwrap(), [4, 0, 0], "{name}");
     }
 }
 

@@ -16,6 +16,7 @@ use redis::{Cmd, FromRedisValue, Script, Value};
 
 mod articles;
 mod keys;
+mod landmarks;
 mod link;
 mod scripts;
 mod shards;
@@ -30,6 +31,7 @@ use crate::scoring::{Aggregate, Group, Profiles};
 use crate::store::{Layout, Unit};
 use keys::Keys;
 use keys::FENCE_PREFIX;
+use landmarks::Landmarks;
 use link::{Link, Part};
 use std::ops::Range;
 
@@ -50,7 +52,13 @@ pub struct RedisStore {
     group_ttl_ms: u64,
     /// Replicas that must hold every write before it counts as done.
     wait_replicas: usize,
+    /// The rankings' landmarks as this process last saw them.
+    landmarks: Landmarks,
 }
+
+/// Times a flush's unit is computed again after another process moved
+/// its landmarks in between (a rebase, every few days per profile).
+const LANDMARK_ATTEMPTS: usize = 3;
 
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -88,6 +96,7 @@ impl RedisStore {
             layout: Layout::split(settings.effective_shards()),
             group_ttl_ms: settings.group_ttl.as_millis() as u64,
             wait_replicas: settings.wait_replicas,
+            landmarks: Landmarks::default(),
         })
     }
 
@@ -159,29 +168,63 @@ impl RankingWrites for RedisStore {
             .load(&self.apply_script)
             .await
             .map_err(unavailable)?;
-        let groups: Vec<&Unit> = batch.groups.keys().collect();
-        let parts: Vec<Part> = groups
-            .iter()
-            .map(|g| Part::one(self.invocation(batch, g)))
-            .collect();
-        let replies = self.send(parts).await?;
-        self.replicated().await?;
+        let mut pending: Vec<&Unit> = batch.groups.keys().collect();
         let mut applied = Applied::default();
-        for (group, mut reply) in groups.into_iter().zip(replies) {
-            match reply.pop().unwrap_or(Value::Nil) {
-                Value::Int(_) => {}
-                Value::Array(v) => {
-                    tracing::info!(?group, reply = ?v, "fence conflict");
-                    applied.conflicts.push(group.clone());
-                }
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "unexpected script reply {other:?}"
-                    )))
+        for _ in 0..LANDMARK_ATTEMPTS {
+            let (parts, after): (Vec<Part>, Vec<Vec<i64>>) = pending
+                .iter()
+                .map(|g| {
+                    let known = self.landmarks.known(g, self.profiles.len());
+                    let (cmd, after) = self.invocation(batch, g, &known);
+                    (Part::one(cmd), after)
+                })
+                .unzip();
+            let replies = self.send(parts).await?;
+            self.replicated().await?;
+            let mut stale = Vec::new();
+            for ((group, after), mut reply) in pending.into_iter().zip(after).zip(replies) {
+                match reply.pop().unwrap_or(Value::Nil) {
+                    Value::Int(_) => self
+                        .landmarks
+                        .set(group, after.into_iter().map(Some).collect()),
+                    Value::Array(v) => {
+                        let v: Vec<String> = parse(Value::Array(v))?;
+                        match v.split_first() {
+                            Some((tag, stored)) if tag == "landmark" => {
+                                let stored = stored
+                                    .iter()
+                                    .map(|l| match l.as_str() {
+                                        "" => Ok(None),
+                                        l => l.parse().map(Some).map_err(|_| {
+                                            StoreError::Corrupt(format!("landmark {l:?}"))
+                                        }),
+                                    })
+                                    .collect::<Result<_, _>>()?;
+                                self.landmarks.set(group, stored);
+                                stale.push(group);
+                            }
+                            _ => {
+                                tracing::info!(?group, reply = ?v, "fence conflict");
+                                applied.conflicts.push(group.clone());
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "unexpected script reply {other:?}"
+                        )))
+                    }
                 }
             }
+            if stale.is_empty() {
+                return Ok(applied);
+            }
+            pending = stale;
         }
-        Ok(applied)
+        Err(StoreError::Unavailable(format!(
+            "the landmarks of {} groups moved under {LANDMARK_ATTEMPTS} writes in a row",
+            pending.len()
+        )))
     }
 
     async fn fences(&self, groups: &[Unit]) -> Result<Vec<HashMap<String, i64>>, StoreError> {

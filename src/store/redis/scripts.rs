@@ -6,7 +6,9 @@ use redis::Cmd;
 use super::keys::FENCE_PREFIX;
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
-use crate::scoring::{Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR};
+use crate::scoring::{
+    plan_landmark, to_landmark, Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR,
+};
 use crate::store::StoreError;
 use crate::store::Unit;
 
@@ -102,10 +104,17 @@ impl RedisStore {
         part
     }
 
-    /// The call of `apply.lua` for `group`'s share of `batch`. The all-time
-    /// counts go with the overall ranking, in cluster mode with the shard
-    /// that ranks the article.
-    pub(super) fn invocation(&self, batch: &Aggregate, group: &Unit) -> Cmd {
+    /// The call of `apply.lua` for `group`'s share of `batch`, given what
+    /// is known of its landmarks, with the landmarks it expects to leave:
+    /// its increments are computed against them ([`plan_landmark`]). The
+    /// all-time counts go with the overall ranking, in cluster mode with
+    /// the shard that ranks the article.
+    pub(super) fn invocation(
+        &self,
+        batch: &Aggregate,
+        group: &Unit,
+        known: &[Option<i64>],
+    ) -> (Cmd, Vec<i64>) {
         let counts: Vec<_> = match group.part() {
             _ if *group.group() != Group::All => Vec::new(),
             None => batch.counts.iter().collect(),
@@ -132,8 +141,15 @@ impl RedisStore {
             .arg(REBASE_AFTER_HALF_LIVES)
             .arg(self.profiles.len())
             .arg(fences.len());
-        for p in self.profiles.iter() {
-            inv.arg(&p.name).arg(p.half_life_ms);
+        let r = batch.reference_ms;
+        let after: Vec<i64> = self
+            .profiles
+            .iter()
+            .zip(known)
+            .map(|(p, l)| plan_landmark(*l, r, p.half_life_ms).landmark())
+            .collect();
+        for (p, l) in self.profiles.iter().zip(&after) {
+            inv.arg(&p.name).arg(p.half_life_ms).arg(*l);
         }
         for f in fences {
             inv.arg(format!("{FENCE_PREFIX}{}", f.source))
@@ -144,8 +160,8 @@ impl RedisStore {
         inv.arg(members.len());
         for (member, incs) in members {
             inv.arg(member);
-            for v in incs {
-                inv.arg(*v);
+            for ((v, p), l) in incs.iter().zip(self.profiles.iter()).zip(&after) {
+                inv.arg(to_landmark(*v, r, *l, p.half_life_ms));
             }
         }
         inv.arg(counts.len());
@@ -156,6 +172,6 @@ impl RedisStore {
             }
         }
         inv.arg(self.group_ttl_ms);
-        inv
+        (inv, after)
     }
 }
