@@ -1,0 +1,107 @@
+"""Redis's instructions per member of a flush's ZINCRBYs inside a Lua
+script, counted by callgrind (the same count whatever else the machine is
+doing), two ways:
+
+  multiplied: the script parses each increment, multiplies it by its
+              landmark's factor and hands Lua's number to ZINCRBY (which
+              formats it), as apply.lua did before it added increments
+              as sent;
+  as sent:    the writer computed each increment against the landmark,
+              and the script hands the string it was sent to ZINCRBY, as
+              apply.lua does now.
+
+Each way runs in a redis-server of its own under callgrind: 10 calls of
+5,000 members on one zset, the increments formatted as the service's Redis
+client formats them (shortest round trip). A run with no script call is
+subtracted. Prints instructions per member for each way.
+
+    ~/.cache/popularity-bench/venv/bin/python bench/script_instructions.py
+
+Needs valgrind, redis-server and redis-py (the venv bench/run.sh makes).
+"""
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+MULTIPLIED = """
+local f = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], tonumber(ARGV[i + 1]) * f, ARGV[i])
+end
+return 1
+"""
+
+AS_SENT = """
+for i = 2, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+return 1
+"""
+
+MEMBERS = 5_000
+CALLS = 10
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def instructions(script, out_dir, name):
+    """Instructions redis-server ran for CALLS calls of `script` (None: none)."""
+    port = free_port()
+    out = os.path.join(out_dir, f"{name}.out")
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+         "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(300):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.2)
+    rng = random.Random(7)
+    members = [f"site:article-{i:06d}" for i in range(MEMBERS)]
+    factor = 2 ** (1_234_567 / 7_200_000)
+    registered = client.register_script(script) if script else None
+    for _ in range(CALLS):
+        args = [repr(factor)]
+        for m in members:
+            v = rng.random() * 7 * 2 ** (-rng.random())
+            args += [m, repr(v) if script == MULTIPLIED else repr(v * factor)]
+        if registered:
+            registered(keys=["z"], args=args)
+        else:
+            client.ping()
+    client.shutdown(nosave=True)
+    server.wait()
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    sys.exit(f"no totals in {out}")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as d:
+        base = instructions(None, d, "none")
+        per = {}
+        for name, script in [("multiplied", MULTIPLIED), ("as sent", AS_SENT)]:
+            per[name] = (instructions(script, d, name) - base) / (MEMBERS * CALLS)
+    for name, n in per.items():
+        print(f"{name}: {n:,.0f} instructions per member")
+    print(f"as sent / multiplied: {per['as sent'] / per['multiplied']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
