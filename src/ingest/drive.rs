@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
@@ -205,10 +205,12 @@ impl Loop {
             msg = self.consumer.recv(), if !full => {
                 // Then whatever else is already fetched, without going
                 // round the loop for each message, read together (on the
-                // cores' threads when there are enough).
+                // cores' threads when there are enough). One stream for
+                // them all: each `recv` takes and frees a waker's slot.
                 let mut next = Some(msg);
                 let mut drained = 0;
                 let mut fetched = Vec::new();
+                let mut stream = self.consumer.stream();
                 while let Some(msg) = next.take() {
                     match msg {
                         Ok(m) => fetched.push(m),
@@ -216,7 +218,7 @@ impl Loop {
                     }
                     drained += 1;
                     if drained < DRAIN_MAX && self.batch.messages + fetched.len() < self.max_batch {
-                        next = self.consumer.recv().now_or_never();
+                        next = stream.next().now_or_never().flatten();
                     }
                 }
                 self.reader.read_fetched(&fetched, &mut self.batch);
