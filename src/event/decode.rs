@@ -124,8 +124,14 @@ impl Decoder {
             self.schemas.note(id);
         }
         let raw = match info.encoding {
-            Encoding::Json => serde_json::from_slice::<Raw<'_>>(payload)
-                .map_err(|e| Invalid::Malformed(format!("invalid JSON: {e}")))?,
+            // Checked as UTF-8 once, whole: serde_json then reads its
+            // strings without checking each again.
+            Encoding::Json => std::str::from_utf8(payload)
+                .map_err(|e| Invalid::Malformed(format!("invalid JSON: not UTF-8: {e}")))
+                .and_then(|text| {
+                    serde_json::from_str::<Raw<'_>>(text)
+                        .map_err(|e| Invalid::Malformed(format!("invalid JSON: {e}")))
+                })?,
             // Behaviour events borrow their texts; the rest is prost's.
             Encoding::Protobuf => match super::wire::behaviour(payload) {
                 Some(raw) => raw,
@@ -447,6 +453,32 @@ mod tests {
             Event::Unpublished {
                 article_id: "a-7".into()
             }
+        );
+    }
+
+    #[test]
+    fn json_that_is_not_utf8_is_malformed_and_says_where() {
+        // A byte that cannot start a character, in a string and outside one.
+        for (bytes, at) in [
+            (
+                &b"{\"type\":\"page_view\",\"article_id\":\"a-\xff\"}"[..],
+                36,
+            ),
+            (&b"{\"type\":\"page_view\"\xc3}"[..], 19),
+        ] {
+            let bad = decode(bytes, &info(Encoding::Json)).unwrap_err();
+            assert_eq!(bad.code(), "malformed");
+            let text = bad.to_string();
+            assert!(text.contains("not UTF-8"), "{text}");
+            assert!(text.contains(&format!("index {at}")), "{text}");
+        }
+        // Text in any script is UTF-8, and decodes.
+        let b = behaviour(
+            r#"{"type":"page_view","article_id":"é-漢","occurred_at":1694494080000,"section":"Économie"}"#,
+        );
+        assert_eq!(
+            (&*b.article_id, b.section.as_deref()),
+            ("é-漢", Some("économie"))
         );
     }
 
