@@ -60,6 +60,44 @@ pub struct RedisStore {
 /// its landmarks in between (a rebase, every few days per profile).
 const LANDMARK_ATTEMPTS: usize = 3;
 
+/// What `apply.lua` answered for one unit.
+enum ApplyReply {
+    Applied,
+    /// A fence differs from what the writer expected: the reply as is.
+    Conflict(Vec<String>),
+    /// A landmark differs from what the writer expected: the stored ones,
+    /// one per profile.
+    Landmarks(Vec<Option<i64>>),
+}
+
+impl ApplyReply {
+    fn read(reply: Value) -> Result<ApplyReply, StoreError> {
+        let v: Vec<String> = match reply {
+            Value::Int(_) => return Ok(ApplyReply::Applied),
+            Value::Array(v) => parse(Value::Array(v))?,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unexpected script reply {other:?}"
+                )))
+            }
+        };
+        match v.split_first() {
+            Some((tag, stored)) if tag == "landmark" => stored
+                .iter()
+                .map(|l| match l.as_str() {
+                    "" => Ok(None),
+                    l => l
+                        .parse()
+                        .map(Some)
+                        .map_err(|_| StoreError::Corrupt(format!("landmark {l:?}"))),
+                })
+                .collect::<Result<_, _>>()
+                .map(ApplyReply::Landmarks),
+            _ => Ok(ApplyReply::Conflict(v)),
+        }
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -168,6 +206,9 @@ impl RankingWrites for RedisStore {
             .load(&self.apply_script)
             .await
             .map_err(unavailable)?;
+        // Each unit is computed against the landmarks last seen; one whose
+        // landmarks another process moved is computed again with the ones
+        // the script told back.
         let mut pending: Vec<&Unit> = batch.groups.keys().collect();
         let mut applied = Applied::default();
         for _ in 0..LANDMARK_ATTEMPTS {
@@ -183,36 +224,17 @@ impl RankingWrites for RedisStore {
             self.replicated().await?;
             let mut stale = Vec::new();
             for ((group, after), mut reply) in pending.into_iter().zip(after).zip(replies) {
-                match reply.pop().unwrap_or(Value::Nil) {
-                    Value::Int(_) => self
+                match ApplyReply::read(reply.pop().unwrap_or(Value::Nil))? {
+                    ApplyReply::Applied => self
                         .landmarks
                         .set(group, after.into_iter().map(Some).collect()),
-                    Value::Array(v) => {
-                        let v: Vec<String> = parse(Value::Array(v))?;
-                        match v.split_first() {
-                            Some((tag, stored)) if tag == "landmark" => {
-                                let stored = stored
-                                    .iter()
-                                    .map(|l| match l.as_str() {
-                                        "" => Ok(None),
-                                        l => l.parse().map(Some).map_err(|_| {
-                                            StoreError::Corrupt(format!("landmark {l:?}"))
-                                        }),
-                                    })
-                                    .collect::<Result<_, _>>()?;
-                                self.landmarks.set(group, stored);
-                                stale.push(group);
-                            }
-                            _ => {
-                                tracing::info!(?group, reply = ?v, "fence conflict");
-                                applied.conflicts.push(group.clone());
-                            }
-                        }
+                    ApplyReply::Conflict(v) => {
+                        tracing::info!(?group, reply = ?v, "fence conflict");
+                        applied.conflicts.push(group.clone());
                     }
-                    other => {
-                        return Err(StoreError::Corrupt(format!(
-                            "unexpected script reply {other:?}"
-                        )))
+                    ApplyReply::Landmarks(stored) => {
+                        self.landmarks.set(group, stored);
+                        stale.push(group);
                     }
                 }
             }
