@@ -20,7 +20,7 @@ use super::{
 };
 use crate::event::{ArticleMeta, EventType, PerType};
 use crate::scoring::{
-    plan_landmark, to_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
+    growth, plan_landmark, Aggregate, Group, LandmarkPlan, Profiles, SCORE_FLOOR,
 };
 use std::ops::Range;
 
@@ -125,8 +125,10 @@ impl RankingWrites for MemoryStore {
                 let l = plan.landmark();
                 g.landmarks[p] = Some(l);
                 let ranking = &mut g.rankings[p];
+                // `to_landmark`'s factor, once for every member.
+                let factor = growth(r, l, h);
                 for (member, incs) in members {
-                    ranking.incr(member, to_landmark(incs[p], r, l, h));
+                    ranking.incr(member, incs[p] * factor);
                 }
                 ranking.trim(self.max_members);
             }

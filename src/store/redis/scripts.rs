@@ -7,7 +7,7 @@ use super::keys::FENCE_PREFIX;
 use crate::event::{ArticleMeta, EventType};
 use crate::now_ms;
 use crate::scoring::{
-    plan_landmark, to_landmark, Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR,
+    growth, plan_landmark, Aggregate, Group, REBASE_AFTER_HALF_LIVES, SCORE_FLOOR,
 };
 use crate::store::StoreError;
 use crate::store::Unit;
@@ -151,6 +151,14 @@ impl RedisStore {
         for (p, l) in self.profiles.iter().zip(&after) {
             inv.arg(&p.name).arg(p.half_life_ms).arg(*l);
         }
+        // Each profile's factor from the reference time to its landmark
+        // ([`crate::scoring::to_landmark`]), once for every member.
+        let factors: Vec<f64> = self
+            .profiles
+            .iter()
+            .zip(&after)
+            .map(|(p, l)| growth(r, *l, p.half_life_ms))
+            .collect();
         for f in fences {
             inv.arg(format!("{FENCE_PREFIX}{}", f.source))
                 .arg(f.expected.map(|e| e.to_string()).unwrap_or_default())
@@ -160,8 +168,8 @@ impl RedisStore {
         inv.arg(members.len());
         for (member, incs) in members {
             inv.arg(member);
-            for ((v, p), l) in incs.iter().zip(self.profiles.iter()).zip(&after) {
-                inv.arg(to_landmark(*v, r, *l, p.half_life_ms));
+            for (v, factor) in incs.iter().zip(&factors) {
+                inv.arg(v * factor);
             }
         }
         inv.arg(counts.len());
