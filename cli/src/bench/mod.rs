@@ -64,6 +64,10 @@ pub struct BenchOptions {
     /// Messages per second of the soak of row (u).
     #[arg(long, default_value_t = 8_000.0)]
     pub soak_rate: f64,
+    /// The soak's newsroom publishes an article every this many messages
+    /// (0: never; the load generator's default is 500).
+    #[arg(long, default_value_t = 500)]
+    pub soak_publish_every: usize,
     /// Rows to run, e.g. `cd` (default: every row). Rows a, b, e and f share
     /// one broker run: asking for any of them runs all four.
     #[arg(long, default_value = "abcdefghknrstu")]

@@ -1,13 +1,19 @@
 //! Row (u): memory that levels off. The service (a child process, as in
 //! row (t)) takes the load generator's traffic at a fixed rate for
 //! `--soak-seconds` with a short `dedupe_window` and `dedupe_lateness`
-//! (60 s each), on a dev broker of its own; every 30 s its RSS, Redis's
-//! `used_memory` and the windows its duplicate filters hold
-//! (`popularity_dedupe_windows`) are sampled. Held state must level off:
-//! the row compares the last third of the samples with the middle third,
-//! and gives the bytes per held window (what the soak added, in the process
-//! and in Redis, over the windows held at the end: an upper bound, since
-//! rankings and caches grow with it).
+//! (60 s each), on a dev broker of its own; every 30 s its RSS and what its
+//! duplicate filters' tables hold (`popularity_dedupe_bytes`), Redis's
+//! `used_memory` and its keys' bytes by kind (the filters' saved state, the
+//! articles' metadata, the rankings and the rest), and the windows the
+//! filters hold (`popularity_dedupe_windows`) are sampled. Held state must
+//! level off: the row compares the last third of the samples with the
+//! middle third, and gives the bytes per held window (in the filters'
+//! tables and in Redis's filter keys, and the upper bounds of everything
+//! the soak added over the windows held at the end). The newsroom
+//! publishes an article every `--soak-publish-every` messages: its
+//! catalogue, and so the rankings' members and the articles' metadata,
+//! grows with it until `scoring.max_members` and `store.metadata_ttl`
+//! bound them.
 
 use std::time::Duration;
 
@@ -25,12 +31,62 @@ use super::{info_number, mib, redis_info, BenchOptions, Row};
 /// Between two samples.
 const EVERY: Duration = Duration::from_secs(30);
 
-/// One sample: RSS of the service, Redis's `used_memory`, windows held.
+/// One sample: RSS of the service, Redis's `used_memory`, windows held,
+/// and what Redis's keys of each kind take.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     rss: u64,
     redis: u64,
     windows: f64,
+    /// What the duplicate filters' tables hold (`popularity_dedupe_bytes`).
+    filters: f64,
+    keys: Kinds,
+}
+
+impl Sample {
+    /// The service's RSS less what its filters' tables hold.
+    fn rss_less_filters(&self) -> f64 {
+        self.rss as f64 - self.filters
+    }
+}
+
+/// Bytes Redis's keys take (`MEMORY USAGE`), by what they hold (DESIGN §4's
+/// key layout): the duplicate filters' saved state, the articles'
+/// metadata, and the rest (rankings, counts, indexes, names).
+#[derive(Debug, Clone, Copy, Default)]
+struct Kinds {
+    filters: u64,
+    articles: u64,
+    rankings: u64,
+}
+
+/// Every key under `prefix`, measured: a few hundred keys and one per article.
+fn kinds(url: &str, prefix: &str) -> anyhow::Result<Kinds> {
+    use redis::Commands;
+    let mut c = redis::Client::open(url)?.get_connection()?;
+    let keys = c
+        .scan_match::<_, String>(format!("{prefix}:*"))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut k = Kinds::default();
+    for chunk in keys.chunks(1_000) {
+        let mut p = redis::pipe();
+        for key in chunk {
+            p.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0);
+        }
+        let sizes: Vec<Option<u64>> = p.query(&mut c)?;
+        for (key, size) in chunk.iter().zip(sizes) {
+            let rest = &key[prefix.len()..];
+            let kind = if rest.starts_with(":{d:") {
+                &mut k.filters
+            } else if rest.starts_with(":article:") {
+                &mut k.articles
+            } else {
+                &mut k.rankings
+            };
+            *kind += size.unwrap_or(0);
+        }
+    }
+    Ok(k)
 }
 
 /// Row (u).
@@ -64,13 +120,18 @@ pub(super) async fn rows(
     let (rss0, redis0) = sample(&service);
     let seconds = options.soak_seconds;
     let rate = options.soak_rate;
+    let publish_every = options.soak_publish_every;
     let kafka = settings.kafka.clone();
     let stop = CancellationToken::new();
     let generator = tokio::spawn({
         let stop = stop.clone();
         async move {
             let producer = loadgen::producer(&kafka)?;
-            let mut newsroom = Newsroom::new(Shape::default(), now_ms());
+            let shape = Shape {
+                publish_every,
+                ..Shape::default()
+            };
+            let mut newsroom = Newsroom::new(shape, now_ms());
             let limits = Limits {
                 rate: Some(rate),
                 duration: Some(Duration::from_secs(seconds)),
@@ -89,16 +150,27 @@ pub(super) async fn rows(
             .metric("popularity_dedupe_windows")
             .await
             .unwrap_or(0.0);
+        let filters = service
+            .metric("popularity_dedupe_bytes")
+            .await
+            .unwrap_or(0.0);
+        let keys = kinds(&redis.url, &prefix)?;
         eprintln!(
-            "bench: (u) {:>4}s: service RSS {}, Redis {}, {windows:.0} windows held",
+            "bench: (u) {:>4}s: service RSS {} (filters {}), Redis {} (filters {}, articles {}, rankings {}), {windows:.0} windows held",
             samples.len() as u64 * EVERY.as_secs() + EVERY.as_secs(),
             mib(rss),
-            mib(used)
+            mib(filters as u64),
+            mib(used),
+            mib(keys.filters),
+            mib(keys.articles),
+            mib(keys.rankings),
         );
         samples.push(Sample {
             rss,
             redis: used,
             windows,
+            filters,
+            keys,
         });
     }
     let sent = generator.await??;
@@ -119,18 +191,29 @@ pub(super) async fn rows(
     rows.push(Row {
         id: "u",
         what: format!(
-            "soak: {} events at {rate:.0}/s for {seconds} s, dedupe_window and dedupe_lateness 60 s; every 30 s: service RSS MiB [{}], Redis MiB [{}], windows held [{}]",
+            "soak: {} events at {rate:.0}/s for {seconds} s, an article published every {} messages, dedupe_window and dedupe_lateness 60 s; every 30 s: service RSS MiB [{}] (less the filters' tables [{}]), Redis MiB [{}] (the filters' keys [{}], articles' [{}], rankings' and the rest [{}]), windows held [{}]",
             sent.delivered,
+            publish_every,
             list(|s| format!("{:.0}", s.rss as f64 / 1048576.0)),
+            list(|s| format!("{:.0}", s.rss_less_filters() / 1048576.0)),
             list(|s| format!("{:.1}", s.redis as f64 / 1048576.0)),
+            list(|s| format!("{:.1}", s.keys.filters as f64 / 1048576.0)),
+            list(|s| format!("{:.1}", s.keys.articles as f64 / 1048576.0)),
+            list(|s| format!("{:.1}", s.keys.rankings as f64 / 1048576.0)),
             list(|s| format!("{:.0}", s.windows)),
         ),
         value: format!(
-            "last third vs middle third: RSS {:+.1}%, Redis {:+.1}%, windows {:+.1}%; per held window at most {:.0} bytes in the process, {:.0} in Redis",
+            "last third vs middle third: RSS {:+.1}% (less the filters' tables {:+.1}%), Redis {:+.1}% (the filters' keys {:+.1}%, articles' {:+.1}%, rankings' {:+.1}%), windows {:+.1}%; per held window {:.0} bytes in the filters' tables (at most {:.0} in all the process grew), {:.0} in Redis's filter keys ({:.0} in all Redis grew)",
             growth(|s| s.rss as f64),
+            growth(Sample::rss_less_filters),
             growth(|s| s.redis as f64),
+            growth(|s| s.keys.filters as f64),
+            growth(|s| s.keys.articles as f64),
+            growth(|s| s.keys.rankings as f64),
             growth(|s| s.windows),
+            per_window(end.filters),
             per_window(end.rss.saturating_sub(rss0) as f64),
+            per_window(end.keys.filters as f64),
             per_window(end.redis.saturating_sub(redis0) as f64),
         ),
         target: "levels off (within ±5%)".into(),
