@@ -89,6 +89,28 @@ fn kinds(url: &str, prefix: &str) -> anyhow::Result<Kinds> {
     Ok(k)
 }
 
+impl Sample {
+    /// The service's and Redis's memory now, and what holds it.
+    async fn take(service: &Service, redis: &RedisServer, prefix: &str) -> anyhow::Result<Sample> {
+        let metric = |name| service.metric(name);
+        Ok(Sample {
+            rss: super::memory::rss_of(&format!("/proc/{}/status", service.pid())),
+            redis: redis_used(redis),
+            windows: metric("popularity_dedupe_windows").await.unwrap_or(0.0),
+            filters: metric("popularity_dedupe_bytes").await.unwrap_or(0.0),
+            keys: kinds(&redis.url, prefix)?,
+        })
+    }
+}
+
+/// Redis's `used_memory`.
+fn redis_used(redis: &RedisServer) -> u64 {
+    redis_info(&redis.url, "memory")
+        .ok()
+        .and_then(|i| info_number(&i, "used_memory"))
+        .unwrap_or(0.0) as u64
+}
+
 /// Row (u).
 pub(super) async fn rows(
     options: &BenchOptions,
@@ -107,30 +129,20 @@ pub(super) async fn rows(
         ("POPULARITY__INGEST__DEDUPE_LATENESS", "60s"),
     ];
     let service = Service::start(&settings, &group, &prefix, &window)?;
-    let sample = |service: &Service| {
-        let rss = super::memory::rss_of(&format!("/proc/{}/status", service.pid()));
-        let used = redis_info(&redis.url, "memory")
-            .ok()
-            .and_then(|i| info_number(&i, "used_memory"))
-            .unwrap_or(0.0) as u64;
-        (rss, used)
-    };
     // Up and idle, before any traffic.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (rss0, redis0) = sample(&service);
-    let seconds = options.soak_seconds;
-    let rate = options.soak_rate;
-    let publish_every = options.soak_publish_every;
+    let idle = Sample::take(&service, redis, &prefix).await?;
     let kafka = settings.kafka.clone();
     let stop = CancellationToken::new();
+    let (rate, seconds) = (options.soak_rate, options.soak_seconds);
+    let shape = Shape {
+        publish_every: options.soak_publish_every,
+        ..Shape::default()
+    };
     let generator = tokio::spawn({
         let stop = stop.clone();
         async move {
             let producer = loadgen::producer(&kafka)?;
-            let shape = Shape {
-                publish_every,
-                ..Shape::default()
-            };
             let mut newsroom = Newsroom::new(shape, now_ms());
             let limits = Limits {
                 rate: Some(rate),
@@ -145,39 +157,37 @@ pub(super) async fn rows(
     tick.tick().await;
     while !generator.is_finished() {
         tick.tick().await;
-        let (rss, used) = sample(&service);
-        let windows = service
-            .metric("popularity_dedupe_windows")
-            .await
-            .unwrap_or(0.0);
-        let filters = service
-            .metric("popularity_dedupe_bytes")
-            .await
-            .unwrap_or(0.0);
-        let keys = kinds(&redis.url, &prefix)?;
+        let s = Sample::take(&service, redis, &prefix).await?;
         eprintln!(
-            "bench: (u) {:>4}s: service RSS {} (filters {}), Redis {} (filters {}, articles {}, rankings {}), {windows:.0} windows held",
-            samples.len() as u64 * EVERY.as_secs() + EVERY.as_secs(),
-            mib(rss),
-            mib(filters as u64),
-            mib(used),
-            mib(keys.filters),
-            mib(keys.articles),
-            mib(keys.rankings),
+            "bench: (u) {:>4}s: service RSS {} (filters {}), Redis {} (filters {}, articles {}, rankings {}), {:.0} windows held",
+            (samples.len() as u64 + 1) * EVERY.as_secs(),
+            mib(s.rss),
+            mib(s.filters as u64),
+            mib(s.redis),
+            mib(s.keys.filters),
+            mib(s.keys.articles),
+            mib(s.keys.rankings),
+            s.windows,
         );
-        samples.push(Sample {
-            rss,
-            redis: used,
-            windows,
-            filters,
-            keys,
-        });
+        samples.push(s);
     }
     let sent = generator.await??;
     stop.cancel();
+    drop(service);
     if samples.len() < 3 {
         anyhow::bail!("row (u) needs at least 3 samples: give --soak-seconds ≥ 90");
     }
+    let what = format!(
+        "soak: {} events at {rate:.0}/s for {seconds} s, an article published every {} messages, dedupe_window and dedupe_lateness 60 s",
+        sent.delivered, options.soak_publish_every,
+    );
+    rows.push(row(what, &idle, &samples));
+    Ok(())
+}
+
+/// The row of a soak that started from `idle` and took `samples`: the last
+/// third of the samples against the middle third.
+fn row(what: String, idle: &Sample, samples: &[Sample]) -> Row {
     let third = samples.len() / 3;
     let mean = |s: &[Sample], f: fn(&Sample) -> f64| s.iter().map(f).sum::<f64>() / s.len() as f64;
     let (middle, last) = (
@@ -188,18 +198,19 @@ pub(super) async fn rows(
     let end = samples[samples.len() - 1];
     let per_window = |grown: f64| grown / end.windows.max(1.0);
     let list = |f: fn(&Sample) -> String| samples.iter().map(f).collect::<Vec<_>>().join(", ");
-    rows.push(Row {
+    fn in_mib(b: f64, decimals: usize) -> String {
+        format!("{:.*}", decimals, b / 1048576.0)
+    }
+    Row {
         id: "u",
         what: format!(
-            "soak: {} events at {rate:.0}/s for {seconds} s, an article published every {} messages, dedupe_window and dedupe_lateness 60 s; every 30 s: service RSS MiB [{}] (less the filters' tables [{}]), Redis MiB [{}] (the filters' keys [{}], articles' [{}], rankings' and the rest [{}]), windows held [{}]",
-            sent.delivered,
-            publish_every,
-            list(|s| format!("{:.0}", s.rss as f64 / 1048576.0)),
-            list(|s| format!("{:.0}", s.rss_less_filters() / 1048576.0)),
-            list(|s| format!("{:.1}", s.redis as f64 / 1048576.0)),
-            list(|s| format!("{:.1}", s.keys.filters as f64 / 1048576.0)),
-            list(|s| format!("{:.1}", s.keys.articles as f64 / 1048576.0)),
-            list(|s| format!("{:.1}", s.keys.rankings as f64 / 1048576.0)),
+            "{what}; every 30 s: service RSS MiB [{}] (less the filters' tables [{}]), Redis MiB [{}] (the filters' keys [{}], articles' [{}], rankings' and the rest [{}]), windows held [{}]",
+            list(|s| in_mib(s.rss as f64, 0)),
+            list(|s| in_mib(s.rss_less_filters(), 0)),
+            list(|s| in_mib(s.redis as f64, 1)),
+            list(|s| in_mib(s.keys.filters as f64, 1)),
+            list(|s| in_mib(s.keys.articles as f64, 1)),
+            list(|s| in_mib(s.keys.rankings as f64, 1)),
             list(|s| format!("{:.0}", s.windows)),
         ),
         value: format!(
@@ -212,12 +223,10 @@ pub(super) async fn rows(
             growth(|s| s.keys.rankings as f64),
             growth(|s| s.windows),
             per_window(end.filters),
-            per_window(end.rss.saturating_sub(rss0) as f64),
+            per_window(end.rss.saturating_sub(idle.rss) as f64),
             per_window(end.keys.filters as f64),
-            per_window(end.redis.saturating_sub(redis0) as f64),
+            per_window(end.redis.saturating_sub(idle.redis) as f64),
         ),
         target: "levels off (within ±5%)".into(),
-    });
-    drop(service);
-    Ok(())
+    }
 }
