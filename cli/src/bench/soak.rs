@@ -44,6 +44,18 @@ struct Sample {
 }
 
 impl Sample {
+    /// The service's and Redis's memory now, and what holds it.
+    async fn take(service: &Service, redis: &RedisServer, prefix: &str) -> anyhow::Result<Sample> {
+        let metric = |name| service.metric(name);
+        Ok(Sample {
+            rss: super::memory::rss_of(&format!("/proc/{}/status", service.pid())),
+            redis: redis_used(redis),
+            windows: metric("popularity_dedupe_windows").await.unwrap_or(0.0),
+            filters: metric("popularity_dedupe_bytes").await.unwrap_or(0.0),
+            keys: kinds(&redis.url, prefix)?,
+        })
+    }
+
     /// The service's RSS less what its filters' tables hold.
     fn rss_less_filters(&self) -> f64 {
         self.rss as f64 - self.filters
@@ -87,20 +99,6 @@ fn kinds(url: &str, prefix: &str) -> anyhow::Result<Kinds> {
         }
     }
     Ok(k)
-}
-
-impl Sample {
-    /// The service's and Redis's memory now, and what holds it.
-    async fn take(service: &Service, redis: &RedisServer, prefix: &str) -> anyhow::Result<Sample> {
-        let metric = |name| service.metric(name);
-        Ok(Sample {
-            rss: super::memory::rss_of(&format!("/proc/{}/status", service.pid())),
-            redis: redis_used(redis),
-            windows: metric("popularity_dedupe_windows").await.unwrap_or(0.0),
-            filters: metric("popularity_dedupe_bytes").await.unwrap_or(0.0),
-            keys: kinds(&redis.url, prefix)?,
-        })
-    }
 }
 
 /// Redis's `used_memory`.

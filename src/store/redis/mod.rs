@@ -74,7 +74,7 @@ impl ApplyReply {
     fn read(reply: Value) -> Result<ApplyReply, StoreError> {
         let v: Vec<String> = match reply {
             Value::Int(_) => return Ok(ApplyReply::Applied),
-            Value::Array(v) => parse(Value::Array(v))?,
+            array @ Value::Array(_) => parse(array)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "unexpected script reply {other:?}"
