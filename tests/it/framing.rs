@@ -47,6 +47,8 @@ async fn framed_json_and_protobuf_on_both_topics_are_counted_as_what_they_carry(
         "section":"news","published_at":now - HOUR});
     let framed = confluent_frame(1001, None, article.to_string().as_bytes());
     kafka.send(&kafka.articles, "framed", &framed, None).await;
+    // The topics are read apart: only a published article is listed.
+    wait_published(&app, &["framed"]).await;
 
     let mut counted = Vec::new();
     for i in 0..30 {

@@ -26,6 +26,9 @@ async fn every_response_carries_the_published_names_next_to_the_slugs_on_both_st
             "section":"Special\tUpdates","tags":["International","Élections 2026","Inter\u{202E}national"],
             "published_at":now - HOUR});
         kafka.send_json(&kafka.articles, "n1", &article).await;
+        // The topics are read apart: events applied before their article
+        // is known are ranked overall only, and not in its section.
+        wait_published(&app, &["n1"]).await;
         for i in 0..5 {
             let e = json!({"type":"page_view","article_id":"n1","visitor_id":format!("v{i}"),"occurred_at":now - MIN});
             kafka.send_json(&kafka.events, "n1", &e).await;

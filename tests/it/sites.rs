@@ -561,6 +561,12 @@ async fn editors_hide_an_article_from_every_list_and_show_it_again() {
     for a in &arts {
         kafka.send_json(&kafka.articles, &a.id, &published(a)).await;
     }
+    // The topics are read apart: only published articles are listed.
+    let keys: Vec<String> = arts
+        .iter()
+        .map(|a| format!("{}:{}", a.site, a.id))
+        .collect();
+    wait_published(&app, &keys.iter().map(String::as_str).collect::<Vec<_>>()).await;
     for (i, a) in arts.iter().enumerate() {
         let e = json!({"type": "share", "site": a.site, "article_id": a.id, "visitor_id": format!("v{i}"),
                        "network": "x", "occurred_at": now_ms()});

@@ -153,6 +153,14 @@ async fn serve_starts_with_kafka_and_redis_down_says_what_is_missing_and_recover
         counted_views(port, &ids).await == 30
     })
     .await;
+    // The topics are read apart: the views may be counted before the
+    // articles are known, and only published articles are listed.
+    wait_until("the articles listed", Duration::from_secs(30), || async {
+        get(port, "/v1/rankings/trending?limit=10").await.1["items"]
+            .as_array()
+            .is_some_and(|items| items.len() == 3)
+    })
+    .await;
     let (_, body) = get(port, "/v1/rankings/trending?limit=10").await;
     let listed: Vec<&str> = body["items"]
         .as_array()
