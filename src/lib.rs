@@ -26,6 +26,7 @@
 //! - [`server`]: the HTTP server's bounds on connections and slow clients.
 //! - [`peer`]: a request's client address, behind trusted proxies or not.
 //! - [`metrics`]: every Prometheus metric, named in one place.
+//! - [`heap`]: the allocator wrapper that counts the bytes the heap holds.
 //! - [`dependency`]: Kafka and the store seen as up or down, logged once per change.
 //! - [`shutdown`]: SIGTERM/SIGINT to one cancellation token.
 //! - [`logging`]: text or JSON logs to standard error, the access log.
@@ -48,6 +49,7 @@ pub mod dependency;
 pub mod editors;
 pub mod event;
 pub mod fence;
+pub mod heap;
 pub mod http;
 pub mod ingest;
 pub mod logging;

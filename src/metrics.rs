@@ -113,6 +113,9 @@ pub struct Metrics {
     pub dedupe_windows: IntGauge,
     /// Bytes the duplicate filters' tables take.
     pub dedupe_bytes: IntGauge,
+    /// Bytes of the heap's live allocations, when the binary counts them
+    /// ([`crate::heap::Counting`]); set when the metrics are rendered.
+    heap_bytes: Option<IntGauge>,
     /// Flush attempts that failed and were retried.
     pub store_retries: IntCounter,
     /// Group writes refused because another consumer had moved a fence.
@@ -329,6 +332,13 @@ impl Metrics {
             "dedupe_bytes",
             "Bytes of memory this consumer's duplicate filters hold (their tables as allocated).",
         );
+        let heap_bytes = crate::heap::live_bytes().is_some().then(|| {
+            gauge(
+                &registry,
+                "heap_bytes",
+                "Bytes of the process's live heap allocations, as requested (not what the allocator keeps; C libraries' own allocations not included).",
+            )
+        });
         let store_retries = plain_counter(
             &registry,
             "store_retries_total",
@@ -450,6 +460,7 @@ impl Metrics {
             partitions_paused,
             dedupe_windows,
             dedupe_bytes,
+            heap_bytes,
             store_retries,
             fence_conflicts,
             event_to_visible,
@@ -469,6 +480,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let (Some(gauge), Some(live)) = (&self.heap_bytes, crate::heap::live_bytes()) {
+            gauge.set(live as i64);
+        }
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)

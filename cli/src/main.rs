@@ -11,9 +11,11 @@ use popularity_cli::devbroker::DevBroker;
 use popularity_cli::newsroom::{Newsroom, Shape, WireFormat};
 
 /// mimalloc: the consumer allocates and frees a few small strings per event
-/// and glibc's malloc was the top of its profile.
+/// and glibc's malloc was the top of its profile. Counted, so that
+/// `popularity_heap_bytes` tells what the heap holds from what RSS is.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: popularity::heap::Counting<mimalloc::MiMalloc> =
+    popularity::heap::Counting(mimalloc::MiMalloc);
 
 /// Event-driven popularity rankings for news sites.
 #[derive(Parser)]

@@ -91,13 +91,16 @@ async fn the_binary_serves_rankings_from_the_dev_broker_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(first.trim(), format!("bootstrap.servers=127.0.0.1:{port}"));
 
-    let api_port = free_port();
+    let (api_port, admin_port) = (free_port(), free_port());
     let mut serve = Command::new(exe)
         .args(["serve"])
         .env("POPULARITY__KAFKA__BROKERS", format!("127.0.0.1:{port}"))
         .env("POPULARITY__STORE__BACKEND", "memory")
         .env("POPULARITY__API__LISTEN", format!("127.0.0.1:{api_port}"))
-        .env("POPULARITY__API__ADMIN_LISTEN", "127.0.0.1:0")
+        .env(
+            "POPULARITY__API__ADMIN_LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )
         .env("POPULARITY__INGEST__FLUSH_INTERVAL", "50ms")
         .stderr(Stdio::null())
         .spawn()
@@ -161,6 +164,29 @@ async fn the_binary_serves_rankings_from_the_dev_broker_and_stops_on_sigterm() {
                 direct_score(&[(now, 1.0)], at, TRENDING_H),
             ),
         ],
+    );
+
+    // The binary counts its heap's live bytes: more than its structures'
+    // least, less than what is resident.
+    let metrics = http
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let heap = value("popularity_heap_bytes");
+    let rss = value("process_resident_memory_bytes");
+    assert!(
+        heap > 256.0 * 1024.0 && heap < rss,
+        "heap {heap}, RSS {rss}"
     );
 
     let started = std::time::Instant::now();

@@ -1,8 +1,10 @@
 //! Row (u): memory that levels off. The service (a child process, as in
 //! row (t)) takes the load generator's traffic at a fixed rate for
 //! `--soak-seconds` with a short `dedupe_window` and `dedupe_lateness`
-//! (60 s each), on a dev broker of its own; every 30 s its RSS and what its
-//! duplicate filters' tables hold (`popularity_dedupe_bytes`), Redis's
+//! (60 s each), on a dev broker of its own; every 30 s its RSS, its heap's
+//! live allocations (`popularity_heap_bytes`: RSS less that is what the
+//! allocator keeps) and what its duplicate filters' tables hold
+//! (`popularity_dedupe_bytes`), Redis's
 //! `used_memory` and its keys' bytes by kind (the filters' saved state, the
 //! articles' metadata, the rankings and the rest), and the windows the
 //! filters hold (`popularity_dedupe_windows`) are sampled. Held state must
@@ -40,6 +42,9 @@ struct Sample {
     windows: f64,
     /// What the duplicate filters' tables hold (`popularity_dedupe_bytes`).
     filters: f64,
+    /// The heap's live allocations (`popularity_heap_bytes`), the tables
+    /// among them.
+    heap: f64,
     keys: Kinds,
 }
 
@@ -52,6 +57,7 @@ impl Sample {
             redis: redis_used(redis),
             windows: metric("popularity_dedupe_windows").await.unwrap_or(0.0),
             filters: metric("popularity_dedupe_bytes").await.unwrap_or(0.0),
+            heap: metric("popularity_heap_bytes").await.unwrap_or(0.0),
             keys: kinds(&redis.url, prefix)?,
         })
     }
@@ -59,6 +65,18 @@ impl Sample {
     /// The service's RSS less what its filters' tables hold.
     fn rss_less_filters(&self) -> f64 {
         self.rss as f64 - self.filters
+    }
+
+    /// The heap's live allocations less the filters' tables: what the
+    /// service's other structures hold.
+    fn heap_less_filters(&self) -> f64 {
+        self.heap - self.filters
+    }
+
+    /// RSS less the heap's live allocations: what the allocator keeps for
+    /// reuse, and librdkafka's own memory.
+    fn rss_less_heap(&self) -> f64 {
+        self.rss as f64 - self.heap
     }
 }
 
@@ -157,9 +175,10 @@ pub(super) async fn rows(
         tick.tick().await;
         let s = Sample::take(&service, redis, &prefix).await?;
         eprintln!(
-            "bench: (u) {:>4}s: service RSS {} (filters {}), Redis {} (filters {}, articles {}, rankings {}), {:.0} windows held",
+            "bench: (u) {:>4}s: service RSS {} (heap {}, filters {}), Redis {} (filters {}, articles {}, rankings {}), {:.0} windows held",
             (samples.len() as u64 + 1) * EVERY.as_secs(),
             mib(s.rss),
+            mib(s.heap as u64),
             mib(s.filters as u64),
             mib(s.redis),
             mib(s.keys.filters),
@@ -202,9 +221,11 @@ fn row(what: String, idle: &Sample, samples: &[Sample]) -> Row {
     Row {
         id: "u",
         what: format!(
-            "{what}; every 30 s: service RSS MiB [{}] (less the filters' tables [{}]), Redis MiB [{}] (the filters' keys [{}], articles' [{}], rankings' and the rest [{}]), windows held [{}]",
+            "{what}; every 30 s: service RSS MiB [{}] (less the filters' tables [{}]; the heap's live allocations less the tables [{}]; RSS less the heap [{}]), Redis MiB [{}] (the filters' keys [{}], articles' [{}], rankings' and the rest [{}]), windows held [{}]",
             list(|s| in_mib(s.rss as f64, 0)),
             list(|s| in_mib(s.rss_less_filters(), 0)),
+            list(|s| in_mib(s.heap_less_filters(), 1)),
+            list(|s| in_mib(s.rss_less_heap(), 0)),
             list(|s| in_mib(s.redis as f64, 1)),
             list(|s| in_mib(s.keys.filters as f64, 1)),
             list(|s| in_mib(s.keys.articles as f64, 1)),
@@ -212,9 +233,11 @@ fn row(what: String, idle: &Sample, samples: &[Sample]) -> Row {
             list(|s| format!("{:.0}", s.windows)),
         ),
         value: format!(
-            "last third vs middle third: RSS {:+.1}% (less the filters' tables {:+.1}%), Redis {:+.1}% (the filters' keys {:+.1}%, articles' {:+.1}%, rankings' {:+.1}%), windows {:+.1}%; per held window {:.0} bytes in the filters' tables (at most {:.0} in all the process grew), {:.0} in Redis's filter keys ({:.0} in all Redis grew)",
+            "last third vs middle third: RSS {:+.1}% (less the filters' tables {:+.1}%; the heap less the tables {:+.1}%; RSS less the heap {:+.1}%), Redis {:+.1}% (the filters' keys {:+.1}%, articles' {:+.1}%, rankings' {:+.1}%), windows {:+.1}%; per held window {:.0} bytes in the filters' tables (at most {:.0} in all the process grew), {:.0} in Redis's filter keys ({:.0} in all Redis grew)",
             growth(|s| s.rss as f64),
             growth(Sample::rss_less_filters),
+            growth(Sample::heap_less_filters),
+            growth(Sample::rss_less_heap),
             growth(|s| s.redis as f64),
             growth(|s| s.keys.filters as f64),
             growth(|s| s.keys.articles as f64),
