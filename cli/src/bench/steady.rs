@@ -226,6 +226,8 @@ struct Steady {
     rss: Vec<u64>,
     /// What the duplicate filters held at each measured backlog (bytes).
     filters: Vec<u64>,
+    /// The heap's live allocations at each measured backlog (bytes).
+    heap: Vec<u64>,
     /// Windows the duplicate filters held at each measured backlog.
     windows: Vec<u64>,
     /// Redis's `INFO commandstats` over the measured backlogs.
@@ -293,6 +295,7 @@ async fn variant(
         redis_cpu: 0.0,
         rss: Vec::new(),
         filters: Vec::new(),
+        heap: Vec::new(),
         windows: Vec::new(),
         commands: Vec::new(),
     };
@@ -334,17 +337,19 @@ async fn variant(
             .metric("popularity_dedupe_bytes")
             .await
             .unwrap_or(0.0) as u64;
+        let heap = service.metric("popularity_heap_bytes").await.unwrap_or(0.0) as u64;
         let windows = service
             .metric("popularity_dedupe_windows")
             .await
             .unwrap_or(0.0) as u64;
         eprintln!(
-            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, filters {} ({windows} windows)",
+            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, heap {}, filters {} ({windows} windows)",
             sent.delivered,
             took.as_secs_f64(),
             cpu1 - cpu0,
             rcpu1 - rcpu0,
             mib(rss),
+            mib(heap),
             mib(filters)
         );
         if round >= WARM_UP {
@@ -354,6 +359,7 @@ async fn variant(
             out.redis_cpu += rcpu1 - rcpu0;
             out.rss.push(rss);
             out.filters.push(filters);
+            out.heap.push(heap);
             out.windows.push(windows);
         }
     }
@@ -497,6 +503,7 @@ pub(super) async fn rows(
             s.rss.last().copied().unwrap_or(0),
         );
         let less = |i: usize| s.rss[i].saturating_sub(s.filters[i]);
+        let heap_less = |i: usize| s.heap[i].saturating_sub(s.filters[i]);
         let n = s.rss.len();
         rows.push(Row {
             id: "t",
@@ -504,7 +511,7 @@ pub(super) async fn rows(
                 "memory, {name}: RSS and what the duplicate filters hold, at each of {n} measured backlogs"
             ),
             value: format!(
-                "RSS {} → {}; filters {} → {} ({} → {} windows); RSS less filters {} → {} (min {}, max {})",
+                "RSS {} → {}; filters {} → {} ({} → {} windows); RSS less filters {} → {} (min {}, max {}); the heap's live allocations less filters {} → {} (min {}, max {})",
                 mib(first),
                 mib(last),
                 mib(s.filters.first().copied().unwrap_or(0)),
@@ -515,6 +522,10 @@ pub(super) async fn rows(
                 mib(less(n - 1)),
                 mib((0..n).map(less).min().unwrap_or(0)),
                 mib((0..n).map(less).max().unwrap_or(0)),
+                mib(heap_less(0)),
+                mib(heap_less(n - 1)),
+                mib((0..n).map(heap_less).min().unwrap_or(0)),
+                mib((0..n).map(heap_less).max().unwrap_or(0)),
             ),
             target: "RSS less filters flat".into(),
         });
