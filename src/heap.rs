@@ -3,7 +3,8 @@
 //! requested, not as the allocator rounds them), so that the service's
 //! memory can be told apart: what its structures hold
 //! (`popularity_heap_bytes`) against what the allocator keeps from the
-//! kernel (RSS less that, less what C libraries allocate on their own).
+//! kernel (RSS less that, less what C libraries such as librdkafka hold in
+//! glibc's malloc, [`libc_heap`]).
 //!
 //! The count is split over cache-line-sized shards, one per thread (a
 //! thread's shard is chosen once), so that threads allocating at once do
@@ -52,6 +53,20 @@ pub fn live_bytes() -> Option<u64> {
     }
     let sum: isize = LIVE.iter().map(|s| s.0.load(Relaxed)).sum();
     Some(sum.max(0) as u64)
+}
+
+/// What glibc's malloc holds, in bytes: `(in use, taken from the kernel)`
+/// over every arena and its mmapped chunks. In a binary whose allocator is
+/// [`Counting`] this is what C libraries (librdkafka, OpenSSL) allocate.
+pub fn libc_heap() -> Option<(u64, u64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads malloc's statistics, under its locks.
+        let m = unsafe { libc::mallinfo2() };
+        Some(((m.uordblks + m.hblkhd) as u64, (m.arena + m.hblkhd) as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
 }
 
 /// An allocator that counts the bytes alive in what it allocates, on top
@@ -115,5 +130,16 @@ mod tests {
         assert_eq!(live_bytes(), Some(before + 1_000));
         unsafe { a.dealloc(p, Layout::from_size_align(1_000, 8).unwrap()) };
         assert_eq!(live_bytes(), Some(before));
+    }
+
+    /// The tests' allocator is glibc's: what they hold is in its figures.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn glibc_figures_hold_what_is_allocated_there() {
+        let held = vec![1u8; 8 << 20];
+        let (in_use, taken) = libc_heap().unwrap();
+        assert!(in_use >= 8 << 20, "{in_use}");
+        assert!(taken >= in_use, "{taken} < {in_use}");
+        drop(held);
     }
 }

@@ -116,6 +116,9 @@ pub struct Metrics {
     /// Bytes of the heap's live allocations, when the binary counts them
     /// ([`crate::heap::Counting`]); set when the metrics are rendered.
     heap_bytes: Option<IntGauge>,
+    /// What C libraries hold in glibc's malloc, in use and taken from the
+    /// kernel, beside a counted heap; set when the metrics are rendered.
+    libc_heap_bytes: Option<IntGaugeVec>,
     /// Flush attempts that failed and were retried.
     pub store_retries: IntCounter,
     /// Group writes refused because another consumer had moved a fence.
@@ -339,6 +342,18 @@ impl Metrics {
                 "Bytes of the process's live heap allocations, as requested (not what the allocator keeps; C libraries' own allocations not included).",
             )
         });
+        let libc_heap_bytes = (heap_bytes.is_some() && crate::heap::libc_heap().is_some()).then(|| {
+            register(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "libc_heap_bytes",
+                        "Bytes C libraries (librdkafka, OpenSSL) hold in glibc's malloc: in_use, and held (taken from the kernel).",
+                    ),
+                    &["state"],
+                ),
+            )
+        });
         let store_retries = plain_counter(
             &registry,
             "store_retries_total",
@@ -461,6 +476,7 @@ impl Metrics {
             dedupe_windows,
             dedupe_bytes,
             heap_bytes,
+            libc_heap_bytes,
             store_retries,
             fence_conflicts,
             event_to_visible,
@@ -482,6 +498,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let (Some(gauge), Some(live)) = (&self.heap_bytes, crate::heap::live_bytes()) {
             gauge.set(live as i64);
+        }
+        if let (Some(gauge), Some((in_use, held))) =
+            (&self.libc_heap_bytes, crate::heap::libc_heap())
+        {
+            gauge.with_label_values(&["in_use"]).set(in_use as i64);
+            gauge.with_label_values(&["held"]).set(held as i64);
         }
         let mut buf = Vec::new();
         TextEncoder::new()

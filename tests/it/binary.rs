@@ -188,6 +188,13 @@ async fn the_binary_serves_rankings_from_the_dev_broker_and_stops_on_sigterm() {
         heap > 256.0 * 1024.0 && heap < rss,
         "heap {heap}, RSS {rss}"
     );
+    // And what librdkafka holds in glibc's malloc, apart.
+    let in_use = value("popularity_libc_heap_bytes{state=\"in_use\"}");
+    let held = value("popularity_libc_heap_bytes{state=\"held\"}");
+    assert!(
+        in_use > 0.0 && in_use <= held && held < rss,
+        "{in_use}, {held}, RSS {rss}"
+    );
 
     let started = std::time::Instant::now();
     for child in [&serve, &broker] {

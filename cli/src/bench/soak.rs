@@ -45,6 +45,10 @@ struct Sample {
     /// The heap's live allocations (`popularity_heap_bytes`), the tables
     /// among them.
     heap: f64,
+    /// What C libraries (librdkafka) hold in glibc's malloc: in use, and
+    /// taken from the kernel (`popularity_libc_heap_bytes`).
+    libc: f64,
+    libc_held: f64,
     keys: Kinds,
 }
 
@@ -58,6 +62,12 @@ impl Sample {
             windows: metric("popularity_dedupe_windows").await.unwrap_or(0.0),
             filters: metric("popularity_dedupe_bytes").await.unwrap_or(0.0),
             heap: metric("popularity_heap_bytes").await.unwrap_or(0.0),
+            libc: metric("popularity_libc_heap_bytes{state=\"in_use\"}")
+                .await
+                .unwrap_or(0.0),
+            libc_held: metric("popularity_libc_heap_bytes{state=\"held\"}")
+                .await
+                .unwrap_or(0.0),
             keys: kinds(&redis.url, prefix)?,
         })
     }
@@ -77,6 +87,13 @@ impl Sample {
     /// reuse, and librdkafka's own memory.
     fn rss_less_heap(&self) -> f64 {
         self.rss as f64 - self.heap
+    }
+
+    /// RSS less the heap's live allocations and what glibc's malloc took
+    /// from the kernel: what mimalloc keeps for reuse, the threads' stacks
+    /// and the program's own pages.
+    fn rss_less_heaps(&self) -> f64 {
+        self.rss_less_heap() - self.libc_held
     }
 }
 
@@ -175,11 +192,13 @@ pub(super) async fn rows(
         tick.tick().await;
         let s = Sample::take(&service, redis, &prefix).await?;
         eprintln!(
-            "bench: (u) {:>4}s: service RSS {} (heap {}, filters {}), Redis {} (filters {}, articles {}, rankings {}), {:.0} windows held",
+            "bench: (u) {:>4}s: service RSS {} (heap {}, filters {}, glibc {} in use of {}), Redis {} (filters {}, articles {}, rankings {}), {:.0} windows held",
             (samples.len() as u64 + 1) * EVERY.as_secs(),
             mib(s.rss),
             mib(s.heap as u64),
             mib(s.filters as u64),
+            mib(s.libc as u64),
+            mib(s.libc_held as u64),
             mib(s.redis),
             mib(s.keys.filters),
             mib(s.keys.articles),
@@ -221,11 +240,14 @@ fn row(what: String, idle: &Sample, samples: &[Sample]) -> Row {
     Row {
         id: "u",
         what: format!(
-            "{what}; every 30 s: service RSS MiB [{}] (less the filters' tables [{}]; the heap's live allocations less the tables [{}]; RSS less the heap [{}]), Redis MiB [{}] (the filters' keys [{}], articles' [{}], rankings' and the rest [{}]), windows held [{}]",
+            "{what}; every 30 s: service RSS MiB [{}] (less the filters' tables [{}]; the heap's live allocations less the tables [{}]; RSS less the heap [{}]; glibc's malloc in use [{}] and taken [{}]; RSS less both heaps [{}]), Redis MiB [{}] (the filters' keys [{}], articles' [{}], rankings' and the rest [{}]), windows held [{}]",
             list(|s| in_mib(s.rss as f64, 0)),
             list(|s| in_mib(s.rss_less_filters(), 0)),
             list(|s| in_mib(s.heap_less_filters(), 1)),
             list(|s| in_mib(s.rss_less_heap(), 0)),
+            list(|s| in_mib(s.libc, 1)),
+            list(|s| in_mib(s.libc_held, 1)),
+            list(|s| in_mib(s.rss_less_heaps(), 0)),
             list(|s| in_mib(s.redis as f64, 1)),
             list(|s| in_mib(s.keys.filters as f64, 1)),
             list(|s| in_mib(s.keys.articles as f64, 1)),
@@ -233,11 +255,14 @@ fn row(what: String, idle: &Sample, samples: &[Sample]) -> Row {
             list(|s| format!("{:.0}", s.windows)),
         ),
         value: format!(
-            "last third vs middle third: RSS {:+.1}% (less the filters' tables {:+.1}%; the heap less the tables {:+.1}%; RSS less the heap {:+.1}%), Redis {:+.1}% (the filters' keys {:+.1}%, articles' {:+.1}%, rankings' {:+.1}%), windows {:+.1}%; per held window {:.0} bytes in the filters' tables (at most {:.0} in all the process grew), {:.0} in Redis's filter keys ({:.0} in all Redis grew)",
+            "last third vs middle third: RSS {:+.1}% (less the filters' tables {:+.1}%; the heap less the tables {:+.1}%; RSS less the heap {:+.1}%; glibc's malloc in use {:+.1}%, taken {:+.1}%; RSS less both heaps {:+.1}%), Redis {:+.1}% (the filters' keys {:+.1}%, articles' {:+.1}%, rankings' {:+.1}%), windows {:+.1}%; per held window {:.0} bytes in the filters' tables (at most {:.0} in all the process grew), {:.0} in Redis's filter keys ({:.0} in all Redis grew)",
             growth(|s| s.rss as f64),
             growth(Sample::rss_less_filters),
             growth(Sample::heap_less_filters),
             growth(Sample::rss_less_heap),
+            growth(|s| s.libc),
+            growth(|s| s.libc_held),
+            growth(Sample::rss_less_heaps),
             growth(|s| s.redis as f64),
             growth(|s| s.keys.filters as f64),
             growth(|s| s.keys.articles as f64),
