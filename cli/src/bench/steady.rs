@@ -228,6 +228,9 @@ struct Steady {
     filters: Vec<u64>,
     /// The heap's live allocations at each measured backlog (bytes).
     heap: Vec<u64>,
+    /// What glibc's malloc (librdkafka's prefetched messages among it)
+    /// took from the kernel at each measured backlog (bytes).
+    libc: Vec<u64>,
     /// Windows the duplicate filters held at each measured backlog.
     windows: Vec<u64>,
     /// Redis's `INFO commandstats` over the measured backlogs.
@@ -296,6 +299,7 @@ async fn variant(
         rss: Vec::new(),
         filters: Vec::new(),
         heap: Vec::new(),
+        libc: Vec::new(),
         windows: Vec::new(),
         commands: Vec::new(),
     };
@@ -338,18 +342,23 @@ async fn variant(
             .await
             .unwrap_or(0.0) as u64;
         let heap = service.metric("popularity_heap_bytes").await.unwrap_or(0.0) as u64;
+        let libc = service
+            .metric("popularity_libc_heap_bytes{state=\"held\"}")
+            .await
+            .unwrap_or(0.0) as u64;
         let windows = service
             .metric("popularity_dedupe_windows")
             .await
             .unwrap_or(0.0) as u64;
         eprintln!(
-            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, heap {}, filters {} ({windows} windows)",
+            "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, heap {}, glibc {}, filters {} ({windows} windows)",
             sent.delivered,
             took.as_secs_f64(),
             cpu1 - cpu0,
             rcpu1 - rcpu0,
             mib(rss),
             mib(heap),
+            mib(libc),
             mib(filters)
         );
         if round >= WARM_UP {
@@ -360,6 +369,7 @@ async fn variant(
             out.rss.push(rss);
             out.filters.push(filters);
             out.heap.push(heap);
+            out.libc.push(libc);
             out.windows.push(windows);
         }
     }
@@ -504,6 +514,7 @@ pub(super) async fn rows(
         );
         let less = |i: usize| s.rss[i].saturating_sub(s.filters[i]);
         let heap_less = |i: usize| s.heap[i].saturating_sub(s.filters[i]);
+        let outside = |i: usize| s.rss[i].saturating_sub(s.heap[i] + s.libc[i]);
         let n = s.rss.len();
         rows.push(Row {
             id: "t",
@@ -511,7 +522,7 @@ pub(super) async fn rows(
                 "memory, {name}: RSS and what the duplicate filters hold, at each of {n} measured backlogs"
             ),
             value: format!(
-                "RSS {} → {}; filters {} → {} ({} → {} windows); RSS less filters {} → {} (min {}, max {}); the heap's live allocations less filters {} → {} (min {}, max {})",
+                "RSS {} → {}; filters {} → {} ({} → {} windows); RSS less filters {} → {} (min {}, max {}); the heap's live allocations less filters {} → {} (min {}, max {}); glibc's malloc {} → {}; RSS less the heap and glibc's malloc {} → {} (min {}, max {})",
                 mib(first),
                 mib(last),
                 mib(s.filters.first().copied().unwrap_or(0)),
@@ -526,6 +537,12 @@ pub(super) async fn rows(
                 mib(heap_less(n - 1)),
                 mib((0..n).map(heap_less).min().unwrap_or(0)),
                 mib((0..n).map(heap_less).max().unwrap_or(0)),
+                mib(s.libc[0]),
+                mib(s.libc[n - 1]),
+                mib(outside(0)),
+                mib(outside(n - 1)),
+                mib((0..n).map(outside).min().unwrap_or(0)),
+                mib((0..n).map(outside).max().unwrap_or(0)),
             ),
             target: "RSS less filters flat".into(),
         });
