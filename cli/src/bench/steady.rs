@@ -514,7 +514,7 @@ pub(super) async fn rows(
         );
         let less = |i: usize| s.rss[i].saturating_sub(s.filters[i]);
         let heap_less = |i: usize| s.heap[i].saturating_sub(s.filters[i]);
-        let outside = |i: usize| s.rss[i].saturating_sub(s.heap[i] + s.libc[i]);
+        let beyond_heaps = |i: usize| s.rss[i].saturating_sub(s.heap[i] + s.libc[i]);
         let n = s.rss.len();
         rows.push(Row {
             id: "t",
@@ -539,10 +539,10 @@ pub(super) async fn rows(
                 mib((0..n).map(heap_less).max().unwrap_or(0)),
                 mib(s.libc[0]),
                 mib(s.libc[n - 1]),
-                mib(outside(0)),
-                mib(outside(n - 1)),
-                mib((0..n).map(outside).min().unwrap_or(0)),
-                mib((0..n).map(outside).max().unwrap_or(0)),
+                mib(beyond_heaps(0)),
+                mib(beyond_heaps(n - 1)),
+                mib((0..n).map(beyond_heaps).min().unwrap_or(0)),
+                mib((0..n).map(beyond_heaps).max().unwrap_or(0)),
             ),
             target: "RSS less filters flat".into(),
         });
