@@ -55,19 +55,15 @@ struct Sample {
 impl Sample {
     /// The service's and Redis's memory now, and what holds it.
     async fn take(service: &Service, redis: &RedisServer, prefix: &str) -> anyhow::Result<Sample> {
-        let metric = |name| service.metric(name);
+        let m = service.scrape().await.unwrap_or_default();
         Ok(Sample {
             rss: super::memory::rss_of(&format!("/proc/{}/status", service.pid())),
             redis: redis_used(redis),
-            windows: metric("popularity_dedupe_windows").await.unwrap_or(0.0),
-            filters: metric("popularity_dedupe_bytes").await.unwrap_or(0.0),
-            heap: metric("popularity_heap_bytes").await.unwrap_or(0.0),
-            libc: metric("popularity_libc_heap_bytes{state=\"in_use\"}")
-                .await
-                .unwrap_or(0.0),
-            libc_held: metric("popularity_libc_heap_bytes{state=\"held\"}")
-                .await
-                .unwrap_or(0.0),
+            windows: m.or_zero("popularity_dedupe_windows"),
+            filters: m.or_zero("popularity_dedupe_bytes"),
+            heap: m.or_zero("popularity_heap_bytes"),
+            libc: m.or_zero("popularity_libc_heap_bytes{state=\"in_use\"}"),
+            libc_held: m.or_zero("popularity_libc_heap_bytes{state=\"held\"}"),
             keys: kinds(&redis.url, prefix)?,
         })
     }

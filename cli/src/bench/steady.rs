@@ -155,18 +155,22 @@ impl Service {
         self.metric("popularity_flush_messages_sum").await
     }
 
-    /// The value of an unlabelled series on the service's `/metrics`, or
-    /// `None` while it does not answer.
+    /// The value of one series on the service's `/metrics`, or `None`
+    /// while it does not answer.
     pub async fn metric(&self, series: &str) -> Option<f64> {
+        self.scrape().await?.get(series)
+    }
+
+    /// The service's `/metrics` once, to read several series from, or
+    /// `None` while it does not answer.
+    pub async fn scrape(&self) -> Option<Scrape> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut s = tokio::net::TcpStream::connect(&self.admin).await.ok()?;
         let req = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin);
         s.write_all(req.as_bytes()).await.ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).await.ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
+        Some(Scrape(text))
     }
 
     /// Waits until the service has flushed `target` messages; the time it
@@ -215,6 +219,26 @@ struct Variant {
     /// The events' clock in messages per second of it; `None`: the wall
     /// clock's.
     clock: Option<f64>,
+}
+
+/// One scrape of a service's `/metrics` (empty when it did not answer).
+#[derive(Default)]
+pub struct Scrape(String);
+
+impl Scrape {
+    /// The value of one series, labels included as exposed (e.g.
+    /// `popularity_libc_heap_bytes{state="held"}`).
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The same, 0 when the series is not there.
+    pub fn or_zero(&self, series: &str) -> f64 {
+        self.get(series).unwrap_or(0.0)
+    }
 }
 
 /// One variant's figures.
@@ -337,19 +361,12 @@ async fn variant(
         );
         base = target;
         let rss = super::memory::rss_of(&format!("/proc/{}/status", service.pid()));
-        let filters = service
-            .metric("popularity_dedupe_bytes")
-            .await
-            .unwrap_or(0.0) as u64;
-        let heap = service.metric("popularity_heap_bytes").await.unwrap_or(0.0) as u64;
-        let libc = service
-            .metric("popularity_libc_heap_bytes{state=\"held\"}")
-            .await
-            .unwrap_or(0.0) as u64;
-        let windows = service
-            .metric("popularity_dedupe_windows")
-            .await
-            .unwrap_or(0.0) as u64;
+        let scrape = service.scrape().await.unwrap_or_default();
+        let read = |series| scrape.or_zero(series) as u64;
+        let filters = read("popularity_dedupe_bytes");
+        let heap = read("popularity_heap_bytes");
+        let libc = read("popularity_libc_heap_bytes{state=\"held\"}");
+        let windows = read("popularity_dedupe_windows");
         eprintln!(
             "bench: (t) {name} backlog {round}: {} events in {:.2}s, service {:.2}s CPU, redis {:.2}s, RSS {}, heap {}, glibc {}, filters {} ({windows} windows)",
             sent.delivered,
