@@ -502,6 +502,15 @@ pub(super) async fn rows(
             ],
             clock: Some(LEVEL_RATE),
         },
+        // What Redis's work per event owes to `ingest.flush_interval`: a
+        // member's increments are summed over a batch, so longer batches
+        // make fewer writes per event (and lists fresh a second later).
+        Variant {
+            name: "newsroom, flushed every second",
+            shape: Shape::default(),
+            env: &[("POPULARITY__INGEST__FLUSH_INTERVAL", "1s")],
+            clock: None,
+        },
     ];
     for v in &variants {
         let name = v.name;
