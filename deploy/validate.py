@@ -29,7 +29,7 @@ DASHBOARD_MUST_USE = [
     "popularity_event_to_visible_seconds_bucket", "popularity_flush_duration_seconds_bucket",
     "popularity_store_operation_duration_seconds_bucket", "popularity_store_errors_total",
     "popularity_http_requests_total", "popularity_http_request_duration_seconds_bucket",
-    "popularity_cache_requests_total",
+    "popularity_cache_requests_total", "popularity_heap_bytes",
 ]
 METRIC = re.compile(r"(?<![\w:])((?:popularity|process)_[A-Za-z0-9_]+)")
 failures = []

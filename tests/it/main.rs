@@ -4,6 +4,12 @@
 //! `helpers` starts the real parts, `fixtures` holds shared test data,
 //! `kit` produces realistic traffic, runs consumers and gives the verdict.
 
+// The process counts its heap as the binary does, so that the service in
+// it exports what the binary exports (`popularity_heap_bytes`).
+#[global_allocator]
+static ALLOCATOR: popularity::heap::Counting<std::alloc::System> =
+    popularity::heap::Counting(std::alloc::System);
+
 mod alerts;
 mod api;
 mod binary;
