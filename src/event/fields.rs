@@ -83,9 +83,14 @@ pub(super) fn optional_id<'a>(
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    // ASCII, as producers send ids, is a byte per character, and none of
-    // the invisible characters is in it: one pass over the bytes.
-    let (chars, hidden) = if v.is_ascii() {
+    // Printable ASCII, as producers send ids, is a byte per character and
+    // hides nothing: one pass over the bytes, without a branch per byte.
+    let printable = v
+        .bytes()
+        .fold(true, |ok, b| ok & (b.wrapping_sub(b' ') < 0x5f));
+    let (chars, hidden) = if printable {
+        (v.len(), false)
+    } else if v.is_ascii() {
         (v.len(), v.bytes().any(|b| b.is_ascii_control()))
     } else {
         let hidden = v.chars().any(|c| c.is_control() || is_invisible(c));
