@@ -12,6 +12,12 @@ use prometheus::{
 
 use crate::event::{EventType, Invalid};
 
+/// glibc's figures are read at most this often: `mallinfo2` walks every
+/// arena's free lists while it holds the arena's lock, stopping the C
+/// libraries' allocations meanwhile (scraped every 10 ms, it took 5% of a
+/// consumer's CPU in docs/benchmarks.md's row (t)).
+const LIBC_HEAP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Label value of the `type` label for messages that never decoded.
 pub const UNKNOWN_TYPE: &str = "unknown";
 
@@ -117,8 +123,10 @@ pub struct Metrics {
     /// ([`crate::heap::Counting`]); set when the metrics are rendered.
     heap_bytes: Option<IntGauge>,
     /// What C libraries hold in glibc's malloc, in use and taken from the
-    /// kernel, beside a counted heap; set when the metrics are rendered.
+    /// kernel, beside a counted heap; set when the metrics are rendered, at
+    /// most every [`LIBC_HEAP_EVERY`] (when last read: `libc_heap_read`).
     libc_heap_bytes: Option<IntGaugeVec>,
+    libc_heap_read: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
     /// Flush attempts that failed and were retried.
     pub store_retries: IntCounter,
     /// Group writes refused because another consumer had moved a fence.
@@ -477,6 +485,7 @@ impl Metrics {
             dedupe_bytes,
             heap_bytes,
             libc_heap_bytes,
+            libc_heap_read: Default::default(),
             store_retries,
             fence_conflicts,
             event_to_visible,
@@ -499,11 +508,15 @@ impl Metrics {
         if let (Some(gauge), Some(live)) = (&self.heap_bytes, crate::heap::live_bytes()) {
             gauge.set(live as i64);
         }
-        if let (Some(gauge), Some((in_use, held))) =
-            (&self.libc_heap_bytes, crate::heap::libc_heap())
-        {
-            gauge.with_label_values(&["in_use"]).set(in_use as i64);
-            gauge.with_label_values(&["held"]).set(held as i64);
+        if let Some(gauge) = &self.libc_heap_bytes {
+            let mut read = self.libc_heap_read.lock();
+            if read.is_none_or(|at| at.elapsed() >= LIBC_HEAP_EVERY) {
+                *read = Some(std::time::Instant::now());
+                if let Some((in_use, held)) = crate::heap::libc_heap() {
+                    gauge.with_label_values(&["in_use"]).set(in_use as i64);
+                    gauge.with_label_values(&["held"]).set(held as i64);
+                }
+            }
         }
         let mut buf = Vec::new();
         TextEncoder::new()
