@@ -88,10 +88,9 @@ pub(super) fn optional_id<'a>(
     let printable = v
         .bytes()
         .fold(true, |ok, b| ok & (b.wrapping_sub(b' ') < 0x5f));
+    // Anything else (other scripts, or a control byte) goes by character.
     let (chars, hidden) = if printable {
         (v.len(), false)
-    } else if v.is_ascii() {
-        (v.len(), v.bytes().any(|b| b.is_ascii_control()))
     } else {
         let hidden = v.chars().any(|c| c.is_control() || is_invisible(c));
         (v.chars().count(), hidden)
