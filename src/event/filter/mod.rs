@@ -36,7 +36,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::metrics::Outcome;
 
 use super::{Behaviour, EventType};
+use pages::Pages;
 
+mod pages;
 mod saved;
 
 pub use saved::{decode_seed, encode_seed, Corrupt, Delta};
@@ -159,8 +161,9 @@ pub struct Filter {
     /// allocated per event and an entry takes about 40 bytes instead of a
     /// string each. Two independent, randomly keyed hashes make two
     /// different triples share a key with a probability of about n²/2¹²⁹
-    /// (1e-25 for ten million windows).
-    seen: hashbrown::HashMap<Key, Seen, BuildHasherDefault<KeyHasher>>,
+    /// (1e-25 for ten million windows). Large tables are mapped for
+    /// themselves, so that an outgrown one goes back to the kernel.
+    seen: hashbrown::HashMap<Key, Seen, BuildHasherDefault<KeyHasher>, Pages>,
     seed: Seed,
     keys: (ahash::RandomState, ahash::RandomState),
     /// The latest reference time seen: staleness is judged against it.
@@ -194,7 +197,7 @@ impl Filter {
         let s = seed;
         Filter {
             limits,
-            seen: hashbrown::HashMap::default(),
+            seen: hashbrown::HashMap::with_hasher_in(Default::default(), Pages),
             seed,
             keys: (
                 ahash::RandomState::with_seeds(s[0], s[1], s[2], s[3]),
