@@ -132,7 +132,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// it back only when the thread that freed it next takes memory from its
 /// segments, which a thread that frees a large buffer and then allocates
 /// only small ones may not do for minutes. Given back at once, the
-/// consumer's RSS less its filters' tables ended row (t)'s backlogs 70–95
+/// consumer's RSS less its filters' tables ended row (t)'s backlogs 54–94
 /// MiB lower, for no more CPU per event (docs/benchmarks.md). An
 /// operator's `MIMALLOC_PURGE_DELAY` wins.
 fn purge_freed_memory_at_once() {
