@@ -292,6 +292,7 @@ mod tests {
             std::env::var_os("MIMALLOC_PURGE_DELAY").is_none(),
             "run the tests without MIMALLOC_PURGE_DELAY"
         );
+        // SAFETY: reads one of mimalloc's options.
         let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         assert_eq!(get(), 1000);
         purge_freed_memory_at_once();
