@@ -20,6 +20,13 @@ pub const MAPPED_FROM: usize = 256 * 1024;
 /// The kernel's mappings are aligned to pages, at least this.
 const PAGE: usize = 4096;
 
+/// Tables this large ask for the kernel's transparent huge pages (where it
+/// gives them only on request): a lookup lands on a random entry, and with
+/// 4 KiB pages each would also miss the TLB (the process's allocator asks
+/// for huge pages for its own large blocks too).
+#[cfg(target_os = "linux")]
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Allocates the tables of [`MAPPED_FROM`] or more with `mmap` and frees
 /// them with `munmap`; smaller ones come from the process's allocator.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +59,12 @@ unsafe impl Allocator for Pages {
         };
         if p == libc::MAP_FAILED {
             return Err(AllocError);
+        }
+        #[cfg(target_os = "linux")]
+        if layout.size() >= HUGE_PAGE {
+            // SAFETY: advice on the mapping just made, which is ours. A
+            // kernel without transparent huge pages refuses it: no harm.
+            unsafe { libc::madvise(p, layout.size(), libc::MADV_HUGEPAGE) };
         }
         let p = NonNull::new(p.cast::<u8>()).ok_or(AllocError)?;
         crate::heap::count_mapped(layout.size() as isize);
