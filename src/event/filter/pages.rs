@@ -96,6 +96,29 @@ mod tests {
         unsafe { libc::mincore(p.cast(), PAGE, &mut residency) == 0 }
     }
 
+    /// The flags the kernel shows for the mapping that holds `p`
+    /// (`VmFlags` in /proc/self/smaps).
+    #[cfg(target_os = "linux")]
+    fn flags_of_mapping_at(p: *mut u8) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let holds = |line: &str| {
+            let range = line.split(' ').next()?;
+            let (from, to) = range.split_once('-')?;
+            let from = usize::from_str_radix(from, 16).ok()?;
+            let to = usize::from_str_radix(to, 16).ok()?;
+            Some((from..to).contains(&(p as usize)))
+        };
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some(h) = holds(line) {
+                inside = h;
+            } else if let (true, Some(flags)) = (inside, line.strip_prefix("VmFlags:")) {
+                return flags.trim().to_string();
+            }
+        }
+        panic!("no mapping holds {p:?}")
+    }
+
     #[test]
     fn large_tables_are_mapped_for_themselves_and_given_back_when_freed() {
         let layout = Layout::from_size_align(4 << 20, 16).unwrap();
@@ -110,6 +133,12 @@ mod tests {
             assert_eq!(*p.add(12345), 7);
         }
         assert!(is_mapped(p) && is_mapped(p.wrapping_add((4 << 20) - PAGE)));
+        #[cfg(target_os = "linux")]
+        assert!(
+            flags_of_mapping_at(p).split(' ').any(|f| f == "hg"),
+            "a table of 2 MiB or more asks for huge pages: {}",
+            flags_of_mapping_at(p)
+        );
         // SAFETY: allocated above with this layout.
         unsafe { Pages.deallocate(block.cast(), layout) };
         for offset in [0, 1 << 20, (4 << 20) - PAGE] {
