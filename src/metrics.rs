@@ -347,7 +347,7 @@ impl Metrics {
             gauge(
                 &registry,
                 "heap_bytes",
-                "Bytes of the process's live heap allocations, as requested (not what the allocator keeps; C libraries' own allocations not included).",
+                "Bytes of the process's live heap allocations, as requested, and of the duplicate filters' large tables mapped apart (not what the allocator keeps; C libraries' own allocations not included).",
             )
         });
         let libc_heap_bytes = (heap_bytes.is_some() && crate::heap::libc_heap().is_some()).then(|| {
