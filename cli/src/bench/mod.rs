@@ -19,6 +19,7 @@
 mod api;
 mod broker;
 mod cluster;
+mod committed;
 mod memory;
 mod pipeline;
 mod redis_work;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use tokio_util::sync::CancellationToken;
 
+use super::committed::Committed;
 use crate::devbroker::DevBroker;
 use crate::loadgen::{self, EventClock, Limits};
 use crate::newsroom::{Newsroom, Shape};
@@ -173,12 +174,18 @@ impl Service {
         Some(Scrape(text))
     }
 
-    /// Waits until the service has flushed `target` messages; the time it
-    /// took from `since`.
-    async fn drained(&mut self, target: f64, since: Instant) -> anyhow::Result<Duration> {
+    /// Waits until the service's group has committed `target` messages
+    /// (`committed` reads them from the brokers); the time it took from
+    /// `since`.
+    async fn drained(
+        &mut self,
+        committed: &Committed,
+        target: i64,
+        since: Instant,
+    ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            if self.flushed().await.is_some_and(|f| f >= target) {
+            if committed.committed().await? >= target {
                 return Ok(since.elapsed());
             }
             if let Some(status) = self.child.try_wait()? {
@@ -306,7 +313,12 @@ async fn variant(
         .context("the bench's redis-server has a pid")?
         .to_string();
     // What the topics already hold is read first, as part of the warm-up.
-    let mut base = service.idle(Duration::from_secs(3)).await?;
+    service.idle(Duration::from_secs(3)).await?;
+    let topics = [
+        settings.kafka.topics.events.as_str(),
+        settings.kafka.topics.articles.as_str(),
+    ];
+    let committed = Committed::new(&settings.kafka, &group, &topics)?;
     let producer = loadgen::producer(&settings.kafka)?;
     let started_ms = now_ms();
     let mut newsroom = Newsroom::new(v.shape.clone(), started_ms);
@@ -343,6 +355,9 @@ async fn variant(
             &CancellationToken::new(),
         )
         .await;
+        // Messages of both topics (the newsroom's publications too), read
+        // while the service is stopped.
+        let target = committed.held().await?;
         let (cpu0, rcpu0) = (
             cpu_seconds(&service.pid(), false),
             cpu_seconds(&redis_pid, false),
@@ -352,14 +367,11 @@ async fn variant(
         }
         let started = Instant::now();
         service.signal("CONT")?;
-        // Messages of both topics (the newsroom's publications too).
-        let target = base + sent.delivered as f64;
-        let took = service.drained(target, started).await?;
+        let took = service.drained(&committed, target, started).await?;
         let (cpu1, rcpu1) = (
             cpu_seconds(&service.pid(), false),
             cpu_seconds(&redis_pid, false),
         );
-        base = target;
         let rss = super::memory::rss_of(&format!("/proc/{}/status", service.pid()));
         let scrape = service.scrape().await.unwrap_or_default();
         let read = |series| scrape.or_zero(series) as u64;
