@@ -15,8 +15,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::config::Settings;
 use crate::event::decode::{Decoder, MessageInfo};
-use crate::event::filter::{self, Corrupt, Filter, Limits, Verdict};
-use crate::event::{Encoding, Event, EventType, Invalid, Text};
+use crate::event::filter::{self, Corrupt, Filter, Key, Limits, Verdict};
+use crate::event::{Behaviour, Encoding, Event, EventType, Invalid, Text};
 use crate::metrics::{self, Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
@@ -124,33 +124,64 @@ struct Judge<'r, 'm> {
     parts: &'r [(u16, usize)],
 }
 
+/// Messages decoded before their events are judged, together: their
+/// duplicate filters' lookups are made first, one after another, so that
+/// their cache misses overlap (see [`Filter::warm`]).
+const JUDGED_TOGETHER: usize = 16;
+
+/// One message of a share, decoded.
+enum Decoded<'m> {
+    /// Its outcome, known without its filter.
+    Done(Outcome<'m>),
+    /// A behaviour event for its partition's filter to judge at
+    /// `reference`, with its triple's name.
+    Judge {
+        part: usize,
+        event: Behaviour<'m>,
+        reference: i64,
+        key: Option<Key>,
+    },
+}
+
 impl<'m> Judge<'_, 'm> {
     /// The outcomes, in order, of the messages of the partitions in
     /// `share`, whose filters are in `filters`, indexed like the reader's
-    /// partitions.
+    /// partitions. Each partition's events are judged in order, as read
+    /// one at a time.
     fn share(&self, mut filters: Vec<Option<&mut Partition>>, share: Share) -> Vec<Outcome<'m>> {
         let mut out = Vec::with_capacity(self.msgs.len());
+        let mut decoded = smallvec::SmallVec::<[Decoded<'m>; JUDGED_TOGETHER]>::new();
         for (m, (_, part)) in self.msgs.iter().zip(self.parts) {
-            if share.holds(*part) {
-                let p = filters[*part].as_deref_mut().expect("the share's filter");
-                out.push(self.one(m, p));
+            if !share.holds(*part) {
+                continue;
+            }
+            // The time the message is judged at: when it was produced, so
+            // that a replay judges it the same way (for the rare message
+            // without a timestamp, the partition's clock, which the events
+            // before it move: they are judged first; the wall clock for a
+            // first one).
+            let reference = match m.timestamp_ms.filter(|t| *t >= 0) {
+                Some(t) => t,
+                None => {
+                    judge_all(&mut decoded, &mut filters, &mut out);
+                    let p = filters[*part].as_deref().expect("the share's filter");
+                    p.filter.clock().unwrap_or_else(now_ms)
+                }
+            };
+            let p = filters[*part].as_deref().expect("the share's filter");
+            decoded.push(self.decode(m, *part, p, reference));
+            if decoded.len() == JUDGED_TOGETHER {
+                judge_all(&mut decoded, &mut filters, &mut out);
             }
         }
+        judge_all(&mut decoded, &mut filters, &mut out);
         out
     }
 
-    fn one(&self, m: &Incoming<'m>, p: &mut Partition) -> Outcome<'m> {
+    fn decode(&self, m: &Incoming<'m>, part: usize, p: &Partition, reference: i64) -> Decoded<'m> {
         if p.covered.is_some_and(|c| m.offset <= c) {
-            return Outcome::Covered;
+            return Decoded::Done(Outcome::Covered);
         }
-        // The time the message is judged at: when it was produced, so that
-        // a replay judges it the same way (for the rare message without a
-        // timestamp, the partition's clock; the wall clock for a first one).
-        let reference = m
-            .timestamp_ms
-            .filter(|t| *t >= 0)
-            .or_else(|| p.filter.clock())
-            .unwrap_or_else(now_ms);
         let info = MessageInfo {
             encoding: Encoding::of(m.payload, || m.content_type),
             key: m.key,
@@ -158,23 +189,60 @@ impl<'m> Judge<'_, 'm> {
             lifecycle_topic: m.topic == self.articles_topic,
             now_ms: reference,
         };
-        match self.decoder.decode(m.payload, &info) {
+        Decoded::Done(match self.decoder.decode(m.payload, &info) {
             Err(invalid) => Outcome::Invalid(invalid),
-            Ok(Event::Behaviour(b)) => match p.filter.judge(&b, reference) {
-                Verdict::Count(units) => Outcome::Counted {
-                    article_id: b.article_id,
-                    at_ms: b.occurred_at_ms,
-                    kind: b.kind,
-                    units,
-                },
-                v => Outcome::Filtered(b.kind, v),
-            },
+            Ok(Event::Behaviour(event)) => {
+                return Decoded::Judge {
+                    part,
+                    key: p.filter.key_of(&event),
+                    event,
+                    reference,
+                }
+            }
             Ok(Event::Published(a)) => Outcome::Lifecycle(Box::new(Event::Published(a))),
             Ok(Event::Unpublished { article_id }) => {
                 Outcome::Lifecycle(Box::new(Event::Unpublished { article_id }))
             }
+        })
+    }
+}
+
+/// Judges the `decoded` events in order, their lookups made first, and
+/// puts every outcome into `out`.
+fn judge_all<'m>(
+    decoded: &mut smallvec::SmallVec<[Decoded<'m>; JUDGED_TOGETHER]>,
+    filters: &mut [Option<&mut Partition>],
+    out: &mut Vec<Outcome<'m>>,
+) {
+    for d in decoded.iter() {
+        if let Decoded::Judge {
+            part, key: Some(k), ..
+        } = d
+        {
+            let p = filters[*part].as_deref().expect("the share's filter");
+            p.filter.warm(*k);
         }
     }
+    out.extend(decoded.drain(..).map(|d| match d {
+        Decoded::Done(outcome) => outcome,
+        Decoded::Judge {
+            part,
+            event,
+            reference,
+            key,
+        } => {
+            let p = filters[part].as_deref_mut().expect("the share's filter");
+            match p.filter.judge_named(&event, reference, key) {
+                Verdict::Count(units) => Outcome::Counted {
+                    article_id: event.article_id,
+                    at_ms: event.occurred_at_ms,
+                    kind: event.kind,
+                    units,
+                },
+                v => Outcome::Filtered(event.kind, v),
+            }
+        }
+    }));
 }
 
 /// One partition's filter.
@@ -518,3 +586,6 @@ impl Reader {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -131,7 +131,7 @@ pub fn random_seed() -> Seed {
 
 /// A (type, visitor, article) triple's name: two 64-bit hashes (as a pair,
 /// not a `u128`, so that an entry of the table is 40 bytes, not 48).
-type Key = (u64, u64);
+pub type Key = (u64, u64);
 
 /// Hashes a [`Key`] by folding its halves: they are already keyed hashes,
 /// random to anyone without the partition's seed, so hashing them again
@@ -219,6 +219,37 @@ impl Filter {
     /// Decides whether `e` counts, given the message's reference time, and
     /// remembers it for later duplicates when it does.
     pub fn judge(&mut self, e: &Behaviour<'_>, reference_ms: i64) -> Verdict {
+        let key = self.key_of(e);
+        self.judge_named(e, reference_ms, key)
+    }
+
+    /// The name of `e`'s (type, visitor, article) triple, when judging it
+    /// may look the table up (a visitor, not a bot, a window); it depends
+    /// on the event and the seed alone.
+    pub fn key_of(&self, e: &Behaviour<'_>) -> Option<Key> {
+        let visitor = e.visitor_id.as_deref()?;
+        if e.bot || self.limits.window_ms <= 0 {
+            return None;
+        }
+        let triple = (e.kind.index(), visitor, &*e.article_id);
+        Some((self.keys.0.hash_one(triple), self.keys.1.hash_one(triple)))
+    }
+
+    /// Looks `key` up and forgets the answer: what the table holds for it
+    /// is then in the cache. Events read together are looked up this way
+    /// first, one after another, so that their cache misses overlap, where
+    /// judged one at a time each waits for its own. Changes nothing.
+    pub fn warm(&self, key: Key) {
+        std::hint::black_box(self.seen.get(&key));
+    }
+
+    /// [`Filter::judge`] with `e`'s [`Filter::key_of`] given.
+    pub fn judge_named(
+        &mut self,
+        e: &Behaviour<'_>,
+        reference_ms: i64,
+        key: Option<Key>,
+    ) -> Verdict {
         self.clock_ms = self.clock_ms.max(reference_ms);
         if e.bot {
             return Verdict::Bot;
@@ -230,15 +261,11 @@ impl Filter {
             EventType::Engagement => e.engaged_seconds.min(MAX_ENGAGED_SECONDS_PER_WINDOW),
             _ => 1.0,
         };
-        let Some(visitor) = &e.visitor_id else {
+        // No visitor, or no window: nothing to remember.
+        let Some(key) = key else {
             return Verdict::Count(units);
         };
         let window = self.limits.window_ms;
-        if window <= 0 {
-            return Verdict::Count(units);
-        }
-        let triple = (e.kind.index(), &**visitor, &*e.article_id);
-        let key: Key = (self.keys.0.hash_one(triple), self.keys.1.hash_one(triple));
         let tracked = self.saved;
         let fresh = Seen::opened(e.occurred_at_ms, units, self.clock_ms, tracked);
         let (verdict, changed) = match self.seen.get_mut(&key) {
