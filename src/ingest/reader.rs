@@ -129,7 +129,9 @@ struct Judge<'r, 'm> {
 /// their cache misses overlap (see [`Filter::warm`]).
 const JUDGED_TOGETHER: usize = 16;
 
-/// One message of a share, decoded.
+/// One message of a share, decoded. Most are behaviour events, held
+/// inline: boxed, each would be an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Decoded<'m> {
     /// Its outcome, known without its filter.
     Done(Outcome<'m>),

@@ -106,7 +106,7 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
     let mut reader = Reader::new(&settings, Metrics::new(), Filters::Saved);
     let mut batch = Batch::default();
     reader.read_all(&msgs, &mut batch);
-    let mut counted: Vec<(i32, i64, u64)> = batch
+    let counted: Vec<(i32, i64, u64)> = batch
         .counted
         .iter()
         .map(|c| {
@@ -114,7 +114,7 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
             (p.id.partition(), c.offset, c.units.to_bits())
         })
         .collect();
-    let mut dead: Vec<(i32, i64, String)> = batch
+    let dead: Vec<(i32, i64, String)> = batch
         .dead
         .iter()
         .map(|d| (d.partition, d.offset, d.reason.clone()))
