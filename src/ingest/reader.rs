@@ -162,15 +162,12 @@ impl<'m> Judge<'_, 'm> {
             // without a timestamp, the partition's clock, which the events
             // before it move: they are judged first; the wall clock for a
             // first one).
-            let reference = match m.timestamp_ms.filter(|t| *t >= 0) {
-                Some(t) => t,
-                None => {
-                    judge_all(&mut decoded, &mut filters, &mut out);
-                    let p = filters[*part].as_deref().expect("the share's filter");
-                    p.filter.clock().unwrap_or_else(now_ms)
-                }
-            };
+            let produced = m.timestamp_ms.filter(|t| *t >= 0);
+            if produced.is_none() {
+                judge_all(&mut decoded, &mut filters, &mut out);
+            }
             let p = filters[*part].as_deref().expect("the share's filter");
+            let reference = produced.or_else(|| p.filter.clock()).unwrap_or_else(now_ms);
             decoded.push(self.decode(m, *part, p, reference));
             if decoded.len() == JUDGED_TOGETHER {
                 judge_all(&mut decoded, &mut filters, &mut out);
