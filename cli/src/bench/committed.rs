@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use popularity::config::KafkaSettings;
 
@@ -26,10 +26,8 @@ pub(super) struct Committed {
 impl Committed {
     /// Reads `group`'s commits on every partition of `topics`.
     pub fn new(kafka: &KafkaSettings, group: &str, topics: &[&str]) -> anyhow::Result<Committed> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
+        let defaults = [("group.id", group), ("enable.auto.commit", "false")];
+        let consumer: BaseConsumer = popularity::ingest::client_config(kafka, &defaults, false)
             .create()
             .context("creating a client to read the group's commits")?;
         let mut partitions = TopicPartitionList::new();
