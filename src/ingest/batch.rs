@@ -118,11 +118,7 @@ impl Batch {
         for c in later.counted {
             let place = &mut places[c.place as usize];
             if *place == u32::MAX {
-                let p = later.places.get(c.place);
-                let tags: Vec<_> = p.tags.iter().map(|t| t.as_str().into()).collect();
-                *place = self
-                    .places
-                    .intern(&p.article_id, p.section.as_deref(), &tags);
+                *place = self.places.intern(&later.places.get(c.place).article_id);
             }
             self.counted.push(Counted {
                 place: *place,
@@ -239,17 +235,17 @@ mod tests {
         b.messages = 1;
         // The same place again and again is one place.
         for _ in 0..MAX_PLACES_PER_BATCH {
-            b.places.intern("a", None, &[]);
+            b.places.intern("a");
         }
         assert!(!b.full(usize::MAX));
         for i in 1..MAX_PLACES_PER_BATCH {
-            b.places.intern(&format!("a-{i}"), None, &[]);
+            b.places.intern(&format!("a-{i}"));
         }
         assert!(b.full(usize::MAX));
         // The next batch counts again, with the places still known.
         b.clear();
         assert!(!b.full(usize::MAX));
-        b.places.intern("a-1", None, &[]);
+        b.places.intern("a-1");
         assert_eq!(b.places.distinct(), 1);
     }
 }

@@ -1,13 +1,13 @@
-//! Where the batch's events happened, interned: each distinct (article,
-//! section, tags) an event named is stored once, and a counted event holds
-//! its number. Reading an event of a known place allocates nothing; the
-//! writer places each of them once per batch, not once per event.
+//! Where the batch's events happened, interned: each distinct article an
+//! event named is stored once, and a counted event holds its number (its
+//! section and tags come from the catalogue when the batch is placed,
+//! never from the event). Reading an event of a known article allocates
+//! nothing; the writer places each of them once per batch, not once per
+//! event.
 //!
-//! The table outlives the batch it was filled by (a place seen in one batch
-//! is seen in the next), up to [`MAX_PLACES`], past which it starts again.
-
-use std::borrow::Cow;
-use std::hash::{BuildHasher, Hash, Hasher};
+//! The table outlives the batch it was filled by (an article seen in one
+//! batch is seen in the next), up to [`MAX_PLACES`], past which it starts
+//! again.
 
 use hashbrown::HashTable;
 
@@ -21,73 +21,63 @@ const MAX_PLACES: usize = 100_000;
 /// events when a batch was written every 50,000).
 pub(super) const MAX_PLACES_PER_BATCH: usize = 50_000;
 
-/// An article with the section and tags its events named (empty when they
-/// named none: the article's metadata decides at write time).
+/// An article that events of the batch named.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Place {
     pub article_id: Box<str>,
-    pub section: Option<Box<str>>,
-    pub tags: Vec<String>,
+}
+
+/// One entry of the table: a place's number, and the batch that last
+/// named it, beside it (a counted event's lookup touches the entry and the
+/// article's id, nothing else).
+#[derive(Clone, Copy)]
+struct Slot {
+    place: u32,
+    named_in: u32,
 }
 
 /// The interning table.
 #[derive(Default)]
 pub(super) struct Places {
-    /// Numbers into `list`, by the hash of their place.
-    table: HashTable<u32>,
+    /// Numbers into `list`, by the hash of their article.
+    table: HashTable<Slot>,
     list: Vec<Place>,
     hasher: ahash::RandomState,
-    /// Per place, the batch that last named it.
-    named_in: Vec<u32>,
     /// The batch being read, and how many distinct places it named.
     batch: u32,
     distinct: usize,
 }
 
 impl Places {
-    /// The number of the place named by an event, added if new.
-    pub fn intern(
-        &mut self,
-        article_id: &str,
-        section: Option<&str>,
-        tags: &[Cow<'_, str>],
-    ) -> u32 {
-        let hash = self.hash(article_id, section, tags.iter().map(|t| &**t));
-        let list = &self.list;
-        let found = self.table.find(hash, |&i| {
-            let p = &list[i as usize];
-            *p.article_id == *article_id
-                && p.section.as_deref() == section
-                && p.tags.len() == tags.len()
-                && p.tags.iter().zip(tags).all(|(a, b)| a == b)
-        });
-        if let Some(&i) = found {
-            let named = &mut self.named_in[i as usize];
-            if *named != self.batch {
-                *named = self.batch;
+    /// The number of the place of `article_id`, added if new.
+    pub fn intern(&mut self, article_id: &str) -> u32 {
+        let hash = self.hasher.hash_one(article_id);
+        let (list, batch) = (&self.list, self.batch);
+        let found = self
+            .table
+            .find_mut(hash, |s| *list[s.place as usize].article_id == *article_id);
+        if let Some(slot) = found {
+            if slot.named_in != batch {
+                slot.named_in = batch;
                 self.distinct += 1;
             }
-            return i;
+            return slot.place;
         }
-        let i = u32::try_from(self.list.len()).expect("fewer places than u32::MAX");
-        self.named_in.push(self.batch);
+        let place = u32::try_from(self.list.len()).expect("fewer places than u32::MAX");
         self.distinct += 1;
         self.list.push(Place {
             article_id: article_id.into(),
-            section: section.map(Into::into),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
         });
         let (hasher, list) = (&self.hasher, &self.list);
-        self.table.insert_unique(hash, i, |&j| {
-            let p = &list[j as usize];
-            Self::hash_with(
-                hasher,
-                &p.article_id,
-                p.section.as_deref(),
-                p.tags.iter().map(String::as_str),
-            )
-        });
-        i
+        self.table.insert_unique(
+            hash,
+            Slot {
+                place,
+                named_in: batch,
+            },
+            |s| hasher.hash_one(&*list[s.place as usize].article_id),
+        );
+        place
     }
 
     /// Place number `i`.
@@ -113,32 +103,7 @@ impl Places {
         if self.list.len() > MAX_PLACES {
             self.table.clear();
             self.list.clear();
-            self.named_in.clear();
         }
-    }
-
-    fn hash<'t>(
-        &self,
-        article_id: &str,
-        section: Option<&str>,
-        tags: impl Iterator<Item = &'t str>,
-    ) -> u64 {
-        Self::hash_with(&self.hasher, article_id, section, tags)
-    }
-
-    fn hash_with<'t>(
-        hasher: &ahash::RandomState,
-        article_id: &str,
-        section: Option<&str>,
-        tags: impl Iterator<Item = &'t str>,
-    ) -> u64 {
-        let mut h = hasher.build_hasher();
-        article_id.hash(&mut h);
-        section.hash(&mut h);
-        for t in tags {
-            t.hash(&mut h);
-        }
-        h.finish()
     }
 }
 
@@ -147,39 +112,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_same_place_gets_the_same_number_and_a_different_one_another() {
+    fn the_same_article_gets_the_same_number_and_a_different_one_another() {
         let mut p = Places::default();
-        let t = |v: &[&'static str]| v.iter().map(|s| Cow::Borrowed(*s)).collect::<Vec<_>>();
-        let a = p.intern("a", Some("news"), &t(&["x", "y"]));
-        assert_eq!(p.intern("a", Some("news"), &t(&["x", "y"])), a);
-        let others = [
-            p.intern("a", None, &t(&["x", "y"])),
-            p.intern("a", Some("news"), &t(&["x"])),
-            p.intern("a", Some("news"), &t(&["y", "x"])),
-            p.intern("a", Some("news"), &t(&["xy"])),
-            p.intern("b", Some("news"), &t(&["x", "y"])),
-        ];
+        let a = p.intern("a");
+        assert_eq!(p.intern("a"), a);
+        let others = [p.intern("b"), p.intern("ab"), p.intern("A"), p.intern("")];
         let mut all = vec![a];
         all.extend(others);
         let mut distinct = all.clone();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), all.len(), "{all:?}");
-        assert_eq!(p.len(), 6);
-        assert_eq!(p.distinct(), 6);
+        assert_eq!(p.len(), 5);
+        assert_eq!(p.distinct(), 5);
         p.next_batch();
         assert_eq!(p.distinct(), 0);
-        p.intern("a", Some("news"), &t(&["x", "y"]));
-        p.intern("a", Some("news"), &t(&["x", "y"]));
-        p.intern("new", None, &[]);
-        assert_eq!(p.distinct(), 2, "a known place and a new one, each once");
+        p.intern("a");
+        p.intern("a");
+        p.intern("new");
+        assert_eq!(p.distinct(), 2, "a known article and a new one, each once");
         assert_eq!(
             p.get(a),
             &Place {
-                article_id: "a".into(),
-                section: Some("news".into()),
-                tags: vec!["x".into(), "y".into()],
+                article_id: "a".into()
             }
         );
+        let new = p.intern("new");
+        assert_eq!(&*p.get(new).article_id, "new");
+    }
+
+    #[test]
+    fn past_its_bound_the_table_starts_again_with_the_next_batch() {
+        let mut p = Places::default();
+        for i in 0..=MAX_PLACES {
+            p.intern(&format!("a-{i}"));
+        }
+        assert_eq!(p.len(), MAX_PLACES + 1);
+        p.next_batch();
+        assert_eq!(p.len(), 0);
+        assert_eq!(p.intern("a-7"), 0, "numbered from the start again");
+        assert_eq!(p.distinct(), 1);
     }
 }

@@ -15,8 +15,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::config::Settings;
 use crate::event::decode::{Decoder, MessageInfo};
-use crate::event::filter::{self, Corrupt, Filter, Key, Limits, Verdict};
-use crate::event::{Behaviour, Encoding, Event, EventType, Invalid, Text};
+use crate::event::filter::{self, Corrupt, Facts, Filter, Key, Limits, Verdict};
+use crate::event::{Encoding, Event, EventType, Invalid, PerType, Text};
 use crate::metrics::{self, Metrics, UNKNOWN_TYPE};
 use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
@@ -129,9 +129,9 @@ struct Judge<'r, 'm> {
 /// their cache misses overlap (see [`Filter::warm`]).
 const JUDGED_TOGETHER: usize = 16;
 
-/// One message of a share, decoded. Most are behaviour events, held
-/// inline: boxed, each would be an allocation.
-#[allow(clippy::large_enum_variant)]
+/// One message of a share, decoded. A behaviour event keeps what its
+/// filter reads and its outcome needs (96 bytes, where the whole event
+/// takes 224: each is moved in and out of the list judged together).
 enum Decoded<'m> {
     /// Its outcome, known without its filter.
     Done(Outcome<'m>),
@@ -139,11 +139,14 @@ enum Decoded<'m> {
     /// `reference`, with its triple's name.
     Judge {
         part: usize,
-        event: Behaviour<'m>,
+        facts: Facts,
+        article_id: Text<'m>,
         reference: i64,
         key: Option<Key>,
     },
 }
+
+const _: () = assert!(std::mem::size_of::<Decoded<'static>>() <= 96);
 
 impl<'m> Judge<'_, 'm> {
     /// The outcomes, in order, of the messages of the partitions in
@@ -194,7 +197,8 @@ impl<'m> Judge<'_, 'm> {
                 return Decoded::Judge {
                     part,
                     key: p.filter.key_of(&event),
-                    event,
+                    facts: Facts::of(&event),
+                    article_id: event.article_id,
                     reference,
                 }
             }
@@ -226,22 +230,52 @@ fn judge_all<'m>(
         Decoded::Done(outcome) => outcome,
         Decoded::Judge {
             part,
-            event,
+            facts,
+            article_id,
             reference,
             key,
         } => {
             let p = filters[part].as_deref_mut().expect("the share's filter");
-            match p.filter.judge_named(&event, reference, key) {
+            match p.filter.judge_named(facts, reference, key) {
                 Verdict::Count(units) => Outcome::Counted {
-                    article_id: event.article_id,
-                    at_ms: event.occurred_at_ms,
-                    kind: event.kind,
+                    article_id,
+                    at_ms: facts.occurred_at_ms,
+                    kind: facts.kind,
                     units,
                 },
-                v => Outcome::Filtered(event.kind, v),
+                v => Outcome::Filtered(facts.kind, v),
             }
         }
     }));
+}
+
+/// The valid events of one read that were not counted, by type and
+/// reason: added to `events_total` once per read, not per event (a
+/// labelled counter's lookup hashes its labels and takes a lock).
+#[derive(Default)]
+struct Filtered(PerType<[u64; Filtered::REASONS.len()]>);
+
+impl Filtered {
+    const REASONS: [Verdict; 3] = [Verdict::Bot, Verdict::Stale, Verdict::Duplicate];
+
+    fn note(&mut self, kind: EventType, verdict: Verdict) {
+        if let Some(r) = Filtered::REASONS.iter().position(|v| *v == verdict) {
+            self.0[kind.index()][r] += 1;
+        }
+    }
+
+    fn add_to(&self, metrics: &Metrics) {
+        for (kind, counts) in EventType::ALL.iter().zip(&self.0) {
+            for (verdict, n) in Filtered::REASONS.iter().zip(counts) {
+                if *n > 0 {
+                    metrics
+                        .events
+                        .with_label_values(&[kind.as_str(), verdict.outcome().as_str()])
+                        .inc_by(*n);
+                }
+            }
+        }
+    }
 }
 
 /// One partition's filter.
@@ -461,17 +495,26 @@ impl Reader {
         }
         // 3. Into the batch, in the order read.
         let mut outcomes: PerSide<_> = outcomes.into_iter().map(Vec::into_iter).collect();
+        let mut filtered = Filtered::default();
         for (m, &(source, part)) in msgs.iter().zip(&parts) {
             let outcome = outcomes[part % ways]
                 .next()
                 .expect("one outcome per message");
-            self.take(m, source, outcome, batch);
+            self.take(m, source, outcome, batch, &mut filtered);
         }
+        filtered.add_to(&self.metrics);
         self.parts = parts;
     }
 
     /// Puts one message's outcome into `batch`.
-    fn take(&self, m: &Incoming<'_>, source: u16, outcome: Outcome<'_>, batch: &mut Batch) {
+    fn take(
+        &self,
+        m: &Incoming<'_>,
+        source: u16,
+        outcome: Outcome<'_>,
+        batch: &mut Batch,
+        filtered: &mut Filtered,
+    ) {
         match outcome {
             Outcome::Covered => {}
             Outcome::Invalid(invalid) => {
@@ -497,7 +540,7 @@ impl Reader {
             } => {
                 // Only the article: its section and tags come from the
                 // catalogue when the batch is placed, never from the event.
-                let place = batch.places.intern(&article_id, None, &[]);
+                let place = batch.places.intern(&article_id);
                 batch.counted.push(Counted {
                     offset: m.offset,
                     at_ms,
@@ -507,11 +550,7 @@ impl Reader {
                     kind,
                 });
             }
-            Outcome::Filtered(kind, verdict) => self
-                .metrics
-                .events
-                .with_label_values(&[kind.as_str(), verdict.outcome().as_str()])
-                .inc(),
+            Outcome::Filtered(kind, verdict) => filtered.note(kind, verdict),
             Outcome::Lifecycle(e) => batch.lifecycle.push(*e),
         }
     }

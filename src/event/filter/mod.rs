@@ -59,6 +59,33 @@ pub enum Verdict {
     Duplicate,
 }
 
+/// What judging an event reads of it once its triple is named
+/// ([`Filter::key_of`]): a reader holding events to judge together keeps
+/// these instead of the whole event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Facts {
+    /// [`Behaviour::kind`].
+    pub kind: EventType,
+    /// [`Behaviour::occurred_at_ms`].
+    pub occurred_at_ms: i64,
+    /// [`Behaviour::engaged_seconds`].
+    pub engaged_seconds: f64,
+    /// [`Behaviour::bot`].
+    pub bot: bool,
+}
+
+impl Facts {
+    /// The facts of `e`.
+    pub fn of(e: &Behaviour<'_>) -> Facts {
+        Facts {
+            kind: e.kind,
+            occurred_at_ms: e.occurred_at_ms,
+            engaged_seconds: e.engaged_seconds,
+            bot: e.bot,
+        }
+    }
+}
+
 impl Verdict {
     /// Outcome label for metrics.
     pub fn outcome(&self) -> Outcome {
@@ -220,7 +247,7 @@ impl Filter {
     /// remembers it for later duplicates when it does.
     pub fn judge(&mut self, e: &Behaviour<'_>, reference_ms: i64) -> Verdict {
         let key = self.key_of(e);
-        self.judge_named(e, reference_ms, key)
+        self.judge_named(Facts::of(e), reference_ms, key)
     }
 
     /// The name of `e`'s (type, visitor, article) triple, when judging it
@@ -243,13 +270,9 @@ impl Filter {
         std::hint::black_box(self.seen.get(&key));
     }
 
-    /// [`Filter::judge`] with `e`'s [`Filter::key_of`] given.
-    pub fn judge_named(
-        &mut self,
-        e: &Behaviour<'_>,
-        reference_ms: i64,
-        key: Option<Key>,
-    ) -> Verdict {
+    /// [`Filter::judge`] with `e`'s [`Filter::key_of`] given, from what
+    /// judging reads of the event besides its triple.
+    pub fn judge_named(&mut self, e: Facts, reference_ms: i64, key: Option<Key>) -> Verdict {
         self.clock_ms = self.clock_ms.max(reference_ms);
         if e.bot {
             return Verdict::Bot;

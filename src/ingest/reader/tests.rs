@@ -130,6 +130,7 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
     let limits = reader.limits;
     let mut filters: HashMap<i32, Filter> = HashMap::new();
     let (mut want_counted, mut want_dead) = (Vec::new(), Vec::new());
+    let mut want_filtered: HashMap<(&str, &str), u64> = HashMap::new();
     for m in &msgs {
         let f = filters
             .entry(m.partition)
@@ -147,11 +148,16 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
         };
         match decoder.decode(m.payload, &info) {
             Err(e) => want_dead.push((m.partition, m.offset, e.to_string())),
-            Ok(Event::Behaviour(b)) => {
-                if let Verdict::Count(units) = f.judge(&b, reference) {
-                    want_counted.push((m.partition, m.offset, units.to_bits()));
+            Ok(Event::Behaviour(b)) => match f.judge(&b, reference) {
+                Verdict::Count(units) => {
+                    want_counted.push((m.partition, m.offset, units.to_bits()))
                 }
-            }
+                v => {
+                    *want_filtered
+                        .entry((b.kind.as_str(), v.outcome().as_str()))
+                        .or_default() += 1
+                }
+            },
             Ok(other) => panic!("only behaviour events are sent: {other:?}"),
         }
     }
@@ -169,6 +175,28 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
     );
     assert_eq!(differences(&counted, &want_counted), "", "counted");
     assert_eq!(differences(&dead, &want_dead), "", "dead-lettered");
+    // What was not counted is in `events_total` by type and reason (added
+    // once per read), as judged one at a time.
+    assert!(want_filtered[&("page_view", "duplicate")] > 0);
+    assert!(want_filtered[&("share", "bot")] > 0);
+    for kind in EventType::ALL {
+        for outcome in [
+            metrics::Outcome::Bot,
+            metrics::Outcome::Stale,
+            metrics::Outcome::Duplicate,
+        ] {
+            let key = (kind.as_str(), outcome.as_str());
+            assert_eq!(
+                reader
+                    .metrics
+                    .events
+                    .with_label_values(&[key.0, key.1])
+                    .get(),
+                want_filtered.get(&key).copied().unwrap_or(0),
+                "{key:?}"
+            );
+        }
+    }
 }
 
 /// What one list has and the other has not, both ways (empty when they
