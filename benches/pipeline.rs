@@ -133,9 +133,10 @@ fn filter_and_aggregate(c: &mut Criterion) {
     g.finish();
 }
 
-/// The reading step (decode → validate → filter into the batch) on a rayon
-/// pool of 1 and of 2 threads: how it scales with cores when nothing else
-/// runs on them (in the service the writer, Redis and the broker share them).
+/// The reading step (decode → validate → filter into the batch) on 1 and
+/// on 2 threads (`ingest.decode_threads`): how it scales with cores when
+/// nothing else runs on them (in the service the writer, Redis and the
+/// broker share them).
 fn read_on_threads(c: &mut Criterion) {
     use popularity::ingest::Reading;
     let settings = popularity::config::Settings::defaults();
@@ -155,19 +156,15 @@ fn read_on_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("read");
     g.throughput(Throughput::Elements(N as u64));
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("a thread pool");
+        let mut settings = settings.clone();
+        settings.ingest.decode_threads = threads;
         g.bench_function(format!("json_{threads}_threads"), |b| {
             b.iter_batched(
                 || Reading::new(&settings),
                 |mut r| {
-                    pool.install(|| {
-                        for chunk in incoming.chunks(1024) {
-                            r.read_all(chunk);
-                        }
-                    });
+                    for chunk in incoming.chunks(1024) {
+                        r.read_all(chunk);
+                    }
                     black_box(r.messages())
                 },
                 criterion::BatchSize::LargeInput,

@@ -472,6 +472,11 @@ pub struct IngestSettings {
     pub max_clock_skew: Duration,
     /// Messages larger than this are invalid.
     pub max_message_bytes: usize,
+    /// Threads that decode and judge what one read fetched (each takes a
+    /// share of the partitions). One costs the least CPU per event; more
+    /// read a backlog faster when the consumer has cores to itself, each
+    /// extra thread waking and idling between reads.
+    pub decode_threads: usize,
     /// On SIGTERM, the longest time spent flushing what was read before
     /// leaving the group (keep it inside the pod's termination grace period).
     #[serde(with = "humantime_serde")]

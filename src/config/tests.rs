@@ -46,6 +46,7 @@ fn defaults_match_the_design() {
     assert_eq!(s.api.cache_ttl, Duration::from_secs(1));
     assert_eq!(s.ingest.flush_interval, Duration::from_millis(250));
     assert_eq!(s.ingest.max_batch_events, 500_000);
+    assert_eq!(s.ingest.decode_threads, 1);
     assert_eq!(s.ingest.dedupe_window, Duration::from_secs(30 * 60));
     assert_eq!(s.ingest.dedupe_lateness, Duration::from_secs(3_600));
     assert_eq!(s.ingest.max_event_age, Duration::from_secs(7 * 86_400));
@@ -191,6 +192,16 @@ fn out_of_range_values_fail_naming_the_key() {
             "POPULARITY__INGEST__FLUSH_INTERVAL",
             "0s",
             "ingest.flush_interval",
+        ),
+        (
+            "POPULARITY__INGEST__DECODE_THREADS",
+            "0",
+            "ingest.decode_threads",
+        ),
+        (
+            "POPULARITY__INGEST__DECODE_THREADS",
+            "65",
+            "ingest.decode_threads",
         ),
         ("POPULARITY__API__LISTEN", "nowhere", "api.listen"),
         (

@@ -9,6 +9,9 @@ use std::time::Duration;
 use super::{invalid, Backend, ConfigError, RedisMode, Settings, StoreSettings};
 use crate::event::slug;
 
+/// Most threads one consumer decodes on (`ingest.decode_threads`).
+pub const MAX_DECODE_THREADS: usize = 64;
+
 impl Settings {
     /// Checks every value that types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -195,6 +198,12 @@ impl Settings {
         }
         if self.ingest.max_message_bytes == 0 {
             return Err(invalid("ingest.max_message_bytes", "must be at least 1"));
+        }
+        if !(1..=MAX_DECODE_THREADS).contains(&self.ingest.decode_threads) {
+            return Err(invalid(
+                "ingest.decode_threads",
+                format!("must be between 1 and {MAX_DECODE_THREADS}"),
+            ));
         }
         positive("ingest.max_event_age", self.ingest.max_event_age)?;
         positive("ingest.shutdown_deadline", self.ingest.shutdown_deadline)?;

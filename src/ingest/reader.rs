@@ -278,6 +278,23 @@ impl Filtered {
     }
 }
 
+/// The pool of the threads that decode beside the caller's, when there
+/// are to be `n` in all (none for one, or when the threads cannot be
+/// started: then the caller's alone, which reads the same).
+fn decode_threads(n: usize) -> Option<rayon::ThreadPool> {
+    if n <= 1 {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n - 1)
+        .thread_name(|i| format!("decode-{i}"))
+        .build()
+        .inspect_err(|e| {
+            tracing::error!(error = %e, threads = n, "decoding threads not started; decoding on one")
+        })
+        .ok()
+}
+
 /// One partition's filter.
 struct Partition {
     id: PartitionId,
@@ -327,6 +344,9 @@ pub(super) struct Reader {
     /// Scratch of [`Reader::read_all`]: each message's partition, in the
     /// batch and among `partitions`.
     parts: Vec<(u16, usize)>,
+    /// The threads that decode beside the caller's (`ingest.decode_threads`
+    /// less one); none with one.
+    threads: Option<rayon::ThreadPool>,
 }
 
 impl Reader {
@@ -348,6 +368,7 @@ impl Reader {
             filters,
             partitions: Vec::new(),
             parts: Vec::new(),
+            threads: decode_threads(ingest.decode_threads),
         }
     }
 
@@ -433,7 +454,7 @@ impl Reader {
     }
 
     /// Reads messages into `batch`, in order. Decoding and filtering run on
-    /// the threads of the current rayon pool (one per core by default)
+    /// `ingest.decode_threads` threads (the caller's and the reader's pool)
     /// when every side of the split has enough messages: partitions are
     /// dealt round-robin to the sides, and each partition's messages are
     /// judged in order by one thread, so its filter's verdicts are those of
@@ -443,7 +464,10 @@ impl Reader {
         // 1. Each message's partition, in the batch and among the filters.
         // Per-side tables stay inline for up to 8 threads; `parts` is kept
         // between calls: a call allocates little beyond a list per side.
-        let ways = rayon::current_num_threads().max(1);
+        let ways = self
+            .threads
+            .as_ref()
+            .map_or(1, |t| t.current_num_threads() + 1);
         let mut sides: PerSide<usize> = smallvec::smallvec![0; ways];
         let mut parts = std::mem::take(&mut self.parts);
         parts.clear();
@@ -476,11 +500,8 @@ impl Reader {
             }
         }
         let mut outcomes: PerSide<Vec<Outcome<'_>>> = (0..ways).map(|_| Vec::new()).collect();
-        if ways == 1 {
-            let only = filters.into_iter().next().expect("one side");
-            outcomes[0] = judge.share(only, Share { index: 0, of: 1 });
-        } else {
-            rayon::in_place_scope(|s| {
+        if let (Some(threads), true) = (&self.threads, ways > 1) {
+            threads.in_place_scope(|s| {
                 let mut sides = filters.into_iter().zip(outcomes.iter_mut()).enumerate();
                 let (_, (here, out_here)) = sides.next().expect("several sides");
                 for (side, (f, out)) in sides {
@@ -492,6 +513,9 @@ impl Reader {
                 }
                 *out_here = judge.share(here, Share { index: 0, of: ways });
             });
+        } else {
+            let only = filters.into_iter().next().expect("one side");
+            outcomes[0] = judge.share(only, Share { index: 0, of: 1 });
         }
         // 3. Into the batch, in the order read.
         let mut outcomes: PerSide<_> = outcomes.into_iter().map(Vec::into_iter).collect();

@@ -82,7 +82,16 @@ fn traffic(now: i64) -> Vec<Sent> {
 
 #[test]
 fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
-    let settings = Settings::defaults();
+    // On one decoding thread (the default), and with the partitions shared
+    // out to two and three.
+    for threads in [1, 2, 3] {
+        let mut settings = Settings::defaults();
+        settings.ingest.decode_threads = threads;
+        judged_together_as_one_at_a_time(&settings);
+    }
+}
+
+fn judged_together_as_one_at_a_time(settings: &Settings) {
     let now = now_ms();
     let sent = traffic(now);
     let mut offsets: HashMap<i32, i64> = HashMap::new();
@@ -103,7 +112,15 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
         })
         .collect();
 
-    let mut reader = Reader::new(&settings, Metrics::new(), Filters::Saved);
+    let mut reader = Reader::new(settings, Metrics::new(), Filters::Saved);
+    let ways = settings.ingest.decode_threads;
+    assert_eq!(
+        reader
+            .threads
+            .as_ref()
+            .map_or(1, |t| t.current_num_threads() + 1),
+        ways
+    );
     let mut batch = Batch::default();
     reader.read_all(&msgs, &mut batch);
     let counted: Vec<(i32, i64, u64)> = batch
@@ -126,7 +143,7 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
         ingest.max_message_bytes,
         ingest.max_clock_skew.as_millis() as i64,
     )
-    .with_sites(Sites::from_settings(&settings));
+    .with_sites(Sites::from_settings(settings));
     let limits = reader.limits;
     let mut filters: HashMap<i32, Filter> = HashMap::new();
     let (mut want_counted, mut want_dead) = (Vec::new(), Vec::new());
@@ -173,8 +190,16 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
         want_dead.iter().all(|d| d.2.starts_with("malformed")),
         "{want_dead:?}"
     );
-    assert_eq!(differences(&counted, &want_counted), "", "counted");
-    assert_eq!(differences(&dead, &want_dead), "", "dead-lettered");
+    assert_eq!(
+        differences(&counted, &want_counted),
+        "",
+        "{ways} threads: counted"
+    );
+    assert_eq!(
+        differences(&dead, &want_dead),
+        "",
+        "{ways} threads: dead-lettered"
+    );
     // What was not counted is in `events_total` by type and reason (added
     // once per read), as judged one at a time.
     assert!(want_filtered[&("page_view", "duplicate")] > 0);
@@ -193,7 +218,7 @@ fn events_judged_together_get_the_verdicts_of_one_at_a_time() {
                     .with_label_values(&[key.0, key.1])
                     .get(),
                 want_filtered.get(&key).copied().unwrap_or(0),
-                "{key:?}"
+                "{ways} threads: {key:?}"
             );
         }
     }
