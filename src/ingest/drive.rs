@@ -204,8 +204,8 @@ impl Loop {
             _ = lag_tick.tick(), if self.paused || idle_rebuild => Wake::LagTick,
             msg = self.consumer.recv(), if !full => {
                 // Then whatever else is already fetched, without going
-                // round the loop for each message, read together (on the
-                // cores' threads when there are enough). One stream for
+                // round the loop for each message, read together (on
+                // `ingest.decode_threads` threads). One stream for
                 // them all: each `recv` takes and frees a waker's slot.
                 let mut next = Some(msg);
                 let mut drained = 0;

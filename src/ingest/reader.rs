@@ -1,6 +1,6 @@
 //! Step one of the write path: decode → validate → filter into the
-//! [`Batch`] being read, for what the consumer has fetched at once, on the
-//! cores' threads ([`Reader::read_all`]). A JSON event's texts stay borrowed
+//! [`Batch`] being read, for what the consumer has fetched at once, on
+//! `ingest.decode_threads` threads ([`Reader::read_all`]). A JSON event's texts stay borrowed
 //! from its message until the batch interns its place, so reading an event
 //! allocates nothing.
 //!
