@@ -1,6 +1,7 @@
 //! Step one of the write path: decode → validate → filter into the
 //! [`Batch`] being read, for what the consumer has fetched at once, on
-//! `ingest.decode_threads` threads ([`Reader::read_all`]). A JSON event's texts stay borrowed
+//! `ingest.decode_threads` threads ([`Reader::read_all`], each taking a
+//! share of the partitions: [`share`]). A JSON event's texts stay borrowed
 //! from its message until the batch interns its place, so reading an event
 //! allocates nothing.
 //!
@@ -14,15 +15,18 @@
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::config::Settings;
-use crate::event::decode::{Decoder, MessageInfo};
-use crate::event::filter::{self, Corrupt, Facts, Filter, Key, Limits, Verdict};
+use crate::event::decode::Decoder;
+use crate::event::filter::{self, Corrupt, Filter, Limits, Verdict};
 use crate::event::{Encoding, Event, EventType, Invalid, PerType, Text};
 use crate::metrics::{self, Metrics, UNKNOWN_TYPE};
-use crate::now_ms;
 use crate::store::{FilterWrite, SavedFilter};
 
 use super::batch::{find, Batch, Counted, DeadLetter, DEAD_LETTER_MAX_BYTES};
 use super::partition::PartitionId;
+
+mod share;
+
+use share::{decode_threads, Judge, Share};
 
 /// Fewest messages on each side of the split for decoding on several
 /// threads: below it, handing a side over costs more than it saves.
@@ -100,155 +104,6 @@ enum Outcome<'a> {
 
 const _: () = assert!(std::mem::size_of::<Outcome<'static>>() <= 48);
 
-/// One thread's share of the partitions read together: those at positions
-/// `index`, `index + of`, `index + 2 × of`, …
-#[derive(Debug, Clone, Copy)]
-struct Share {
-    index: usize,
-    of: usize,
-}
-
-impl Share {
-    /// True when the partition at `position` is in this share.
-    fn holds(self, position: usize) -> bool {
-        position % self.of == self.index
-    }
-}
-
-/// Decodes and judges the messages of one share of the partitions.
-struct Judge<'r, 'm> {
-    decoder: &'r Decoder,
-    articles_topic: &'r str,
-    msgs: &'r [Incoming<'m>],
-    /// Each message's position among the batch's partitions and the filters.
-    parts: &'r [(u16, usize)],
-}
-
-/// Messages decoded before their events are judged, together: their
-/// duplicate filters' lookups are made first, one after another, so that
-/// their cache misses overlap (see [`Filter::warm`]).
-const JUDGED_TOGETHER: usize = 16;
-
-/// One message of a share, decoded. A behaviour event keeps what its
-/// filter reads and its outcome needs (96 bytes, where the whole event
-/// takes 224: each is moved in and out of the list judged together).
-enum Decoded<'m> {
-    /// Its outcome, known without its filter.
-    Done(Outcome<'m>),
-    /// A behaviour event for its partition's filter to judge at
-    /// `reference`, with its triple's name.
-    Judge {
-        part: usize,
-        facts: Facts,
-        article_id: Text<'m>,
-        reference: i64,
-        key: Option<Key>,
-    },
-}
-
-const _: () = assert!(std::mem::size_of::<Decoded<'static>>() <= 96);
-
-impl<'m> Judge<'_, 'm> {
-    /// The outcomes, in order, of the messages of the partitions in
-    /// `share`, whose filters are in `filters`, indexed like the reader's
-    /// partitions. Each partition's events are judged in order, as read
-    /// one at a time.
-    fn share(&self, mut filters: Vec<Option<&mut Partition>>, share: Share) -> Vec<Outcome<'m>> {
-        let mut out = Vec::with_capacity(self.msgs.len());
-        let mut decoded = smallvec::SmallVec::<[Decoded<'m>; JUDGED_TOGETHER]>::new();
-        for (m, (_, part)) in self.msgs.iter().zip(self.parts) {
-            if !share.holds(*part) {
-                continue;
-            }
-            // The time the message is judged at: when it was produced, so
-            // that a replay judges it the same way (for the rare message
-            // without a timestamp, the partition's clock, which the events
-            // before it move: they are judged first; the wall clock for a
-            // first one).
-            let produced = m.timestamp_ms.filter(|t| *t >= 0);
-            if produced.is_none() {
-                judge_all(&mut decoded, &mut filters, &mut out);
-            }
-            let p = filters[*part].as_deref().expect("the share's filter");
-            let reference = produced.or_else(|| p.filter.clock()).unwrap_or_else(now_ms);
-            decoded.push(self.decode(m, *part, p, reference));
-            if decoded.len() == JUDGED_TOGETHER {
-                judge_all(&mut decoded, &mut filters, &mut out);
-            }
-        }
-        judge_all(&mut decoded, &mut filters, &mut out);
-        out
-    }
-
-    fn decode(&self, m: &Incoming<'m>, part: usize, p: &Partition, reference: i64) -> Decoded<'m> {
-        if p.covered.is_some_and(|c| m.offset <= c) {
-            return Decoded::Done(Outcome::Covered);
-        }
-        let info = MessageInfo {
-            encoding: Encoding::of(m.payload, || m.content_type),
-            key: m.key,
-            timestamp_ms: m.timestamp_ms,
-            lifecycle_topic: m.topic == self.articles_topic,
-            now_ms: reference,
-        };
-        Decoded::Done(match self.decoder.decode(m.payload, &info) {
-            Err(invalid) => Outcome::Invalid(invalid),
-            Ok(Event::Behaviour(event)) => {
-                return Decoded::Judge {
-                    part,
-                    key: p.filter.key_of(&event),
-                    facts: Facts::of(&event),
-                    article_id: event.article_id,
-                    reference,
-                }
-            }
-            Ok(Event::Published(a)) => Outcome::Lifecycle(Box::new(Event::Published(a))),
-            Ok(Event::Unpublished { article_id }) => {
-                Outcome::Lifecycle(Box::new(Event::Unpublished { article_id }))
-            }
-        })
-    }
-}
-
-/// Judges the `decoded` events in order, their lookups made first, and
-/// puts every outcome into `out`.
-fn judge_all<'m>(
-    decoded: &mut smallvec::SmallVec<[Decoded<'m>; JUDGED_TOGETHER]>,
-    filters: &mut [Option<&mut Partition>],
-    out: &mut Vec<Outcome<'m>>,
-) {
-    for d in decoded.iter() {
-        if let Decoded::Judge {
-            part, key: Some(k), ..
-        } = d
-        {
-            let p = filters[*part].as_deref().expect("the share's filter");
-            p.filter.warm(*k);
-        }
-    }
-    out.extend(decoded.drain(..).map(|d| match d {
-        Decoded::Done(outcome) => outcome,
-        Decoded::Judge {
-            part,
-            facts,
-            article_id,
-            reference,
-            key,
-        } => {
-            let p = filters[part].as_deref_mut().expect("the share's filter");
-            match p.filter.judge_named(facts, reference, key) {
-                Verdict::Count(units) => Outcome::Counted {
-                    article_id,
-                    at_ms: facts.occurred_at_ms,
-                    kind: facts.kind,
-                    units,
-                },
-                v => Outcome::Filtered(facts.kind, v),
-            }
-        }
-    }));
-}
-
 /// The valid events of one read that were not counted, by type and
 /// reason: added to `events_total` once per read, not per event (a
 /// labelled counter's lookup hashes its labels and takes a lock).
@@ -276,23 +131,6 @@ impl Filtered {
             }
         }
     }
-}
-
-/// The pool of the threads that decode beside the caller's, when there
-/// are to be `n` in all (none for one, or when the threads cannot be
-/// started: then the caller's alone, which reads the same).
-fn decode_threads(n: usize) -> Option<rayon::ThreadPool> {
-    if n <= 1 {
-        return None;
-    }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n - 1)
-        .thread_name(|i| format!("decode-{i}"))
-        .build()
-        .inspect_err(|e| {
-            tracing::error!(error = %e, threads = n, "decoding threads not started; decoding on one")
-        })
-        .ok()
 }
 
 /// One partition's filter.

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::config::Settings;
-use crate::event::decode::Decoder;
+use crate::event::decode::{Decoder, MessageInfo};
+use crate::now_ms;
 use crate::site::Sites;
 
 const MIN: i64 = 60_000;
