@@ -10,7 +10,7 @@ use super::{invalid, Backend, ConfigError, RedisMode, Settings, StoreSettings};
 use crate::event::slug;
 
 /// Most threads one consumer decodes on (`ingest.decode_threads`).
-pub const MAX_DECODE_THREADS: usize = 64;
+const MAX_DECODE_THREADS: usize = 64;
 
 impl Settings {
     /// Checks every value that types alone cannot.

@@ -338,8 +338,8 @@ impl Reader {
             }
         }
         let mut outcomes: PerSide<Vec<Outcome<'_>>> = (0..ways).map(|_| Vec::new()).collect();
-        if let (Some(threads), true) = (&self.threads, ways > 1) {
-            threads.in_place_scope(|s| {
+        match &self.threads {
+            Some(threads) if ways > 1 => threads.in_place_scope(|s| {
                 let mut sides = filters.into_iter().zip(outcomes.iter_mut()).enumerate();
                 let (_, (here, out_here)) = sides.next().expect("several sides");
                 for (side, (f, out)) in sides {
@@ -350,10 +350,11 @@ impl Reader {
                     s.spawn(move |_| *out = judge.share(f, share));
                 }
                 *out_here = judge.share(here, Share { index: 0, of: ways });
-            });
-        } else {
-            let only = filters.into_iter().next().expect("one side");
-            outcomes[0] = judge.share(only, Share { index: 0, of: 1 });
+            }),
+            _ => {
+                let only = filters.into_iter().next().expect("one side");
+                outcomes[0] = judge.share(only, Share { index: 0, of: 1 });
+            }
         }
         // 3. Into the batch, in the order read.
         let mut outcomes: PerSide<_> = outcomes.into_iter().map(Vec::into_iter).collect();
