@@ -108,19 +108,22 @@ struct Seen {
     /// counted late ends a `dedupe_window` of clock after it was counted,
     /// so dating events in the past does not shorten it.
     held_s: u32,
-    /// Changed since the last [`Filter::delta`].
-    dirty: bool,
+    /// Where the window's last form waits in [`Filter`]'s `changed`, plus
+    /// one (0: nowhere). A mark left from an earlier delta is told apart
+    /// by the key found there ([`Changed::holds`]), so taking a delta
+    /// clears every mark without touching the table.
+    mark: u32,
 }
 
 impl Seen {
     /// A window opened by an event at `first_ms`, counted at `clock_ms`.
-    fn opened(first_ms: i64, engaged_seconds: f64, clock_ms: i64, dirty: bool) -> Seen {
+    fn opened(first_ms: i64, engaged_seconds: f64, clock_ms: i64) -> Seen {
         let late_ms = clock_ms.saturating_sub(first_ms).max(0);
         Seen {
             first_ms,
             engaged_seconds,
             held_s: u32::try_from((late_ms + 999) / 1_000).unwrap_or(u32::MAX),
-            dirty,
+            mark: 0,
         }
     }
 
@@ -131,6 +134,34 @@ impl Seen {
         self.first_ms
             .saturating_add(window_ms)
             .saturating_add(i64::from(self.held_s) * 1_000)
+    }
+}
+
+/// The windows changed since the last delta, each in its last form, in
+/// the order they first changed: a delta is written from this list alone,
+/// not by looking each window up again in a table that is cold by then.
+#[derive(Debug, Default)]
+struct Changed(Vec<(Key, Seen)>);
+
+impl Changed {
+    /// Whether `seen`, the window of `key`, waits here.
+    fn holds(&self, key: &Key, seen: &Seen) -> bool {
+        let at = (seen.mark as usize).wrapping_sub(1);
+        matches!(self.0.get(at), Some((k, _)) if k == key)
+    }
+
+    /// Records `seen`'s form now as the window's last, marking it.
+    fn record(&mut self, key: Key, seen: &mut Seen) {
+        let at = (seen.mark as usize).wrapping_sub(1);
+        match self.0.get_mut(at) {
+            Some((k, last)) if *k == key => *last = *seen,
+            _ => {
+                // At most one entry per event of a batch, which
+                // `ingest.max_batch_events` bounds far below u32::MAX.
+                seen.mark = u32::try_from(self.0.len() + 1).unwrap_or(0);
+                self.0.push((key, *seen));
+            }
+        }
     }
 }
 
@@ -195,8 +226,8 @@ pub struct Filter {
     keys: (ahash::RandomState, ahash::RandomState),
     /// The latest reference time seen: staleness is judged against it.
     clock_ms: i64,
-    /// Keys changed since the last delta.
-    changed: Vec<Key>,
+    /// Windows changed since the last delta.
+    changed: Changed,
     /// Entries in the deltas written since the last full snapshot.
     logged: usize,
     /// Windows held at which the table is swept: twice what the last
@@ -231,7 +262,7 @@ impl Filter {
                 ahash::RandomState::with_seeds(s[4], s[5], s[6], s[7]),
             ),
             clock_ms: i64::MIN,
-            changed: Vec::new(),
+            changed: Changed::default(),
             logged: 0,
             sweep_at: 1024,
             saved,
@@ -290,8 +321,9 @@ impl Filter {
         };
         let window = self.limits.window_ms;
         let tracked = self.saved;
-        let fresh = Seen::opened(e.occurred_at_ms, units, self.clock_ms, tracked);
-        let (verdict, changed) = match self.seen.get_mut(&key) {
+        let fresh = Seen::opened(e.occurred_at_ms, units, self.clock_ms);
+        let changed = &mut self.changed;
+        let verdict = match self.seen.get_mut(&key) {
             Some(seen)
                 if (e.occurred_at_ms - seen.first_ms).abs() < window
                     && self.clock_ms.saturating_sub(seen.end_ms(window))
@@ -302,30 +334,38 @@ impl Filter {
                         let room = MAX_ENGAGED_SECONDS_PER_WINDOW - seen.engaged_seconds;
                         let take = units.min(room);
                         if take <= 0.0 && units > 0.0 {
-                            (Verdict::Duplicate, false)
+                            Verdict::Duplicate
                         } else {
                             seen.engaged_seconds += take;
-                            let was = std::mem::replace(&mut seen.dirty, tracked);
-                            (Verdict::Count(take), tracked && !was)
+                            if tracked {
+                                changed.record(key, seen);
+                            }
+                            Verdict::Count(take)
                         }
                     }
-                    _ => (Verdict::Duplicate, false),
+                    _ => Verdict::Duplicate,
                 }
             }
             Some(seen) => {
-                let was = seen.dirty;
-                *seen = fresh;
-                (Verdict::Count(units), tracked && !was)
+                *seen = Seen {
+                    mark: seen.mark,
+                    ..fresh
+                };
+                if tracked {
+                    changed.record(key, seen);
+                }
+                Verdict::Count(units)
             }
             None => {
                 self.make_room();
+                let mut fresh = fresh;
+                if tracked {
+                    self.changed.record(key, &mut fresh);
+                }
                 self.seen.insert(key, fresh);
-                (Verdict::Count(units), tracked)
+                Verdict::Count(units)
             }
         };
-        if changed {
-            self.changed.push(key);
-        }
         if self.seen.len() >= self.sweep_at {
             self.sweep();
         }
@@ -340,7 +380,7 @@ impl Filter {
     /// Bytes of memory the filter holds: its table as allocated (an entry
     /// and a control byte per bucket) and its list of changed keys.
     pub fn bytes(&self) -> usize {
-        self.seen.allocation_size() + self.changed.capacity() * std::mem::size_of::<Key>()
+        self.seen.allocation_size() + self.changed.0.capacity() * std::mem::size_of::<(Key, Seen)>()
     }
 
     /// Windows that end before this can make no duplicate any more: their
@@ -374,8 +414,9 @@ impl Filter {
     /// restore would bring back the window's earlier form.
     fn sweep(&mut self) {
         let (horizon, window) = (self.horizon(), self.limits.window_ms);
+        let changed = &self.changed;
         self.seen
-            .retain(|_, s| s.dirty || s.end_ms(window) >= horizon);
+            .retain(|k, s| s.end_ms(window) >= horizon || changed.holds(k, s));
         self.sweep_at = (self.seen.len() * 2).max(1024);
     }
 

@@ -6,11 +6,11 @@ use super::{Filter, Key, Limits, Seed, Seen};
 
 /// Bytes of one entry in a delta: key, first time, engaged seconds, then
 /// (from format 2 on) the seconds its end is held.
-const ENTRY_BYTES: usize = 16 + 8 + 8 + 4;
+pub(super) const ENTRY_BYTES: usize = 16 + 8 + 8 + 4;
 /// An entry of format 1, written before windows were held: read as held 0.
 const ENTRY_BYTES_V1: usize = 16 + 8 + 8;
 /// Version byte, clock, entry count.
-const HEADER_BYTES: usize = 1 + 8 + 4;
+pub(super) const HEADER_BYTES: usize = 1 + 8 + 4;
 const FORMAT_VERSION: u8 = 2;
 
 /// What changed in a filter, to be saved with the batch it belongs to.
@@ -38,7 +38,7 @@ impl Filter {
     /// as the state (so what is saved stays within about three times the
     /// state, and each entry is written a bounded number of times).
     pub fn delta(&mut self) -> Delta {
-        let snapshot = self.logged + self.changed.len() > 2 * self.seen.len() + 4096;
+        let snapshot = self.logged + self.changed.0.len() > 2 * self.seen.len() + 4096;
         self.encode(snapshot)
     }
 
@@ -59,20 +59,17 @@ impl Filter {
             self.sweep();
             bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.seen.len());
             bytes.resize(HEADER_BYTES, 0);
-            for (k, s) in self.seen.iter_mut() {
-                s.dirty = false;
+            for (k, s) in self.seen.iter() {
                 put(&mut bytes, *k, s);
             }
-            self.changed.clear();
+            // Every mark is left from an earlier delta now.
+            self.changed.0.clear();
             self.logged = n as usize;
         } else {
-            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.changed.len());
+            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.changed.0.len());
             bytes.resize(HEADER_BYTES, 0);
-            for k in self.changed.drain(..) {
-                if let Some(s) = self.seen.get_mut(&k) {
-                    s.dirty = false;
-                    put(&mut bytes, k, s);
-                }
+            for (k, s) in self.changed.0.drain(..) {
+                put(&mut bytes, k, &s);
             }
             // An empty delta still takes a place in the saved log.
             self.logged += (n as usize).max(1);
@@ -124,7 +121,7 @@ impl Filter {
                         first_ms,
                         engaged_seconds,
                         held_s,
-                        dirty: false,
+                        mark: 0,
                     },
                 );
             }

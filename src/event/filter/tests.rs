@@ -142,7 +142,7 @@ fn old_windows_are_forgotten_so_memory_stays_bounded() {
         // can still fall into their window (90 minutes), plus one
         // sweep's slack and one batch.
         assert!(f.tracked() <= 90 * 10 * 2 + 1024 + 500, "{}", f.tracked());
-        assert!(f.changed.len() <= 500);
+        assert!(f.changed.0.len() <= 500);
     }
 }
 
@@ -265,8 +265,9 @@ fn the_windows_held_level_off_at_the_window_and_lateness_of_traffic() {
     // the ones changed since the last delta.
     assert!(f.tracked() <= 2 * (90 * 60 + 1_001), "{}", f.tracked());
     assert!(f.bytes() >= f.tracked() * entry, "{}", f.bytes());
+    // With the changed windows' last forms, 40 bytes each.
     assert!(
-        f.bytes() <= 16_384 * entry + 2 * 1_001 * 16,
+        f.bytes() <= 16_384 * entry + 2 * 1_001 * (entry - 1),
         "{}",
         f.bytes()
     );
@@ -391,6 +392,57 @@ fn a_window_changed_and_then_past_the_horizon_is_saved_before_it_is_forgotten() 
         restored.judge(&late, NOW + 50 * MIN),
         live.judge(&late, NOW + 50 * MIN)
     );
+}
+
+#[test]
+fn a_window_changed_several_times_between_deltas_is_saved_once_in_its_last_form() {
+    let seed = random_seed();
+    let mut live = Filter::new(LIMITS, seed);
+    let read = |secs| ev(EventType::Engagement, "k", "a", NOW, secs);
+    let mut saved = Vec::new();
+    // Three deltas: the window opened, then engaged twice more, then a
+    // new window for k after the old one ended, engaged again.
+    for (round, events) in [
+        vec![(read(100.0), NOW), (read(200.0), NOW)],
+        vec![(read(300.0), NOW), (read(400.0), NOW)],
+        vec![
+            (
+                ev(EventType::Engagement, "k", "a", NOW + 40 * MIN, 500.0),
+                NOW + 40 * MIN,
+            ),
+            (
+                ev(EventType::Engagement, "k", "a", NOW + 40 * MIN, 600.0),
+                NOW + 40 * MIN,
+            ),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (e, r) in &events {
+            assert_eq!(live.judge(e, *r), Verdict::Count(e.engaged_seconds));
+        }
+        let d = live.delta();
+        assert!(!d.snapshot);
+        // One entry: the window, however often it changed.
+        assert_eq!(
+            d.bytes.len(),
+            saved::HEADER_BYTES + saved::ENTRY_BYTES,
+            "round {round}"
+        );
+        saved.push(d.bytes);
+        // What was saved holds the window's last form: restored, it takes
+        // exactly what is left under the cap of its engaged seconds.
+        let mut restored = Filter::restore(LIMITS, seed, &saved).unwrap();
+        let (e, r) = events.last().unwrap();
+        let held: f64 = events.iter().map(|(e, _)| e.engaged_seconds).sum::<f64>()
+            + if round == 1 { 300.0 } else { 0.0 };
+        let more = ev(EventType::Engagement, "k", "a", e.occurred_at_ms, 3600.0);
+        assert_eq!(
+            restored.judge(&more, *r),
+            Verdict::Count(MAX_ENGAGED_SECONDS_PER_WINDOW - held)
+        );
+    }
 }
 
 #[test]
