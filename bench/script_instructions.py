@@ -13,11 +13,16 @@ doing), two ways:
 Each way runs in a redis-server of its own under callgrind: 10 calls of
 5,000 members on one zset, the increments formatted as the service's Redis
 client formats them (shortest round trip). A run with no script call is
-subtracted. Prints instructions per member for each way.
+subtracted. Prints instructions per member for each way, then where the
+way apply.lua takes goes inside the server: the sorted set's own work,
+formatting each ZINCRBY's reply (the new score) as text, parsing each
+increment, and the strings Lua makes of arguments and replies.
 
-    ~/.cache/popularity-bench/venv/bin/python bench/script_instructions.py
+    ~/.cache/popularity-bench/venv/bin/python bench/script_instructions.py [SERVER...]
 
-Needs valgrind, redis-server and redis-py (the venv bench/run.sh makes).
+SERVER is a server binary taking redis-server's arguments (default:
+redis-server; a Valkey server compares). Needs valgrind, the server and
+redis-py (the venv bench/run.sh makes).
 """
 
 import os
@@ -55,13 +60,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-def instructions(script, out_dir, name):
-    """Instructions redis-server ran for CALLS calls of `script` (None: none)."""
+# Where the as-sent way's instructions go: (label, the server's functions,
+# counted inclusively).
+PARTS = [
+    ("the sorted set (zsetAdd)", ["zsetAdd"]),
+    ("formatting each reply (addReplyDouble)", ["addReplyDouble"]),
+    ("parsing each increment (getDoubleFromObject)", ["getDoubleFromObject"]),
+    ("Lua strings of arguments and replies (lua_pushlstring)", ["lua_pushlstring"]),
+]
+
+
+def instructions(server, script, out_dir, name):
+    """Instructions `server` ran for CALLS calls of `script` (None: none)."""
     port = free_port()
     out = os.path.join(out_dir, f"{name}.out")
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-         "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+         server, "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     for _ in range(300):
@@ -92,15 +107,36 @@ def instructions(script, out_dir, name):
     sys.exit(f"no totals in {out}")
 
 
+def inclusive(out, functions):
+    """Instructions of `functions` with what they call, from callgrind's `out`."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", out],
+                          capture_output=True, text=True, check=True).stdout
+    total = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-2].split(":")[-1] in functions:
+            total += int(parts[0].replace(",", ""))
+    return total
+
+
 def main():
-    with tempfile.TemporaryDirectory() as d:
-        base = instructions(None, d, "none")
-        per = {}
-        for name, script in [("multiplied", MULTIPLIED), ("as sent", AS_SENT)]:
-            per[name] = (instructions(script, d, name) - base) / (MEMBERS * CALLS)
-    for name, n in per.items():
-        print(f"{name}: {n:,.0f} instructions per member")
-    print(f"as sent / multiplied: {per['as sent'] / per['multiplied']:.3f}")
+    servers = sys.argv[1:] or ["redis-server"]
+    for server in servers:
+        version = subprocess.run([server, "--version"], capture_output=True,
+                                 text=True).stdout.strip()
+        print(version)
+        with tempfile.TemporaryDirectory() as d:
+            base = instructions(server, None, d, "none")
+            per = {}
+            for name, script in [("multiplied", MULTIPLIED), ("as sent", AS_SENT)]:
+                per[name] = (instructions(server, script, d, name) - base) / (MEMBERS * CALLS)
+            for name, n in per.items():
+                print(f"  {name}: {n:,.0f} instructions per member")
+            print(f"  as sent / multiplied: {per['as sent'] / per['multiplied']:.3f}")
+            out = os.path.join(d, "as sent.out")
+            for label, functions in PARTS:
+                n = inclusive(out, functions) / (MEMBERS * CALLS)
+                print(f"    {label}: {n:,.0f} per member ({n / per['as sent']:.0%})")
 
 
 if __name__ == "__main__":
