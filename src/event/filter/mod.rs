@@ -140,26 +140,37 @@ impl Seen {
 /// The windows changed since the last delta, each in its last form, in
 /// the order they first changed: a delta is written from this list alone,
 /// not by looking each window up again in a table that is cold by then.
-#[derive(Debug, Default)]
-struct Changed(Vec<(Key, Seen)>);
+#[derive(Debug)]
+struct Changed {
+    /// Whether changes are kept for [`Filter::delta`] (a saved filter).
+    kept: bool,
+    windows: Vec<(Key, Seen)>,
+}
 
 impl Changed {
-    /// Whether `seen`, the window of `key`, waits here.
-    fn holds(&self, key: &Key, seen: &Seen) -> bool {
-        let at = (seen.mark as usize).wrapping_sub(1);
-        matches!(self.0.get(at), Some((k, _)) if k == key)
+    /// Where `seen`'s mark points in `windows` (past the end for none).
+    fn place(seen: &Seen) -> usize {
+        (seen.mark as usize).wrapping_sub(1)
     }
 
-    /// Records `seen`'s form now as the window's last, marking it.
+    /// Whether `seen`, the window of `key`, waits here.
+    fn holds(&self, key: &Key, seen: &Seen) -> bool {
+        matches!(self.windows.get(Changed::place(seen)), Some((k, _)) if k == key)
+    }
+
+    /// Records `seen`'s form now as the window's last, marking it, when
+    /// changes are kept.
     fn record(&mut self, key: Key, seen: &mut Seen) {
-        let at = (seen.mark as usize).wrapping_sub(1);
-        match self.0.get_mut(at) {
+        if !self.kept {
+            return;
+        }
+        match self.windows.get_mut(Changed::place(seen)) {
             Some((k, last)) if *k == key => *last = *seen,
             _ => {
                 // At most one entry per event of a batch, which
                 // `ingest.max_batch_events` bounds far below u32::MAX.
-                seen.mark = u32::try_from(self.0.len() + 1).unwrap_or(0);
-                self.0.push((key, *seen));
+                seen.mark = u32::try_from(self.windows.len() + 1).unwrap_or(0);
+                self.windows.push((key, *seen));
             }
         }
     }
@@ -234,8 +245,6 @@ pub struct Filter {
     /// sweep left, so that what is held stays within twice the windows
     /// within the horizon.
     sweep_at: usize,
-    /// Whether changes are kept for [`Filter::delta`] (a saved filter).
-    saved: bool,
 }
 
 impl Filter {
@@ -262,10 +271,12 @@ impl Filter {
                 ahash::RandomState::with_seeds(s[4], s[5], s[6], s[7]),
             ),
             clock_ms: i64::MIN,
-            changed: Changed::default(),
+            changed: Changed {
+                kept: saved,
+                windows: Vec::new(),
+            },
             logged: 0,
             sweep_at: 1024,
-            saved,
         }
     }
 
@@ -320,7 +331,6 @@ impl Filter {
             return Verdict::Count(units);
         };
         let window = self.limits.window_ms;
-        let tracked = self.saved;
         let fresh = Seen::opened(e.occurred_at_ms, units, self.clock_ms);
         let changed = &mut self.changed;
         let verdict = match self.seen.get_mut(&key) {
@@ -337,9 +347,7 @@ impl Filter {
                             Verdict::Duplicate
                         } else {
                             seen.engaged_seconds += take;
-                            if tracked {
-                                changed.record(key, seen);
-                            }
+                            changed.record(key, seen);
                             Verdict::Count(take)
                         }
                     }
@@ -351,17 +359,13 @@ impl Filter {
                     mark: seen.mark,
                     ..fresh
                 };
-                if tracked {
-                    changed.record(key, seen);
-                }
+                changed.record(key, seen);
                 Verdict::Count(units)
             }
             None => {
                 self.make_room();
                 let mut fresh = fresh;
-                if tracked {
-                    self.changed.record(key, &mut fresh);
-                }
+                self.changed.record(key, &mut fresh);
                 self.seen.insert(key, fresh);
                 Verdict::Count(units)
             }
@@ -380,7 +384,8 @@ impl Filter {
     /// Bytes of memory the filter holds: its table as allocated (an entry
     /// and a control byte per bucket) and its list of changed keys.
     pub fn bytes(&self) -> usize {
-        self.seen.allocation_size() + self.changed.0.capacity() * std::mem::size_of::<(Key, Seen)>()
+        self.seen.allocation_size()
+            + self.changed.windows.capacity() * std::mem::size_of::<(Key, Seen)>()
     }
 
     /// Windows that end before this can make no duplicate any more: their

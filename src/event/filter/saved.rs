@@ -38,7 +38,7 @@ impl Filter {
     /// as the state (so what is saved stays within about three times the
     /// state, and each entry is written a bounded number of times).
     pub fn delta(&mut self) -> Delta {
-        let snapshot = self.logged + self.changed.0.len() > 2 * self.seen.len() + 4096;
+        let snapshot = self.logged + self.changed.windows.len() > 2 * self.seen.len() + 4096;
         self.encode(snapshot)
     }
 
@@ -63,12 +63,12 @@ impl Filter {
                 put(&mut bytes, *k, s);
             }
             // Every mark is left from an earlier delta now.
-            self.changed.0.clear();
+            self.changed.windows.clear();
             self.logged = n as usize;
         } else {
-            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.changed.0.len());
+            bytes.reserve(HEADER_BYTES + ENTRY_BYTES * self.changed.windows.len());
             bytes.resize(HEADER_BYTES, 0);
-            for (k, s) in self.changed.0.drain(..) {
+            for (k, s) in self.changed.windows.drain(..) {
                 put(&mut bytes, k, &s);
             }
             // An empty delta still takes a place in the saved log.

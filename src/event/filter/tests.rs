@@ -134,7 +134,7 @@ fn old_windows_are_forgotten_so_memory_stays_bounded() {
                 f.judge(&ev(EventType::PageView, &format!("v{i}"), "a", at, 0.0), at),
                 Verdict::Count(1.0)
             );
-            if i % 500 == 499 && f.saved {
+            if i % 500 == 499 && f.changed.kept {
                 f.delta();
             }
         }
@@ -142,7 +142,7 @@ fn old_windows_are_forgotten_so_memory_stays_bounded() {
         // can still fall into their window (90 minutes), plus one
         // sweep's slack and one batch.
         assert!(f.tracked() <= 90 * 10 * 2 + 1024 + 500, "{}", f.tracked());
-        assert!(f.changed.0.len() <= 500);
+        assert!(f.changed.windows.len() <= 500);
     }
 }
 
