@@ -259,6 +259,13 @@ impl Reader {
     }
 
     /// The position of a partition's filter, made if it has none yet.
+    /// The threads a read decodes on: the caller's and the pool's.
+    fn ways(&self) -> usize {
+        self.threads
+            .as_ref()
+            .map_or(1, |t| t.current_num_threads() + 1)
+    }
+
     fn partition(&mut self, topic: &str, partition: i32) -> usize {
         if let Some(i) = find(&self.partitions, topic, partition, |p| &p.id) {
             return i;
@@ -302,10 +309,7 @@ impl Reader {
         // 1. Each message's partition, in the batch and among the filters.
         // Per-side tables stay inline for up to 8 threads; `parts` is kept
         // between calls: a call allocates little beyond a list per side.
-        let ways = self
-            .threads
-            .as_ref()
-            .map_or(1, |t| t.current_num_threads() + 1);
+        let ways = self.ways();
         let mut sides: PerSide<usize> = smallvec::smallvec![0; ways];
         let mut parts = std::mem::take(&mut self.parts);
         parts.clear();

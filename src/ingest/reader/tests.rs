@@ -115,13 +115,7 @@ fn judged_together_as_one_at_a_time(settings: &Settings) {
 
     let mut reader = Reader::new(settings, Metrics::new(), Filters::Saved);
     let ways = settings.ingest.decode_threads;
-    assert_eq!(
-        reader
-            .threads
-            .as_ref()
-            .map_or(1, |t| t.current_num_threads() + 1),
-        ways
-    );
+    assert_eq!(reader.ways(), ways);
     let mut batch = Batch::default();
     reader.read_all(&msgs, &mut batch);
     let counted: Vec<(i32, i64, u64)> = batch
