@@ -83,7 +83,7 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
         let cache = self.cache.as_ref().filter(|_| req.method() == Method::GET);
-        let fresh = |c: &'_ Arc<Cache>| c.fresh(&cache_key(req.uri())?, started);
+        let fresh = |c: &'_ Arc<Cache>| c.fresh(req.uri(), started);
         let Some((cache, hit)) = cache.and_then(|c| Some((c, fresh(c)?))) else {
             return Either::Right(self.inner.call(req));
         };
@@ -112,6 +112,47 @@ fn cache_key(uri: &Uri) -> Option<Cow<'_, str>> {
             let canonical = super::params::canonical_query(q)?;
             Some(Cow::Owned(format!("{}?{canonical}", uri.path())))
         }
+    }
+}
+
+/// A cache key: a path without a query as the request holds it, or the
+/// key of a path and query (see [`cache_key`]) as [`Spellings`] keeps it.
+#[derive(Debug, PartialEq)]
+enum Key<'u> {
+    Path(&'u str),
+    Query(Arc<str>),
+}
+
+impl std::ops::Deref for Key<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Key::Path(p) => p,
+            Key::Query(k) => k,
+        }
+    }
+}
+
+/// The key of each path and query asked lately, as sent: parsing a query
+/// into its key (`serde_urlencoded` and a `format!`) was a seventh of a
+/// hit's instructions, and a page asks in one spelling thousands of times.
+/// What the key of a spelling is never changes, so a remembered one is
+/// exact. Bounded in entries and bytes like the answers: spellings longer
+/// than [`MAX_SPELLING_BYTES`] are parsed every time.
+type Spellings = quick_cache::sync::Cache<Box<str>, Option<Arc<str>>, SpellingWeight>;
+
+/// Longest path and query whose key is remembered, in bytes.
+const MAX_SPELLING_BYTES: usize = 512;
+/// What the remembered keys may weigh in all, in bytes.
+const SPELLINGS_BYTES: u64 = 2 << 20;
+
+#[derive(Clone)]
+struct SpellingWeight;
+
+impl quick_cache::Weighter<Box<str>, Option<Arc<str>>> for SpellingWeight {
+    fn weight(&self, spelling: &Box<str>, key: &Option<Arc<str>>) -> u64 {
+        (spelling.len() + key.as_ref().map_or(0, |k| k.len()) + 64) as u64
     }
 }
 
@@ -173,10 +214,15 @@ async fn miss<S>(cache: Arc<Cache>, mut handler: S, req: Request) -> Result<Resp
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
+    // Without a TTL nothing is kept: no key is needed.
+    if cache.entries.is_none() {
+        cache.misses.inc();
+        return handler.call(req).await;
+    }
     // The URI's bytes are shared with the request: the key copies nothing
     // unless the answer is computed.
     let uri = req.uri().clone();
-    let Some(key) = cache_key(&uri) else {
+    let Some(key) = cache.key(&uri) else {
         return handler.call(req).await;
     };
     let asked = Asked::of(req.headers());
@@ -222,6 +268,8 @@ type Entries = quick_cache::sync::Cache<String, (Instant, Arc<Cached>), Weight>;
 pub struct Cache {
     /// None when the TTL is zero: every request computes.
     entries: Option<Entries>,
+    /// The keys of the spellings asked lately.
+    spellings: Spellings,
     ttl: Duration,
     /// `Cache-Control` of its answers: `public, max-age=<ttl>`.
     cache_control: HeaderValue,
@@ -241,6 +289,11 @@ impl Cache {
         Cache {
             entries: (!ttl.is_zero())
                 .then(|| Entries::with_weighter(MAX_ENTRIES as usize, max_bytes, weight)),
+            spellings: Spellings::with_weighter(
+                MAX_ENTRIES as usize,
+                SPELLINGS_BYTES,
+                SpellingWeight,
+            ),
             ttl,
             cache_control: HeaderValue::from_str(&format!("public, max-age={}", ttl.as_secs()))
                 .expect("digits are a valid header"),
@@ -249,10 +302,29 @@ impl Cache {
         }
     }
 
-    /// The answer held for `key`, if it is still fresh at `now`: a hit,
+    /// What the answer to `uri` is kept under (see [`cache_key`]): None for
+    /// a query no route accepts. Remembered per spelling.
+    fn key<'u>(&self, uri: &'u Uri) -> Option<Key<'u>> {
+        let Some(spelling) = uri.path_and_query().filter(|_| uri.query().is_some()) else {
+            return Some(Key::Path(uri.path()));
+        };
+        let spelling = spelling.as_str();
+        if spelling.len() > MAX_SPELLING_BYTES {
+            return cache_key(uri).map(|k| Key::Query(k.into()));
+        }
+        if let Some(known) = self.spellings.get(spelling) {
+            return known.map(Key::Query);
+        }
+        let key: Option<Arc<str>> = cache_key(uri).map(|k| k.into());
+        self.spellings.insert(spelling.into(), key.clone());
+        key.map(Key::Query)
+    }
+
+    /// The answer held for `uri`, if it is still fresh at `now`: a hit,
     /// counted.
-    pub fn fresh(&self, key: &str, now: Instant) -> Option<Arc<Cached>> {
-        let (expires, value) = self.entries.as_ref()?.get(key)?;
+    pub fn fresh(&self, uri: &Uri, now: Instant) -> Option<Arc<Cached>> {
+        let entries = self.entries.as_ref()?;
+        let (expires, value) = entries.get(&*self.key(uri)?)?;
         (expires > now).then(|| {
             self.hits.inc();
             value
@@ -448,6 +520,54 @@ mod tests {
         assert!(weight <= max, "{weight} bytes held, bound {max}");
         // Each weighs its body and three compressed copies: 400 kB.
         assert!((5..=10).contains(&held), "{held} answers of 400 kB held");
+    }
+
+    #[test]
+    fn a_remembered_spelling_gives_the_key_its_query_parses_to() {
+        let cache = Cache::new(Duration::from_secs(60), TEST_BYTES, Metrics::new());
+        let long = format!("/v1/index?before=1.{}", "x".repeat(MAX_SPELLING_BYTES));
+        let asked = [
+            "/v1/rankings/trending?section=World&published_within=3601s&limit=5",
+            "/v1/rankings/trending?limit=5&published_within=2h&section=world",
+            "/v1/rankings/trending?limit=0",
+            "/v1/rankings/trending?junk=1",
+            "/v1/index?before=1.x%26limit%3D5",
+            "/v1/index?",
+            "/v1/index",
+            &long,
+        ];
+        // Asked twice: the second answer is the remembered one.
+        for _ in 0..2 {
+            for spelling in asked {
+                let uri = spelling.parse::<Uri>().unwrap();
+                let parsed = cache_key(&uri).map(|k| k.into_owned());
+                let key = cache.key(&uri).map(|k| k.to_string());
+                assert_eq!(key, parsed, "{spelling}");
+            }
+        }
+        // Every spelling with a query is remembered, refused ones too
+        // (as None), but not the one past the bound.
+        assert_eq!(cache.spellings.len(), 6);
+        assert_eq!(
+            cache.spellings.get("/v1/rankings/trending?junk=1"),
+            Some(None)
+        );
+        assert_eq!(cache.spellings.get(long.as_str()), None);
+    }
+
+    #[test]
+    fn spellings_beyond_the_bound_do_not_grow_what_is_remembered() {
+        let cache = Cache::new(Duration::from_secs(60), TEST_BYTES, Metrics::new());
+        let pad = "x".repeat(MAX_SPELLING_BYTES - 40);
+        for i in 0..(MAX_ENTRIES * 2) {
+            let spelling = format!("/v1/index?before={i}.{pad}");
+            let uri = spelling.parse::<Uri>().unwrap();
+            assert!(cache.key(&uri).is_some());
+        }
+        let (held, weight) = (cache.spellings.len() as u64, cache.spellings.weight());
+        assert!(held <= MAX_ENTRIES, "{held} spellings held");
+        assert!(weight <= SPELLINGS_BYTES, "{weight} bytes held");
+        assert!(held > 100, "{held} spellings held: the bound is not all");
     }
 
     #[test]
