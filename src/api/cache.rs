@@ -214,11 +214,6 @@ async fn miss<S>(cache: Arc<Cache>, mut handler: S, req: Request) -> Result<Resp
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    // Without a TTL nothing is kept: no key is needed.
-    if cache.entries.is_none() {
-        cache.misses.inc();
-        return handler.call(req).await;
-    }
     // The URI's bytes are shared with the request: the key copies nothing
     // unless the answer is computed.
     let uri = req.uri().clone();
