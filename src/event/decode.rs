@@ -31,6 +31,11 @@ pub struct Decoder {
 
 /// Most user agents remembered by a [`Decoder`].
 const BOT_CACHE_MAX: usize = 10_000;
+/// Longest user agent remembered, in bytes: browsers and crawlers send a
+/// few hundred, and a message may carry one of 64 KiB, so without it
+/// [`BOT_CACHE_MAX`] agents could hold 640 MiB. A longer one is judged
+/// each time it comes.
+const BOT_CACHE_AGENT_BYTES: usize = 512;
 
 /// What the decoder needs to know about one message besides its payload.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +79,9 @@ impl Decoder {
 
     /// True when `user_agent` is a known crawler.
     pub fn is_bot_agent(&self, user_agent: &str) -> bool {
+        if user_agent.len() > BOT_CACHE_AGENT_BYTES {
+            return self.bots.is_bot(user_agent);
+        }
         if let Some(v) = self.bot_cache.lock().get(user_agent) {
             return *v;
         }
@@ -293,6 +301,29 @@ mod tests {
             r#"{"type":"page_view","article_id":"a","occurred_at":1694494080000,"bot":true}"#,
         );
         assert!(b.bot);
+    }
+
+    #[test]
+    fn long_user_agents_are_judged_each_time_and_not_kept() {
+        // Agents as long as a message allows (the collector's header, or a
+        // producer's field): 400 of them would hold 24 MB if kept.
+        let d = Decoder::new(64 * 1024, 300_000);
+        let pad = "x".repeat(60_000);
+        for i in 0..400 {
+            let browser = format!("Mozilla/5.0 (X11; Linux x86_64) {i} {pad}");
+            let crawler = format!("Mozilla/5.0 (compatible; Googlebot/2.1) {i} {pad}");
+            assert!(!d.is_bot_agent(&browser), "browser {i}");
+            assert!(d.is_bot_agent(&crawler), "crawler {i}");
+        }
+        let kept: usize = d.bot_cache.lock().keys().map(|k| k.len()).sum();
+        assert_eq!(kept, 0, "bytes of agents kept");
+        // Usual agents are kept, with their verdicts.
+        let chrome =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36";
+        let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        assert!(!d.is_bot_agent(chrome) && d.is_bot_agent(google));
+        assert_eq!(d.bot_cache.lock().get(chrome), Some(&false));
+        assert_eq!(d.bot_cache.lock().get(google), Some(&true));
     }
 
     #[test]
