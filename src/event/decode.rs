@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn long_user_agents_are_judged_each_time_and_not_kept() {
         // Agents as long as a message allows (the collector's header, or a
-        // producer's field): 400 of them would hold 24 MB if kept.
+        // producer's field): when every agent was kept, these 800 held 48 MB.
         let d = Decoder::new(64 * 1024, 300_000);
         let pad = "x".repeat(60_000);
         for i in 0..400 {
