@@ -74,7 +74,7 @@ def instructions(server, script, out_dir, name):
     """Instructions `server` ran for CALLS calls of `script` (None: none)."""
     port = free_port()
     out = os.path.join(out_dir, f"{name}.out")
-    server = subprocess.Popen(
+    process = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
          server, "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,7 +99,7 @@ def instructions(server, script, out_dir, name):
         else:
             client.ping()
     client.shutdown(nosave=True)
-    server.wait()
+    process.wait()
     with open(out) as f:
         for line in f:
             if line.startswith("summary:") or line.startswith("totals:"):

@@ -258,7 +258,6 @@ impl Reader {
         self.partitions.retain(|p| !partitions.contains(&p.id));
     }
 
-    /// The position of a partition's filter, made if it has none yet.
     /// The threads a read decodes on: the caller's and the pool's.
     fn ways(&self) -> usize {
         self.threads
@@ -266,6 +265,7 @@ impl Reader {
             .map_or(1, |t| t.current_num_threads() + 1)
     }
 
+    /// The position of a partition's filter, made if it has none yet.
     fn partition(&mut self, topic: &str, partition: i32) -> usize {
         if let Some(i) = find(&self.partitions, topic, partition, |p| &p.id) {
             return i;
