@@ -136,9 +136,12 @@ impl Decoder {
             // strings without checking each again.
             Encoding::Json => std::str::from_utf8(payload)
                 .map_err(|e| Invalid::Malformed(format!("invalid JSON: not UTF-8: {e}")))
-                .and_then(|text| {
-                    serde_json::from_str::<Raw<'_>>(text)
-                        .map_err(|e| Invalid::Malformed(format!("invalid JSON: {e}")))
+                .and_then(|text| match super::flat::read(text) {
+                    // What producers send, read in one pass; serde_json
+                    // reads the rest and names what is wrong.
+                    Some(raw) => Ok(raw),
+                    None => serde_json::from_str::<Raw<'_>>(text)
+                        .map_err(|e| Invalid::Malformed(format!("invalid JSON: {e}"))),
                 })?,
             // Behaviour events borrow their texts; the rest is prost's.
             Encoding::Protobuf => match super::wire::behaviour(payload) {

@@ -10,6 +10,7 @@ pub mod decode;
 mod encoding;
 pub mod fields;
 pub mod filter;
+mod flat;
 pub mod framing;
 mod invalid;
 mod raw;
