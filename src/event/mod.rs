@@ -6,6 +6,7 @@
 //! the dead-letter topic. Valid behaviour events then pass the [`filter`]s
 //! (bots, stale, duplicates) before they are scored.
 
+mod crawlers;
 pub mod decode;
 mod encoding;
 pub mod fields;
