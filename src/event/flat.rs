@@ -183,6 +183,17 @@ impl<'a> Cursor<'a> {
             Value::Null => Some(None),
             Value::Bool(_) => None,
         };
+        let flag = |v: Value<'a>| match v {
+            Value::Bool(b) => Some(Some(b)),
+            Value::Null => Some(None),
+            _ => None,
+        };
+        // At most 18 digits: exact as an `f64`, as serde_json converts it.
+        let seconds = |v: Value<'a>| match v {
+            Value::Int(n) => Some(Some(n as f64)),
+            Value::Null => Some(None),
+            _ => None,
+        };
         match field {
             Field::Type => raw.kind = text(v)?,
             Field::Site => raw.site = text(v)?,
@@ -193,21 +204,8 @@ impl<'a> Cursor<'a> {
             Field::Section => raw.section = text(v)?,
             Field::Tags => unreachable!("read above"),
             Field::UserAgent => raw.user_agent = text(v)?,
-            Field::Bot => {
-                raw.bot = match v {
-                    Value::Bool(b) => Some(b),
-                    Value::Null => None,
-                    _ => return None,
-                }
-            }
-            Field::EngagedSeconds => {
-                raw.engaged_seconds = match v {
-                    // At most 18 digits: as serde_json converts it.
-                    Value::Int(n) => Some(n as f64),
-                    Value::Null => None,
-                    _ => return None,
-                }
-            }
+            Field::Bot => raw.bot = flag(v)?,
+            Field::EngagedSeconds => raw.engaged_seconds = seconds(v)?,
             Field::Title => raw.title = text(v)?,
             Field::Url => raw.url = text(v)?,
             Field::PublishedAt => raw.published_at = time(v)?,
