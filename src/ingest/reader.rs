@@ -32,6 +32,32 @@ use share::{decode_threads, Judge, Share};
 /// threads: below it, handing a side over costs more than it saves.
 const PARALLEL_MIN: usize = 64;
 
+/// How many messages ahead of the one read its payload is asked for.
+/// librdkafka's fetch thread wrote the payloads, most of them long enough
+/// before they are read to have left the caches: read in turn, each
+/// message's first byte waited for memory in turn (4% of the service's
+/// CPU per event, at one instruction). Asked for ahead, the waits overlap.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Most bytes of a payload asked for ahead: what an event takes (a
+/// larger message is read in order, which the hardware sees coming).
+const PREFETCH_BYTES: usize = 512;
+
+/// Asks for the first [`PREFETCH_BYTES`] of `bytes` to be brought into
+/// the caches, without waiting for them. A hint: it reads nothing and
+/// cannot fault.
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes[..bytes.len().min(PREFETCH_BYTES)].chunks(64) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE, which `_mm_prefetch` needs, is part of x86_64; a
+        // prefetch dereferences nothing, and the address is `bytes`'s.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// One value per side of the split, inline for up to 8 sides.
 type PerSide<T> = smallvec::SmallVec<[T; 8]>;
 
@@ -294,7 +320,16 @@ impl Reader {
     /// Reads what the consumer fetched at once into `batch`, in order (see
     /// [`Reader::read_all`]).
     pub fn read_fetched(&mut self, fetched: &[BorrowedMessage<'_>], batch: &mut Batch) {
-        let incoming: Vec<_> = fetched.iter().map(Incoming::from_kafka).collect();
+        let incoming: Vec<_> = fetched
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if let Some(ahead) = fetched.get(i + PREFETCH_AHEAD) {
+                    prefetch(ahead.payload().unwrap_or_default());
+                }
+                Incoming::from_kafka(m)
+            })
+            .collect();
         self.read_all(&incoming, batch);
     }
 
