@@ -60,6 +60,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_until_up(client):
+    """Returns once the server `client` talks to answers (at most 60 s)."""
+    for _ in range(300):
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.2)
+
+
 # Where the as-sent way's instructions go: (label, the server's functions,
 # counted inclusively).
 PARTS = [
@@ -79,12 +89,7 @@ def instructions(server, script, out_dir, name):
          server, "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
-    for _ in range(300):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.2)
+    wait_until_up(client)
     rng = random.Random(7)
     members = [f"site:article-{i:06d}" for i in range(MEMBERS)]
     factor = 2 ** (1_234_567 / 7_200_000)

@@ -18,24 +18,16 @@ Run with the bench's virtual environment (bench/run.sh makes it):
 """
 
 import random
-import socket
 import subprocess
-import time
 
 import redis
+
+from script_instructions import free_port, wait_until_up
 
 MEMBERS = 10_000
 BATCH = 1_000
 BATCHES = 300
 SCRIPT = "for i = 1, #ARGV, 2 do redis.call('ZINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end return 1"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def main():
@@ -46,12 +38,7 @@ def main():
     )
     try:
         r = redis.Redis(port=port)
-        for _ in range(50):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
+        wait_until_up(r)
         members = [f"article-{i:06d}" for i in range(MEMBERS)]
         rng = random.Random(1)
         r.zadd("z", {m: rng.random() * 100 for m in members})
